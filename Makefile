@@ -1,0 +1,42 @@
+# Gridlink's two set-up commands are `make run` and `make test`; everything
+# they need (the virtualenv, packages, PostgreSQL, Redis) is installed and
+# started by them.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+BIND ?= 127.0.0.1:8000
+
+.PHONY: install run test lint format clean
+
+$(INSTALLED): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: on Debian/Ubuntu run 'apt-get install python3-venv'"; exit 1; }
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(INSTALLED)
+
+## Start the local cluster, migrate and serve the API on $(BIND).
+run: install
+	$(BIN)/gridlink cluster up
+	$(BIN)/gridlink migrate
+	$(BIN)/gridlink serve --bind $(BIND)
+
+## Lint, type-check and run the whole suite against a cluster the run starts and stops.
+test: lint
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	-$(BIN)/gridlink cluster down --purge
+	rm -rf $(VENV) var

@@ -1,0 +1,40 @@
+"""The Falcon application: ``create_app(settings)``, and ``get_app()`` for gunicorn."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import falcon
+
+from gridlink import resources
+from gridlink.auth import TokenAuthMiddleware
+from gridlink.errors import add_error_handlers
+from gridlink.http import App, BodySizeMiddleware, RequestIdMiddleware, json_handlers
+from gridlink.services import Services
+from gridlink.settings import Settings
+
+
+def create_app(settings: Settings, services: Services | None = None) -> App:
+    """Build the app around ``services`` (connected from ``settings`` when not given)."""
+    services = services or Services.connect(settings)
+    middleware: list[Any] = [
+        RequestIdMiddleware(),
+        BodySizeMiddleware(),
+        TokenAuthMiddleware(services),
+    ]
+    app = falcon.App(middleware=middleware, cors_enable=False)
+    # API.md writes every path with a trailing slash and serves it without one too.
+    app.req_options.strip_url_path_trailing_slash = True
+    app.req_options.media_handlers.update(json_handlers())
+    app.resp_options.media_handlers.update(json_handlers())
+    app.req_options.default_media_type = falcon.MEDIA_JSON
+    app.resp_options.default_media_type = falcon.MEDIA_JSON
+    add_error_handlers(app)
+    resources.add_routes(app, services)
+    return app
+
+
+def get_app() -> App:
+    """Build the app from the environment (gunicorn calls this in each worker)."""
+    return create_app(Settings.from_env(os.environ))

@@ -1,0 +1,113 @@
+"""The ``gridlink`` command: the local cluster, migrations, the server and admin tasks."""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from gridlink.settings import Settings, SettingsError
+from infra import cluster
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
+GUNICORN_CONF = PROJECT_ROOT / "infra" / "gunicorn.conf.py"
+LOCAL_CLUSTER_ROOT = PROJECT_ROOT / "var" / "cluster"
+
+
+def local_cluster(replicas: int = 1) -> cluster.ClusterLayout:
+    return cluster.ClusterLayout(root=LOCAL_CLUSTER_ROOT, replicas=replicas)
+
+
+def cmd_cluster_up(args: argparse.Namespace, settings: Settings) -> int:
+    statuses = cluster.up(local_cluster(args.replicas))
+    print(cluster.format_status(statuses))
+    return 0
+
+
+def cmd_cluster_status(args: argparse.Namespace, settings: Settings) -> int:
+    print(cluster.format_status(cluster.status(local_cluster())))
+    return 0
+
+
+def cmd_cluster_down(args: argparse.Namespace, settings: Settings) -> int:
+    cluster.down(local_cluster(), purge=args.purge)
+    return 0
+
+
+def migrate(database_url: str) -> None:
+    """Apply every Alembic migration to the database at ``database_url``."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config(str(ALEMBIC_INI))
+    config.attributes["database_url"] = database_url
+    command.upgrade(config, "head")
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    migrate(settings.database_url)
+    print("migrated the primary to the newest schema")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    argv = ["gunicorn", "-c", str(GUNICORN_CONF), "--bind", args.bind]
+    if args.workers:
+        argv += ["--workers", str(args.workers)]
+    # Replace this process: signals and the exit status are gunicorn's own.
+    os.execvp(argv[0], argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gridlink", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    cluster_parser = commands.add_parser("cluster", help="the local primary, replicas and Redis")
+    cluster_commands = cluster_parser.add_subparsers(dest="cluster_command", required=True)
+    up = cluster_commands.add_parser("up", help="start (or create) the local cluster")
+    up.add_argument("--replicas", type=int, default=1, help="streaming replicas (default 1)")
+    up.set_defaults(handler=cmd_cluster_up)
+    cluster_commands.add_parser("status", help="each server, its port and lag").set_defaults(
+        handler=cmd_cluster_status
+    )
+    down = cluster_commands.add_parser("down", help="stop what `up` started")
+    down.add_argument("--purge", action="store_true", help="also delete the data")
+    down.set_defaults(handler=cmd_cluster_down)
+
+    commands.add_parser("migrate", help="apply the migrations to the primary").set_defaults(
+        handler=cmd_migrate
+    )
+
+    serve = commands.add_parser("serve", help="run the API under gunicorn")
+    serve.add_argument("--bind", default="127.0.0.1:8000", help="address:port to listen on")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help=f"worker processes (default {multiprocessing.cpu_count() * 2}: twice the cores)",
+    )
+    serve.set_defaults(handler=cmd_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env(os.environ)
+    except SettingsError as problem:
+        print(f"gridlink: {problem}", file=sys.stderr)
+        return 2
+    handler: Callable[[argparse.Namespace, Settings], int] = args.handler
+    try:
+        return handler(args, settings)
+    except cluster.ClusterError as problem:
+        print(f"gridlink: {problem}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""One transaction on the primary, rolled back unless it commits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from gridlink.services import Services
+
+
+class UnitOfWork:
+    """Run a command's writes in one primary transaction.
+
+    ``with UnitOfWork(services) as uow: ...; uow.commit()``. Leaving the block
+    without ``commit()`` rolls everything back, so an error never leaves half
+    a change behind. Work that must follow a successful commit (the cache
+    write-through) is queued with ``after_commit``. A primary that cannot be
+    reached surfaces as SQLAlchemy's ``OperationalError``, which the app
+    answers with 503 ``unavailable`` (see ``gridlink.errors``).
+    """
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.session = Session(services.primary, expire_on_commit=False, autoflush=True)
+        self._after_commit: list[Callable[[], None]] = []
+        self._committed = False
+
+    def __enter__(self) -> UnitOfWork:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            if not self._committed:
+                self.session.rollback()
+        except DBAPIError:
+            pass  # the connection is already gone; nothing was committed
+        finally:
+            self.session.close()
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        self._after_commit.append(action)
+
+    def commit(self) -> None:
+        self.session.commit()
+        self._committed = True
+        for action in self._after_commit:
+            action()

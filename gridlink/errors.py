@@ -1,0 +1,202 @@
+"""Domain errors and the one error body every 4xx and 5xx answer carries.
+
+Commands, queries and resources raise ``GridlinkError`` subclasses; the app
+maps them (and Falcon's own HTTP errors) to
+``{"error": {"type", "message", "fields"?}}`` in one place, so no answer ever
+carries a stack trace, SQL or an internal id.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+import falcon
+import orjson
+import redis
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+log = logging.getLogger(__name__)
+
+FieldErrors = dict[str, list[str]]
+
+
+class GridlinkError(Exception):
+    """An error with an HTTP status and an API.md error type."""
+
+    status: ClassVar[int] = 400
+    type: ClassVar[str] = "invalid_request"
+    default_message: ClassVar[str] = "The request is not valid."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        fields: FieldErrors | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.message = message or self.default_message
+        super().__init__(self.message)
+        self.fields = fields
+        self.headers = headers or {}
+
+
+class InvalidRequest(GridlinkError):
+    pass
+
+
+class Unauthenticated(GridlinkError):
+    status = 401
+    type = "unauthenticated"
+    default_message = "Authentication credentials were not provided or are not valid."
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Token"})
+
+
+class PermissionDenied(GridlinkError):
+    status = 403
+    type = "permission_denied"
+    default_message = "You don't have permission to do that."
+
+
+class NotFound(GridlinkError):
+    status = 404
+    type = "not_found"
+    default_message = "Not found."
+
+
+class Conflict(GridlinkError):
+    status = 409
+    type = "conflict"
+    default_message = "The request conflicts with the current state."
+
+
+class LimitReached(GridlinkError):
+    status = 409
+    type = "limit_reached"
+    default_message = "A limit has been reached."
+
+
+class IdempotencyMismatch(GridlinkError):
+    status = 422
+    type = "idempotency_mismatch"
+    default_message = "This Idempotency-Key was used with a different request body."
+
+
+class RateLimited(GridlinkError):
+    status = 429
+    type = "rate_limited"
+    default_message = "Too many attempts; try again later."
+
+    def __init__(self, retry_after_seconds: int, message: str | None = None) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, retry_after_seconds))})
+
+
+class Unavailable(GridlinkError):
+    status = 503
+    type = "unavailable"
+    default_message = "The service cannot take writes right now; try again shortly."
+
+    def __init__(self, message: str | None = None, retry_after_seconds: int = 5) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_seconds)})
+
+
+# Falcon's own errors (routing, media, size) mapped onto API.md's types.
+_FALCON_TYPES = {
+    400: "invalid_request",
+    401: "unauthenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+_FALCON_MESSAGES = {
+    404: "Not found.",
+    405: "This method is not allowed here.",
+    413: "The request body is larger than 64 KiB.",
+    415: "The request body must be application/json.",
+}
+
+
+def error_body(error_type: str, message: str, fields: FieldErrors | None = None) -> bytes:
+    """Render the uniform error body of API.md."""
+    error: dict[str, Any] = {"type": error_type, "message": message}
+    if fields:
+        error["fields"] = fields
+    return orjson.dumps({"error": error})
+
+
+def _render(resp: falcon.Response, status: int, body: bytes, headers: dict[str, str]) -> None:
+    resp.status = status
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = body
+    for name, value in headers.items():
+        resp.set_header(name, value)
+
+
+def handle_gridlink_error(
+    req: falcon.Request, resp: falcon.Response, ex: GridlinkError, params: dict[str, Any]
+) -> None:
+    _render(resp, ex.status, error_body(ex.type, ex.message, ex.fields), ex.headers)
+
+
+def handle_http_error(
+    req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError, params: dict[str, Any]
+) -> None:
+    status = ex.status_code
+    error_type = _FALCON_TYPES.get(status, "invalid_request" if status < 500 else "internal_error")
+    message = _FALCON_MESSAGES.get(status) or ex.description or ex.title
+    headers = dict(ex.headers or {})
+    if status == 401:
+        headers.setdefault("WWW-Authenticate", "Token")
+    _render(resp, status, error_body(error_type, str(message)), headers)
+
+
+def handle_unexpected_error(
+    req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]
+) -> None:
+    log.exception(
+        "unhandled error",
+        extra={"request_id": getattr(req.context, "request_id", None), "path": req.path},
+    )
+    _render(
+        resp,
+        500,
+        error_body("internal_error", "Something went wrong on our side; it has been logged."),
+        {},
+    )
+
+
+def handle_backend_unreachable(
+    req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]
+) -> None:
+    """Answer 503 when a server the request needed is down or timed out."""
+    log.warning(
+        "backend unavailable: %s",
+        type(ex).__name__,
+        extra={"request_id": getattr(req.context, "request_id", None), "path": req.path},
+    )
+    handle_gridlink_error(req, resp, Unavailable(), params)
+
+
+def add_error_handlers(app: falcon.App[falcon.Request, falcon.Response]) -> None:
+    """Register the handlers; the most specific class wins in Falcon."""
+    app.add_error_handler(Exception, handle_unexpected_error)
+    app.add_error_handler(falcon.HTTPError, handle_http_error)
+    app.add_error_handler(GridlinkError, handle_gridlink_error)
+    # A lost, refused or timed-out connection to the primary (or Redis, where a
+    # caller did not fall back) is a 503 with Retry-After, never a 500.
+    for unreachable in (
+        OperationalError,
+        InterfaceError,
+        redis.ConnectionError,
+        redis.TimeoutError,
+    ):
+        app.add_error_handler(unreachable, handle_backend_unreachable)

@@ -1,0 +1,82 @@
+"""HTTP plumbing shared by every resource: request ids, body limits, JSON in and out."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any, TypeAlias
+
+import falcon
+import falcon.media
+import orjson
+
+from gridlink.errors import GridlinkError, InvalidRequest
+
+# The WSGI app type, as every ``add_routes`` takes it.
+App: TypeAlias = "falcon.App[falcon.Request, falcon.Response]"
+
+MAX_BODY_BYTES = 64 * 1024
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class PayloadTooLarge(GridlinkError):
+    status = 413
+    type = "payload_too_large"
+    default_message = "The request body is larger than 64 KiB."
+
+
+class UnsupportedMediaType(GridlinkError):
+    status = 415
+    type = "unsupported_media_type"
+    default_message = "The request body must be application/json."
+
+
+def json_handlers() -> dict[str, falcon.media.BaseHandler]:
+    handler = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
+    return {falcon.MEDIA_JSON: handler}
+
+
+class RequestIdMiddleware:
+    """Take ``X-Request-Id`` from the client (or make one) and echo it back."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        given = req.get_header("X-Request-Id")
+        req.context.request_id = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+        resp.set_header("X-Request-Id", req.context.request_id)
+
+
+class BodySizeMiddleware:
+    """Refuse a body over 64 KiB from its Content-Length, before reading it."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if req.content_length is not None and req.content_length > MAX_BODY_BYTES:
+            raise PayloadTooLarge()
+
+
+def read_json_object(req: falcon.Request) -> dict[str, Any]:
+    """Return the request body as a JSON object, or raise the 4xx API.md names."""
+    media_type = (req.content_type or "").split(";", 1)[0].strip().lower()
+    if media_type != falcon.MEDIA_JSON:
+        raise UnsupportedMediaType()
+    # Read one byte past the limit: a chunked body has no Content-Length to check first.
+    raw = req.bounded_stream.read(MAX_BODY_BYTES + 1)
+    if len(raw) > MAX_BODY_BYTES:
+        raise PayloadTooLarge()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return body
+
+
+def send_json(resp: falcon.Response, body: bytes, status: int = 200) -> None:
+    """Send ready JSON bytes as they are: no parse, no dump."""
+    resp.status = status
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = body
+
+
+def send_object(resp: falcon.Response, obj: Any, status: int = 200) -> None:
+    send_json(resp, orjson.dumps(obj), status)

@@ -1,0 +1,187 @@
+"""The SQLAlchemy tables of the primary (typed ``Mapped[...]`` columns).
+
+Only the write side (``gridlink.commands``) works with these classes; the read
+side reads the ``profile_documents`` read model and plain ``select()``s.
+Internal integer keys stay inside the database: the API shows slugs and
+usernames only.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    MetaData,
+    Sequence,
+    SmallInteger,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+# One sequence for every profile document version of every user: versions only
+# ever grow, so a deleted account's tombstone outranks anything cached for
+# that username, and a new account with the same name outranks the tombstone.
+profile_version_seq = Sequence("profile_version_seq", metadata=Base.metadata)
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint("username ~ '^[A-Za-z0-9_]{3,30}$'", name="username_form"),
+        CheckConstraint("char_length(email) <= 254", name="email_length"),
+        CheckConstraint("char_length(display_name) <= 64", name="display_name_length"),
+        Index("uq_users_lower_username", func.lower(text("username")), unique=True),
+        Index("uq_users_lower_email", func.lower(text("email")), unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    username: Mapped[str] = mapped_column(String(30))
+    email: Mapped[str] = mapped_column(String(254))
+    password_hash: Mapped[str] = mapped_column(Text)
+    display_name: Mapped[str] = mapped_column(String(64), server_default="")
+    is_admin: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    created_on: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    modified_on: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AuthToken(Base):
+    """A login token; only the SHA-256 of the token is stored."""
+
+    __tablename__ = "auth_tokens"
+    __table_args__ = (Index("ix_auth_tokens_user_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    created_on: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_on: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_on: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PasswordReset(Base):
+    """A single-use password reset token; only its SHA-256 is stored."""
+
+    __tablename__ = "password_resets"
+    __table_args__ = (Index("ix_password_resets_user_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    created_on: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_on: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_on: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Grid(Base):
+    __tablename__ = "grids"
+    __table_args__ = (
+        CheckConstraint("slug ~ '^gr_[0-9a-f]{32}$'", name="slug_form"),
+        CheckConstraint("char_length(title) <= 128", name="title_length"),
+        CheckConstraint("is_deleted = (deleted_on IS NOT NULL)", name="deleted_on_set"),
+        # The owner's grids in creation order: lists, counts, profiles, cascades.
+        Index("ix_grids_user_id", "user_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(35), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    title: Mapped[str] = mapped_column(String(128), server_default="")
+    created_on: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    modified_on: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    is_deleted: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    deleted_on: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Link(Base):
+    __tablename__ = "links"
+    __table_args__ = (
+        CheckConstraint("slug ~ '^li_[0-9a-f]{32}$'", name="slug_form"),
+        CheckConstraint("char_length(title) <= 128", name="title_length"),
+        CheckConstraint("char_length(url) <= 2048 AND url ~* '^https?://'", name="url_form"),
+        CheckConstraint(
+            "char_length(background) <= 512 AND background ~* '^($|/|https?://)'",
+            name="background_form",
+        ),
+        CheckConstraint("width BETWEEN 1 AND 4", name="width_range"),
+        CheckConstraint("height BETWEEN 1 AND 4", name="height_range"),
+        CheckConstraint("position BETWEEN 0 AND 10000", name="position_range"),
+        CheckConstraint("is_deleted = (deleted_on IS NOT NULL)", name="deleted_on_set"),
+        # A grid's links in list order (position, then creation order); also
+        # what the cascade from a deleted account walks.
+        Index("ix_links_grid_id", "grid_id", "position", "id"),
+        # The owner's links across grids, for GET /api/links/.
+        Index("ix_links_user_id", "user_id", "position", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(35), unique=True)
+    grid_id: Mapped[int] = mapped_column(ForeignKey("grids.id", ondelete="CASCADE"))
+    # Denormalised from the grid: the owner's link list and ownership checks
+    # need no join.
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    title: Mapped[str] = mapped_column(String(128), server_default="")
+    url: Mapped[str] = mapped_column(String(2048))
+    background: Mapped[str] = mapped_column(String(512), server_default="")
+    width: Mapped[int] = mapped_column(SmallInteger, server_default=text("1"))
+    height: Mapped[int] = mapped_column(SmallInteger, server_default=text("1"))
+    position: Mapped[int] = mapped_column(SmallInteger)
+    created_on: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    modified_on: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    is_deleted: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    deleted_on: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ProfileDocument(Base):
+    """The read model: one user's public Profile as ready-to-send JSON bytes."""
+
+    __tablename__ = "profile_documents"
+    __table_args__ = (
+        Index("uq_profile_documents_lower_username", func.lower(text("username")), unique=True),
+    )
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    username: Mapped[str] = mapped_column(String(30))
+    version: Mapped[int] = mapped_column(BigInteger)
+    document: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class IdempotencyKey(Base):
+    """The first answer to a creating POST, replayed for the same key within 24 hours."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_created_on", "created_on"),)
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    created_on: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    status: Mapped[int] = mapped_column(SmallInteger)
+    response_body: Mapped[bytes] = mapped_column(LargeBinary)
+    response_location: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,12 @@
+"""HTTP resources: parse with a schema, call a command or a query, render."""
+
+from __future__ import annotations
+
+from gridlink.http import App
+from gridlink.resources import health
+from gridlink.services import Services
+
+
+def add_routes(app: App, services: Services) -> None:
+    """Mount every resource of the API on ``app``."""
+    health.add_routes(app, services)

@@ -1,0 +1,60 @@
+"""Liveness and readiness: ``/healthz`` and ``/readyz``."""
+
+from __future__ import annotations
+
+import falcon
+import redis
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from gridlink.http import App, send_object
+from gridlink.services import Services
+
+
+def check_database(engine: Engine) -> str:
+    """Say ``ok`` if the server answers a query, else why not (without internals)."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError:
+        return "unreachable"
+    return "ok"
+
+
+def check_redis(client: redis.Redis) -> str:
+    try:
+        client.ping()
+    except redis.RedisError:
+        return "unreachable"
+    return "ok"
+
+
+class Health:
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        send_object(resp, {"status": "ok"})
+
+
+class Ready:
+    """Ready when reads can be served: from the primary or from any replica."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        checks = {"primary": check_database(self._services.primary)}
+        for number, engine in enumerate(self._services.replicas, start=1):
+            checks[f"replica{number}"] = check_database(engine)
+        checks["redis"] = check_redis(self._services.redis)
+        databases = [state for name, state in checks.items() if name != "redis"]
+        ready = "ok" in databases
+        status = "ok" if all(state == "ok" for state in checks.values()) else "degraded"
+        send_object(
+            resp,
+            {"status": status if ready else "unavailable", "checks": checks},
+            200 if ready else 503,
+        )
+
+
+def add_routes(app: App, services: Services) -> None:
+    app.add_route("/healthz", Health())
+    app.add_route("/readyz", Ready(services))

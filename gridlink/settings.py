@@ -1,0 +1,183 @@
+"""One validated settings object, built once from ``GRIDLINK_*`` variables.
+
+Nothing here runs at import time: ``Settings.from_env()`` is called by the
+entry points (``get_app()``, the CLI) and the result is passed explicitly.
+With no variable set, the addresses of the local cluster (``gridlink cluster
+up``) are used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+# The addresses of the local cluster that `gridlink cluster up` starts
+# (infra/cluster.py; a unit test keeps the two in step).
+LOCAL_DATABASE_URL = "postgresql+psycopg2://gridlink@127.0.0.1:55432/gridlink"
+LOCAL_REPLICA_URLS = ("postgresql+psycopg2://gridlink@127.0.0.1:55433/gridlink",)
+LOCAL_REDIS_URL = "redis://127.0.0.1:56379/0"
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A ``GRIDLINK_*`` variable has a value Gridlink cannot use."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+@dataclass(frozen=True)
+class MailBackend:
+    """Where outgoing mail goes: the console, one ``.eml`` file per mail, or SMTP."""
+
+    kind: str  # "console" | "file" | "smtp"
+    directory: Path | None = None
+    host: str | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = LOCAL_DATABASE_URL
+    replica_urls: tuple[str, ...] = LOCAL_REPLICA_URLS
+    redis_url: str = LOCAL_REDIS_URL
+    max_replica_lag_seconds: float = 5.0
+    mail_backend: MailBackend = field(default_factory=lambda: MailBackend("console"))
+    token_ttl_days: int = 30
+    login_failures_per_username: int = 5
+    login_failures_per_address: int = 50
+    login_window_seconds: int = 900
+    max_grids_per_user: int = 100
+    max_links_per_grid: int = 100
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Build the settings from ``environ``; raise ``SettingsError`` on the first bad value."""
+        defaults = cls()
+        reader = _Reader(environ)
+        return cls(
+            database_url=reader.get("GRIDLINK_DATABASE_URL", _postgres_url, defaults.database_url),
+            replica_urls=reader.get(
+                "GRIDLINK_REPLICA_URLS", _postgres_url_list, defaults.replica_urls
+            ),
+            redis_url=reader.get("GRIDLINK_REDIS_URL", _redis_url, defaults.redis_url),
+            max_replica_lag_seconds=reader.get(
+                "GRIDLINK_MAX_REPLICA_LAG_SECONDS",
+                _positive_float,
+                defaults.max_replica_lag_seconds,
+            ),
+            mail_backend=reader.get("GRIDLINK_MAIL_BACKEND", _mail_backend, defaults.mail_backend),
+            token_ttl_days=reader.get(
+                "GRIDLINK_TOKEN_TTL_DAYS", _positive_int, defaults.token_ttl_days
+            ),
+            login_failures_per_username=reader.get(
+                "GRIDLINK_LOGIN_FAILURES_PER_USERNAME",
+                _positive_int,
+                defaults.login_failures_per_username,
+            ),
+            login_failures_per_address=reader.get(
+                "GRIDLINK_LOGIN_FAILURES_PER_ADDRESS",
+                _positive_int,
+                defaults.login_failures_per_address,
+            ),
+            login_window_seconds=reader.get(
+                "GRIDLINK_LOGIN_WINDOW_SECONDS", _positive_int, defaults.login_window_seconds
+            ),
+            max_grids_per_user=reader.get(
+                "GRIDLINK_MAX_GRIDS_PER_USER", _positive_int, defaults.max_grids_per_user
+            ),
+            max_links_per_grid=reader.get(
+                "GRIDLINK_MAX_LINKS_PER_GRID", _positive_int, defaults.max_links_per_grid
+            ),
+        )
+
+    def replace(self, **changes: object) -> Settings:
+        """Return a copy with ``changes`` applied (tests and the CLI use it)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+class _Reader:
+    """Read one variable at a time, naming the variable in any error."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def get(self, variable: str, parse: Callable[[str], T], default: T) -> T:
+        raw = self._environ.get(variable)
+        if raw is None:
+            return default
+        try:
+            return parse(raw.strip())
+        except ValueError as problem:
+            raise SettingsError(variable, f"{problem} (got {raw!r})") from None
+
+
+def _postgres_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("postgresql", "postgresql+psycopg2", "postgres") or not parts.hostname:
+        raise ValueError("must be a postgresql://user@host:port/database URL")
+    try:
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        raise ValueError("has a port that is not a number") from None
+    # Gridlink speaks psycopg2; SQLAlchemy would otherwise pick psycopg 3.
+    return parts._replace(scheme="postgresql+psycopg2").geturl()
+
+
+def _postgres_url_list(raw: str) -> tuple[str, ...]:
+    return tuple(_postgres_url(url.strip()) for url in raw.split(",") if url.strip())
+
+
+def _redis_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("must be a redis://host:port/db URL")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError("must name a host, as in redis://127.0.0.1:6379/0")
+    return raw
+
+
+def _positive_float(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("must be a number") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError("must be a whole number") from None
+    if value <= 0:
+        raise ValueError("must be a positive whole number")
+    return value
+
+
+def _mail_backend(raw: str) -> MailBackend:
+    if raw == "console":
+        return MailBackend("console")
+    if raw.startswith("file:"):
+        directory = raw[len("file:") :]
+        if not directory:
+            raise ValueError("file: needs a directory, as in file:/var/mail/gridlink")
+        return MailBackend("file", directory=Path(directory))
+    if raw.startswith("smtp://"):
+        parts = urlsplit(raw)
+        try:
+            port = parts.port or 25
+        except ValueError:
+            raise ValueError("smtp:// needs a numeric port") from None
+        if not parts.hostname:
+            raise ValueError("smtp:// needs a host, as in smtp://127.0.0.1:25")
+        return MailBackend("smtp", host=parts.hostname, port=port)
+    raise ValueError("must be console, file:<directory> or smtp://host:port")

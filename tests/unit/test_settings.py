@@ -1,0 +1,90 @@
+"""Settings: defaults, parsing, and one clear line for a bad value."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gridlink.settings import Settings, SettingsError
+from infra.cluster import ClusterLayout
+
+
+def test_defaults_are_the_local_cluster_addresses() -> None:
+    local = ClusterLayout(root=Path("var/cluster"))
+    settings = Settings.from_env({})
+    assert settings.database_url == local.database_url
+    assert settings.replica_urls == local.replica_urls
+    assert settings.redis_url == local.redis_url
+    assert settings.max_replica_lag_seconds == 5.0
+    assert settings.mail_backend.kind == "console"
+
+
+def test_values_are_read_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "GRIDLINK_DATABASE_URL": "postgresql://app@db.example:5433/grid",
+            "GRIDLINK_REPLICA_URLS": "postgresql://app@r1:5432/grid, postgresql://app@r2:5432/grid",
+            "GRIDLINK_REDIS_URL": "redis://cache:6380/2",
+            "GRIDLINK_MAX_REPLICA_LAG_SECONDS": "2.5",
+            "GRIDLINK_MAIL_BACKEND": "smtp://mail.example:2525",
+        }
+    )
+    assert settings.database_url == "postgresql+psycopg2://app@db.example:5433/grid"
+    assert settings.replica_urls == (
+        "postgresql+psycopg2://app@r1:5432/grid",
+        "postgresql+psycopg2://app@r2:5432/grid",
+    )
+    assert settings.redis_url == "redis://cache:6380/2"
+    assert settings.max_replica_lag_seconds == 2.5
+    assert (settings.mail_backend.host, settings.mail_backend.port) == ("mail.example", 2525)
+
+
+def test_empty_replica_list_means_reads_go_to_the_primary() -> None:
+    assert Settings.from_env({"GRIDLINK_REPLICA_URLS": ""}).replica_urls == ()
+
+
+def test_file_mail_backend_names_a_directory() -> None:
+    backend = Settings.from_env({"GRIDLINK_MAIL_BACKEND": "file:/tmp/mails"}).mail_backend
+    assert (backend.kind, backend.directory) == ("file", Path("/tmp/mails"))
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "complaint"),
+    [
+        ("GRIDLINK_DATABASE_URL", "mysql://x@y/z", "postgresql://"),
+        ("GRIDLINK_DATABASE_URL", "postgresql://x@y:port/z", "port"),
+        ("GRIDLINK_REPLICA_URLS", "postgresql://a@b/c,nonsense", "postgresql://"),
+        ("GRIDLINK_REDIS_URL", "http://cache", "redis://"),
+        ("GRIDLINK_MAX_REPLICA_LAG_SECONDS", "soon", "number"),
+        ("GRIDLINK_MAX_REPLICA_LAG_SECONDS", "-1", "positive"),
+        ("GRIDLINK_MAIL_BACKEND", "pigeon", "console, file:<directory> or smtp://"),
+        ("GRIDLINK_MAIL_BACKEND", "file:", "directory"),
+    ],
+)
+def test_a_bad_value_names_the_variable_and_the_problem(
+    variable: str, value: str, complaint: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({variable: value})
+    message = str(caught.value)
+    assert message.startswith(f"{variable}: ")
+    assert complaint in message
+    assert "\n" not in message
+
+
+def test_a_bad_value_stops_the_command_with_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gridlink.cli", "migrate"],
+        env={"GRIDLINK_MAX_REPLICA_LAG_SECONDS": "often", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "gridlink: GRIDLINK_MAX_REPLICA_LAG_SECONDS: must be a number (got 'often')"
+    ]
