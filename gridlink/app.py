@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Any
 
@@ -37,4 +38,8 @@ def create_app(settings: Settings, services: Services | None = None) -> App:
 
 def get_app() -> App:
     """Build the app from the environment (gunicorn calls this in each worker)."""
-    return create_app(Settings.from_env(os.environ))
+    settings = Settings.from_env(os.environ)
+    services = Services.connect(settings)
+    # A worker that exits stops its probe thread and closes its pools.
+    atexit.register(services.close)
+    return create_app(settings, services)

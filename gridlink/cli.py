@@ -55,11 +55,58 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    argv = ["gunicorn", "-c", str(GUNICORN_CONF), "--bind", args.bind]
+    argv = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "--bind", args.bind]
     if args.workers:
         argv += ["--workers", str(args.workers)]
     # Replace this process: signals and the exit status are gunicorn's own.
     os.execvp(argv[0], argv)
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from gridlink.demo import DEMO_USERNAME, load_demo
+    from gridlink.services import Services
+
+    services = Services.connect(settings)
+    try:
+        password = load_demo(services)
+    finally:
+        services.close()
+    if password is None:
+        print(f"the demo profile is there: /api/users/{DEMO_USERNAME}/")
+    else:
+        print(f"loaded the demo profile /api/users/{DEMO_USERNAME}/ (password: {password})")
+    return 0
+
+
+def cmd_users_set_admin(args: argparse.Namespace, settings: Settings) -> int:
+    """Promote or demote one user; exit 1 if there is no such user."""
+    from gridlink.commands.accounts import set_admin
+    from gridlink.errors import NotFound
+    from gridlink.services import Services
+
+    services = Services.connect(settings)
+    try:
+        user = set_admin(services, username=args.username, is_admin=args.is_admin)
+    except NotFound:
+        print(f"gridlink: there is no user named {args.username!r}", file=sys.stderr)
+        return 1
+    finally:
+        services.close()
+    role = "an administrator" if user.is_admin else "not an administrator"
+    print(f"{user.username} is now {role}")
+    return 0
+
+
+def add_users_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    users_parser = commands.add_parser("users", help="administer user accounts")
+    users_commands = users_parser.add_subparsers(dest="users_command", required=True)
+    for name, is_admin, summary in (
+        ("promote", True, "make a user an administrator"),
+        ("demote", False, "take administrator rights away from a user"),
+    ):
+        action = users_commands.add_parser(name, help=summary)
+        action.add_argument("username", help="the username (any case)")
+        action.set_defaults(handler=cmd_users_set_admin, is_admin=is_admin)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"worker processes (default {multiprocessing.cpu_count() * 2}: twice the cores)",
     )
     serve.set_defaults(handler=cmd_serve)
+    commands.add_parser("demo", help="load the demo profile (user `demo`)").set_defaults(
+        handler=cmd_demo
+    )
+    add_users_parser(commands)
     return parser
 
 

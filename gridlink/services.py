@@ -4,6 +4,8 @@
 gunicorn worker, after the fork), never at import time. It opens nothing
 eagerly: engines and the Redis client connect on first use, so a server that
 is down at start-up is simply reported by ``/readyz`` until it comes back.
+The replica router's probe thread starts on first use, in the process that
+uses it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from dataclasses import dataclass
 import redis
 from sqlalchemy import Engine, create_engine
 
+from gridlink.cache import ProfileCache
 from gridlink.mail import Mailer, make_mailer
+from gridlink.queries.router import ReplicaRouter
 from gridlink.settings import Settings
 
 # Short timeouts everywhere: a server that has gone away must turn into a
@@ -39,23 +43,13 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     )
 
 
-def make_redis(url: str) -> redis.Redis:
-    """Create a Redis client that fails fast and gives bytes back, untouched."""
-    return redis.Redis.from_url(
-        url,
-        socket_connect_timeout=_REDIS_TIMEOUT_SECONDS,
-        socket_timeout=_REDIS_TIMEOUT_SECONDS,
-        health_check_interval=30,
-        decode_responses=False,
-    )
-
-
 @dataclass
 class Services:
     settings: Settings
     primary: Engine
     replicas: list[Engine]
-    redis: redis.Redis
+    cache: ProfileCache
+    router: ReplicaRouter
     mailer: Mailer
 
     @classmethod
@@ -64,13 +58,27 @@ class Services:
             settings=settings,
             primary=make_engine(settings.database_url),
             replicas=[make_engine(url) for url in settings.replica_urls],
-            redis=make_redis(settings.redis_url),
+            cache=ProfileCache(
+                settings.redis_url,
+                # Long enough for any replica in rotation (lag <= the bound) to pass it.
+                write_mark_ttl=int(settings.max_replica_lag_seconds * 2) + 5,
+                socket_timeout=_REDIS_TIMEOUT_SECONDS,
+            ),
+            router=ReplicaRouter(
+                settings.database_url, settings.replica_urls, settings.max_replica_lag_seconds
+            ),
             mailer=make_mailer(settings.mail_backend),
         )
 
+    @property
+    def redis(self) -> redis.Redis:
+        """The Redis client (shared with the profile cache: one pool per process)."""
+        return self.cache.client
+
     def close(self) -> None:
-        """Return every pooled connection (tests, and gunicorn's worker exit)."""
+        """Stop the router and return every pooled connection (tests, worker exit)."""
+        self.router.stop()
         self.primary.dispose()
         for engine in self.replicas:
             engine.dispose()
-        self.redis.close()
+        self.cache.close()

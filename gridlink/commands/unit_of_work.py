@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from types import TracebackType
 
@@ -9,6 +10,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from gridlink.services import Services
+
+log = logging.getLogger(__name__)
 
 
 class UnitOfWork:
@@ -52,4 +55,9 @@ class UnitOfWork:
         self.session.commit()
         self._committed = True
         for action in self._after_commit:
-            action()
+            try:
+                action()
+            except Exception:
+                # The write is committed and will be answered 2xx; what follows
+                # (cache write-through, read-your-writes mark) is best effort.
+                log.exception("after-commit action failed")

@@ -1,29 +1,197 @@
-"""Look up the caller behind a token."""
+"""Look up the caller behind a token, through a short-lived Redis cache.
+
+Authenticated requests are hot, so a token check must not cost a database
+round trip each time. The cache keeps one entry per token, under the token's
+SHA-256 (never the token itself): either the caller (user, username, admin
+flag, expiry) or a tombstone saying "not a valid token".
+
+- **Issue**: sign-up and login write the new token's entry through after the
+  commit, so the very next request is served from the cache whatever the
+  replica lag (and a miss reads the primary anyway, see below).
+- **Miss**: read the primary, which is never behind an acknowledged
+  revocation; when the primary cannot be reached, the first replica that
+  answers (authentication goes on for reads while writes answer 503). A miss
+  costs one keyed lookup per token per ``TOKEN_CACHE_SECONDS``. The answer,
+  valid or not, is stored with ``SET NX``: a reader that looked before a
+  revocation committed can never overwrite the tombstone the revocation wrote.
+- **Revocation** (logout, logout-all, password change or reset, account
+  deletion) writes tombstones after its commit, overwriting any entry: every
+  server process refuses the token on its next request.
+- **Bounded staleness**: keys live in the profile cache's keyspace, which
+  carries the Redis server's ``run_id``: a Redis that restarts with old data
+  (saved before a revocation it never heard of) serves none of it. And every
+  entry lives at most ``TOKEN_CACHE_SECONDS`` (60 s), never past the token's
+  expiry: if Redis is merely unreachable when a revocation commits and then
+  answers again with the same data, the revoked token still works for at most
+  that long after its entry was written; no longer.
+- **Redis unreachable**: tokens are checked in the database alone.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import text
+import logging
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+import orjson
+import redis
+from sqlalchemy import Engine, Row, text
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from gridlink.errors import Unauthenticated
 from gridlink.services import Services
 from gridlink.tokens import Principal, hash_token
 
+log = logging.getLogger(__name__)
+
+TOKEN_CACHE_SECONDS = 60
+
+_NOT_VALID = b"not-valid"
+
 _LOOKUP = text(
     """
-    SELECT u.id, u.username, u.is_admin
+    SELECT u.id, u.username, u.is_admin, t.expires_on
     FROM auth_tokens t JOIN users u ON u.id = t.user_id
     WHERE t.token_hash = :token_hash AND t.revoked_on IS NULL AND t.expires_on > now()
     """
 )
 
 
+@dataclass(frozen=True)
+class _CachedCaller:
+    principal: Principal
+    expires_at: float  # seconds since the epoch
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {
+                "user_id": self.principal.user_id,
+                "username": self.principal.username,
+                "is_admin": self.principal.is_admin,
+                "expires_at": self.expires_at,
+            }
+        )
+
+    @classmethod
+    def decode(cls, token_hash: bytes, raw: bytes) -> _CachedCaller | None:
+        if raw == _NOT_VALID:
+            return None
+        fields = orjson.loads(raw)
+        principal = Principal(
+            user_id=fields["user_id"],
+            username=fields["username"],
+            is_admin=fields["is_admin"],
+            token_hash=token_hash,
+        )
+        return cls(principal, fields["expires_at"])
+
+    def seconds_to_keep(self, now: float) -> int:
+        return min(TOKEN_CACHE_SECONDS, math.ceil(self.expires_at - now))
+
+
+def token_cache_key(services: Services, token_hash: bytes) -> str:
+    """Name the cache entry of the token whose SHA-256 is ``token_hash``.
+
+    Raise ``redis.RedisError`` if Redis cannot be reached to learn its keyspace.
+    """
+    return f"{services.cache.keyspace()}:token:{token_hash.hex()}"
+
+
 def authenticate(services: Services, token: str) -> Principal:
     """Return the user behind ``token``, or raise 401 if it is unknown, expired or revoked."""
     token_hash = hash_token(token)
-    with services.primary.connect() as connection:
-        row = connection.execute(_LOOKUP, {"token_hash": token_hash}).one_or_none()
-    if row is None:
+    try:
+        key = token_cache_key(services, token_hash)
+        # Bytes: the cache's client is built with decode_responses=False.
+        raw = cast(bytes | None, services.redis.get(key))
+    except redis.RedisError as problem:
+        _warn("token cache unreachable, checking the database", problem)
+        caller = _look_up(services, token_hash)
+    else:
+        if raw is not None:
+            caller = _CachedCaller.decode(token_hash, raw)
+        else:
+            caller = _look_up(services, token_hash)
+            _fill(services, key, caller)
+    if caller is None or caller.expires_at <= time.time():
         raise Unauthenticated("The token is not valid.")
-    return Principal(
+    return caller.principal
+
+
+def cache_token(services: Services, principal: Principal, expires_on: datetime) -> None:
+    """Write a token's caller through to the cache (call after the commit that made it true)."""
+    caller = _CachedCaller(principal, expires_on.timestamp())
+    seconds = caller.seconds_to_keep(time.time())
+    if seconds <= 0:
+        return
+    try:
+        key = token_cache_key(services, principal.token_hash)
+        services.redis.set(key, caller.encode(), ex=seconds)
+    except redis.RedisError as problem:
+        _warn("token not cached; it will be read from the database", problem)
+
+
+def cache_revoked_tokens(services: Services, token_hashes: Iterable[bytes]) -> None:
+    """Mark tokens as not valid in the cache (call after the commit that revoked them)."""
+    token_hashes = list(token_hashes)
+    if not token_hashes:
+        return
+    try:
+        with services.redis.pipeline(transaction=False) as pipe:
+            for token_hash in token_hashes:
+                pipe.set(token_cache_key(services, token_hash), _NOT_VALID, ex=TOKEN_CACHE_SECONDS)
+            pipe.execute()
+    except redis.RedisError as problem:
+        # The revocation is committed; a stale entry outlives it by at most
+        # TOKEN_CACHE_SECONDS, the bound the module docstring promises.
+        _warn("revoked tokens not marked in the cache", problem)
+
+
+def _look_up(services: Services, token_hash: bytes) -> _CachedCaller | None:
+    row = _read_primary_first(services, token_hash)
+    if row is None:
+        return None
+    principal = Principal(
         user_id=row.id, username=row.username, is_admin=row.is_admin, token_hash=token_hash
     )
+    return _CachedCaller(principal, row.expires_on.timestamp())
+
+
+def _read_primary_first(services: Services, token_hash: bytes) -> Row[Any] | None:
+    """Read the token's row on the primary, or on a replica if the primary is unreachable."""
+    try:
+        return _read_token(services.primary, token_hash)
+    except (OperationalError, InterfaceError) as primary_problem:
+        for replica in services.replicas:
+            try:
+                return _read_token(replica, token_hash)
+            except (OperationalError, InterfaceError):
+                continue
+        raise primary_problem from None
+
+
+def _read_token(engine: Engine, token_hash: bytes) -> Row[Any] | None:
+    with engine.connect() as connection:
+        return connection.execute(_LOOKUP, {"token_hash": token_hash}).one_or_none()
+
+
+def _fill(services: Services, key: str, caller: _CachedCaller | None) -> None:
+    if caller is None:
+        raw, seconds = _NOT_VALID, TOKEN_CACHE_SECONDS
+    else:
+        raw, seconds = caller.encode(), caller.seconds_to_keep(time.time())
+    if seconds <= 0:
+        return
+    try:
+        # NX: never overwrite what a revocation (or an issue) wrote meanwhile.
+        services.redis.set(key, raw, ex=seconds, nx=True)
+    except redis.RedisError as problem:
+        _warn("token lookup not cached", problem)
+
+
+def _warn(what: str, problem: Exception) -> None:
+    log.warning("%s: %s", what, type(problem).__name__)

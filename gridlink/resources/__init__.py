@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from gridlink.http import App
-from gridlink.resources import health
+from gridlink.resources import accounts, grids, health, links, profiles
 from gridlink.services import Services
 
 
 def add_routes(app: App, services: Services) -> None:
     """Mount every resource of the API on ``app``."""
-    health.add_routes(app, services)
+    for module in (health, accounts, profiles, grids, links):
+        module.add_routes(app, services)

@@ -1,0 +1,117 @@
+"""The profile read model: one ready-to-send Profile document per user.
+
+Every command that changes what a user's profile shows calls
+``lock_profile`` first and ``refresh_profile`` last, in its own transaction:
+
+- the lock (the user's ``profile_documents`` row, ``FOR UPDATE``) puts all
+  writes of one user in a line, so limits hold under concurrent requests and
+  each rebuild sees every write committed before it;
+- the rebuild is one SQL statement: PostgreSQL renders the document (see
+  ``gridlink.documents``) and takes the next version from a global sequence,
+  so versions grow in commit order for every user;
+- after the commit, before the command answers, the new document is written
+  through to the cache (store-if-newer) and the primary's WAL position is
+  remembered for the writer, so their next read waits for a replica that has
+  it (read your writes).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import TextClause, text
+
+from gridlink.commands.unit_of_work import UnitOfWork
+from gridlink.documents import PROFILE_JSON
+from gridlink.lsn import parse_lsn
+from gridlink.services import Services
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProfileDocument:
+    username: str
+    version: int
+    document: bytes
+
+
+_LOCK = text("SELECT 1 FROM profile_documents WHERE user_id = :user_id FOR UPDATE")
+
+_CREATE = text(
+    f"""
+    INSERT INTO profile_documents (user_id, username, version, document)
+    SELECT u.id, u.username, nextval('profile_version_seq'),
+           convert_to({PROFILE_JSON}::text, 'UTF8')
+    FROM users u WHERE u.id = :user_id
+    RETURNING username, version, document
+    """
+)
+
+_REBUILD = text(
+    f"""
+    UPDATE profile_documents p
+    SET username = u.username,
+        version = nextval('profile_version_seq'),
+        document = convert_to({PROFILE_JSON}::text, 'UTF8')
+    FROM users u
+    WHERE u.id = p.user_id AND p.user_id = :user_id
+    RETURNING p.username, p.version, p.document
+    """
+)
+
+_RETIRE = text(
+    """
+    DELETE FROM profile_documents WHERE user_id = :user_id
+    RETURNING username, nextval('profile_version_seq') AS version, ''::bytea AS document
+    """
+)
+
+
+_CURRENT_LSN = text("SELECT pg_current_wal_lsn()::text")
+
+
+def lock_profile(uow: UnitOfWork, user_id: int) -> None:
+    """Hold the user's profile row until commit: one write per user at a time."""
+    uow.session.execute(_LOCK, {"user_id": user_id})
+    uow.after_commit(lambda: remember_write(uow.services, user_id))
+
+
+def create_profile(uow: UnitOfWork, user_id: int) -> ProfileDocument:
+    """Write the first document of a new user."""
+    return _document(uow, _CREATE, user_id)
+
+
+def refresh_profile(uow: UnitOfWork, user_id: int) -> ProfileDocument:
+    """Rebuild the user's document from the rows, with a new version."""
+    return _document(uow, _REBUILD, user_id)
+
+
+def retire_profile(uow: UnitOfWork, user_id: int) -> ProfileDocument:
+    """Remove the document of an account being deleted.
+
+    The returned version is newer than any the user ever had: the tombstone
+    (an empty document) the cache keeps in its place outranks every older copy.
+    """
+    return _document(uow, _RETIRE, user_id)
+
+
+def remember_write(services: Services, user_id: int) -> None:
+    """Remember where the primary's WAL stands now, after ``user_id``'s commit."""
+    with services.primary.connect() as connection:
+        lsn: str = connection.execute(_CURRENT_LSN).scalar_one()
+    services.cache.remember_write(user_id, parse_lsn(lsn))
+
+
+def _document(uow: UnitOfWork, statement: TextClause, user_id: int) -> ProfileDocument:
+    row = uow.session.execute(statement, {"user_id": user_id}).one()
+    document = ProfileDocument(
+        username=row.username, version=row.version, document=bytes(row.document)
+    )
+    uow.after_commit(
+        lambda: uow.services.cache.store_profile(
+            document.username, document.version, document.document, authoritative=True
+        )
+    )
+    return document

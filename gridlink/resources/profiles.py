@@ -1,0 +1,35 @@
+"""``GET /api/users/<username>/``: the public profile, as stored bytes."""
+
+from __future__ import annotations
+
+import falcon
+
+from gridlink.http import App
+from gridlink.queries.profiles import Profiles
+from gridlink.queries.reader import Reader
+from gridlink.resources.responses import READ_SOURCE_HEADER, send_read
+from gridlink.services import Services
+
+
+def matches(req: falcon.Request, version: int) -> bool:
+    """Tell whether the client's ``If-None-Match`` names this version."""
+    return any(tag in ("*", str(version)) for tag in req.if_none_match or ())
+
+
+class Profile:
+    def __init__(self, profiles: Profiles) -> None:
+        self._profiles = profiles
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, username: str) -> None:
+        stored, source = self._profiles.find(username, req.context.principal)
+        if stored is not None:
+            resp.etag = str(stored.version)
+            if matches(req, stored.version):
+                resp.set_header(READ_SOURCE_HEADER, source.name)
+                resp.status = falcon.HTTP_304
+                return
+        send_read(resp, stored.document if stored else None, source, "No such user.")
+
+
+def add_routes(app: App, services: Services) -> None:
+    app.add_route("/api/users/{username}", Profile(Profiles(services, Reader(services))))

@@ -1,0 +1,305 @@
+"""Password reset by mail, and login throttling (counted in the real Redis)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import secrets
+import time
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from pathlib import Path
+
+import falcon.testing
+import pytest
+from sqlalchemy import text
+
+from gridlink.app import create_app
+from gridlink.errors import RateLimited
+from gridlink.ratelimit import LoginThrottle
+from gridlink.services import Services
+from gridlink.tokens import hash_token
+from tests.conftest import ApiUser, random_username
+from tests.integration.test_accounts import assert_error, login
+
+# --- password reset --------------------------------------------------------------------------
+
+
+def mails_to(mail_dir: Path, address: str) -> list[EmailMessage]:
+    parser = BytesParser(policy=policy.default)
+    mails = [parser.parsebytes(path.read_bytes()) for path in sorted(mail_dir.glob("*.eml"))]
+    return [mail for mail in mails if isinstance(mail, EmailMessage) and mail["To"] == address]
+
+
+def request_reset(client: falcon.testing.TestClient, email: str) -> falcon.testing.Result:
+    return client.simulate_post("/api/auth/password/reset/", json={"email": email})
+
+
+def reset_token(client: falcon.testing.TestClient, mail_dir: Path, address: str) -> str:
+    """Ask for a reset for ``address`` and return the token from the one new mail."""
+    before = set(mail_dir.glob("*.eml"))
+    assert request_reset(client, address).status_code == 202
+    [new_mail] = set(mail_dir.glob("*.eml")) - before
+    mail = BytesParser(policy=policy.default).parsebytes(new_mail.read_bytes())
+    assert isinstance(mail, EmailMessage)
+    body = mail.get_body(("plain",))
+    assert body is not None
+    match = re.search(r'"token": "([A-Za-z0-9_-]+)"', body.get_content())
+    assert match, body.get_content()
+    return match.group(1)
+
+
+RESET_PASSWORD = "reset password 1"
+
+
+def confirm_reset(
+    client: falcon.testing.TestClient, token: str, new_password: str = RESET_PASSWORD
+) -> falcon.testing.Result:
+    return client.simulate_post(
+        "/api/auth/password/reset/confirm/", json={"token": token, "new_password": new_password}
+    )
+
+
+def me_status(client: falcon.testing.TestClient, token: str) -> int:
+    return client.simulate_get(
+        "/api/users/me/", headers={"Authorization": f"Token {token}"}
+    ).status_code
+
+
+def test_a_reset_mails_a_token_that_sets_a_new_password_and_revokes_every_token(
+    client, mail_dir, user
+):
+    other = login(client, user.username, user.password).json["token"]
+    token = reset_token(client, mail_dir, user.email)
+    [mail] = mails_to(mail_dir, user.email)
+    assert "password" in mail["Subject"].lower()
+    assert token not in mail["Subject"]
+    assert confirm_reset(client, token, "the reset password").status_code == 204
+    assert [me_status(client, each) for each in (user.token, other)] == [401, 401]
+    assert login(client, user.username, user.password).status_code == 401
+    assert login(client, user.username, "the reset password").status_code == 200
+
+
+def test_a_reset_for_an_unknown_email_answers_the_same_and_sends_nothing(client, mail_dir):
+    address = f"{random_username('nobody')}@example.com"
+    result = request_reset(client, address)
+    assert result.status_code == 202
+    assert mails_to(mail_dir, address) == []
+
+
+def test_a_known_and_an_unknown_email_get_the_same_answer(client, user):
+    known = request_reset(client, user.email)
+    unknown = request_reset(client, f"{random_username('nobody')}@example.com")
+    assert (known.status_code, known.text) == (unknown.status_code, unknown.text)
+
+
+def test_the_email_is_matched_ignoring_case_and_the_mail_goes_to_the_stored_address(
+    client, mail_dir, user
+):
+    assert request_reset(client, user.email.upper()).status_code == 202
+    assert len(mails_to(mail_dir, user.email)) == 1
+
+
+@pytest.mark.parametrize(
+    "body", [{"email": "not-an-email"}, {}, {"email": "a@example.com", "username": "x"}]
+)
+def test_a_malformed_reset_request_is_a_400(client, body):
+    result = client.simulate_post("/api/auth/password/reset/", json=body)
+    assert_error(result, 400, "invalid_request")
+
+
+def test_a_reset_token_works_once(client, mail_dir, user):
+    token = reset_token(client, mail_dir, user.email)
+    assert confirm_reset(client, token).status_code == 204
+    error = assert_error(confirm_reset(client, token, "another password"), 400, "invalid_request")
+    assert set(error["fields"]) == {"token"}
+    assert login(client, user.username, "another password").status_code == 401
+
+
+def test_an_expired_reset_token_is_a_400(client, services, mail_dir, user):
+    token = reset_token(client, mail_dir, user.email)
+    with services.primary.begin() as connection:
+        connection.execute(
+            text(
+                "UPDATE password_resets SET expires_on = now() - interval '1 second'"
+                " WHERE token_hash = :h"
+            ),
+            {"h": hash_token(token)},
+        )
+    assert_error(confirm_reset(client, token), 400, "invalid_request")
+    assert me_status(client, user.token) == 200
+
+
+def test_a_reset_token_is_valid_for_one_hour(client, services, mail_dir, user):
+    token = reset_token(client, mail_dir, user.email)
+    with services.primary.connect() as connection:
+        lifetime = connection.execute(
+            text("SELECT expires_on - created_on FROM password_resets WHERE token_hash = :h"),
+            {"h": hash_token(token)},
+        ).scalar_one()
+    assert abs(lifetime.total_seconds() - 3600) < 60
+
+
+def test_an_unknown_reset_token_is_a_400(client):
+    result = confirm_reset(client, secrets.token_urlsafe(32))
+    assert set(assert_error(result, 400, "invalid_request")["fields"]) == {"token"}
+
+
+def test_a_too_short_new_password_is_a_400_and_leaves_the_token_usable(client, mail_dir, user):
+    token = reset_token(client, mail_dir, user.email)
+    result = confirm_reset(client, token, "short")
+    assert set(assert_error(result, 400, "invalid_request")["fields"]) == {"new_password"}
+    assert confirm_reset(client, token).status_code == 204
+
+
+def test_using_one_reset_token_voids_the_others(client, mail_dir, user):
+    first = reset_token(client, mail_dir, user.email)
+    second = reset_token(client, mail_dir, user.email)
+    assert first != second
+    assert confirm_reset(client, second).status_code == 204
+    assert_error(confirm_reset(client, first), 400, "invalid_request")
+
+
+def test_changing_the_email_voids_reset_tokens_sent_to_the_old_one(client, mail_dir, user):
+    token = reset_token(client, mail_dir, user.email)
+    client.simulate_patch("/api/users/me/", headers=user.headers, json={"email": f"x{user.email}"})
+    assert_error(confirm_reset(client, token), 400, "invalid_request")
+
+
+# --- login throttling ------------------------------------------------------------------------
+
+
+def an_address() -> str:
+    return f"2001:db8::{secrets.token_hex(2)}:{secrets.token_hex(2)}"
+
+
+def attempt(
+    client: falcon.testing.TestClient, username: str, password: str, address: str
+) -> falcon.testing.Result:
+    return client.simulate_post(
+        "/api/auth/login/",
+        json={"username": username, "password": password},
+        remote_addr=address,
+    )
+
+
+def fail(client: falcon.testing.TestClient, username: str, address: str, times: int) -> None:
+    for _ in range(times):
+        assert attempt(client, username, "wrong password", address).status_code == 401
+
+
+def assert_throttled(result: falcon.testing.Result, window_seconds: int) -> None:
+    assert_error(result, 429, "rate_limited")
+    assert 1 <= int(result.headers["Retry-After"]) <= window_seconds
+
+
+def app_with(services: Services, **limits: int) -> falcon.testing.TestClient:
+    """A server process configured with other throttling limits, on the same servers."""
+    tuned = dataclasses.replace(services, settings=services.settings.replace(**limits))
+    return falcon.testing.TestClient(create_app(tuned.settings, tuned))
+
+
+def test_after_five_failures_for_a_username_the_sixth_attempt_is_429(client, user):
+    address = an_address()
+    fail(client, user.username, address, 5)
+    assert_throttled(attempt(client, user.username, user.password, address), 900)
+    # Per username, whatever the address, and whatever its case.
+    assert_throttled(attempt(client, user.username.upper(), user.password, an_address()), 900)
+
+
+def test_an_unknown_username_is_throttled_the_same_way(client):
+    username, address = random_username("nobody"), an_address()
+    fail(client, username, address, 5)
+    assert_throttled(attempt(client, username, "anything", address), 900)
+
+
+def test_a_throttled_username_does_not_block_other_users_from_the_same_address(
+    client, user, other_user
+):
+    address = an_address()
+    fail(client, user.username, address, 5)
+    assert attempt(client, other_user.username, other_user.password, address).status_code == 200
+
+
+def test_too_many_failures_from_one_address_throttle_every_username_from_it(services):
+    client = app_with(services, login_failures_per_address=3)
+    address = an_address()
+    for _ in range(3):
+        fail(client, random_username("spray"), address, 1)
+    assert_throttled(attempt(client, random_username("spray"), "anything", address), 900)
+    assert attempt(client, random_username("spray"), "anything", an_address()).status_code == 401
+
+
+def test_the_address_limit_is_fifty_by_default(client):
+    address = an_address()
+    for _ in range(50):
+        fail(client, random_username("spray"), address, 1)
+    assert_throttled(attempt(client, random_username("spray"), "anything", address), 900)
+
+
+def test_a_successful_login_clears_the_usernames_failures(client, user):
+    address = an_address()
+    fail(client, user.username, address, 4)
+    assert attempt(client, user.username, user.password, address).status_code == 200
+    fail(client, user.username, address, 4)
+    assert attempt(client, user.username, user.password, address).status_code == 200
+
+
+def test_throttling_ends_when_the_failures_leave_the_window(services, user: ApiUser):
+    client = app_with(services, login_window_seconds=1, login_failures_per_username=2)
+    address = an_address()
+    fail(client, user.username, address, 2)
+    assert_throttled(attempt(client, user.username, user.password, address), 1)
+    time.sleep(1.1)
+    assert attempt(client, user.username, user.password, address).status_code == 200
+
+
+def test_a_password_reset_clears_the_throttle(client, mail_dir, user):
+    fail(client, user.username, an_address(), 5)
+    assert confirm_reset(client, reset_token(client, mail_dir, user.email)).status_code == 204
+    assert attempt(client, user.username, RESET_PASSWORD, an_address()).status_code == 200
+
+
+def test_wrong_passwords_sent_with_a_token_count_too(client, user):
+    # A stolen token must not become a way around the login throttle.
+    for _ in range(5):
+        result = client.simulate_delete(
+            "/api/users/me/", headers=user.headers, json={"password": "guess"}
+        )
+        assert result.status_code == 400
+    result = client.simulate_post(
+        "/api/auth/password/change/",
+        headers=user.headers,
+        json={"current_password": user.password, "new_password": "whatever123"},
+    )
+    assert_throttled(result, 900)
+    assert_throttled(attempt(client, user.username, user.password, an_address()), 900)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_window_slides_one_failure_at_a_time(services):
+    clock = FakeClock()
+    settings = services.settings.replace(login_failures_per_username=3, login_window_seconds=100)
+    throttle = LoginThrottle(services.redis, settings, clock)
+    username = random_username("clock")
+    for _ in range(3):
+        throttle.record_failure(username)
+        clock.now += 10  # failures at 0, 10 and 20
+    clock.now = 1_000_000.0 + 50
+    with pytest.raises(RateLimited) as refused:
+        throttle.check(username)
+    assert refused.value.headers["Retry-After"] == "50"  # when the failure at 0 leaves
+    clock.now = 1_000_000.0 + 100.5
+    throttle.check(username)  # two failures left in the window: allowed
+    throttle.record_failure(username)
+    with pytest.raises(RateLimited) as refused:
+        throttle.check(username)
+    assert refused.value.headers["Retry-After"] == "10"  # the failure at 10 leaves at 110

@@ -1,0 +1,139 @@
+"""Accounts with Redis or the primary down: stopped for real, and always started again."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import text
+
+from gridlink.queries.tokens import TOKEN_CACHE_SECONDS, authenticate, token_cache_key
+from gridlink.services import Services
+from gridlink.tokens import hash_token
+from infra import cluster
+from tests.conftest import count_queries, random_username, sign_up
+from tests.integration.test_accounts import assert_error, login, signup_body
+from tests.integration.test_accounts_tokens import me_status
+
+
+@contextmanager
+def stopped(layout: cluster.ClusterLayout, name: str) -> Iterator[None]:
+    cluster.stop_server(layout, name)
+    try:
+        yield
+    finally:
+        cluster.start_server(layout, name)
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def replicas_have_token(services: Services, token: str) -> bool:
+    for replica in services.replicas:
+        with replica.connect() as connection:
+            found = connection.execute(
+                text("SELECT 1 FROM auth_tokens WHERE token_hash = :h"), {"h": hash_token(token)}
+            ).one_or_none()
+        if found is None:
+            return False
+    return True
+
+
+def replicas_streaming(layout: cluster.ClusterLayout) -> bool:
+    replicas = [s for s in cluster.status(layout) if s.role == "replica"]
+    return all(s.state == "streaming" for s in replicas)
+
+
+# --- Redis down --------------------------------------------------------------------------------
+
+
+def test_with_redis_down_every_accounts_endpoint_goes_on_working(client, test_cluster):
+    user = sign_up(client)
+    with stopped(test_cluster, "redis"):
+        signed_up = client.simulate_post("/api/auth/signup/", json=signup_body())
+        assert signed_up.status_code == 201, signed_up.text
+        assert me_status(client, signed_up.json["token"]) == 200
+        # No throttling without Redis, but still no way in and no 5xx.
+        for _ in range(7):
+            assert_error(login(client, user.username, "wrong password"), 401, "unauthenticated")
+        logged_in = login(client, user.username, user.password)
+        assert logged_in.status_code == 200, logged_in.text
+        assert me_status(client, user.token) == 200
+        patched = client.simulate_patch(
+            "/api/users/me/", headers=user.headers, json={"display_name": "offline"}
+        )
+        assert patched.status_code == 200, patched.text
+        reset = client.simulate_post("/api/auth/password/reset/", json={"email": user.email})
+        assert reset.status_code == 202
+        assert client.simulate_post("/api/auth/logout/", headers=user.headers).status_code == 204
+        assert me_status(client, user.token) == 401
+        assert me_status(client, logged_in.json["token"]) == 200
+    assert me_status(client, user.token) == 401
+    assert me_status(client, logged_in.json["token"]) == 200
+
+
+def test_a_redis_back_with_old_data_never_vouches_for_a_revoked_token(
+    client, services, test_cluster
+):
+    user = sign_up(client)
+    assert me_status(client, user.token) == 200  # cached as valid
+    old_entry = token_cache_key(services, hash_token(user.token))
+    # Redis saves its data and stops; the logout happens while it is away.
+    services.redis.shutdown(save=True)
+    try:
+        assert client.simulate_post("/api/auth/logout/", headers=user.headers).status_code == 204
+        assert me_status(client, user.token) == 401
+    finally:
+        cluster.start_server(test_cluster, "redis")
+    assert services.redis.exists(old_entry)  # it came back with the entry that says "valid"
+    assert me_status(client, user.token) == 401
+
+
+def test_a_revocation_redis_did_not_hear_of_holds_once_the_entry_expires(client, services, user):
+    key = token_cache_key(services, hash_token(user.token))
+    stale_entry = services.redis.get(key)
+    assert client.simulate_post("/api/auth/logout/", headers=user.headers).status_code == 204
+    # As if Redis had been unreachable for the tombstone, then answered again.
+    services.redis.set(key, stale_entry, keepttl=True)
+    assert 0 < services.redis.pttl(key) <= TOKEN_CACHE_SECONDS * 1000
+    services.redis.delete(key)  # what its expiry does
+    assert me_status(client, user.token) == 401
+
+
+# --- the primary down --------------------------------------------------------------------------
+
+
+def test_with_the_primary_down_tokens_still_authenticate_reads_and_writes_answer_503(
+    client, services, test_cluster
+):
+    user = sign_up(client)
+    assert services.replicas, "the test cluster has a replica"
+    assert eventually(lambda: replicas_have_token(services, user.token))
+    with stopped(test_cluster, "primary"):
+        me = client.simulate_get("/api/users/me/", headers=user.headers)
+        assert me.status_code == 200, me.text
+        assert me.headers["X-Gridlink-Read-Source"] == "replica"
+        assert me.json["username"] == user.username
+        # A token check that misses the cache is answered by a replica.
+        services.redis.delete(token_cache_key(services, hash_token(user.token)))
+        with count_queries(*services.replicas) as on_replicas:
+            assert authenticate(services, user.token).username == user.username
+        assert on_replicas.count == 1
+        for result in (
+            client.simulate_post("/api/auth/logout/", headers=user.headers),
+            client.simulate_post("/api/auth/signup/", json=signup_body()),
+            login(client, user.username, user.password),
+            client.simulate_patch("/api/users/me/", headers=user.headers, json={}),
+        ):
+            assert_error(result, 503, "unavailable")
+            assert int(result.headers["Retry-After"]) >= 1
+        assert me_status(client, "never-issued-" + random_username()) == 401
+    assert eventually(lambda: replicas_streaming(test_cluster), timeout=30)
+    assert me_status(client, user.token) == 200  # the failed logout revoked nothing

@@ -1,0 +1,476 @@
+"""The read side against real servers: read your writes, the versioned cache, and faults.
+
+These tests stop and slow down servers, so they run on a cluster of their own
+(``GRIDLINK_TEST_PORT_BASE`` + 40), never on the shared session cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import falcon.testing
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+import gridlink.cli
+from gridlink.app import create_app
+from gridlink.cli import PROJECT_ROOT
+from gridlink.lsn import parse_lsn
+from gridlink.services import Services
+from gridlink.settings import MailBackend, Settings
+from infra import cluster
+from tests.conftest import ApiUser, count_queries, sign_up
+
+PORT = int(os.environ.get("GRIDLINK_TEST_PORT_BASE", "55442")) + 40
+SOURCE = "X-Gridlink-Read-Source"
+
+
+@pytest.fixture(scope="module")
+def layout() -> Iterator[cluster.ClusterLayout]:
+    built = cluster.ClusterLayout(
+        root=PROJECT_ROOT / "var" / f"read-side-{PORT}",
+        pg_port=PORT,
+        redis_port=PORT + 1000,
+        replicas=1,
+    )
+    try:
+        cluster.up(built)
+        gridlink.cli.migrate(built.database_url)
+        yield built
+    finally:
+        cluster.down(built, purge=True)
+
+
+@pytest.fixture(scope="module")
+def services(
+    layout: cluster.ClusterLayout, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Services]:
+    mail: Path = tmp_path_factory.mktemp("read-side-mail")
+    settings = Settings(
+        database_url=layout.database_url,
+        replica_urls=layout.replica_urls,
+        redis_url=layout.redis_url,
+        mail_backend=MailBackend("file", directory=mail),
+    )
+    connected = Services.connect(settings)
+    try:
+        yield connected
+    finally:
+        connected.close()
+
+
+@pytest.fixture(scope="module")
+def client(services: Services) -> falcon.testing.TestClient:
+    return falcon.testing.TestClient(create_app(services.settings, services))
+
+
+@pytest.fixture
+def user(client: falcon.testing.TestClient) -> ApiUser:
+    return sign_up(client, "rs")
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def bound(services: Services) -> float:
+    return services.settings.max_replica_lag_seconds + 2
+
+
+def wait_for_replica(services: Services, timeout: float = 15) -> None:
+    """Wait until replica1 has replayed everything the primary has now, and the router knows."""
+    with services.primary.connect() as connection:
+        target = parse_lsn(
+            connection.execute(text("SELECT pg_current_wal_lsn()::text")).scalar_one()
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with services.replicas[0].connect() as connection:
+                replayed: str | None = connection.execute(
+                    text("SELECT pg_last_wal_replay_lsn()::text")
+                ).scalar_one()
+            if replayed is not None and parse_lsn(replayed) >= target:
+                services.router.refresh()
+                if services.router.choose(target) == 0:
+                    return
+        except OperationalError:  # the replica may still be starting
+            services.router.refresh()
+        time.sleep(0.1)
+    raise AssertionError("replica1 did not catch up in time")
+
+
+def create_grid(client: falcon.testing.TestClient, user: ApiUser, title: str) -> dict[str, Any]:
+    result = client.simulate_post("/api/grids/", json={"title": title}, headers=user.headers)
+    assert result.status_code == 201, result.text
+    return dict(result.json)
+
+
+def rename_grid(client: falcon.testing.TestClient, user: ApiUser, slug: str, title: str) -> None:
+    result = client.simulate_patch(
+        f"/api/grids/{slug}/", json={"title": title}, headers=user.headers
+    )
+    assert result.status_code == 200, result.text
+
+
+def grid_titles(result: falcon.testing.Result) -> list[str]:
+    return [grid["title"] for grid in result.json["grids"]]
+
+
+def etag_version(result: falcon.testing.Result) -> int:
+    return int(result.headers["ETag"].strip('"').removeprefix("W/").strip('"'))
+
+
+def cached_version(services: Services, username: str) -> int:
+    cached = services.cache.get_profile(username)
+    assert cached is not None
+    return cached.version
+
+
+# --- read your writes -------------------------------------------------------------------
+
+
+def test_read_your_writes_with_a_replica_three_seconds_behind(
+    layout: cluster.ClusterLayout, services: Services, client: falcon.testing.TestClient
+) -> None:
+    user = sign_up(client, "ryw")
+    wait_for_replica(services)
+    try:
+        cluster.set_replica_setting(layout, "replica1", "recovery_min_apply_delay", "3s")
+        time.sleep(0.3)
+        services.router.refresh()
+        grid = create_grid(client, user, "Fresh")
+        slug = grid["slug"]
+
+        result = client.simulate_get(f"/api/grids/{slug}/", headers=user.headers)
+        assert result.status_code == 200, result.text
+        assert result.json["title"] == "Fresh"
+        assert result.headers[SOURCE] == "primary"
+
+        result = client.simulate_get("/api/links/", params={"grid": slug}, headers=user.headers)
+        assert result.status_code == 200, result.text
+        assert result.headers[SOURCE] == "primary"
+
+        # The replica really is behind: an anonymous read of it would not find the grid.
+        with services.replicas[0].connect() as connection:
+            on_replica: int = connection.execute(
+                text("SELECT count(*) FROM grids WHERE slug = :slug"), {"slug": slug}
+            ).scalar_one()
+        assert on_replica == 0, "the replica was not lagging: the test proves nothing"
+
+        rename_grid(client, user, slug, "Renamed")
+        result = client.simulate_get(f"/api/users/{user.username}/", headers=user.headers)
+        assert result.status_code == 200
+        assert grid_titles(result) == ["Renamed"]
+        assert result.headers[SOURCE] == "cache"
+        result = client.simulate_get(f"/api/grids/{slug}/", headers=user.headers)
+        assert result.status_code == 200
+        assert result.json["title"] == "Renamed"
+        assert result.headers[SOURCE] == "primary"
+    finally:
+        cluster.set_replica_setting(layout, "replica1", "recovery_min_apply_delay", "0")
+        wait_for_replica(services)
+
+
+def test_anonymous_read_right_after_a_write_comes_from_the_cache(
+    client: falcon.testing.TestClient, user: ApiUser
+) -> None:
+    before = client.simulate_get(f"/api/users/{user.username}/")
+    assert before.status_code == 200
+    grid = create_grid(client, user, "Seen at once")
+    result = client.simulate_get(f"/api/users/{user.username}/")
+    assert result.status_code == 200
+    assert result.headers[SOURCE] == "cache"
+    assert [g["slug"] for g in result.json["grids"]] == [grid["slug"]]
+    assert etag_version(result) > etag_version(before)
+
+
+# --- the versioned cache ---------------------------------------------------------------------
+
+
+def test_a_stale_fill_never_replaces_a_newer_version(
+    services: Services, client: falcon.testing.TestClient, user: ApiUser
+) -> None:
+    create_grid(client, user, "Newest")
+    version = cached_version(services, user.username)
+    current = client.simulate_get(f"/api/users/{user.username}/")
+
+    services.cache.store_profile(user.username, version - 1, b'{"stale":true}', authoritative=False)
+    services.cache.store_profile(user.username, version, b'{"stale":true}', authoritative=False)
+
+    result = client.simulate_get(f"/api/users/{user.username}/")
+    assert result.status_code == 200
+    assert result.headers[SOURCE] == "cache"
+    assert etag_version(result) == version
+    assert result.content == current.content
+    assert grid_titles(result) == ["Newest"]
+
+
+def test_a_deleted_account_stays_deleted_despite_stale_stores(
+    services: Services, client: falcon.testing.TestClient, user: ApiUser
+) -> None:
+    live = client.simulate_get(f"/api/users/{user.username}/")
+    assert live.status_code == 200
+    old_version = etag_version(live)
+
+    result = client.simulate_delete(
+        "/api/users/me/", json={"password": user.password}, headers=user.headers
+    )
+    assert result.status_code == 204, result.text
+    assert client.simulate_get(f"/api/users/{user.username}/").status_code == 404
+
+    services.cache.store_profile(user.username, old_version, live.content, authoritative=False)
+    services.cache.store_profile(user.username, old_version, live.content, authoritative=True)
+    result = client.simulate_get(f"/api/users/{user.username}/")
+    assert result.status_code == 404
+    assert result.headers[SOURCE] == "cache"
+
+
+def test_a_cache_hit_costs_no_query_and_a_miss_one(
+    services: Services, client: falcon.testing.TestClient, user: ApiUser
+) -> None:
+    path = f"/api/users/{user.username}/"
+    engines = (services.primary, *services.replicas)
+    client.simulate_get(path)  # warm pools and the cache
+
+    with count_queries(*engines) as hit:
+        result = client.simulate_get(path)
+    assert result.status_code == 200
+    assert result.headers[SOURCE] == "cache"
+    assert hit.count == 0, hit.statements
+
+    services.cache.client.delete(services.cache.profile_key(user.username))
+    with count_queries(*engines) as miss:
+        result = client.simulate_get(path)
+    assert result.status_code == 200
+    assert result.headers[SOURCE] in ("replica", "primary")
+    assert miss.count == 1, miss.statements
+
+    etag = result.headers["ETag"]
+    with count_queries(*engines) as conditional:
+        result = client.simulate_get(path, headers={"If-None-Match": etag})
+    assert result.status_code == 304
+    assert conditional.count == 0, conditional.statements
+
+
+def test_concurrent_misses_fill_the_cache_once(
+    services: Services, client: falcon.testing.TestClient, user: ApiUser
+) -> None:
+    path = f"/api/users/{user.username}/"
+    client.simulate_get(path)
+    services.cache.client.delete(services.cache.profile_key(user.username))
+    start = threading.Barrier(20)
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def read() -> None:
+        start.wait()
+        status = client.simulate_get(path).status_code
+        with lock:
+            statuses.append(status)
+
+    with count_queries(services.primary, *services.replicas) as counted:
+        threads = [threading.Thread(target=read) for _ in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert statuses == [200] * 20
+    assert counted.count <= 2, counted.statements
+
+
+# --- staleness is bounded through cache loss ----------------------------------------------------
+
+
+def read_version(client: falcon.testing.TestClient, username: str) -> int:
+    result = client.simulate_get(f"/api/users/{username}/")
+    assert result.status_code == 200, result.text
+    return etag_version(result)
+
+
+def assert_newest_within(
+    client: falcon.testing.TestClient, username: str, newest: int, within: float
+) -> None:
+    """Poll until a read shows ``newest`` (at most ``within`` s); then it must stay newest."""
+    deadline = time.monotonic() + within
+    seen: list[int] = []
+    while not seen or seen[-1] != newest:
+        assert time.monotonic() < deadline, f"still not the newest version {newest}: {seen[-5:]}"
+        seen.append(read_version(client, username))
+        time.sleep(0.05)
+    after = [read_version(client, username) for _ in range(20)]
+    assert after == [newest] * 20, after
+
+
+def test_a_flush_right_after_a_write_never_serves_an_older_version_past_the_bound(
+    services: Services, client: falcon.testing.TestClient, user: ApiUser
+) -> None:
+    grid = create_grid(client, user, "One")
+    rename_grid(client, user, grid["slug"], "Two")
+    newest = cached_version(services, user.username)
+    services.cache.client.flushall()
+    assert_newest_within(client, user.username, newest, bound(services))
+
+
+def test_a_flush_with_a_caught_up_replica_serves_only_the_newest_version(
+    services: Services, client: falcon.testing.TestClient, user: ApiUser
+) -> None:
+    grid = create_grid(client, user, "One")
+    rename_grid(client, user, grid["slug"], "Two")
+    newest = cached_version(services, user.username)
+    wait_for_replica(services)
+    services.cache.client.flushall()
+    versions = [read_version(client, user.username) for _ in range(20)]
+    assert versions == [newest] * 20, versions
+
+
+# --- faults -------------------------------------------------------------------------------------
+
+
+def test_redis_down_keeps_every_endpoint_working(
+    layout: cluster.ClusterLayout, services: Services, client: falcon.testing.TestClient
+) -> None:
+    user = sign_up(client, "redis")
+    slug = create_grid(client, user, "Before")["slug"]
+    try:
+        cluster.stop_server(layout, "redis")
+        rename_grid(client, user, slug, "During")
+        link = client.simulate_post(
+            "/api/links/", json={"grid": slug, "url": "https://example.com/"}, headers=user.headers
+        )
+        assert link.status_code == 201, link.text
+
+        for headers in ({}, user.headers):
+            result = client.simulate_get(f"/api/users/{user.username}/", headers=headers)
+            assert result.status_code == 200, result.text
+            assert result.headers[SOURCE] in ("replica", "primary")
+            result = client.simulate_get(f"/api/grids/{slug}/", headers=headers)
+            assert result.status_code == 200, result.text
+            result = client.simulate_get("/api/links/", params={"grid": slug}, headers=headers)
+            assert result.status_code == 200, result.text
+        # The writer reads from the primary while Redis cannot say where they wrote.
+        result = client.simulate_get(f"/api/users/{user.username}/", headers=user.headers)
+        assert grid_titles(result) == ["During"]
+        assert result.headers[SOURCE] == "primary"
+    finally:
+        cluster.start_server(layout, "redis")
+    wait_for_replica(services)
+
+
+# Regression test: the first read after the restart used to compute the key with the
+# old run_id and serve the RDB's stale document (fixed in cache.get_profile meanwhile).
+def test_redis_back_with_its_old_data_never_serves_the_old_document(
+    layout: cluster.ClusterLayout, services: Services, client: falcon.testing.TestClient
+) -> None:
+    user = sign_up(client, "rdb")
+    slug = create_grid(client, user, "Before")["slug"]
+    assert grid_titles(client.simulate_get(f"/api/users/{user.username}/")) == ["Before"]
+    services.cache.client.save()
+    try:
+        cluster.stop_server(layout, "redis")
+        rename_grid(client, user, slug, "During")
+    finally:
+        cluster.start_server(layout, "redis")
+    wait_for_replica(services)
+
+    reads: list[tuple[float, str, str]] = []
+    started = time.monotonic()
+    while (elapsed := time.monotonic() - started) < 1.0:
+        result = client.simulate_get(f"/api/users/{user.username}/")
+        assert result.status_code == 200, result.text
+        reads.append((elapsed, grid_titles(result)[0], result.headers[SOURCE]))
+        time.sleep(0.05)
+    assert reads[-1][1] == "During", reads
+    stale = [read for read in reads if read[1] != "During"]
+    assert not stale, f"the old document from the RDB was served again: {stale}"
+
+
+def test_read_your_writes_survives_a_redis_outage(
+    layout: cluster.ClusterLayout, services: Services, client: falcon.testing.TestClient
+) -> None:
+    user = sign_up(client, "rywr")
+    slug = create_grid(client, user, "Before")["slug"]
+    wait_for_replica(services)
+    try:
+        cluster.set_replica_setting(layout, "replica1", "recovery_min_apply_delay", "3s")
+        time.sleep(0.3)
+        services.router.refresh()
+        try:
+            cluster.stop_server(layout, "redis")
+            rename_grid(client, user, slug, "During")
+        finally:
+            cluster.start_server(layout, "redis")
+        services.router.refresh()
+        for _ in range(3):
+            result = client.simulate_get(f"/api/grids/{slug}/", headers=user.headers)
+            assert result.status_code == 200, result.text
+            assert result.json["title"] == "During", result.headers[SOURCE]
+    finally:
+        cluster.set_replica_setting(layout, "replica1", "recovery_min_apply_delay", "0")
+        wait_for_replica(services)
+
+
+def test_a_stopped_replica_costs_no_failed_read(
+    layout: cluster.ClusterLayout, services: Services, client: falcon.testing.TestClient
+) -> None:
+    user = sign_up(client, "rep")
+    slug = create_grid(client, user, "Kept")["slug"]
+    wait_for_replica(services)
+    sources: list[str] = []
+    try:
+        cluster.stop_server(layout, "replica1")
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            services.cache.client.delete(services.cache.profile_key(user.username))
+            for path in (f"/api/users/{user.username}/", f"/api/grids/{slug}/"):
+                result = client.simulate_get(path)
+                assert result.status_code == 200, (path, result.status_code, result.text)
+                sources.append(result.headers[SOURCE])
+            services.router.refresh()
+        assert sources[-1] == "primary"
+        assert "replica" not in sources
+    finally:
+        cluster.start_server(layout, "replica1")
+        wait_for_replica(services, timeout=30)
+
+
+def test_a_stopped_primary_refuses_writes_and_keeps_reads(
+    layout: cluster.ClusterLayout, services: Services, client: falcon.testing.TestClient
+) -> None:
+    user = sign_up(client, "pri")
+    slug = create_grid(client, user, "Readable")["slug"]
+    wait_for_replica(services)
+    client.simulate_get(f"/api/users/{user.username}/")
+    try:
+        cluster.stop_server(layout, "primary")
+        services.router.refresh()
+
+        result = client.simulate_post("/api/grids/", json={"title": "x"}, headers=user.headers)
+        assert result.status_code == 503, result.text
+        assert result.json["error"]["type"] == "unavailable"
+        assert int(result.headers["Retry-After"]) >= 1
+
+        result = client.simulate_get(f"/api/users/{user.username}/")
+        assert result.status_code == 200, result.text
+        assert grid_titles(result) == ["Readable"]
+        for headers in ({}, user.headers):
+            result = client.simulate_get(f"/api/grids/{slug}/", headers=headers)
+            assert result.status_code == 200, (headers, result.status_code, result.text)
+            assert result.json["title"] == "Readable"
+            assert result.headers[SOURCE] in ("replica", "cache")
+    finally:
+        cluster.start_server(layout, "primary")
+
+    deadline = time.monotonic() + 10
+    while True:
+        result = client.simulate_post("/api/grids/", json={"title": "y"}, headers=user.headers)
+        if result.status_code == 201 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert result.status_code == 201, result.text
+    wait_for_replica(services, timeout=30)

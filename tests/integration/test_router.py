@@ -1,0 +1,444 @@
+"""The replica router against a real primary and two real streaming replicas.
+
+These tests delay and stop replicas, which would disturb every other test on
+the shared session cluster, so the module runs a cluster of its own on the
+ports GRIDLINK_TEST_PORT_BASE + 20 and up.
+
+Timing: the router promises that a replica leaves rotation within 2 s of
+lagging past the bound or going away. The machine running the tests is
+noisy, so those assertions allow 2 s plus one probe interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from gridlink.cli import PROJECT_ROOT
+from gridlink.lsn import parse_lsn
+from gridlink.queries.router import ReplicaRouter, RouterSnapshot
+from infra import cluster
+
+PORT = int(os.environ.get("GRIDLINK_TEST_PORT_BASE", "55442")) + 20
+LAYOUT = cluster.ClusterLayout(
+    root=PROJECT_ROOT / "var" / f"router-cluster-{PORT}",
+    pg_port=PORT,
+    redis_port=PORT + 1000,
+    replicas=2,
+)
+INTERVAL = 1.0
+PROMISE = 2.0  # seconds within which a replica leaves rotation (API.md, promise 5)
+MARGIN = INTERVAL  # one probe interval of slack for a noisy machine
+REPLICA1, REPLICA2 = 0, 1
+
+# The CASE postgres_exporter uses, asked of the replica itself: the test's own
+# measure of when a replica really lags, independent of the router's view.
+_REPLICA_OWN_LAG = text(
+    "SELECT CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0"
+    " ELSE EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float8 END"
+)
+_REPLAY_LSN = text("SELECT pg_last_wal_replay_lsn()::text")
+_SECONDS_SINCE_REPLAYED_COMMIT = text(
+    "SELECT EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float8"
+)
+
+
+def _quiet(_line: str) -> None:
+    """Drop the cluster's progress lines; pytest shows the assertions."""
+
+
+def _engine(url: str) -> Engine:
+    return create_engine(
+        url, isolation_level="AUTOCOMMIT", pool_pre_ping=True, connect_args={"connect_timeout": 2}
+    )
+
+
+@pytest.fixture(scope="module")
+def router_cluster() -> Iterator[cluster.ClusterLayout]:
+    try:
+        cluster.up(LAYOUT, progress=_quiet)
+        yield LAYOUT
+    finally:
+        cluster.down(LAYOUT, purge=True, progress=_quiet)
+
+
+@pytest.fixture(scope="module")
+def primary(router_cluster: cluster.ClusterLayout) -> Iterator[Engine]:
+    engine = _engine(router_cluster.database_url)
+    with engine.connect() as connection:
+        connection.execute(
+            text("CREATE TABLE IF NOT EXISTS probe_rows (id bigserial PRIMARY KEY, note text)")
+        )
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def replicas(router_cluster: cluster.ClusterLayout) -> Iterator[list[Engine]]:
+    engines = [_engine(url) for url in router_cluster.replica_urls]
+    yield engines
+    for engine in engines:
+        engine.dispose()
+
+
+@pytest.fixture
+def make_router(
+    router_cluster: cluster.ClusterLayout, primary: Engine, replicas: list[Engine]
+) -> Iterator[Callable[[float], ReplicaRouter]]:
+    """Build routers over the module's cluster, caught up first, and stop them afterwards."""
+    made: list[ReplicaRouter] = []
+
+    def make(max_lag_seconds: float) -> ReplicaRouter:
+        wait_until_caught_up(primary, replicas)
+        router = ReplicaRouter(
+            router_cluster.database_url,
+            router_cluster.replica_urls,
+            max_lag_seconds=max_lag_seconds,
+            interval=INTERVAL,
+        )
+        made.append(router)
+        return router
+
+    yield make
+    for router in made:
+        router.stop()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def write_row(primary: Engine) -> int:
+    """Commit one row on the primary and return the primary's WAL position after it."""
+    with primary.connect() as connection:
+        connection.execute(text("INSERT INTO probe_rows (note) VALUES ('probe')"))
+        lsn: str = connection.execute(text("SELECT pg_current_wal_lsn()::text")).scalar_one()
+    return parse_lsn(lsn)
+
+
+def replay_lsn(replica: Engine) -> int:
+    with replica.connect() as connection:
+        lsn: str = connection.execute(_REPLAY_LSN).scalar_one()
+    return parse_lsn(lsn)
+
+
+def own_lag_seconds(replica: Engine) -> float:
+    with replica.connect() as connection:
+        lag: float | None = connection.execute(_REPLICA_OWN_LAG).scalar_one()
+    return 0.0 if lag is None else lag
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll ``condition`` until it holds; return the seconds it took, fail past ``timeout``."""
+    started = time.monotonic()
+    while not condition():
+        elapsed = time.monotonic() - started
+        assert elapsed < timeout, f"{what}: not after {elapsed:.1f} s"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def wait_until_caught_up(primary: Engine, replicas: list[Engine]) -> None:
+    with primary.connect() as connection:
+        current: str = connection.execute(text("SELECT pg_current_wal_lsn()::text")).scalar_one()
+    target = parse_lsn(current)
+    wait_for(
+        lambda: all(replay_lsn(replica) >= target for replica in replicas),
+        timeout=30,
+        what="replicas catch up with the primary",
+    )
+
+
+def serving(router: ReplicaRouter) -> tuple[str, ...]:
+    return router.snapshot().in_rotation
+
+
+def wait_for_rotation(router: ReplicaRouter, names: tuple[str, ...], timeout: float) -> float:
+    return wait_for(lambda: serving(router) == names, timeout, f"rotation becomes {names}")
+
+
+@contextmanager
+def writes_flowing(primary: Engine, every: float = 0.2) -> Iterator[None]:
+    """Commit a row on the primary every ``every`` seconds while the block runs."""
+    stop = threading.Event()
+    problems: list[Exception] = []
+
+    def keep_writing() -> None:
+        while not stop.wait(every):
+            try:
+                write_row(primary)
+            except Exception as problem:
+                problems.append(problem)
+                return
+
+    writer = threading.Thread(target=keep_writing, name="probe-writer", daemon=True)
+    writer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        writer.join()
+    assert not problems, problems
+
+
+@contextmanager
+def apply_delay(name: str, delay: str) -> Iterator[None]:
+    """Hold back replay of commits on replica ``name`` by ``delay``, undone on the way out."""
+    cluster.set_replica_setting(LAYOUT, name, "recovery_min_apply_delay", delay)
+    try:
+        yield
+    finally:
+        cluster.set_replica_setting(LAYOUT, name, "recovery_min_apply_delay", "0")
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_healthy_replicas_take_turns_serving_reads(make_router) -> None:
+    router = make_router(5.0)
+
+    snapshot = router.refresh()
+
+    assert snapshot.in_rotation == ("replica1", "replica2")
+    assert [router.choose() for _ in range(6)] in ([0, 1] * 3, [1, 0] * 3)
+
+
+def test_snapshot_describes_every_server_for_operators(make_router) -> None:
+    router = make_router(5.0)
+
+    snapshot = router.refresh()
+
+    assert isinstance(snapshot, RouterSnapshot)
+    assert snapshot.primary_reachable
+    assert snapshot.primary_host == f"127.0.0.1:{LAYOUT.pg_port}"
+    assert snapshot.primary_lsn is not None
+    assert snapshot.max_lag_seconds == 5.0
+    assert snapshot.checked_at is not None
+    assert snapshot.checked_at.utcoffset() is not None
+    assert snapshot.checked_at.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+    assert [(r.name, r.host) for r in snapshot.replicas] == [
+        ("replica1", f"127.0.0.1:{LAYOUT.replica_port(1)}"),
+        ("replica2", f"127.0.0.1:{LAYOUT.replica_port(2)}"),
+    ]
+    for replica in snapshot.replicas:
+        assert replica.reachable
+        assert replica.in_rotation
+        assert replica.lag_bytes == 0
+        assert replica.lag_seconds == 0.0
+        assert replica.replay_lsn is not None
+        assert parse_lsn(replica.replay_lsn) >= parse_lsn(snapshot.primary_lsn)
+    with pytest.raises(AttributeError):
+        snapshot.primary_reachable = False  # type: ignore[misc]
+
+
+def test_stopped_router_sends_every_read_to_the_primary(make_router) -> None:
+    router = make_router(5.0)
+    router.start()
+    wait_for_rotation(router, ("replica1", "replica2"), timeout=5)
+
+    router.stop()
+
+    assert router.choose() is None
+    assert router.snapshot().checked_at is None  # and it did not start itself again
+
+
+def test_server_that_never_answers_does_not_hold_up_the_other_probes(
+    make_router, router_cluster: cluster.ClusterLayout
+) -> None:
+    # A socket that completes the TCP handshake (the kernel does) but never
+    # speaks: libpq waits for the server's answer until its connect timeout.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        silent_url = f"postgresql+psycopg2://gridlink@127.0.0.1:{silent.getsockname()[1]}/gridlink"
+        router = ReplicaRouter(
+            router_cluster.database_url,
+            [router_cluster.replica_urls[0], silent_url],
+            max_lag_seconds=5.0,
+            interval=INTERVAL,
+        )
+        try:
+            started = time.monotonic()
+            first = router.refresh()
+            first_round = time.monotonic() - started
+            started = time.monotonic()
+            second = router.refresh()  # the first probe of the silent one is still waiting
+            second_round = time.monotonic() - started
+        finally:
+            router.stop()
+
+    assert first_round < 1.5, first_round
+    assert second_round < 1.0, second_round
+    for snapshot in (first, second):
+        assert snapshot.in_rotation == ("replica1",)
+        assert not snapshot.replicas[1].reachable
+
+
+def test_idle_primary_shows_no_lag_however_old_the_last_commit(
+    make_router, primary: Engine, replicas: list[Engine]
+) -> None:
+    write_row(primary)
+    router = make_router(1.0)
+    router.start()
+
+    seen: list[RouterSnapshot] = []
+    deadline = time.monotonic() + 3.5
+    while time.monotonic() < deadline:
+        seen.append(router.snapshot())
+        time.sleep(0.25)
+
+    rounds = {snapshot.checked_at for snapshot in seen if snapshot.checked_at is not None}
+    assert len(rounds) >= 3
+    for snapshot in seen:
+        if snapshot.checked_at is not None:
+            assert [r.lag_seconds for r in snapshot.replicas] == [0.0, 0.0]
+            assert snapshot.in_rotation == ("replica1", "replica2")
+    # Without the LSN comparison, "now - last replayed commit" would have been past the bound.
+    with replicas[REPLICA1].connect() as connection:
+        assert connection.execute(_SECONDS_SINCE_REPLAYED_COMMIT).scalar_one() > 2.0
+
+
+def test_lagging_replica_leaves_rotation_within_two_seconds_and_rejoins_once_caught_up(
+    make_router, primary: Engine, replicas: list[Engine]
+) -> None:
+    router = make_router(1.0)
+    router.start()
+    wait_for_rotation(router, ("replica1", "replica2"), timeout=5)
+
+    with apply_delay("replica1", "3s"), writes_flowing(primary):
+        lagging_since: float | None = None
+        left_at: float | None = None
+        give_up = time.monotonic() + 15
+        while left_at is None or lagging_since is None:
+            assert time.monotonic() < give_up, "replica1 never lagged and left rotation"
+            now = time.monotonic()
+            if lagging_since is None and own_lag_seconds(replicas[REPLICA1]) > 1.0:
+                lagging_since = now
+            if left_at is None and "replica1" not in serving(router):
+                left_at = now
+            time.sleep(0.05)
+        # The router may notice a moment before this loop's own measurement does.
+        assert left_at is not None
+        assert lagging_since is not None
+        assert left_at - lagging_since <= PROMISE + MARGIN, left_at - lagging_since
+        assert serving(router) == ("replica2",)
+        assert {router.choose() for _ in range(10)} == {REPLICA2}
+
+    # Writes have stopped and replay is no longer held back: replica1 catches up.
+    wait_for_rotation(router, ("replica1", "replica2"), timeout=10)
+    assert router.snapshot().replicas[REPLICA1].lag_seconds == 0.0
+
+
+def test_replica_that_has_not_replayed_a_users_write_is_skipped_for_that_user(
+    make_router, primary: Engine, replicas: list[Engine]
+) -> None:
+    # A 5 s bound keeps the 3 s-delayed replica in rotation: only the LSN can keep it out.
+    router = make_router(5.0)
+    router.start()
+    wait_for_rotation(router, ("replica1", "replica2"), timeout=5)
+
+    with apply_delay("replica1", "3s"):
+        time.sleep(0.2)  # let the reload reach replica1 before the write
+        written = write_row(primary)
+        wait_for(lambda: replay_lsn(replicas[REPLICA2]) >= written, 5, "replica2 replays")
+        snapshot = router.refresh()
+
+        chosen_for_writer = {router.choose(written) for _ in range(10)}
+        chosen_for_others = {router.choose() for _ in range(10)}
+        still_behind = replay_lsn(replicas[REPLICA1]) < written
+
+    assert still_behind, "replica1 replayed the write before the check; the test proved nothing"
+    assert snapshot.in_rotation == ("replica1", "replica2")
+    assert chosen_for_writer == {REPLICA2}
+    assert chosen_for_others == {REPLICA1, REPLICA2}
+    assert router.choose(written + (1 << 40)) is None  # no replica has replayed it: primary
+
+
+def test_stopped_replica_leaves_rotation_within_two_seconds_and_rejoins_after_restart(
+    make_router, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gridlink.queries.router")
+    router = make_router(5.0)
+    router.start()
+    wait_for_rotation(router, ("replica1", "replica2"), timeout=5)
+
+    try:
+        stopping_at = time.monotonic()
+        cluster.stop_server(LAYOUT, "replica1")
+        wait_for(lambda: "replica1" not in serving(router), 10, "replica1 leaves")
+        # Counted from before the shutdown started, so this overstates the delay.
+        left_after = time.monotonic() - stopping_at
+        assert left_after <= PROMISE + MARGIN, f"left after {left_after:.1f} s"
+        assert not router.snapshot().replicas[REPLICA1].reachable
+        assert serving(router) == ("replica2",)
+        assert {router.choose() for _ in range(10)} == {REPLICA2}
+
+        cluster.stop_server(LAYOUT, "replica2")
+        wait_for_rotation(router, (), timeout=PROMISE + MARGIN)
+        assert router.choose() is None
+        assert router.choose(min_lsn=0) is None
+
+        cluster.start_server(LAYOUT, "replica1")
+        cluster.start_server(LAYOUT, "replica2")
+        wait_for_rotation(router, ("replica1", "replica2"), timeout=15)
+    finally:
+        cluster.start_server(LAYOUT, "replica1")
+        cluster.start_server(LAYOUT, "replica2")
+
+    messages = [record.getMessage() for record in caplog.records]
+    # Once per change, not once per probe round.
+    assert sum("replica1" in m and "out of read rotation" in m for m in messages) == 1
+    assert sum("replica1" in m and "rejoined read rotation" in m for m in messages) == 1
+
+
+def test_forked_worker_runs_its_own_probe_thread_without_breaking_the_parents(
+    make_router, caplog: pytest.LogCaptureFixture
+) -> None:
+    # gunicorn forks workers from a master; a forked child inherits no thread.
+    caplog.set_level(logging.INFO, logger="gridlink.queries.router")
+    router = make_router(5.0)
+    router.start()
+    wait_for_rotation(router, ("replica1", "replica2"), timeout=5)
+
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child; reports through the pipe
+        verdict = b"child never saw its own probe rounds"
+        try:
+            forked_at = datetime.now(UTC)
+            first = router.snapshot().checked_at
+            deadline = time.monotonic() + 5
+            rounds: set[datetime | None] = set()
+            while time.monotonic() < deadline and len(rounds) < 2:
+                snapshot = router.snapshot()
+                if snapshot.in_rotation == ("replica1", "replica2"):
+                    rounds.add(snapshot.checked_at)
+                time.sleep(0.05)
+            if first is not None and first < forked_at:
+                verdict = b"child inherited the parent's view"
+            elif len(rounds) >= 2 and router.choose() is not None:
+                verdict = b"ok"
+            router.stop()
+        except BaseException as problem:
+            verdict = repr(problem).encode()
+        finally:
+            os.write(write_end, verdict)
+            os._exit(0)
+
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        verdict = pipe.read()
+    os.waitpid(child, 0)
+
+    assert verdict == b"ok"
+    # The child dropped the parent's probe connections without closing them.
+    assert router.refresh().in_rotation == ("replica1", "replica2")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
