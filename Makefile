@@ -18,10 +18,11 @@ $(INSTALLED): setup.cfg pyproject.toml
 
 install: $(INSTALLED)
 
-## Start the local cluster, migrate and serve the API on $(BIND).
+## Start the local cluster, migrate, load the demo profile and serve the API on $(BIND).
 run: install
 	$(BIN)/gridlink cluster up
 	$(BIN)/gridlink migrate
+	$(BIN)/gridlink demo
 	$(BIN)/gridlink serve --bind $(BIND)
 
 ## Lint, type-check and run the whole suite against a cluster the run starts and stops.
