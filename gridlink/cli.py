@@ -19,7 +19,7 @@ LOCAL_CLUSTER_ROOT = PROJECT_ROOT / "var" / "cluster"
 
 
 def local_cluster(replicas: int = 1) -> cluster.ClusterLayout:
-    return cluster.ClusterLayout(root=LOCAL_CLUSTER_ROOT, replicas=replicas)
+    return cluster.ClusterLayout(root=cluster.reachable_root(LOCAL_CLUSTER_ROOT), replicas=replicas)
 
 
 def cmd_cluster_up(args: argparse.Namespace, settings: Settings) -> int:

@@ -15,6 +15,7 @@ so `down` stops exactly what `up` started and never anything else.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import re
@@ -439,6 +440,27 @@ def _prepare_root(layout: ClusterLayout) -> None:
         _check_postgres_can_enter(layout.root.resolve())
     _make_pg_dir(layout.root / "run", 0o755)
     (layout.root / "redis").mkdir(exist_ok=True)
+
+
+def reachable_root(preferred: Path) -> Path:
+    """Return ``preferred``, or a folder under /var/tmp if the postgres user cannot reach it.
+
+    A checkout under a private home (``/root`` is 0700) cannot hold data that
+    PostgreSQL, running as ``postgres``, must open; rather than fail, such a
+    checkout keeps its cluster data in a folder named after it in /var/tmp.
+    """
+    if not _as_root():
+        return preferred
+    existing = preferred.resolve()
+    while not existing.exists():
+        existing = existing.parent
+    try:
+        _check_postgres_can_enter(existing)
+    except ClusterError:
+        digest = hashlib.sha256(str(preferred.resolve()).encode()).hexdigest()[:12]
+        # A fixed folder per checkout, so later runs find the same data.
+        return Path("/var/tmp") / f"gridlink-{digest}" / preferred.name  # noqa: S108
+    return preferred
 
 
 def _check_postgres_can_enter(path: Path) -> None:

@@ -33,7 +33,7 @@ REPLICAS = 1
 @pytest.fixture(scope="session")
 def test_cluster() -> Iterator[cluster.ClusterLayout]:
     layout = cluster.ClusterLayout(
-        root=PROJECT_ROOT / "var" / f"test-cluster-{PORT_BASE}",
+        root=cluster.reachable_root(PROJECT_ROOT / "var" / f"test-cluster-{PORT_BASE}"),
         pg_port=PORT_BASE,
         redis_port=PORT_BASE + 1000,
         replicas=REPLICAS,

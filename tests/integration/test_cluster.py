@@ -17,7 +17,9 @@ from infra import cluster
 
 # Own root and ports, away from the dev cluster (55432/56379) and any other test cluster.
 LAYOUT = cluster.ClusterLayout(
-    root=Path(__file__).resolve().parents[2] / "var" / "cluster-selftest-infra",
+    root=cluster.reachable_root(
+        Path(__file__).resolve().parents[2] / "var" / "cluster-selftest-infra"
+    ),
     pg_port=55700,
     redis_port=56700,
     replicas=1,

@@ -34,7 +34,7 @@ SOURCE = "X-Gridlink-Read-Source"
 @pytest.fixture(scope="module")
 def layout() -> Iterator[cluster.ClusterLayout]:
     built = cluster.ClusterLayout(
-        root=PROJECT_ROOT / "var" / f"read-side-{PORT}",
+        root=cluster.reachable_root(PROJECT_ROOT / "var" / f"read-side-{PORT}"),
         pg_port=PORT,
         redis_port=PORT + 1000,
         replicas=1,

@@ -30,7 +30,7 @@ from infra import cluster
 
 PORT = int(os.environ.get("GRIDLINK_TEST_PORT_BASE", "55442")) + 20
 LAYOUT = cluster.ClusterLayout(
-    root=PROJECT_ROOT / "var" / f"router-cluster-{PORT}",
+    root=cluster.reachable_root(PROJECT_ROOT / "var" / f"router-cluster-{PORT}"),
     pg_port=PORT,
     redis_port=PORT + 1000,
     replicas=2,
