@@ -7,7 +7,9 @@ flag, expiry) or a tombstone saying "not a valid token".
 
 - **Issue**: sign-up and login write the new token's entry through after the
   commit, so the very next request is served from the cache whatever the
-  replica lag (and a miss reads the primary anyway, see below).
+  replica lag (and a miss reads the primary anyway, see below). A promotion
+  or demotion rewrites the entries of the user's live tokens the same way,
+  except where a tombstone is already in place.
 - **Miss**: read the primary, which is never behind an acknowledged
   revocation; when the primary cannot be reached, the first replica that
   answers (authentication goes on for reads while writes answer 503). A miss
@@ -51,6 +53,17 @@ log = logging.getLogger(__name__)
 TOKEN_CACHE_SECONDS = 60
 
 _NOT_VALID = b"not-valid"
+
+# KEYS[1]: the entry; ARGV: the not-valid marker, the caller, seconds to keep.
+# A write-through may race a revocation of the same token (a promotion that
+# read the token as live just before a logout): it must never undo the tombstone.
+_STORE_UNLESS_REVOKED = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
 
 _LOOKUP = text(
     """
@@ -130,7 +143,7 @@ def cache_token(services: Services, principal: Principal, expires_on: datetime) 
         return
     try:
         key = token_cache_key(services, principal.token_hash)
-        services.redis.set(key, caller.encode(), ex=seconds)
+        services.redis.eval(_STORE_UNLESS_REVOKED, 1, key, _NOT_VALID, caller.encode(), seconds)
     except redis.RedisError as problem:
         _warn("token not cached; it will be read from the database", problem)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import falcon.testing
 import pytest
@@ -11,7 +12,12 @@ from sqlalchemy import text
 from gridlink.app import create_app
 from gridlink.cli import main
 from gridlink.errors import Unauthenticated
-from gridlink.queries.tokens import TOKEN_CACHE_SECONDS, authenticate, token_cache_key
+from gridlink.queries.tokens import (
+    TOKEN_CACHE_SECONDS,
+    authenticate,
+    cache_token,
+    token_cache_key,
+)
 from gridlink.services import Services
 from gridlink.settings import Settings
 from gridlink.tokens import hash_token
@@ -162,6 +168,14 @@ def test_an_unknown_token_is_remembered_as_not_valid(services):
     ):
         authenticate(services, "made-up-token-0123456789")
     assert counted.count == 0
+
+
+def test_a_late_write_through_never_undoes_a_revocation(client, services, user):
+    # A promotion that read the token as live just before a logout writes last.
+    principal = authenticate(services, user.token)
+    client.simulate_post("/api/auth/logout/", headers=user.headers)
+    cache_token(services, principal, datetime.now(UTC) + timedelta(days=1))
+    assert me_status(client, user.token) == 401
 
 
 # --- logout, logout-all ----------------------------------------------------------------------
