@@ -130,7 +130,7 @@ class ProfileCache:
             # Bytes, as stored: the client is built with decode_responses=False.
             version, document = cast(list[bytes | None], self.client.hmget(key, ["v", "d"]))
         except redis.RedisError as error:
-            _log_unavailable("read", error)
+            log_redis_unavailable("read", error)
             return None
         if version is None or document is None or key != self.profile_key(username):
             # A miss, or Redis restarted during the call and the key named the
@@ -146,7 +146,7 @@ class ProfileCache:
         try:
             self._store_if_newer(keys=[self.profile_key(username)], args=[version, document, ttl])
         except redis.RedisError as error:
-            _log_unavailable("store", error)
+            log_redis_unavailable("store", error)
 
     def try_fill_lock(self, username: str) -> bool | None:
         """Take the short lock that lets one reader fill a miss; None if Redis is down."""
@@ -155,7 +155,7 @@ class ProfileCache:
                 self.lock_key(username), b"1", nx=True, px=FILL_LOCK_MILLISECONDS
             )
         except redis.RedisError as error:
-            _log_unavailable("lock", error)
+            log_redis_unavailable("lock", error)
             return None
         return bool(taken)
 
@@ -163,7 +163,7 @@ class ProfileCache:
         try:
             self.client.delete(self.lock_key(username))
         except redis.RedisError as error:
-            _log_unavailable("unlock", error)
+            log_redis_unavailable("unlock", error)
 
     # --- read-your-writes ----------------------------------------------------------------
 
@@ -174,7 +174,7 @@ class ProfileCache:
                 keys=[self.written_key(user_id)], args=[lsn, b"", self.write_mark_ttl]
             )
         except redis.RedisError as error:
-            _log_unavailable("remember write", error)
+            log_redis_unavailable("remember write", error)
             self._doubt_write_marks()
 
     def last_write(self, user_id: int) -> int | None:
@@ -187,7 +187,7 @@ class ProfileCache:
             key = self.written_key(user_id)
             lsn = self.client.hget(key, "v")
         except redis.RedisError as error:
-            _log_unavailable("read write mark", error)
+            log_redis_unavailable("read write mark", error)
             self._doubt_write_marks()
             raise CacheUnavailable() from error
         if key != self.written_key(user_id):
@@ -209,7 +209,7 @@ class ProfileCache:
 _last_logged = 0.0
 
 
-def _log_unavailable(operation: str, error: redis.RedisError) -> None:
+def log_redis_unavailable(operation: str, error: Exception) -> None:
     """Log Redis trouble at most every ten seconds: while it is down, every request meets it."""
     global _last_logged
     now = time.monotonic()

@@ -71,6 +71,17 @@ def read_json_object(req: falcon.Request) -> dict[str, Any]:
     return body
 
 
+def read_optional_json_object(req: falcon.Request) -> dict[str, Any]:
+    """Return the JSON object body, or ``{}`` if the request has no body at all.
+
+    ``curl -X POST .../logout/`` sends neither a body nor a content type, and
+    must not be told to send JSON.
+    """
+    if req.content_length == 0 or (req.content_length is None and req.content_type is None):
+        return {}
+    return read_json_object(req)
+
+
 def send_json(resp: falcon.Response, body: bytes, status: int = 200) -> None:
     """Send ready JSON bytes as they are: no parse, no dump."""
     resp.status = status

@@ -10,7 +10,6 @@ Redis unreachable, logins go through and a warning is logged.
 
 from __future__ import annotations
 
-import logging
 import math
 import secrets
 import time
@@ -19,10 +18,9 @@ from dataclasses import dataclass
 
 import redis
 
+from gridlink.cache import log_redis_unavailable
 from gridlink.errors import RateLimited
 from gridlink.settings import Settings
-
-log = logging.getLogger(__name__)
 
 _KEY_PREFIX = "gl:login-failures"
 
@@ -72,7 +70,7 @@ class LoginThrottle:
                     pipe.zrange(counter.key, 0, -1, withscores=True)
                 replies = pipe.execute()
         except redis.RedisError as problem:
-            log.warning("login throttling skipped, Redis unreachable: %s", type(problem).__name__)
+            log_redis_unavailable("login throttling skipped", problem)
             return
         waits = []
         # Each counter answered [removed, members]: its members are every other reply.
@@ -98,7 +96,7 @@ class LoginThrottle:
                     pipe.expire(counter.key, window)
                 pipe.execute()
         except redis.RedisError as problem:
-            log.warning("failed login not counted, Redis unreachable: %s", type(problem).__name__)
+            log_redis_unavailable("failed login not counted", problem)
 
     def forget(self, *usernames: str) -> None:
         """Clear the failures counted against ``usernames`` (after a successful login or reset)."""
@@ -106,7 +104,7 @@ class LoginThrottle:
         try:
             self._redis.delete(*keys)
         except redis.RedisError as problem:
-            log.warning("login failures not cleared, Redis unreachable: %s", type(problem).__name__)
+            log_redis_unavailable("login failures not cleared", problem)
 
     def _counters(self, username: str, address: str | None) -> list[_Counter]:
         counters = [

@@ -555,7 +555,8 @@ def _remove_if_stale(pid_file: Path, program: str) -> None:
         pid_file.unlink(missing_ok=True)
 
 
-def _wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll ``condition`` every 0.1 s; tell whether it held within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -564,7 +565,8 @@ def _wait_until(condition: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
-def _port_answers(port: int) -> bool:
+def port_answers(port: int) -> bool:
+    """Tell whether something accepts connections on the loopback ``port``."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return True
@@ -573,7 +575,7 @@ def _port_answers(port: int) -> bool:
 
 
 def _ensure_port_free(port: int, name: str) -> None:
-    if _port_answers(port):
+    if port_answers(port):
         raise ClusterError(
             f"Port {port} on 127.0.0.1 is already taken by a process this cluster did not "
             f"start, so {name} cannot use it; stop that process or choose other ports."
@@ -591,7 +593,7 @@ def _stop_process(
         os.kill(pid, sig)
     except ProcessLookupError:
         return
-    if not _wait_until(lambda: not _process_alive(pid, program), STOP_TIMEOUT):
+    if not wait_until(lambda: not _process_alive(pid, program), STOP_TIMEOUT):
         raise ClusterError(
             f"{name} (pid {pid}) did not stop within {STOP_TIMEOUT:.0f} s; "
             f"its log ends with:\n{_log_tail(log)}"
@@ -788,7 +790,7 @@ def _start_pg(tools: _Tools, layout: ClusterLayout, server: _PgServer, progress:
         ]
     )
     result = _run(command, cwd=layout.root, timeout=START_TIMEOUT + 10)
-    if result.returncode != 0 or not _wait_until(lambda: _pg_answers(server.port), START_TIMEOUT):
+    if result.returncode != 0 or not wait_until(lambda: _pg_answers(server.port), START_TIMEOUT):
         raise ClusterError(
             f"{server.name} did not come up on port {server.port} "
             f"({result.stderr.strip() or 'no answer'}); {server.log_file} ends with:\n"
@@ -957,7 +959,7 @@ def _start_redis(tools: _Tools, layout: ClusterLayout, progress: Progress) -> No
         str(directory),
     ]
     result = _run(command, cwd=directory, timeout=START_TIMEOUT)
-    if result.returncode != 0 or not _wait_until(
+    if result.returncode != 0 or not wait_until(
         lambda: _redis_answers(layout.redis_port), START_TIMEOUT
     ):
         raise ClusterError(

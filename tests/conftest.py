@@ -27,23 +27,38 @@ from gridlink.settings import MailBackend, Settings
 from infra import cluster
 
 PORT_BASE = int(os.environ.get("GRIDLINK_TEST_PORT_BASE", "55442"))
-REPLICAS = 1
 
 
-@pytest.fixture(scope="session")
-def test_cluster() -> Iterator[cluster.ClusterLayout]:
-    layout = cluster.ClusterLayout(
-        root=cluster.reachable_root(PROJECT_ROOT / "var" / f"test-cluster-{PORT_BASE}"),
-        pg_port=PORT_BASE,
-        redis_port=PORT_BASE + 1000,
-        replicas=REPLICAS,
+def cluster_layout(name: str, port_offset: int = 0, replicas: int = 1) -> cluster.ClusterLayout:
+    """Lay out a cluster of a test's own, on ports ``PORT_BASE + port_offset`` and up.
+
+    Modules that stop or slow servers use their own cluster (offsets 20, 40,
+    60...), so the session cluster stays healthy for everyone else.
+    """
+    port = PORT_BASE + port_offset
+    return cluster.ClusterLayout(
+        root=cluster.reachable_root(PROJECT_ROOT / "var" / f"{name}-{port}"),
+        pg_port=port,
+        redis_port=port + 1000,
+        replicas=replicas,
     )
+
+
+@contextmanager
+def running(layout: cluster.ClusterLayout) -> Iterator[cluster.ClusterLayout]:
+    """Start and migrate ``layout``; stop and purge it afterwards, pass or fail."""
     try:
         cluster.up(layout)
         migrate(layout.database_url)
         yield layout
     finally:
         cluster.down(layout, purge=True)
+
+
+@pytest.fixture(scope="session")
+def test_cluster() -> Iterator[cluster.ClusterLayout]:
+    with running(cluster_layout("test-cluster")) as layout:
+        yield layout
 
 
 @pytest.fixture(scope="session")

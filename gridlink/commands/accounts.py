@@ -14,7 +14,6 @@ confirming a change, counts against the account's login throttle.
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,20 +26,16 @@ from gridlink.commands.profiles import (
     create_profile,
     lock_profile,
     refresh_profile,
-    remember_write,
     retire_profile,
 )
 from gridlink.commands.unit_of_work import UnitOfWork
 from gridlink.errors import Conflict, FieldErrors, InvalidRequest, NotFound, Unauthenticated
-from gridlink.mail import Mailer
 from gridlink.models import AuthToken, PasswordReset, User
 from gridlink.passwords import hash_password, needs_rehash, verify_password
 from gridlink.queries.tokens import cache_revoked_tokens, cache_token
 from gridlink.ratelimit import LoginThrottle
 from gridlink.services import Services
 from gridlink.tokens import Principal, hash_token, new_token
-
-log = logging.getLogger(__name__)
 
 PASSWORD_RESET_LIFETIME = timedelta(hours=1)
 
@@ -74,8 +69,6 @@ def sign_up(
         uow.session.add(user)
         _flush_unique(uow)
         create_profile(uow, user.id)
-        # Read your writes: the next GET /api/users/me/ must find the account.
-        uow.after_commit(lambda: remember_write(services, user.id))
         token = _issue_token(uow, user)
         uow.commit()
     return SignedIn(user, token)
@@ -156,7 +149,12 @@ def request_password_reset(services: Services, *, email: str) -> None:
             )
         )
         address, username = user.email, user.username
-        uow.after_commit(lambda: _send_reset_mail(services.mailer, address, username, reset_token))
+        # After the commit: a failure to send is logged and the answer is still 202.
+        uow.after_commit(
+            lambda: services.mailer.send(
+                address, "Reset your Gridlink password", _reset_mail_body(username, reset_token)
+            )
+        )
         uow.commit()
 
 
@@ -357,16 +355,6 @@ def _principal(user: User, token_hash: bytes) -> Principal:
     return Principal(
         user_id=user.id, username=user.username, is_admin=user.is_admin, token_hash=token_hash
     )
-
-
-def _send_reset_mail(mailer: Mailer, address: str, username: str, reset_token: str) -> None:
-    try:
-        mailer.send(
-            address, "Reset your Gridlink password", _reset_mail_body(username, reset_token)
-        )
-    except Exception:
-        # The answer is 202 whatever happens here; the user can ask again.
-        log.exception("password reset mail not sent")
 
 
 def _reset_mail_body(username: str, reset_token: str) -> str:

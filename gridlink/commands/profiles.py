@@ -79,7 +79,8 @@ def lock_profile(uow: UnitOfWork, user_id: int) -> None:
 
 
 def create_profile(uow: UnitOfWork, user_id: int) -> ProfileDocument:
-    """Write the first document of a new user."""
+    """Write the first document of a new user (whose next reads must find the account)."""
+    uow.after_commit(lambda: remember_write(uow.services, user_id))
     return _document(uow, _CREATE, user_id)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from types import TracebackType
+from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -12,6 +13,8 @@ from sqlalchemy.orm import Session
 from gridlink.services import Services
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class UnitOfWork:
@@ -61,3 +64,11 @@ class UnitOfWork:
                 # The write is committed and will be answered 2xx; what follows
                 # (cache write-through, read-your-writes mark) is best effort.
                 log.exception("after-commit action failed")
+
+
+def run_command(services: Services, command: Callable[[UnitOfWork], T]) -> T:
+    """Run ``command`` in a unit of work of its own and commit; return what it returns."""
+    with UnitOfWork(services) as uow:
+        result = command(uow)
+        uow.commit()
+    return result

@@ -129,10 +129,10 @@ class ReplicaStatus:
     name: str  # "replica1", "replica2", ... in the order of the replica URLs
     host: str  # "host:port", never the password
     reachable: bool
-    in_rotation: bool
-    lag_bytes: int | None
-    lag_seconds: float | None
-    replay_lsn: str | None
+    in_rotation: bool = False
+    lag_bytes: int | None = None
+    lag_seconds: float | None = None
+    replay_lsn: str | None = None
 
 
 @dataclass(frozen=True)
@@ -551,15 +551,7 @@ class ReplicaRouter:
         replay_text = None if replay is None else format_lsn(replay)
         if not answer.in_recovery:
             # Promoted or never a replica: its data is not the primary's any more.
-            return ReplicaStatus(
-                name=name,
-                host=host,
-                reachable=True,
-                in_rotation=False,
-                lag_bytes=None,
-                lag_seconds=None,
-                replay_lsn=replay_text,
-            )
+            return ReplicaStatus(name=name, host=host, reachable=True, replay_lsn=replay_text)
         lag_bytes = None
         if primary_lsn is not None and replay is not None:
             # The primary may be asked a moment before the replica: never negative.
@@ -633,15 +625,7 @@ class ReplicaRouter:
 
 
 def _unreachable(name: str, host: str) -> ReplicaStatus:
-    return ReplicaStatus(
-        name=name,
-        host=host,
-        reachable=False,
-        in_rotation=False,
-        lag_bytes=None,
-        lag_seconds=None,
-        replay_lsn=None,
-    )
+    return ReplicaStatus(name=name, host=host, reachable=False)
 
 
 def _renew_locks_after_fork(router_ref: weakref.ref[ReplicaRouter]) -> None:

@@ -31,7 +31,6 @@ flag, expiry) or a tombstone saying "not a valid token".
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Iterable
@@ -44,11 +43,10 @@ import redis
 from sqlalchemy import Engine, Row, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from gridlink.cache import log_redis_unavailable
 from gridlink.errors import Unauthenticated
 from gridlink.services import Services
 from gridlink.tokens import Principal, hash_token
-
-log = logging.getLogger(__name__)
 
 TOKEN_CACHE_SECONDS = 60
 
@@ -122,7 +120,7 @@ def authenticate(services: Services, token: str) -> Principal:
         # Bytes: the cache's client is built with decode_responses=False.
         raw = cast(bytes | None, services.redis.get(key))
     except redis.RedisError as problem:
-        _warn("token cache unreachable, checking the database", problem)
+        log_redis_unavailable("token cache unreachable, checking the database", problem)
         caller = _look_up(services, token_hash)
     else:
         if raw is not None:
@@ -145,7 +143,7 @@ def cache_token(services: Services, principal: Principal, expires_on: datetime) 
         key = token_cache_key(services, principal.token_hash)
         services.redis.eval(_STORE_UNLESS_REVOKED, 1, key, _NOT_VALID, caller.encode(), seconds)
     except redis.RedisError as problem:
-        _warn("token not cached; it will be read from the database", problem)
+        log_redis_unavailable("token not cached; it will be read from the database", problem)
 
 
 def cache_revoked_tokens(services: Services, token_hashes: Iterable[bytes]) -> None:
@@ -161,7 +159,7 @@ def cache_revoked_tokens(services: Services, token_hashes: Iterable[bytes]) -> N
     except redis.RedisError as problem:
         # The revocation is committed; a stale entry outlives it by at most
         # TOKEN_CACHE_SECONDS, the bound the module docstring promises.
-        _warn("revoked tokens not marked in the cache", problem)
+        log_redis_unavailable("revoked tokens not marked in the cache", problem)
 
 
 def _look_up(services: Services, token_hash: bytes) -> _CachedCaller | None:
@@ -203,8 +201,4 @@ def _fill(services: Services, key: str, caller: _CachedCaller | None) -> None:
         # NX: never overwrite what a revocation (or an issue) wrote meanwhile.
         services.redis.set(key, raw, ex=seconds, nx=True)
     except redis.RedisError as problem:
-        _warn("token lookup not cached", problem)
-
-
-def _warn(what: str, problem: Exception) -> None:
-    log.warning("%s: %s", what, type(problem).__name__)
+        log_redis_unavailable("token lookup not cached", problem)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
 
 import falcon
 
 from gridlink.auth import require_principal
 from gridlink.commands import accounts
-from gridlink.http import App, read_json_object, send_object
+from gridlink.http import App, read_json_object, read_optional_json_object, send_object
 from gridlink.queries.accounts import read_me
 from gridlink.queries.reader import Reader
 from gridlink.resources.responses import READ_SOURCE_HEADER
@@ -26,17 +25,6 @@ from gridlink.schemas.accounts import (
 )
 from gridlink.schemas.base import load
 from gridlink.services import Services
-
-
-def read_optional_json_object(req: falcon.Request) -> dict[str, Any]:
-    """Return the JSON object body, or ``{}`` if the request has no body at all.
-
-    ``curl -X POST .../logout/`` sends neither a body nor a content type, and
-    must not be told to send JSON.
-    """
-    if req.content_length == 0 or (req.content_length is None and req.content_type is None):
-        return {}
-    return read_json_object(req)
 
 
 def send_signed_in(resp: falcon.Response, signed_in: accounts.SignedIn, status: int) -> None:

@@ -9,7 +9,7 @@ import falcon
 from gridlink.auth import require_principal
 from gridlink.commands.grids import create_grid, rename_grid, soft_delete_grid
 from gridlink.commands.idempotency import run_creating_command
-from gridlink.commands.unit_of_work import UnitOfWork
+from gridlink.commands.unit_of_work import run_command
 from gridlink.http import App, read_json_object, send_json
 from gridlink.queries.grids import list_grids, read_grid
 from gridlink.queries.reader import Reader
@@ -52,16 +52,15 @@ class Grids:
     def on_patch_item(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
         principal = require_principal(req)
         fields = load(GridPatch(), read_json_object(req))
-        with UnitOfWork(self._services) as uow:
-            body = rename_grid(uow, principal.user_id, slug, fields["title"])
-            uow.commit()
+        body = run_command(
+            self._services,
+            partial(rename_grid, user_id=principal.user_id, slug=slug, title=fields["title"]),
+        )
         send_json(resp, body)
 
     def on_delete_item(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
         principal = require_principal(req)
-        with UnitOfWork(self._services) as uow:
-            soft_delete_grid(uow, principal.user_id, slug)
-            uow.commit()
+        run_command(self._services, partial(soft_delete_grid, user_id=principal.user_id, slug=slug))
         resp.status = falcon.HTTP_204
 
 

@@ -9,7 +9,7 @@ import falcon
 from gridlink.auth import require_principal
 from gridlink.commands.idempotency import run_creating_command
 from gridlink.commands.links import change_link, create_link, soft_delete_link
-from gridlink.commands.unit_of_work import UnitOfWork
+from gridlink.commands.unit_of_work import run_command
 from gridlink.http import App, read_json_object, send_json
 from gridlink.queries.links import list_grid_links, list_user_links, read_link
 from gridlink.queries.reader import Reader
@@ -59,16 +59,15 @@ class Links:
     def on_patch_item(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
         principal = require_principal(req)
         changes = load(LinkPatch(), read_json_object(req))
-        with UnitOfWork(self._services) as uow:
-            body = change_link(uow, principal.user_id, slug, changes)
-            uow.commit()
+        body = run_command(
+            self._services,
+            partial(change_link, user_id=principal.user_id, slug=slug, changes=changes),
+        )
         send_json(resp, body)
 
     def on_delete_item(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
         principal = require_principal(req)
-        with UnitOfWork(self._services) as uow:
-            soft_delete_link(uow, principal.user_id, slug)
-            uow.commit()
+        run_command(self._services, partial(soft_delete_link, user_id=principal.user_id, slug=slug))
         resp.status = falcon.HTTP_204
 
 

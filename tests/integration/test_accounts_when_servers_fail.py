@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import text
@@ -24,15 +23,6 @@ def stopped(layout: cluster.ClusterLayout, name: str) -> Iterator[None]:
         yield
     finally:
         cluster.start_server(layout, name)
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def replicas_have_token(services: Services, token: str) -> bool:
@@ -115,7 +105,7 @@ def test_with_the_primary_down_tokens_still_authenticate_reads_and_writes_answer
 ):
     user = sign_up(client)
     assert services.replicas, "the test cluster has a replica"
-    assert eventually(lambda: replicas_have_token(services, user.token))
+    assert cluster.wait_until(lambda: replicas_have_token(services, user.token), 15)
     with stopped(test_cluster, "primary"):
         me = client.simulate_get("/api/users/me/", headers=user.headers)
         assert me.status_code == 200, me.text
@@ -135,5 +125,5 @@ def test_with_the_primary_down_tokens_still_authenticate_reads_and_writes_answer
             assert_error(result, 503, "unavailable")
             assert int(result.headers["Retry-After"]) >= 1
         assert me_status(client, "never-issued-" + random_username()) == 401
-    assert eventually(lambda: replicas_streaming(test_cluster), timeout=30)
+    assert cluster.wait_until(lambda: replicas_streaming(test_cluster), 30)
     assert me_status(client, user.token) == 200  # the failed logout revoked nothing

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -14,38 +13,15 @@ import psycopg2
 import pytest
 
 from infra import cluster
+from tests.conftest import cluster_layout
 
 # Own root and ports, away from the dev cluster (55432/56379) and any other test cluster.
-LAYOUT = cluster.ClusterLayout(
-    root=cluster.reachable_root(
-        Path(__file__).resolve().parents[2] / "var" / "cluster-selftest-infra"
-    ),
-    pg_port=55700,
-    redis_port=56700,
-    replicas=1,
-)
+LAYOUT = cluster_layout("cluster-selftest", port_offset=60)
 REPLICA_PORT = LAYOUT.replica_port(1)
 
 
 def _quiet(_line: str) -> None:
     """Drop progress lines; pytest shows the assertions."""
-
-
-def _eventually(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
-
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _process_gone(pid: int) -> bool:
@@ -112,7 +88,7 @@ def layout(started: cluster.ClusterLayout) -> cluster.ClusterLayout:
 def test_row_committed_on_primary_appears_on_replica(layout: cluster.ClusterLayout) -> None:
     marker = _insert_marker()
 
-    assert _eventually(lambda: _replica_has(marker)), "row never reached replica1"
+    assert cluster.wait_until(lambda: _replica_has(marker)), "row never reached replica1"
 
 
 def test_up_again_is_idempotent_and_quick(layout: cluster.ClusterLayout) -> None:
@@ -140,7 +116,7 @@ def test_up_again_is_idempotent_and_quick(layout: cluster.ClusterLayout) -> None
 
 def test_idle_primary_shows_no_false_lag(layout: cluster.ClusterLayout) -> None:
     marker = _insert_marker()
-    assert _eventually(lambda: _replica_has(marker))
+    assert cluster.wait_until(lambda: _replica_has(marker))
 
     time.sleep(3)  # "now - last replayed commit" would read about 3 s here
 
@@ -153,28 +129,28 @@ def test_idle_primary_shows_no_false_lag(layout: cluster.ClusterLayout) -> None:
 def test_stop_and_start_redis(layout: cluster.ClusterLayout) -> None:
     cluster.stop_server(layout, "redis")
 
-    assert not _answers(layout.redis_port)
+    assert not cluster.port_answers(layout.redis_port)
     assert not _by_name(cluster.status(layout))["redis"].running
 
     cluster.start_server(layout, "redis")
 
-    assert _answers(layout.redis_port)
+    assert cluster.port_answers(layout.redis_port)
     assert _by_name(cluster.status(layout))["redis"].running
 
 
 def test_stop_and_start_replica(layout: cluster.ClusterLayout) -> None:
     cluster.stop_server(layout, "replica1")
 
-    assert not _answers(REPLICA_PORT)
+    assert not cluster.port_answers(REPLICA_PORT)
     stopped = _replica1()
     assert (stopped.running, stopped.pid, stopped.state) == (False, None, "stopped")
     marker = _insert_marker()  # written while the replica is down
 
     cluster.start_server(layout, "replica1")
 
-    assert _answers(REPLICA_PORT)
-    assert _eventually(lambda: _replica1().state == "streaming")
-    assert _eventually(lambda: _replica_has(marker))
+    assert cluster.port_answers(REPLICA_PORT)
+    assert cluster.wait_until(lambda: _replica1().state == "streaming")
+    assert cluster.wait_until(lambda: _replica_has(marker))
     # Right after a restart the receive LSN lags the replay LSN; that must not read as lag.
     time.sleep(1.5)
     assert _replica1().lag_seconds == 0.0
@@ -182,7 +158,7 @@ def test_stop_and_start_replica(layout: cluster.ClusterLayout) -> None:
 
 def test_replica_setting_delays_replay(layout: cluster.ClusterLayout) -> None:
     warm_up = _insert_marker()  # so the replica has a replayed commit to measure from
-    assert _eventually(lambda: _replica_has(warm_up))
+    assert cluster.wait_until(lambda: _replica_has(warm_up))
     cluster.set_replica_setting(layout, "replica1", "recovery_min_apply_delay", "2s")
     try:
         time.sleep(0.3)  # the reload is asynchronous (SIGHUP)
@@ -195,7 +171,7 @@ def test_replica_setting_delays_replay(layout: cluster.ClusterLayout) -> None:
         assert lagging.lag_bytes > 0
         assert lagging.lag_seconds is not None
         assert lagging.lag_seconds > 0
-        assert _eventually(lambda: _replica_has(marker), timeout=5)
+        assert cluster.wait_until(lambda: _replica_has(marker), timeout=5)
     finally:
         cluster.set_replica_setting(layout, "replica1", "recovery_min_apply_delay", "0")
 
@@ -207,7 +183,9 @@ def test_down_keeps_data_and_stops_servers(layout: cluster.ClusterLayout) -> Non
     cluster.down(layout, progress=_quiet)
 
     assert all(_process_gone(pid) for pid in pids if pid is not None)
-    assert not any(_answers(port) for port in (layout.pg_port, REPLICA_PORT, layout.redis_port))
+    assert not any(
+        cluster.port_answers(port) for port in (layout.pg_port, REPLICA_PORT, layout.redis_port)
+    )
     assert (layout.root / "primary" / "PG_VERSION").is_file()
     assert (layout.root / "replica1" / "PG_VERSION").is_file()
     assert not any(s.running for s in cluster.status(layout))

@@ -6,7 +6,6 @@ These tests stop and slow down servers, so they run on a cluster of their own
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -18,33 +17,20 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-import gridlink.cli
 from gridlink.app import create_app
-from gridlink.cli import PROJECT_ROOT
 from gridlink.lsn import parse_lsn
 from gridlink.services import Services
 from gridlink.settings import MailBackend, Settings
 from infra import cluster
-from tests.conftest import ApiUser, count_queries, sign_up
+from tests.conftest import ApiUser, cluster_layout, count_queries, running, sign_up
 
-PORT = int(os.environ.get("GRIDLINK_TEST_PORT_BASE", "55442")) + 40
 SOURCE = "X-Gridlink-Read-Source"
 
 
 @pytest.fixture(scope="module")
 def layout() -> Iterator[cluster.ClusterLayout]:
-    built = cluster.ClusterLayout(
-        root=cluster.reachable_root(PROJECT_ROOT / "var" / f"read-side-{PORT}"),
-        pg_port=PORT,
-        redis_port=PORT + 1000,
-        replicas=1,
-    )
-    try:
-        cluster.up(built)
-        gridlink.cli.migrate(built.database_url)
+    with running(cluster_layout("read-side", port_offset=40)) as built:
         yield built
-    finally:
-        cluster.down(built, purge=True)
 
 
 @pytest.fixture(scope="module")

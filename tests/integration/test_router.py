@@ -23,18 +23,12 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from gridlink.cli import PROJECT_ROOT
 from gridlink.lsn import parse_lsn
 from gridlink.queries.router import ReplicaRouter, RouterSnapshot
 from infra import cluster
+from tests.conftest import cluster_layout
 
-PORT = int(os.environ.get("GRIDLINK_TEST_PORT_BASE", "55442")) + 20
-LAYOUT = cluster.ClusterLayout(
-    root=cluster.reachable_root(PROJECT_ROOT / "var" / f"router-cluster-{PORT}"),
-    pg_port=PORT,
-    redis_port=PORT + 1000,
-    replicas=2,
-)
+LAYOUT = cluster_layout("router-cluster", port_offset=20, replicas=2)
 INTERVAL = 1.0
 PROMISE = 2.0  # seconds within which a replica leaves rotation (API.md, promise 5)
 MARGIN = INTERVAL  # one probe interval of slack for a noisy machine
