@@ -1,4 +1,4 @@
-"""Public ids: ``gr_`` or ``li_`` and 128 random bits in lowercase hex."""
+"""Public ids: usernames, and ``gr_`` or ``li_`` with 128 random bits in lowercase hex."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import secrets
 GRID_PREFIX = "gr_"
 LINK_PREFIX = "li_"
 _SLUG = re.compile(r"^(gr|li)_[0-9a-f]{32}$")
+# \Z, not $: "$" would let a trailing newline through.
+USERNAME_PATTERN = r"\A[A-Za-z0-9_]{3,30}\Z"
+_USERNAME = re.compile(USERNAME_PATTERN)
 
 
 def new_slug(prefix: str) -> str:
@@ -17,3 +20,8 @@ def new_slug(prefix: str) -> str:
 def is_slug(value: str, prefix: str) -> bool:
     """Tell whether ``value`` is a well-formed slug with ``prefix`` (else it cannot exist)."""
     return value.startswith(prefix) and _SLUG.match(value) is not None
+
+
+def is_username(value: str) -> bool:
+    """Tell whether ``value`` has the form of a username (else no account has it)."""
+    return _USERNAME.match(value) is not None

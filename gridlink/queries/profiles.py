@@ -11,6 +11,7 @@ from sqlalchemy import Connection, text
 from gridlink.cache import CachedProfile
 from gridlink.queries.reader import CACHE, PRIMARY, Reader, ReadSource
 from gridlink.services import Services
+from gridlink.slugs import is_username
 from gridlink.tokens import Principal
 
 
@@ -27,6 +28,8 @@ _BY_USERNAME = text(
 
 def read_profile(connection: Connection, username: str) -> StoredProfile | None:
     """Return the user's profile document as stored bytes (one query), or None."""
+    if not is_username(username):
+        return None
     row = connection.execute(_BY_USERNAME, {"username": username}).one_or_none()
     if row is None:
         return None

@@ -9,7 +9,8 @@ import falcon
 
 from gridlink.commands.idempotency import IdempotencyKey
 from gridlink.errors import InvalidRequest
-from gridlink.queries.pages import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
+from gridlink.queries.pages import DEFAULT_LIMIT, MAX_LIMIT, PageRequest, unknown_cursor
+from gridlink.slugs import GRID_PREFIX, LINK_PREFIX, is_slug
 
 _PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]{1,255}$")
 
@@ -25,7 +26,12 @@ def page_request(req: falcon.Request) -> PageRequest:
                 fields={"limit": ["Must be a whole number from 1 to 100."]},
             )
         limit = int(raw_limit)
-    return PageRequest(limit=limit, starting_after=req.get_param("starting_after"))
+    starting_after = req.get_param("starting_after")
+    if starting_after is not None and not (
+        is_slug(starting_after, GRID_PREFIX) or is_slug(starting_after, LINK_PREFIX)
+    ):
+        raise unknown_cursor()
+    return PageRequest(limit=limit, starting_after=starting_after)
 
 
 def idempotency_key(req: falcon.Request, body: Any) -> IdempotencyKey | None:

@@ -12,18 +12,16 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
-from gridlink.schemas.base import InputSchema, no_nul, text_field
-
-# \Z, not $: "$" would let a trailing newline through.
-USERNAME_PATTERN = r"\A[A-Za-z0-9_]{3,30}\Z"
+from gridlink.schemas.base import InputSchema, text_field
+from gridlink.slugs import USERNAME_PATTERN
 
 
 def _new_password() -> fields.String:
-    return fields.String(required=True, validate=[validate.Length(min=8, max=128), no_nul])
+    return fields.String(required=True, validate=validate.Length(min=8, max=128))
 
 
 def _email(**options: Any) -> fields.Email:
-    return fields.Email(validate=[validate.Length(max=254), no_nul], **options)
+    return fields.Email(validate=validate.Length(max=254), **options)
 
 
 class SignupIn(InputSchema):

@@ -5,29 +5,35 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate
 
 from gridlink.errors import InvalidRequest
-
-
-def no_nul(value: str) -> None:
-    # PostgreSQL text cannot hold NUL; refuse it here rather than fail in the database.
-    if "\x00" in value:
-        raise ValidationError("Must not contain NUL characters.")
 
 
 def text_field(
     max_length: int, *validators: Callable[[str], None], **options: Any
 ) -> fields.String:
-    """A string of at most ``max_length`` characters, without NUL."""
-    return fields.String(validate=[validate.Length(max=max_length), no_nul, *validators], **options)
+    """A string of at most ``max_length`` characters."""
+    return fields.String(validate=[validate.Length(max=max_length), *validators], **options)
 
 
 class InputSchema(Schema):
-    """A request body schema: a field the endpoint does not know is an error."""
+    """A request body schema: unknown fields, and NUL in any string, are errors."""
 
     class Meta:
         unknown = RAISE
+
+    @pre_load
+    def refuse_nul(self, body: Any, **kwargs: Any) -> Any:
+        # PostgreSQL text cannot hold NUL: refuse it in every field, here,
+        # rather than let one field that reaches SQL fail with a 500.
+        if isinstance(body, dict):
+            bad = sorted(
+                name for name, value in body.items() if isinstance(value, str) and "\x00" in value
+            )
+            if bad:
+                raise ValidationError({name: ["Must not contain NUL characters."] for name in bad})
+        return body
 
 
 def load(schema: Schema, body: dict[str, Any]) -> dict[str, Any]:

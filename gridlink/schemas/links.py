@@ -6,7 +6,7 @@ import re
 
 from marshmallow import ValidationError, fields, validate
 
-from gridlink.schemas.base import InputSchema, no_nul, text_field
+from gridlink.schemas.base import InputSchema, text_field
 
 _HTTP_URL = fields.Url(schemes={"http", "https"}, require_tld=False)
 
@@ -25,7 +25,7 @@ def url_field(**options: object) -> fields.Url:
     return fields.Url(
         schemes={"http", "https"},
         require_tld=False,
-        validate=[validate.Length(max=2048), no_nul],
+        validate=validate.Length(max=2048),
         **options,  # type: ignore[arg-type]
     )
 

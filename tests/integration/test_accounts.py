@@ -231,6 +231,11 @@ def test_a_login_missing_a_field_is_a_400(client, body):
     assert_error(client.simulate_post("/api/auth/login/", json=body), 400, "invalid_request")
 
 
+def test_a_login_name_with_a_nul_byte_is_a_400_not_a_500(client):
+    body = {"username": "nul\x00byte", "password": "whatever1"}
+    assert_error(client.simulate_post("/api/auth/login/", json=body), 400, "invalid_request")
+
+
 # --- /api/users/me/ --------------------------------------------------------------------------
 
 

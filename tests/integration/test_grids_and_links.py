@@ -501,6 +501,7 @@ def test_my_links_span_my_grids_only(client, user, other_user) -> None:
         {"limit": "-1"},
         {"starting_after": MISSING_LINK},
         {"starting_after": "garbage"},
+        {"starting_after": "li_\x00"},
     ],
 )
 def test_bad_list_parameters_are_400(client, user, params) -> None:
@@ -708,8 +709,9 @@ def test_profile_username_is_matched_ignoring_case(client, user) -> None:
     assert profile(client, user.username.upper())["username"] == user.username
 
 
-def test_unknown_profile_is_404(client) -> None:
-    result = client.simulate_get("/api/users/nobody_here_at_all/")
+@pytest.mark.parametrize("username", ["nobody_here_at_all", "a%00b", "x" * 31, "%27%20OR%201=1"])
+def test_unknown_or_impossible_profile_is_404(client, username) -> None:
+    result = client.simulate_get(f"/api/users/{username}/")
     assert result.status_code == 404
     assert result.json["error"]["type"] == "not_found"
 
