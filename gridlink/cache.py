@@ -3,7 +3,7 @@
 Both sides use it: commands write documents through after each commit and
 remember each writer's commit LSN; queries read documents and fill misses.
 
-Correctness rests on four rules:
+Correctness rests on five rules:
 
 - **Store only if newer.** Every store goes through one Lua script that keeps
   the entry with the highest version, so a reader holding a document from a
@@ -17,6 +17,10 @@ Correctness rests on four rules:
   from the primary are authoritative and live long; a fill from a replica
   (at most ``max_lag`` behind) lives one second, so after a flush or an
   eviction a stale fill cannot outlast promise 4's bound.
+- **A lost mark is a recent write.** When Redis fails a call, or comes back
+  as a new lifetime, a missing read-your-writes mark may be one it lost: for
+  as long as a mark would have lived, this process sends such readers to the
+  primary.
 - **Redis is optional.** Every method here turns Redis errors into "no
   answer" (a miss, a skipped store) and logs them; callers fall back to the
   database. Nothing here ever raises because Redis is down.
