@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 
 # The addresses of the local cluster that `gridlink cluster up` starts
 # (infra/cluster.py; a unit test keeps the two in step).
-LOCAL_DATABASE_URL = "postgresql+psycopg2://gridlink@127.0.0.1:55432/gridlink"
-LOCAL_REPLICA_URLS = ("postgresql+psycopg2://gridlink@127.0.0.1:55433/gridlink",)
-LOCAL_REDIS_URL = "redis://127.0.0.1:56379/0"
+LOCAL_DATABASE_URL = "postgresql+psycopg2://gridlink@127.0.0.1:15432/gridlink"
+LOCAL_REPLICA_URLS = ("postgresql+psycopg2://gridlink@127.0.0.1:15433/gridlink",)
+LOCAL_REDIS_URL = "redis://127.0.0.1:16379/0"
 
 T = TypeVar("T")
 

@@ -72,8 +72,10 @@ class ClusterLayout:
     """Describe where a local cluster keeps its data and which loopback ports it uses."""
 
     root: Path
-    pg_port: int = 55432
-    redis_port: int = 56379
+    # Below Linux's ephemeral range (32768-60999), where an outgoing
+    # connection's local port could take a server's port from under it.
+    pg_port: int = 15432
+    redis_port: int = 16379
     replicas: int = 1
     database: str = "gridlink"
     user: str = "gridlink"

@@ -1,8 +1,8 @@
 """Test fixtures: a real primary, replica and Redis that the test run starts and stops.
 
 The test cluster lives in ``var/test-cluster-<port>`` on its own ports
-(``GRIDLINK_TEST_PORT_BASE``, default 55442: primary 55442, replicas 55443..,
-Redis 56442), so it runs beside ``make run``'s cluster. It is purged at the
+(``GRIDLINK_TEST_PORT_BASE``, default 15442: primary 15442, replicas 55443..,
+Redis 16442), so it runs beside ``make run``'s cluster. It is purged at the
 end of the session, whether the tests passed or not.
 """
 
@@ -26,7 +26,7 @@ from gridlink.services import Services
 from gridlink.settings import MailBackend, Settings
 from infra import cluster
 
-PORT_BASE = int(os.environ.get("GRIDLINK_TEST_PORT_BASE", "55442"))
+PORT_BASE = int(os.environ.get("GRIDLINK_TEST_PORT_BASE", "15442"))
 
 
 def cluster_layout(name: str, port_offset: int = 0, replicas: int = 1) -> cluster.ClusterLayout:

@@ -15,7 +15,7 @@ import pytest
 from infra import cluster
 from tests.conftest import cluster_layout
 
-# Own root and ports, away from the dev cluster (55432/56379) and any other test cluster.
+# Own root and ports, away from the dev cluster (15432/16379) and any other test cluster.
 LAYOUT = cluster_layout("cluster-selftest", port_offset=60)
 REPLICA_PORT = LAYOUT.replica_port(1)
 
