@@ -1,0 +1,162 @@
+"""Real gunicorn servers for end-to-end tests, and a small HTTP client for them.
+
+Every end-to-end test (accounts across servers, faults, fuzzing, the admin
+page, the load test) starts the API the way production does: gunicorn with
+``infra/gunicorn.conf.py``, in a process of its own, against a test cluster.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gridlink.cli import GUNICORN_CONF, PROJECT_ROOT
+from gridlink.settings import Settings
+
+GUNICORN = Path(sys.executable).with_name("gunicorn")
+START_TIMEOUT_SECONDS = 30
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def call(
+    address: str,
+    method: str,
+    path: str,
+    body: Any = None,
+    token: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10,
+) -> tuple[int, Any]:
+    """Send one request to ``host:port``; return the status and the JSON body (None if empty)."""
+    sent = dict(headers or {})
+    if token is not None:
+        sent["Authorization"] = f"Token {token}"
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        sent["Content-Type"] = "application/json"
+    connection = http.client.HTTPConnection(address, timeout=timeout)
+    try:
+        connection.request(method, path, data, sent)
+        response = connection.getresponse()
+        status, raw = response.status, response.read()
+    finally:
+        connection.close()
+    content_type = response.getheader("Content-Type") or ""
+    if raw and content_type.startswith("application/json"):
+        return status, json.loads(raw)
+    return status, raw or None
+
+
+def server_environment(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that points a gunicorn server at ``settings``' cluster."""
+    environment = {
+        **os.environ,
+        "GRIDLINK_DATABASE_URL": settings.database_url,
+        "GRIDLINK_REPLICA_URLS": ",".join(settings.replica_urls),
+        "GRIDLINK_REDIS_URL": settings.redis_url,
+        "GRIDLINK_MAX_REPLICA_LAG_SECONDS": str(settings.max_replica_lag_seconds),
+    }
+    if settings.mail_backend.directory is not None:
+        environment["GRIDLINK_MAIL_BACKEND"] = f"file:{settings.mail_backend.directory}"
+    environment.update(extra)
+    return environment
+
+
+@dataclass
+class Server:
+    """A running gunicorn master: its address (``host:port``) and its process."""
+
+    address: str
+    process: subprocess.Popen[bytes]
+
+    def worker_pids(self) -> list[int]:
+        """The pids of the master's live workers, read from /proc."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        pids = [int(pid) for pid in children.read_text().split()]
+        return [pid for pid in pids if _is_alive(pid)]
+
+    def wait_until_serving(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.process.returncode}")
+            try:
+                if call(self.address, "GET", "/healthz", timeout=2)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(
+            f"gunicorn on {self.address} did not answer in {START_TIMEOUT_SECONDS} s"
+        )
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _is_alive(pid: int) -> bool:
+    """True unless ``pid`` is gone or a zombie (PID 1 here does not reap orphans)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def start_server(
+    settings: Settings, workers: int = 1, environment: Mapping[str, str] | None = None
+) -> Server:
+    """Start gunicorn on a free port (not yet answering: see ``Server.wait_until_serving``)."""
+    port = free_port()
+    command = [str(GUNICORN), "-c", str(GUNICORN_CONF), "--bind", f"127.0.0.1:{port}"]
+    process = subprocess.Popen(
+        [*command, "--workers", str(workers)],
+        cwd=PROJECT_ROOT,
+        env=dict(environment) if environment is not None else server_environment(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return Server(f"127.0.0.1:{port}", process)
+
+
+@contextmanager
+def serving(
+    settings: Settings,
+    count: int = 1,
+    workers: int = 1,
+    environment: Mapping[str, str] | None = None,
+) -> Iterator[list[Server]]:
+    """Run ``count`` gunicorn servers of ``workers`` workers each; stop them afterwards."""
+    started: list[Server] = []
+    try:
+        for _ in range(count):
+            started.append(start_server(settings, workers, environment))
+        for server in started:
+            server.wait_until_serving()
+        yield started
+    finally:
+        for server in started:
+            server.stop()
