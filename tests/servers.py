@@ -35,7 +35,21 @@ def free_port() -> int:
         return port
 
 
-def call(
+@dataclass(frozen=True)
+class Reply:
+    """One HTTP answer: status, headers and the JSON body (None if empty)."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: Any
+
+    def header(self, name: str) -> str | None:
+        """Return the header ``name`` (case-insensitive), or None."""
+        wanted = name.lower()
+        return next((v for k, v in self.headers.items() if k.lower() == wanted), None)
+
+
+def fetch(
     address: str,
     method: str,
     path: str,
@@ -43,8 +57,8 @@ def call(
     token: str | None = None,
     headers: Mapping[str, str] | None = None,
     timeout: float = 10,
-) -> tuple[int, Any]:
-    """Send one request to ``host:port``; return the status and the JSON body (None if empty)."""
+) -> Reply:
+    """Send one request to ``host:port``; return the whole answer, headers included."""
     sent = dict(headers or {})
     if token is not None:
         sent["Authorization"] = f"Token {token}"
@@ -59,10 +73,25 @@ def call(
         status, raw = response.status, response.read()
     finally:
         connection.close()
+    received = dict(response.getheaders())
     content_type = response.getheader("Content-Type") or ""
     if raw and content_type.startswith("application/json"):
-        return status, json.loads(raw)
-    return status, raw or None
+        return Reply(status, received, json.loads(raw))
+    return Reply(status, received, raw or None)
+
+
+def call(
+    address: str,
+    method: str,
+    path: str,
+    body: Any = None,
+    token: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10,
+) -> tuple[int, Any]:
+    """Send one request to ``host:port``; return the status and the JSON body (None if empty)."""
+    reply = fetch(address, method, path, body, token, headers, timeout)
+    return reply.status, reply.body
 
 
 def server_environment(settings: Settings, **extra: str) -> dict[str, str]:
