@@ -21,6 +21,11 @@ Correctness rests on five rules:
   as a new lifetime, a missing read-your-writes mark may be one it lost: for
   as long as a mark would have lived, this process sends such readers to the
   primary.
+- **A write-through Redis missed is stored later.** A Redis that stops
+  answering for a while (hung, partitioned) and then answers again keeps its
+  run_id and its data: the document a write replaced while it was away would
+  be served for a day. So a write-through that fails is kept in the process
+  and stored (only if newer, as always) as soon as Redis answers again.
 - **Redis is optional.** Every method here turns Redis errors into "no
   answer" (a miss, a skipped store) and logs them; callers fall back to the
   database. Nothing here ever raises because Redis is down.
@@ -44,6 +49,11 @@ log = logging.getLogger(__name__)
 AUTHORITATIVE_TTL_SECONDS = 24 * 3600
 REPLICA_FILL_TTL_SECONDS = 1
 FILL_LOCK_MILLISECONDS = 2000
+# How often write-throughs that Redis missed are tried again while it is away.
+RESTORE_INTERVAL_SECONDS = 0.5
+# Past this many users written during one outage, the oldest missed
+# write-throughs are forgotten (logged): memory stays bounded.
+MAX_UNSTORED = 10_000
 
 # KEYS[1]: the hash; ARGV: version, payload, ttl seconds.
 _STORE_IF_NEWER = """
@@ -85,6 +95,10 @@ class ProfileCache:
         # down, or restarted): the reader must assume a recent write.
         self._unsure_until = 0.0
         self._keyspace_lock = threading.Lock()
+        # Write-throughs Redis did not take: lower-cased username -> (version, document).
+        self._unstored: dict[str, tuple[int, bytes]] = {}
+        self._unstored_lock = threading.Lock()
+        self._restorer: threading.Thread | None = None
         self.client = redis.Redis.from_url(
             url,
             socket_connect_timeout=socket_timeout,
@@ -151,6 +165,46 @@ class ProfileCache:
             self._store_if_newer(keys=[self.profile_key(username)], args=[version, document, ttl])
         except redis.RedisError as error:
             log_redis_unavailable("store", error)
+            if authoritative:
+                # Redis may come back with the older document it holds: store this one then.
+                self._keep_unstored(username.lower(), version, document)
+
+    def _keep_unstored(self, username: str, version: int, document: bytes) -> None:
+        with self._unstored_lock:
+            kept = self._unstored.get(username)
+            if kept is None or kept[0] < version:
+                self._unstored[username] = (version, document)
+            if len(self._unstored) > MAX_UNSTORED:
+                del self._unstored[next(iter(self._unstored))]
+                log.warning("too many profiles written while redis was away; one may go stale")
+            # is_alive: a forked child inherits the attribute but not the thread.
+            if self._restorer is None or not self._restorer.is_alive():
+                self._restorer = threading.Thread(
+                    target=self._restore_unstored, name="gridlink-cache-restore", daemon=True
+                )
+                self._restorer.start()
+
+    def _restore_unstored(self) -> None:
+        """Store the missed write-throughs once Redis answers; end when none is left."""
+        while True:
+            time.sleep(RESTORE_INTERVAL_SECONDS)
+            with self._unstored_lock:
+                pending = list(self._unstored.items())
+            for username, (version, document) in pending:
+                try:
+                    self._store_if_newer(
+                        keys=[self.profile_key(username)],
+                        args=[version, document, AUTHORITATIVE_TTL_SECONDS],
+                    )
+                except redis.RedisError:
+                    break  # still away: try again after the interval
+                with self._unstored_lock:
+                    if self._unstored.get(username, (None, b""))[0] == version:
+                        del self._unstored[username]
+            with self._unstored_lock:
+                if not self._unstored:
+                    self._restorer = None
+                    return
 
     def try_fill_lock(self, username: str) -> bool | None:
         """Take the short lock that lets one reader fill a miss; None if Redis is down."""
@@ -207,6 +261,8 @@ class ProfileCache:
         self._unsure_until = time.monotonic() + self.write_mark_ttl
 
     def close(self) -> None:
+        with self._unstored_lock:
+            self._unstored.clear()  # the restorer thread ends at its next round
         self.client.close()
 
 
