@@ -12,6 +12,8 @@ the same worker processes serving normally again (their pools recovered).
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +21,6 @@ from dataclasses import dataclass
 
 import pytest
 import redis
-from sqlalchemy import text
 
 from infra import cluster
 from tests.faults import (
@@ -35,6 +36,8 @@ from tests.faults import (
     is_unavailable,
     kill_worker_in_mid_write,
     open_account,
+    primary_version,
+    profile_versions,
     replica_caught_up,
     resend,
     retry_unacknowledged,
@@ -59,28 +62,6 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultRig]:
 def accounts(rig: FaultRig) -> list[Account]:
     wait_for(lambda: replica_caught_up(rig), 30, "replica1 catches up before the test")
     return [open_account(rig.address) for _ in range(WRITERS)]
-
-
-def primary_version(rig: FaultRig, account: Account) -> int:
-    with rig.primary.connect() as connection:
-        version: int = connection.execute(
-            text(
-                "SELECT p.version FROM profile_documents p JOIN users u ON u.id = p.user_id"
-                " WHERE u.username = :username"
-            ),
-            {"username": account.username},
-        ).scalar_one()
-    return version
-
-
-def profile_etags(rig: FaultRig, account: Account, reads: int) -> list[int]:
-    """Read the public profile ``reads`` times (over fresh connections, so both workers)."""
-    versions = []
-    for _ in range(reads):
-        reply = fetch(rig.address, "GET", f"/api/users/{account.username}/")
-        assert reply.status == 200, reply
-        versions.append(int((reply.header("ETag") or "").strip('W/"')))
-    return versions
 
 
 # --- a worker killed ----------------------------------------------------------------------------
@@ -165,6 +146,27 @@ def test_with_the_primary_stopped_writes_answer_503_reads_go_on_and_writes_come_
     assert_recovered_in_place(rig, workers, accounts[0])
 
 
+def test_a_worker_started_while_the_primary_is_down_serves_reads_at_once(
+    rig: FaultRig, accounts: list[Account]
+) -> None:
+    # A new worker's replica router has no view before its first probe round:
+    # its first reads must not fail for want of one.
+    account = accounts[0]
+    cluster.stop_server(rig.layout, "primary")
+    try:
+        replace_every_worker(rig)
+        for path, token in (
+            (f"/api/grids/{account.grid}/", None),
+            ("/api/users/me/", account.token),
+            ("/api/grids/", account.token),
+        ):
+            reply = fetch(rig.address, "GET", path, token=token)
+            assert (reply.status, reply.header(SOURCE)) == (200, "replica"), (path, reply)
+    finally:
+        cluster.start_server(rig.layout, "primary")
+    assert_recovered_in_place(rig, rig.server.worker_pids(), account)
+
+
 # --- Redis lost ---------------------------------------------------------------------------------
 
 
@@ -214,7 +216,7 @@ def test_redis_lost_costs_no_5xx_and_leaves_no_stale_profile_behind(
     # later would replace a stale document of theirs.
     quiet = [open_account(rig.address, "quiet") for _ in range(2)]
     for account in accounts + quiet:  # each profile is in the cache before the fault
-        profile_etags(rig, account, 1)
+        profile_versions(rig.address, account, 1)
     with Traffic(rig.address, accounts) as traffic:
         time.sleep(0.5)
         lose_redis(rig, how, quiet)
@@ -226,9 +228,49 @@ def test_redis_lost_costs_no_5xx_and_leaves_no_stale_profile_behind(
     # Once the replica has every write, only the newest version may be served, by any worker.
     wait_for(lambda: replica_caught_up(rig), 30, "replica1 catches up")
     for account in accounts + quiet:
-        newest = primary_version(rig, account)
-        assert profile_etags(rig, account, 12) == [newest] * 12, account.username
+        newest = primary_version(rig.primary, account)
+        assert profile_versions(rig.address, account, 12) == [newest] * 12, account.username
     assert_recovered_in_place(rig, workers, accounts[0])
+
+
+def test_redis_back_with_old_data_after_the_writing_workers_died_serves_no_stale_profile(
+    rig: FaultRig,
+) -> None:
+    # No process that could store the missed write-through is left: only the
+    # run_id in the cache keys keeps the saved documents from being served.
+    quiet = [open_account(rig.address, "gone") for _ in range(2)]
+    for account in quiet:
+        profile_versions(rig.address, account, 1)
+    client = redis.Redis.from_url(rig.settings.redis_url)
+    try:
+        client.save()
+    finally:
+        client.close()
+    cluster.stop_server(rig.layout, "redis")
+    try:
+        rename_first_grids(rig, quiet, "while redis was away")
+        replace_every_worker(rig)
+    finally:
+        cluster.start_server(rig.layout, "redis")
+
+    wait_for(lambda: replica_caught_up(rig), 30, "replica1 catches up")
+    for account in quiet:
+        newest = primary_version(rig.primary, account)
+        assert profile_versions(rig.address, account, 12) == [newest] * 12, account.username
+
+
+def replace_every_worker(rig: FaultRig) -> None:
+    """SIGKILL every worker and wait until gunicorn has started as many new ones."""
+    old = rig.server.worker_pids()
+    for pid in old:
+        os.kill(pid, signal.SIGKILL)
+
+    def replaced() -> bool:
+        now = rig.server.worker_pids()
+        return len(now) == len(old) and not set(now) & set(old)
+
+    wait_for(replaced, 20, "new workers")
+    wait_for(lambda: fetch(rig.address, "GET", "/healthz").status == 200, 20, "serving")
 
 
 # --- a replica stopped or lagging ---------------------------------------------------------------
