@@ -107,7 +107,7 @@ class Attempt:
 
     def describe(self) -> str:
         outcome = self.error if self.reply is None else f"{self.status} {self.reply.body!r:.200}"
-        return f"{self.method} {self.path} -> {outcome}"
+        return f"{self.method} {self.path} -> {outcome} (at {self.started:.1f}-{self.finished:.1f})"
 
 
 def attempt(
@@ -336,6 +336,31 @@ def assert_nothing_lost_nothing_doubled(
         )
         total += len(stored)
     return total
+
+
+_PROFILE_VERSION = text(
+    "SELECT p.version FROM profile_documents p JOIN users u ON u.id = p.user_id"
+    " WHERE u.username = :username"
+)
+
+
+def primary_version(primary: Engine, account: Account) -> int:
+    """The version of the account's profile document in the primary: the newest there is."""
+    with primary.connect() as connection:
+        version: int = connection.execute(
+            _PROFILE_VERSION, {"username": account.username}
+        ).scalar_one()
+    return version
+
+
+def profile_versions(address: str, account: Account, reads: int) -> list[int]:
+    """Read the public profile ``reads`` times (a connection each: any worker); the ETags."""
+    versions = []
+    for _ in range(reads):
+        reply = fetch(address, "GET", f"/api/users/{account.username}/")
+        assert reply.status == 200, reply
+        versions.append(int((reply.header("ETag") or "").strip('W/"')))
+    return versions
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:

@@ -1,0 +1,198 @@
+"""The soak (``make soak``): random faults, one after another, under client traffic.
+
+For ``SOAK_SECONDS`` (default 120) a fault drawn at random is injected into a
+cluster of the module's own (``GRIDLINK_TEST_PORT_BASE`` + 100) while client
+threads write and read through one gunicorn server; after each fault the
+test waits until the service serves normally again, then draws the next.
+``SOAK_SEED`` replays a run. At the end the same checks as the fast fault
+tests hold over everything that happened: no 5xx but 503 ``unavailable``
+with ``Retry-After`` on writes, no request cut off except by a killed
+worker, every acknowledged write in the primary and none doubled by a
+retry, and every profile served at its newest version.
+
+Excluded from ``make test`` (the ``soak`` marker is deselected by default).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+
+from infra import cluster
+from tests.faults import (
+    Account,
+    FaultRig,
+    Traffic,
+    assert_nothing_lost_nothing_doubled,
+    broken,
+    fault_rig,
+    improper_answers,
+    open_account,
+    primary_version,
+    profile_versions,
+    replica_caught_up,
+    retry_unacknowledged,
+    serves_normally,
+    wait_for,
+)
+
+SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "120"))
+SEED = int(os.environ.get("SOAK_SEED", str(random.SystemRandom().randrange(1 << 32))))
+ACCOUNTS = 4
+RECOVERY_SECONDS = 30
+
+pytestmark = pytest.mark.soak
+
+Fault = Callable[[FaultRig, random.Random], None]
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultRig]:
+    with fault_rig("soak", 100, tmp_path_factory.mktemp("soak-mail")) as built:
+        yield built
+
+
+# --- the faults: each one leaves every server running when it returns ---------------------------
+
+
+kills: list[float] = []  # when each worker was killed (time.monotonic())
+
+
+def kill_a_worker(rig: FaultRig, rng: random.Random) -> None:
+    workers = rig.server.worker_pids()
+    victim = rng.choice(workers)
+    os.kill(victim, signal.SIGKILL)
+    kills.append(time.monotonic())
+    wait_for(
+        lambda: victim not in (now := rig.server.worker_pids()) and len(now) == len(workers),
+        RECOVERY_SECONDS,
+        "gunicorn replaces the killed worker",
+    )
+
+
+def outage(name: str) -> Fault:
+    def stop_and_start(rig: FaultRig, rng: random.Random) -> None:
+        cluster.stop_server(rig.layout, name)
+        try:
+            time.sleep(rng.uniform(0.3, 3))
+        finally:
+            cluster.start_server(rig.layout, name)
+
+    return stop_and_start
+
+
+def redis_back_with_its_old_data(rig: FaultRig, rng: random.Random) -> None:
+    client = redis.Redis.from_url(rig.settings.redis_url)
+    try:
+        client.save()
+    finally:
+        client.close()
+    outage("redis")(rig, rng)
+
+
+def redis_flushed(rig: FaultRig, rng: random.Random) -> None:
+    client = redis.Redis.from_url(rig.settings.redis_url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+
+
+def redis_frozen(rig: FaultRig, rng: random.Random) -> None:
+    cluster.set_redis_frozen(rig.layout, True)
+    try:
+        time.sleep(rng.uniform(0.3, 2))
+    finally:
+        cluster.set_redis_frozen(rig.layout, False)
+
+
+def replica_delayed(rig: FaultRig, rng: random.Random) -> None:
+    delay = f"{rng.randint(1, 8)}s"
+    cluster.set_replica_setting(rig.layout, "replica1", "recovery_min_apply_delay", delay)
+    try:
+        time.sleep(rng.uniform(2, 8))
+    finally:
+        cluster.set_replica_setting(rig.layout, "replica1", "recovery_min_apply_delay", "0")
+
+
+def replay_paused(rig: FaultRig, rng: random.Random) -> None:
+    cluster.set_replay_paused(rig.layout, "replica1", True)
+    try:
+        time.sleep(rng.uniform(1, 9))
+    finally:
+        cluster.set_replay_paused(rig.layout, "replica1", False)
+
+
+FAULTS: dict[str, Fault] = {
+    "worker killed": kill_a_worker,
+    "primary restarted": outage("primary"),
+    "replica restarted": outage("replica1"),
+    "redis restarted empty": outage("redis"),
+    "redis restarted with its old data": redis_back_with_its_old_data,
+    "redis flushed": redis_flushed,
+    "redis frozen": redis_frozen,
+    "replica delayed": replica_delayed,
+    "replica replay paused": replay_paused,
+}
+
+
+# --- the soak -----------------------------------------------------------------------------------
+
+
+def cut_off_by_no_kill(traffic: Traffic) -> list[str]:
+    """Describe the requests that got no answer though no worker was killed while they ran."""
+    return [
+        a.describe()
+        for a in broken(traffic.attempts)
+        if not any(a.started <= killed <= a.finished + 1 for killed in kills)
+    ]
+
+
+@pytest.mark.timeout(SOAK_SECONDS + 600)
+def test_random_faults_under_traffic_lose_nothing_and_serve_fresh_profiles(rig: FaultRig) -> None:
+    rng = random.Random(SEED)
+    print(f"\nsoak: {SOAK_SECONDS:.0f} s, SOAK_SEED={SEED}")
+    accounts: list[Account] = [open_account(rig.address, "soak") for _ in range(ACCOUNTS)]
+    injected: Counter[str] = Counter()
+    timeline: list[tuple[float, float, str]] = []
+    started = time.monotonic()
+    with Traffic(rig.address, accounts) as traffic:
+        while time.monotonic() - started < SOAK_SECONDS:
+            name = rng.choice(sorted(FAULTS))
+            fault_started = time.monotonic()
+            FAULTS[name](rig, rng)
+            timeline.append((fault_started, time.monotonic(), name))
+            injected[name] += 1
+            wait_for(lambda: replica_caught_up(rig), RECOVERY_SECONDS, f"replica after {name}")
+            wait_for(
+                lambda: serves_normally(rig.address, accounts[0]),
+                RECOVERY_SECONDS,
+                f"serving normally after {name}",
+            )
+            time.sleep(rng.uniform(0.2, 1.5))
+    elapsed = time.monotonic() - started
+
+    statuses = Counter(a.status for a in traffic.attempts)
+    print(f"soak: {elapsed:.0f} s, faults {dict(injected)}")
+    print(f"soak: {len(traffic.attempts)} requests, by status {dict(statuses)}")
+    wrong = improper_answers(traffic.attempts, writes_may_503=True)
+    assert not wrong, "\n".join(
+        [*wrong, "faults:", *(f"{a:.1f}-{b:.1f} {n}" for a, b, n in timeline)]
+    )
+    assert not cut_off_by_no_kill(traffic)
+
+    retried = retry_unacknowledged(rig.address, traffic.writes)
+    stored = assert_nothing_lost_nothing_doubled(rig.primary, accounts, traffic.attempts + retried)
+    print(f"soak: {len(retried)} failed writes retried with their keys; {stored} rows checked")
+
+    wait_for(lambda: replica_caught_up(rig), RECOVERY_SECONDS, "replica1 catches up")
+    for account in accounts:
+        newest = primary_version(rig.primary, account)
+        assert profile_versions(rig.address, account, 12) == [newest] * 12, account.username
