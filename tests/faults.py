@@ -16,8 +16,10 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -270,22 +272,23 @@ def retry_unacknowledged(address: str, writes: Iterable[Attempt]) -> list[Attemp
     """Resend every write that was not acknowledged, same key, until it is; return the answers.
 
     409 (the first try still holds its key) and 503 are waited out; anything
-    else fails the test.
+    else fails the test. A few at a time: a soak leaves hundreds.
     """
-    answers = []
-    for write in writes:
-        if write.acknowledged:
-            continue
-        deadline = time.monotonic() + RETRY_SECONDS
+    failed = [write for write in writes if not write.acknowledged]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(partial(_retry_until_acknowledged, address), failed))
+
+
+def _retry_until_acknowledged(address: str, write: Attempt) -> Attempt:
+    deadline = time.monotonic() + RETRY_SECONDS
+    again = resend(address, write)
+    while not again.acknowledged:
+        transient = again.reply is None or again.status in (409, 503)
+        assert transient, f"retrying {write.describe()} got {again.describe()}"
+        assert time.monotonic() < deadline, f"never acknowledged: {again.describe()}"
+        time.sleep(0.2)
         again = resend(address, write)
-        while not again.acknowledged:
-            transient = again.reply is None or again.status in (409, 503)
-            assert transient, f"retrying {write.describe()} got {again.describe()}"
-            assert time.monotonic() < deadline, f"never acknowledged: {again.describe()}"
-            time.sleep(0.2)
-            again = resend(address, write)
-        answers.append(again)
-    return answers
+    return again
 
 
 def created_slugs(attempts: Iterable[Attempt]) -> dict[str, set[str]]:
@@ -400,6 +403,15 @@ def replica_caught_up(rig: FaultRig) -> bool:
     finally:
         replica.dispose()
     return replayed is not None and parse_lsn(replayed) >= parse_lsn(current)
+
+
+def replica_serves(rig: FaultRig, account: Account, reads: int = 1) -> bool:
+    """Tell whether ``reads`` anonymous reads in a row (any worker) come from the replica."""
+    for _ in range(reads):
+        reply = fetch(rig.address, "GET", f"/api/grids/{account.grid}/")
+        if reply.status != 200 or reply.header(SOURCE) != "replica":
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------- killing a worker

@@ -39,6 +39,7 @@ from tests.faults import (
     primary_version,
     profile_versions,
     replica_caught_up,
+    replica_serves,
     resend,
     retry_unacknowledged,
     wait_for,
@@ -274,11 +275,6 @@ def replace_every_worker(rig: FaultRig) -> None:
 
 
 # --- a replica stopped or lagging ---------------------------------------------------------------
-
-
-def replica_serves(rig: FaultRig, account: Account) -> bool:
-    reply = fetch(rig.address, "GET", f"/api/grids/{account.grid}/")
-    return reply.status == 200 and reply.header(SOURCE) == "replica"
 
 
 def test_a_stopped_replica_costs_no_failed_read_and_serves_again_on_its_return(
