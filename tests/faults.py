@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import os
 import secrets
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -23,7 +24,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import redis
 from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from gridlink.lsn import parse_lsn
 from gridlink.settings import MailBackend, Settings
@@ -226,15 +229,6 @@ class Traffic:
         with self._lock:
             return [a for a in self.attempts if a.is_write]
 
-    @property
-    def reads(self) -> list[Attempt]:
-        with self._lock:
-            return [a for a in self.attempts if not a.is_write]
-
-    def since(self, moment: float) -> list[Attempt]:
-        with self._lock:
-            return [a for a in self.attempts if a.started >= moment]
-
 
 # --------------------------------------------------------------------------- checks
 
@@ -252,7 +246,7 @@ def is_unavailable(reply: Reply) -> bool:
 
 
 def improper_answers(attempts: Iterable[Attempt], *, writes_may_503: bool) -> list[str]:
-    """Describe every answer a user must never get: any 5xx but a proper 503 on a write."""
+    """Describe every error answer (4xx or 5xx) but API.md's 503 to a write; none is expected."""
     wrong = []
     for done in attempts:
         if done.reply is None or done.reply.status < 400:
@@ -264,7 +258,7 @@ def improper_answers(attempts: Iterable[Attempt], *, writes_may_503: bool) -> li
 
 
 def broken(attempts: Iterable[Attempt]) -> list[Attempt]:
-    """The attempts that got no answer at all (connection reset, refused, timed out)."""
+    """List the attempts that got no answer at all (connection reset, refused, timed out)."""
     return [done for done in attempts if done.reply is None]
 
 
@@ -313,7 +307,7 @@ _LIVE_SLUGS = text(
 
 
 def slugs_in_primary(primary: Engine, account: Account) -> list[str]:
-    """The slugs of every live grid and link of ``account``, read from the primary's rows."""
+    """Read the slugs of every live grid and link of ``account`` from the primary's rows."""
     with primary.connect() as connection:
         return list(connection.execute(_LIVE_SLUGS, {"username": account.username}).scalars())
 
@@ -348,7 +342,7 @@ _PROFILE_VERSION = text(
 
 
 def primary_version(primary: Engine, account: Account) -> int:
-    """The version of the account's profile document in the primary: the newest there is."""
+    """Read the version of the account's profile document in the primary: the newest."""
     with primary.connect() as connection:
         version: int = connection.execute(
             _PROFILE_VERSION, {"username": account.username}
@@ -357,7 +351,7 @@ def primary_version(primary: Engine, account: Account) -> int:
 
 
 def profile_versions(address: str, account: Account, reads: int) -> list[int]:
-    """Read the public profile ``reads`` times (a connection each: any worker); the ETags."""
+    """Read the public profile ``reads`` times (a connection each: any worker); return ETags."""
     versions = []
     for _ in range(reads):
         reply = fetch(address, "GET", f"/api/users/{account.username}/")
@@ -398,7 +392,7 @@ def replica_caught_up(rig: FaultRig) -> bool:
     try:
         with replica.connect() as connection:
             replayed = connection.execute(text("SELECT pg_last_wal_replay_lsn()::text")).scalar()
-    except Exception:
+    except SQLAlchemyError:  # the replica may be stopped or starting
         return False
     finally:
         replica.dispose()
@@ -412,6 +406,49 @@ def replica_serves(rig: FaultRig, account: Account, reads: int = 1) -> bool:
         if reply.status != 200 or reply.header(SOURCE) != "replica":
             return False
     return True
+
+
+# --------------------------------------------------------------------------- faults
+
+
+@contextmanager
+def redis_frozen(layout: cluster.ClusterLayout) -> Iterator[None]:
+    """Freeze Redis for the block: it holds its connections and answers nothing."""
+    cluster.set_redis_frozen(layout, True)
+    try:
+        yield
+    finally:
+        cluster.set_redis_frozen(layout, False)
+
+
+@contextmanager
+def replay_delayed(layout: cluster.ClusterLayout, delay: str) -> Iterator[None]:
+    """Hold back replica1's replay of each commit by ``delay`` (e.g. "3s") for the block."""
+    cluster.set_replica_setting(layout, "replica1", "recovery_min_apply_delay", delay)
+    try:
+        yield
+    finally:
+        cluster.set_replica_setting(layout, "replica1", "recovery_min_apply_delay", "0")
+
+
+@contextmanager
+def replay_paused(layout: cluster.ClusterLayout) -> Iterator[None]:
+    """Pause replica1's replay for the block: its lag grows while writes go on."""
+    cluster.set_replay_paused(layout, "replica1", True)
+    try:
+        yield
+    finally:
+        cluster.set_replay_paused(layout, "replica1", False)
+
+
+@contextmanager
+def redis_client(settings: Settings) -> Iterator[redis.Redis]:
+    """Open a Redis client of the test's own (to SAVE or FLUSHALL) for the block."""
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 # --------------------------------------------------------------------------- killing a worker
@@ -496,6 +533,20 @@ def kill_worker_in_mid_write(rig: FaultRig, account: Account) -> int:
             return pid is not None
 
         wait_for(found, 4, "a write waiting on the held lock")  # statement_timeout is 5 s
-        os.kill(victim[0], 9)
+        os.kill(victim[0], signal.SIGKILL)
         wait_for(lambda: victim[0] not in rig.server.worker_pids(), 5, "the worker dies")
     return victim[0]
+
+
+def replace_every_worker(rig: FaultRig) -> None:
+    """SIGKILL every worker and wait until gunicorn has started as many new ones."""
+    old = rig.server.worker_pids()
+    for pid in old:
+        os.kill(pid, signal.SIGKILL)
+
+    def replaced() -> bool:
+        now = rig.server.worker_pids()
+        return len(now) == len(old) and not set(now) & set(old)
+
+    wait_for(replaced, 20, "new workers")
+    wait_for(lambda: fetch(rig.address, "GET", "/healthz").status == 200, 20, "serving")

@@ -15,17 +15,18 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec
 
 from gridlink.cli import GUNICORN_CONF, PROJECT_ROOT
 from gridlink.settings import Settings
 
 GUNICORN = Path(sys.executable).with_name("gunicorn")
 START_TIMEOUT_SECONDS = 30
+P = ParamSpec("P")
 
 
 def free_port() -> int:
@@ -80,18 +81,17 @@ def fetch(
     return Reply(status, received, raw or None)
 
 
-def call(
-    address: str,
-    method: str,
-    path: str,
-    body: Any = None,
-    token: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    timeout: float = 10,
-) -> tuple[int, Any]:
-    """Send one request to ``host:port``; return the status and the JSON body (None if empty)."""
-    reply = fetch(address, method, path, body, token, headers, timeout)
-    return reply.status, reply.body
+def _status_and_body(send: Callable[P, Reply]) -> Callable[P, tuple[int, Any]]:
+    def call(*args: P.args, **kwargs: P.kwargs) -> tuple[int, Any]:
+        reply = send(*args, **kwargs)
+        return reply.status, reply.body
+
+    return call
+
+
+# call(address, method, path, body=None, token=None, headers=None, timeout=10): like
+# fetch, for the many tests that want only the status and the JSON body (None if empty).
+call = _status_and_body(fetch)
 
 
 def server_environment(settings: Settings, **extra: str) -> dict[str, str]:

@@ -12,17 +12,14 @@ the same worker processes serving normally again (their pools recovered).
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import pytest
-import redis
 
-from infra import cluster
 from tests.faults import (
     SOURCE,
     Account,
@@ -38,12 +35,18 @@ from tests.faults import (
     open_account,
     primary_version,
     profile_versions,
+    redis_client,
+    redis_frozen,
+    replace_every_worker,
+    replay_delayed,
+    replay_paused,
     replica_caught_up,
     replica_serves,
     resend,
     retry_unacknowledged,
     wait_for,
 )
+from tests.integration.test_accounts_when_servers_fail import stopped
 from tests.servers import fetch
 
 WRITERS = 3
@@ -86,12 +89,11 @@ def test_a_worker_killed_in_mid_write_loses_no_acknowledged_write_and_is_replace
     assert any(a.is_write and a.token == accounts[0].token for a in cut_off), (
         "the held-up write was not cut off: the test proved nothing"
     )
+    # The other worker, then the new one, answered everything sent after the kill.
+    assert [a for a in traffic.attempts if a.started > killed_at], "no request after the kill"
     late = [a.describe() for a in cut_off if a.started > killed_at]
     assert not late, f"requests sent after the kill failed: {late}"
     assert not improper_answers(traffic.attempts, writes_may_503=False)
-    served_after = [a for a in traffic.attempts if a.started > killed_at]
-    assert served_after
-    assert all(a.reply is not None for a in served_after)
 
     retried = retry_unacknowledged(rig.address, traffic.writes)
     assert retried, "no write failed"
@@ -100,9 +102,8 @@ def test_a_worker_killed_in_mid_write_loses_no_acknowledged_write_and_is_replace
     # Once more, all of them: now every one is a replay that creates nothing.
     replays = [resend(rig.address, write) for write in traffic.writes if not write.acknowledged]
     assert all(r.reply and r.reply.header("Idempotent-Replayed") == "true" for r in replays)
-    assert assert_nothing_lost_nothing_doubled(
-        rig.primary, accounts, traffic.attempts + retried
-    ) == (stored)
+    again = assert_nothing_lost_nothing_doubled(rig.primary, accounts, traffic.attempts + retried)
+    assert again == stored
     assert_recovered_in_place(rig, rig.server.worker_pids(), accounts[0])
 
 
@@ -115,13 +116,10 @@ def test_with_the_primary_stopped_writes_answer_503_reads_go_on_and_writes_come_
     workers = rig.server.worker_pids()
     with Traffic(rig.address, accounts) as traffic:
         time.sleep(0.5)
-        cluster.stop_server(rig.layout, "primary")
-        down_at = time.monotonic()
-        try:
+        with stopped(rig.layout, "primary"):
+            down_at = time.monotonic()
             time.sleep(2)
-        finally:
             restarting_at = time.monotonic()
-            cluster.start_server(rig.layout, "primary")
         up_at = time.monotonic()
         # Without restarting anything: the pools reconnect on their own.
         wait_for(
@@ -153,8 +151,7 @@ def test_a_worker_started_while_the_primary_is_down_serves_reads_at_once(
     # A new worker's replica router has no view before its first probe round:
     # its first reads must not fail for want of one.
     account = accounts[0]
-    cluster.stop_server(rig.layout, "primary")
-    try:
+    with stopped(rig.layout, "primary"):
         replace_every_worker(rig)
         for path, token in (
             (f"/api/grids/{account.grid}/", None),
@@ -163,8 +160,6 @@ def test_a_worker_started_while_the_primary_is_down_serves_reads_at_once(
         ):
             reply = fetch(rig.address, "GET", path, token=token)
             assert (reply.status, reply.header(SOURCE)) == (200, "replica"), (path, reply)
-    finally:
-        cluster.start_server(rig.layout, "primary")
     assert_recovered_in_place(rig, rig.server.worker_pids(), account)
 
 
@@ -173,31 +168,22 @@ def test_a_worker_started_while_the_primary_is_down_serves_reads_at_once(
 
 def lose_redis(rig: FaultRig, how: str, during: list[Account]) -> None:
     """Take Redis away ``how``, renaming each account's first grid while it is away."""
-    client = redis.Redis.from_url(rig.settings.redis_url)
-    try:
-        if how == "flushed":
-            client.flushall()
-        elif how == "back with its old data":
-            client.save()  # the restart loads this dump.rdb: every profile as it was
-    finally:
-        client.close()
     if how == "flushed":
+        with redis_client(rig.settings) as client:
+            client.flushall()
         rename_first_grids(rig, during, f"after the {how}")
         return
     if how == "frozen":
-        cluster.set_redis_frozen(rig.layout, True)
-        try:
+        with redis_frozen(rig.layout):
             rename_first_grids(rig, during, f"while redis was {how}")
-        finally:
-            cluster.set_redis_frozen(rig.layout, False)
         return
-    cluster.stop_server(rig.layout, "redis")
-    try:
+    if how == "back with its old data":
+        with redis_client(rig.settings) as client:
+            client.save()  # the restart loads this dump.rdb: profiles as they were
+    with stopped(rig.layout, "redis"):
         time.sleep(0.5)
         rename_first_grids(rig, during, f"while redis was {how}")
         time.sleep(0.5)
-    finally:
-        cluster.start_server(rig.layout, "redis")
 
 
 def rename_first_grids(rig: FaultRig, accounts: list[Account], title: str) -> None:
@@ -242,36 +228,16 @@ def test_redis_back_with_old_data_after_the_writing_workers_died_serves_no_stale
     quiet = [open_account(rig.address, "gone") for _ in range(2)]
     for account in quiet:
         profile_versions(rig.address, account, 1)
-    client = redis.Redis.from_url(rig.settings.redis_url)
-    try:
+    with redis_client(rig.settings) as client:
         client.save()
-    finally:
-        client.close()
-    cluster.stop_server(rig.layout, "redis")
-    try:
+    with stopped(rig.layout, "redis"):
         rename_first_grids(rig, quiet, "while redis was away")
         replace_every_worker(rig)
-    finally:
-        cluster.start_server(rig.layout, "redis")
 
     wait_for(lambda: replica_caught_up(rig), 30, "replica1 catches up")
     for account in quiet:
         newest = primary_version(rig.primary, account)
         assert profile_versions(rig.address, account, 12) == [newest] * 12, account.username
-
-
-def replace_every_worker(rig: FaultRig) -> None:
-    """SIGKILL every worker and wait until gunicorn has started as many new ones."""
-    old = rig.server.worker_pids()
-    for pid in old:
-        os.kill(pid, signal.SIGKILL)
-
-    def replaced() -> bool:
-        now = rig.server.worker_pids()
-        return len(now) == len(old) and not set(now) & set(old)
-
-    wait_for(replaced, 20, "new workers")
-    wait_for(lambda: fetch(rig.address, "GET", "/healthz").status == 200, 20, "serving")
 
 
 # --- a replica stopped or lagging ---------------------------------------------------------------
@@ -284,11 +250,8 @@ def test_a_stopped_replica_costs_no_failed_read_and_serves_again_on_its_return(
     wait_for(lambda: replica_serves(rig, accounts[0]), 15, "replica1 in rotation")
     with Traffic(rig.address, accounts) as traffic:
         time.sleep(0.5)
-        cluster.stop_server(rig.layout, "replica1")
-        try:
+        with stopped(rig.layout, "replica1"):
             time.sleep(2.5)
-        finally:
-            cluster.start_server(rig.layout, "replica1")
         wait_for(lambda: replica_serves(rig, accounts[0]), 15, "replica1 back in rotation")
 
     assert not improper_answers(traffic.attempts, writes_may_503=False)
@@ -348,7 +311,7 @@ def rename_and_watch(
 
 
 def staleness(acknowledged: list[float], seen: list[Seen]) -> list[float]:
-    """For each read, how long a newer rename had been acknowledged when the read started."""
+    """Measure, for each read, how long a newer rename had been acknowledged when it started."""
     ages = []
     for read in seen:
         newer = read.number + 1
@@ -359,46 +322,44 @@ def staleness(acknowledged: list[float], seen: list[Seen]) -> list[float]:
     return ages
 
 
+def renames_watched_while(
+    rig: FaultRig, writer: Account, lagging: AbstractContextManager[None], seconds: float
+) -> tuple[list[float], list[Seen]]:
+    """Start from a caught-up replica, then rename and watch for ``seconds`` while it lags."""
+    fetch(rig.address, "PATCH", f"/api/grids/{writer.grid}/", {"title": "-1"}, writer.token)
+    wait_for(lambda: replica_caught_up(rig), 15, "replica1 catches up")
+    with lagging:
+        time.sleep(0.5)  # the setting reaches the replica
+        acknowledged, seen = rename_and_watch(rig, writer, seconds)
+    assert {s.source for s in seen[:3]} == {"replica"}, "the replica was not serving at first"
+    return acknowledged, seen
+
+
 def test_a_replica_three_seconds_behind_stays_in_rotation_but_never_hides_a_write_from_its_writer(
     rig: FaultRig, accounts: list[Account]
 ) -> None:
     workers = rig.server.worker_pids()
-    writer = accounts[0]
-    fetch(rig.address, "PATCH", f"/api/grids/{writer.grid}/", {"title": "-1"}, writer.token)
-    wait_for(lambda: replica_caught_up(rig), 15, "replica1 catches up")
-    cluster.set_replica_setting(rig.layout, "replica1", "recovery_min_apply_delay", "3s")
-    try:
-        time.sleep(0.5)  # the reload reaches the replica
-        acknowledged, seen = rename_and_watch(rig, writer, 5)
-    finally:
-        cluster.set_replica_setting(rig.layout, "replica1", "recovery_min_apply_delay", "0")
+    lagging = replay_delayed(rig.layout, "3s")
+    acknowledged, seen = renames_watched_while(rig, accounts[0], lagging, 5)
 
     ages = staleness(acknowledged, seen)
     assert max(ages) > 1.0, "the replica was not behind: the test proved nothing"
     assert max(ages) <= STALENESS_ALLOWED, max(ages)
     assert {s.source for s in seen} == {"replica"}, "a 3 s lag is within the bound"
     wait_for(lambda: replica_caught_up(rig), 30, "replica1 catches up")
-    assert_recovered_in_place(rig, workers, writer)
+    assert_recovered_in_place(rig, workers, accounts[0])
 
 
 def test_a_replica_lagging_past_the_bound_leaves_rotation_in_time_and_returns(
     rig: FaultRig, accounts: list[Account]
 ) -> None:
     workers = rig.server.worker_pids()
-    writer = accounts[0]
-    fetch(rig.address, "PATCH", f"/api/grids/{writer.grid}/", {"title": "-1"}, writer.token)
-    wait_for(lambda: replica_caught_up(rig), 15, "replica1 catches up")
-    cluster.set_replay_paused(rig.layout, "replica1", True)
-    try:
-        acknowledged, seen = rename_and_watch(rig, writer, MAX_LAG_SECONDS + 5)
-    finally:
-        cluster.set_replay_paused(rig.layout, "replica1", False)
+    lagging = replay_paused(rig.layout)
+    acknowledged, seen = renames_watched_while(rig, accounts[0], lagging, MAX_LAG_SECONDS + 5)
 
     ages = staleness(acknowledged, seen)
     assert max(ages) > MAX_LAG_SECONDS, "the replica never lagged past the bound"
     assert max(ages) <= STALENESS_ALLOWED, max(ages)
-    sources = [s.source for s in seen]
-    assert sources[0] == "replica", sources
-    assert sources[-1] == "primary", sources
-    wait_for(lambda: replica_serves(rig, writer), 15, "replica1 back in rotation")
-    assert_recovered_in_place(rig, workers, writer)
+    assert seen[-1].source == "primary", [s.source for s in seen]
+    wait_for(lambda: replica_serves(rig, accounts[0]), 15, "replica1 back in rotation")
+    assert_recovered_in_place(rig, workers, accounts[0])

@@ -21,11 +21,10 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
 import pytest
-import redis
 
-from infra import cluster
 from tests.faults import (
     Account,
     FaultRig,
@@ -37,12 +36,17 @@ from tests.faults import (
     open_account,
     primary_version,
     profile_versions,
+    redis_client,
+    redis_frozen,
+    replay_delayed,
+    replay_paused,
     replica_caught_up,
     replica_serves,
     retry_unacknowledged,
     serves_normally,
     wait_for,
 )
+from tests.integration.test_accounts_when_servers_fail import stopped
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "120"))
 SEED = int(os.environ.get("SOAK_SEED", str(random.SystemRandom().randrange(1 << 32))))
@@ -78,69 +82,42 @@ def kill_a_worker(rig: FaultRig, rng: random.Random) -> None:
     )
 
 
-def outage(name: str) -> Fault:
-    def stop_and_start(rig: FaultRig, rng: random.Random) -> None:
-        cluster.stop_server(rig.layout, name)
-        try:
-            time.sleep(rng.uniform(0.3, 3))
-        finally:
-            cluster.start_server(rig.layout, name)
+Held = Callable[[FaultRig, random.Random], AbstractContextManager[None]]
 
-    return stop_and_start
+
+def for_a_while(fault: Held) -> Fault:
+    """Make a fault that holds ``fault(rig, rng)`` for a random while."""
+
+    def hold(rig: FaultRig, rng: random.Random) -> None:
+        with fault(rig, rng):
+            time.sleep(rng.uniform(0.3, 6))
+
+    return hold
 
 
 def redis_back_with_its_old_data(rig: FaultRig, rng: random.Random) -> None:
-    client = redis.Redis.from_url(rig.settings.redis_url)
-    try:
+    with redis_client(rig.settings) as client:
         client.save()
-    finally:
-        client.close()
-    outage("redis")(rig, rng)
+    for_a_while(lambda rig, rng: stopped(rig.layout, "redis"))(rig, rng)
 
 
 def redis_flushed(rig: FaultRig, rng: random.Random) -> None:
-    client = redis.Redis.from_url(rig.settings.redis_url)
-    try:
+    with redis_client(rig.settings) as client:
         client.flushall()
-    finally:
-        client.close()
-
-
-def redis_frozen(rig: FaultRig, rng: random.Random) -> None:
-    cluster.set_redis_frozen(rig.layout, True)
-    try:
-        time.sleep(rng.uniform(0.3, 2))
-    finally:
-        cluster.set_redis_frozen(rig.layout, False)
-
-
-def replica_delayed(rig: FaultRig, rng: random.Random) -> None:
-    delay = f"{rng.randint(1, 8)}s"
-    cluster.set_replica_setting(rig.layout, "replica1", "recovery_min_apply_delay", delay)
-    try:
-        time.sleep(rng.uniform(2, 8))
-    finally:
-        cluster.set_replica_setting(rig.layout, "replica1", "recovery_min_apply_delay", "0")
-
-
-def replay_paused(rig: FaultRig, rng: random.Random) -> None:
-    cluster.set_replay_paused(rig.layout, "replica1", True)
-    try:
-        time.sleep(rng.uniform(1, 9))
-    finally:
-        cluster.set_replay_paused(rig.layout, "replica1", False)
 
 
 FAULTS: dict[str, Fault] = {
     "worker killed": kill_a_worker,
-    "primary restarted": outage("primary"),
-    "replica restarted": outage("replica1"),
-    "redis restarted empty": outage("redis"),
+    "primary restarted": for_a_while(lambda rig, rng: stopped(rig.layout, "primary")),
+    "replica restarted": for_a_while(lambda rig, rng: stopped(rig.layout, "replica1")),
+    "redis restarted empty": for_a_while(lambda rig, rng: stopped(rig.layout, "redis")),
     "redis restarted with its old data": redis_back_with_its_old_data,
     "redis flushed": redis_flushed,
-    "redis frozen": redis_frozen,
-    "replica delayed": replica_delayed,
-    "replica replay paused": replay_paused,
+    "redis frozen": for_a_while(lambda rig, rng: redis_frozen(rig.layout)),
+    "replica delayed": for_a_while(
+        lambda rig, rng: replay_delayed(rig.layout, f"{rng.randint(1, 8)}s")
+    ),
+    "replica replay paused": for_a_while(lambda rig, rng: replay_paused(rig.layout)),
 }
 
 
