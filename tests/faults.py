@@ -360,6 +360,15 @@ def profile_versions(address: str, account: Account, reads: int) -> list[int]:
     return versions
 
 
+def assert_settles_on_newest(address: str, account: Account, newest: int, within: float) -> None:
+    """Check the profile shows version ``newest`` within ``within`` s, and then only that."""
+    deadline = time.monotonic() + within
+    while profile_versions(address, account, 1) != [newest]:
+        assert time.monotonic() < deadline, f"{account.username}: not at {newest} in {within} s"
+        time.sleep(0.05)
+    assert profile_versions(address, account, 12) == [newest] * 12, account.username
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     assert cluster.wait_until(condition, timeout), f"{what}: not within {timeout} s"
 
