@@ -1,0 +1,196 @@
+"""The locustfile, run headless for a few seconds against real gunicorn and the test cluster.
+
+Each run is a real ``locust`` process (as ``make loadtest`` starts it) with a
+handful of users. The users it reads and logs in as are made here through the
+API, under a prefix of this module's own (``gridlink seed`` would number them
+on from the session's other ``test_user_<n>``). Runs that should pass get a
+generous p95 threshold: these tests check the load test's mechanics, not the
+server's speed.
+"""
+
+from __future__ import annotations
+
+import csv
+import secrets
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from gridlink.commands.accounts import set_admin
+from gridlink.models import User
+from gridlink.services import Services
+from gridlink.settings import Settings
+from loadtest.run import locust_command, locust_environment
+from tests.servers import call, serving
+
+PROFILE = "/api/users/[username]/"
+SEEDED_USERS = 3
+RUN_SECONDS = 5
+GENEROUS_P95_MS = "60000"
+
+
+@dataclass(frozen=True)
+class Seeded:
+    prefix: str
+    password: str
+
+    def username(self, number: int) -> str:
+        return f"{self.prefix}{number}"
+
+
+@dataclass(frozen=True)
+class LocustRun:
+    returncode: int
+    output: str
+    stats: dict[tuple[str, str], dict[str, str]]  # (method, name) -> the CSV row
+
+    def requests(self, method: str, name: str) -> int:
+        row = self.stats.get((method, name))
+        return int(row["Request Count"]) if row else 0
+
+
+@pytest.fixture(scope="module")
+def address(settings: Settings) -> Iterator[str]:
+    with serving(settings, workers=2) as started:
+        yield started[0].address
+
+
+@pytest.fixture(scope="module")
+def seeded(address: str) -> Seeded:
+    """Sign up ``<prefix>0`` .. ``<prefix>2`` with one password, as ``gridlink seed`` would."""
+    users = Seeded(prefix=f"lt{secrets.token_hex(3)}_", password=secrets.token_urlsafe(12))
+    for number in range(SEEDED_USERS):
+        username = users.username(number)
+        body = {
+            "username": username,
+            "email": f"{username}@example.com",
+            "password": users.password,
+        }
+        status, answer = call(address, "POST", "/api/auth/signup/", body)
+        assert status == 201, answer
+        token = answer["token"]
+        body = {"title": "Seeded"}
+        assert call(address, "POST", "/api/grids/", body, token=token)[0] == 201
+    return users
+
+
+def run_locust(
+    address: str, seeded: Seeded, directory: Path, users: int = 4, **environment: str
+) -> LocustRun:
+    """Run the locustfile headless for a few seconds; return its status, output and CSV stats."""
+    command = locust_command(
+        f"http://{address}",
+        users=users,
+        spawn_rate=users,
+        run_time=f"{RUN_SECONDS}s",
+        csv_prefix=directory / "run",
+    )
+    variables = {
+        "LOADTEST_USERNAME_PREFIX": seeded.prefix,
+        "LOADTEST_VISITOR_WEIGHT": "1",
+        "LOADTEST_EDITOR_WEIGHT": "1",
+        "LOADTEST_P95_MS": GENEROUS_P95_MS,
+        **environment,
+    }
+    finished = subprocess.run(
+        command,
+        env=locust_environment(SEEDED_USERS, seeded.password, **variables),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    with (directory / "run_stats.csv").open(newline="") as stats_file:
+        stats = {(row["Type"], row["Name"]): row for row in csv.DictReader(stats_file)}
+    return LocustRun(finished.returncode, finished.stdout + finished.stderr, stats)
+
+
+def profile_grid_titles(address: str, seeded: Seeded) -> list[list[str]]:
+    titles = []
+    for number in range(SEEDED_USERS):
+        status, profile = call(address, "GET", f"/api/users/{seeded.username(number)}/")
+        assert status == 200, profile
+        titles.append([grid["title"] for grid in profile["grids"]])
+    return titles
+
+
+def test_a_short_run_passes_reads_profiles_and_cleans_up_after_its_editors(
+    address, seeded, tmp_path
+):
+    run = run_locust(address, seeded, tmp_path)
+
+    assert run.returncode == 0, run.output
+    assert "load test passed" in run.output
+    assert run.requests("GET", PROFILE) > 0
+    for method, name in [
+        ("POST", "/api/auth/login/"),
+        ("POST", "/api/grids/"),
+        ("GET", "/api/grids/[slug]/"),
+        ("POST", "/api/links/"),
+        ("DELETE", "/api/grids/[slug]/"),
+    ]:
+        assert run.requests(method, name) > 0, (method, name, run.output)
+    assert int(run.stats[("", "Aggregated")]["Failure Count"]) == 0
+    # Every grid the editors made is deleted again; the seeded ones are left alone.
+    assert profile_grid_titles(address, seeded) == [["Seeded"]] * SEEDED_USERS
+
+
+def test_editors_without_the_seeded_password_sign_up_and_delete_their_accounts(
+    address, seeded, tmp_path, services: Services
+):
+    def signed_up_editors() -> int:
+        with services.primary.connect() as connection:
+            pattern = User.username.op("~")("^lt_[0-9a-f]{16}$")
+            return int(connection.scalar(select(func.count()).where(pattern)) or 0)
+
+    before = signed_up_editors()
+    run = run_locust(address, seeded, tmp_path, LOADTEST_SEEDED_PASSWORD="")
+
+    assert run.returncode == 0, run.output
+    assert run.requests("POST", "/api/auth/signup/") > 0
+    assert run.requests("DELETE", "/api/users/me/") == run.requests("POST", "/api/auth/signup/")
+    assert signed_up_editors() == before
+
+
+def test_a_run_over_the_p95_threshold_fails(address, seeded, tmp_path):
+    run = run_locust(address, seeded, tmp_path, LOADTEST_P95_MS="0")
+
+    assert run.returncode == 1, run.output
+    assert "over the 0 ms threshold" in run.output
+    assert run.requests("GET", PROFILE) > 0
+
+
+def test_a_run_with_failed_requests_fails(address, seeded, tmp_path):
+    # Visitors read users 0..9, but only 0..2 exist: the others answer 404.
+    run = run_locust(
+        address, seeded, tmp_path, LOADTEST_PROFILE_USERS="10", LOADTEST_EDITOR_WEIGHT="0"
+    )
+
+    assert run.returncode == 1, run.output
+    assert "requests failed" in run.output
+    assert int(run.stats[("GET", PROFILE)]["Failure Count"]) > 0
+
+
+def test_admins_poll_the_replica_page(address, seeded, tmp_path, services: Services):
+    set_admin(services, username=seeded.username(0), is_admin=True)
+    status, _ = call(address, "GET", "/api/admin/replicas/")
+    if status == 404:
+        pytest.skip("GET /api/admin/replicas/ is not served yet (it comes with monitoring)")
+
+    run = run_locust(
+        address,
+        seeded,
+        tmp_path,
+        users=1,
+        LOADTEST_VISITOR_WEIGHT="0",
+        LOADTEST_EDITOR_WEIGHT="0",
+        LOADTEST_ADMIN_WEIGHT="1",
+        LOADTEST_ADMIN_USERNAME=seeded.username(0),
+    )
+
+    assert run.returncode == 0, run.output
+    assert run.requests("GET", "/api/admin/replicas/") > 0
