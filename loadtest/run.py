@@ -44,6 +44,7 @@ LOADTEST_DIR = PROJECT_ROOT / "var" / "loadtest"
 REPORTS_DIR = LOADTEST_DIR / "reports"
 SEED_STATE = LOADTEST_DIR / "seeded.json"
 SERVER_LOG = LOADTEST_DIR / "gunicorn.log"
+STOP_HINT = ".venv/bin/python -m loadtest.run --down"
 SERVER_PORT = 27480
 SERVER_START_SECONDS = 60.0
 SERVER_STOP_SECONDS = 20.0
@@ -53,6 +54,10 @@ ADMIN_USERNAME = "test_user_0"
 SEED_USERS = 10_000
 SEED_GRIDS = 4
 SEED_LINKS = 5
+
+
+class LoadTestError(Exception):
+    """Report a load-test set-up problem in a sentence the user can act on."""
 
 
 def say(message: str) -> None:
@@ -153,7 +158,7 @@ def ensure_seeded(settings: Settings) -> tuple[int, str]:
             say(f"{users} seeded users are there already")
             return users, password
     if user_exists(settings, "test_user_0"):
-        raise cluster.ClusterError(
+        raise LoadTestError(
             f"The load-test cluster has seeded users but {SEED_STATE} does not say their "
             "password; start afresh with `.venv/bin/python -m loadtest.run --down --purge`."
         )
@@ -191,7 +196,7 @@ def start_server(settings: Settings, address: str) -> subprocess.Popen[bytes]:
     """Run ``gridlink serve`` on ``address`` and wait until it answers /healthz."""
     port = int(address.rsplit(":", 1)[1])
     if cluster.port_answers(port):
-        raise cluster.ClusterError(f"Port {port} is taken; stop what listens there first.")
+        raise LoadTestError(f"Port {port} is taken; stop what listens there first.")
     with SERVER_LOG.open("ab") as log:
         server = subprocess.Popen(
             [str(GRIDLINK), "serve", "--bind", address],
@@ -200,14 +205,10 @@ def start_server(settings: Settings, address: str) -> subprocess.Popen[bytes]:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    if (
-        not cluster.wait_until(
-            lambda: server.poll() is not None or healthy(address), SERVER_START_SECONDS
-        )
-        or server.poll() is not None
-    ):
+    cluster.wait_until(lambda: server.poll() is not None or healthy(address), SERVER_START_SECONDS)
+    if server.poll() is not None or not healthy(address):
         stop_server(server)
-        raise cluster.ClusterError(f"gunicorn did not start on {address}; see {SERVER_LOG}.")
+        raise LoadTestError(f"gunicorn did not start on {address}; see {SERVER_LOG}.")
     return server
 
 
@@ -224,7 +225,7 @@ def stop_server(server: subprocess.Popen[bytes]) -> None:
 def positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
     raw = environ.get(name, str(default))
     if not raw.isdigit() or int(raw) < 1:
-        raise cluster.ClusterError(f"{name} must be a whole number of at least 1 (got {raw!r}).")
+        raise LoadTestError(f"{name} must be a whole number of at least 1 (got {raw!r}).")
     return int(raw)
 
 
@@ -234,6 +235,7 @@ def run_load_test(environ: Mapping[str, str]) -> int:
     run_time = environ.get("LOADTEST_RUN_TIME", "60s")
     layout = loadtest_cluster()
     settings = cluster_settings(layout)
+    REPORTS_DIR.mkdir(parents=True, exist_ok=True)
     say(f"starting the load-test cluster in {layout.root}")
     print(cluster.format_status(cluster.up(layout, progress=say)), flush=True)
     migrate(settings.database_url)
@@ -244,7 +246,6 @@ def run_load_test(environ: Mapping[str, str]) -> int:
     say(f"starting gunicorn on {address} (log: {SERVER_LOG})")
     server = start_server(settings, address)
     try:
-        REPORTS_DIR.mkdir(parents=True, exist_ok=True)
         command = locust_command(
             f"http://{address}",
             users=users,
@@ -265,9 +266,6 @@ def run_load_test(environ: Mapping[str, str]) -> int:
     return status
 
 
-STOP_HINT = ".venv/bin/python -m loadtest.run --down"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="loadtest", description=__doc__.split("\n", 1)[0])
     parser.add_argument("--down", action="store_true", help="stop the load-test cluster")
@@ -280,9 +278,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 SEED_STATE.unlink(missing_ok=True)
             return 0
         return run_load_test(os.environ)
-    except cluster.ClusterError as problem:
+    except (cluster.ClusterError, LoadTestError) as problem:
         print(f"loadtest: {problem}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130  # locust has written its reports; the server was stopped on the way out
 
 
 if __name__ == "__main__":
