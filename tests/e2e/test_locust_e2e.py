@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import secrets
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +24,8 @@ from gridlink.commands.accounts import set_admin
 from gridlink.models import User
 from gridlink.services import Services
 from gridlink.settings import Settings
-from loadtest.run import locust_command, locust_environment
-from tests.servers import call, serving
+from loadtest.run import LOCUST, LOCUSTFILE, locust_command, locust_environment
+from tests.servers import call, free_port, serving
 
 PROFILE = "/api/users/[username]/"
 SEEDED_USERS = 3
@@ -78,8 +78,25 @@ def seeded(address: str) -> Seeded:
     return users
 
 
+def locust_variables(seeded: Seeded, **environment: str) -> dict[str, str]:
+    """Return locust's environment: the users made here, visitors and editors alike."""
+    variables = {
+        "LOADTEST_USERNAME_PREFIX": seeded.prefix,
+        "LOADTEST_VISITOR_WEIGHT": "1",
+        "LOADTEST_EDITOR_WEIGHT": "1",
+        "LOADTEST_P95_MS": GENEROUS_P95_MS,
+        **environment,
+    }
+    return locust_environment(SEEDED_USERS, seeded.password, **variables)
+
+
 def run_locust(
-    address: str, seeded: Seeded, directory: Path, users: int = 4, **environment: str
+    address: str,
+    seeded: Seeded,
+    directory: Path,
+    users: int = 4,
+    extra: Sequence[str] = (),
+    **environment: str,
 ) -> LocustRun:
     """Run the locustfile headless for a few seconds; return its status, output and CSV stats."""
     command = locust_command(
@@ -88,17 +105,11 @@ def run_locust(
         spawn_rate=users,
         run_time=f"{RUN_SECONDS}s",
         csv_prefix=directory / "run",
+        extra=extra,
     )
-    variables = {
-        "LOADTEST_USERNAME_PREFIX": seeded.prefix,
-        "LOADTEST_VISITOR_WEIGHT": "1",
-        "LOADTEST_EDITOR_WEIGHT": "1",
-        "LOADTEST_P95_MS": GENEROUS_P95_MS,
-        **environment,
-    }
     finished = subprocess.run(
         command,
-        env=locust_environment(SEEDED_USERS, seeded.password, **variables),
+        env=locust_variables(seeded, **environment),
         capture_output=True,
         text=True,
         timeout=120,
@@ -173,6 +184,31 @@ def test_a_run_with_failed_requests_fails(address, seeded, tmp_path):
     assert run.returncode == 1, run.output
     assert "requests failed" in run.output
     assert int(run.stats[("GET", PROFILE)]["Failure Count"]) > 0
+
+
+def test_a_distributed_run_is_judged_by_the_master_on_its_workers_requests(
+    address, seeded, tmp_path
+):
+    port = free_port()
+    worker_command = [str(LOCUST), "--locustfile", str(LOCUSTFILE), "--worker"]
+    worker = subprocess.Popen(
+        [*worker_command, "--master-port", str(port)],
+        env=locust_variables(seeded),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        master = ["--master", "--expect-workers", "1", "--master-bind-port", str(port)]
+        run = run_locust(address, seeded, tmp_path, extra=master, LOADTEST_P95_MS="0")
+        assert worker.wait(timeout=30) == 0
+    finally:
+        worker.kill()
+        worker.wait()
+
+    # The worker made the requests; the master counted them and failed the run on the p95.
+    assert run.requests("GET", PROFILE) > 0
+    assert run.returncode == 1, run.output
+    assert "over the 0 ms threshold" in run.output
 
 
 def test_admins_poll_the_replica_page(address, seeded, tmp_path, services: Services):
