@@ -4,7 +4,7 @@ Steps, each announced on stdout:
 
 1. start the load-test cluster (``infra/cluster.py``: primary 27432, replica
    27433, Redis 28379, data under ``var/loadtest/cluster``) and migrate it;
-2. seed it (``gridlink.seed``) unless an earlier run did: the seeded users'
+2. seed it (``gridlink seed --warm``) unless an earlier run did: the seeded users'
    count and password are kept in ``var/loadtest/seeded.json``;
 3. make ``test_user_0`` an administrator (for the ``Admin`` users);
 4. serve the API with ``gridlink serve`` on 127.0.0.1:27480 (log in
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -147,30 +148,30 @@ def user_exists(settings: Settings, username: str) -> bool:
 
 def ensure_seeded(settings: Settings) -> tuple[int, str]:
     """Seed the load-test cluster unless an earlier run did; return the user count and password."""
-    from gridlink.seed import SeedPlan, seed
-
-    from gridlink.services import Services
-
     if SEED_STATE.exists():
         state = json.loads(SEED_STATE.read_text())
         users, password = int(state["users"]), str(state["password"])
         if user_exists(settings, f"test_user_{users - 1}"):
-            say(f"{users} seeded users are there already")
+            say(f"{users:,} seeded users are there already")
             return users, password
     if user_exists(settings, "test_user_0"):
         raise LoadTestError(
             f"The load-test cluster has seeded users but {SEED_STATE} does not say their "
             "password; start afresh with `.venv/bin/python -m loadtest.run --down --purge`."
         )
-    plan = SeedPlan(users=SEED_USERS, grids=SEED_GRIDS, links=SEED_LINKS)
-    say(f"seeding {plan.users} users x {plan.grids} grids x {plan.links} links, cache warmed")
-    services = Services.connect(settings)
-    try:
-        result = seed(services, plan, warm=True)
-    finally:
-        services.close()
-    SEED_STATE.write_text(json.dumps({"users": result.users, "password": result.password}))
-    return result.users, result.password
+    password = secrets.token_urlsafe(12)
+    counts = {"--users": SEED_USERS, "--grids": SEED_GRIDS, "--links": SEED_LINKS}
+    say(f"seeding {SEED_USERS:,} users x {SEED_GRIDS} grids x {SEED_LINKS} links, cache warmed")
+    command = [str(GRIDLINK), "seed", *(f"{o}={c}" for o, c in counts.items())]
+    seeded = subprocess.run(
+        [*command, "--warm", "--password", password],
+        env={**os.environ, **settings_environment(settings)},
+        check=False,
+    )
+    if seeded.returncode != 0:
+        raise LoadTestError(f"`gridlink seed` failed with status {seeded.returncode}.")
+    SEED_STATE.write_text(json.dumps({"users": SEED_USERS, "password": password}))
+    return SEED_USERS, password
 
 
 def make_admin(settings: Settings, username: str) -> None:
