@@ -1,7 +1,7 @@
 """Load Gridlink the way its users do: many visitors, a few editors, an admin or two.
 
 - ``Visitor`` (most of the traffic) reads the profiles of the seeded users
-  ``test_user_0`` .. ``test_user_<N-1>`` (``gridlink seed``), re-reads one with
+  (``gridlink seed``: ``test_user_0`` .. ``test_user_<N-1>``), re-reads one with
   ``If-None-Match`` as a browser does, and opens a grid it saw.
 - ``Editor`` logs in as a seeded user (or, without the seeded password, signs
   up an account of its own), then creates, renames and deletes a grid and its
@@ -17,7 +17,7 @@ the 95th percentile of all requests is over the threshold.
 Options (each also read from the environment variable in brackets)::
 
     --profile-users N        seeded users the visitors read (LOADTEST_PROFILE_USERS, 1000)
-    --username-prefix P      seeded usernames are P<i> (LOADTEST_USERNAME_PREFIX, test_user_)
+    --first-profile-user F   ... from test_user_F on (LOADTEST_FIRST_PROFILE_USER, 0)
     --seeded-password PW     the seeded users' password (LOADTEST_SEEDED_PASSWORD)
     --admin-username NAME    the admin that polls (LOADTEST_ADMIN_USERNAME, test_user_0)
     --admin-password PW      its password (LOADTEST_ADMIN_PASSWORD, the seeded password)
@@ -49,6 +49,7 @@ from locust.stats import CSV_STATS_INTERVAL_SEC
 
 P95_THRESHOLD_MS = 500.0
 MAX_FAILURE_RATIO = 0.0
+SEEDED_PREFIX = "test_user_"  # gridlink seed's usernames
 LINKS_PER_CYCLE = 2  # API.md allows 100 per grid; an editor holds one grid at a time
 
 PROFILE = "/api/users/[username]/"
@@ -81,13 +82,14 @@ def add_options(parser: LocustArgumentParser) -> None:
         type=int,
         default=1000,
         env_var="LOADTEST_PROFILE_USERS",
-        help="how many seeded users (<prefix>0 .. <prefix>N-1) the visitors read",
+        help="how many seeded users the visitors read and the editors log in as",
     )
     parser.add_argument(
-        "--username-prefix",
-        default="test_user_",
-        env_var="LOADTEST_USERNAME_PREFIX",
-        help="the seeded users' usernames are this prefix and a number",
+        "--first-profile-user",
+        type=int,
+        default=0,
+        env_var="LOADTEST_FIRST_PROFILE_USER",
+        help="the number of the first seeded user (a seed numbers on from existing test users)",
     )
     parser.add_argument(
         "--seeded-password",
@@ -153,7 +155,8 @@ def options_of(environment: Environment) -> Namespace:
 def seeded_username(environment: Environment) -> str:
     """Pick one of the seeded users at random."""
     options = options_of(environment)
-    return f"{options.username_prefix}{random.randrange(options.profile_users)}"
+    first = options.first_profile_user
+    return f"{SEEDED_PREFIX}{random.randrange(first, first + options.profile_users)}"
 
 
 def body_of(response: ResponseContextManager) -> Any:

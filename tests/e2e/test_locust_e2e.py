@@ -1,17 +1,15 @@
 """The locustfile, run headless for a few seconds against real gunicorn and the test cluster.
 
 Each run is a real ``locust`` process (as ``make loadtest`` starts it) with a
-handful of users. The users it reads and logs in as are made here through the
-API, under a prefix of this module's own (``gridlink seed`` would number them
-on from the session's other ``test_user_<n>``). Runs that should pass get a
-generous p95 threshold: these tests check the load test's mechanics, not the
-server's speed.
+handful of users. The users it reads and logs in as are seeded here by
+``gridlink seed``'s code, numbered on from the session's other test users.
+Runs that should pass get a generous p95 threshold: these tests check the
+load test's mechanics, not the server's speed.
 """
 
 from __future__ import annotations
 
 import csv
-import secrets
 import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from sqlalchemy import func, select
 
 from gridlink.commands.accounts import set_admin
 from gridlink.models import User
+from gridlink.seed import SeedPlan, SeedResult, seed
 from gridlink.services import Services
 from gridlink.settings import Settings
 from loadtest.run import LOCUST, LOCUSTFILE, locust_command, locust_environment
@@ -31,15 +30,6 @@ PROFILE = "/api/users/[username]/"
 SEEDED_USERS = 3
 RUN_SECONDS = 5
 GENEROUS_P95_MS = "60000"
-
-
-@dataclass(frozen=True)
-class Seeded:
-    prefix: str
-    password: str
-
-    def username(self, number: int) -> str:
-        return f"{self.prefix}{number}"
 
 
 @dataclass(frozen=True)
@@ -60,28 +50,17 @@ def address(settings: Settings) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def seeded(address: str) -> Seeded:
-    """Sign up ``<prefix>0`` .. ``<prefix>2`` with one password, as ``gridlink seed`` would."""
-    users = Seeded(prefix=f"lt{secrets.token_hex(3)}_", password=secrets.token_urlsafe(12))
-    for number in range(SEEDED_USERS):
-        username = users.username(number)
-        body = {
-            "username": username,
-            "email": f"{username}@example.com",
-            "password": users.password,
-        }
-        status, answer = call(address, "POST", "/api/auth/signup/", body)
-        assert status == 201, answer
-        token = answer["token"]
-        body = {"title": "Seeded"}
-        assert call(address, "POST", "/api/grids/", body, token=token)[0] == 201
-    return users
+def seeded(services: Services) -> SeedResult:
+    """Seed a few users with ``gridlink seed``'s own code: a grid of two links each."""
+    plan = SeedPlan(users=SEEDED_USERS, grids=1, links=2)
+    # Warmed, as make loadtest seeds: a replica still replaying the seed would answer 404.
+    return seed(services, plan, warm=True, progress=None, rebuild_indexes=False)
 
 
-def locust_variables(seeded: Seeded, **environment: str) -> dict[str, str]:
-    """Return locust's environment: the users made here, visitors and editors alike."""
+def locust_variables(seeded: SeedResult, **environment: str) -> dict[str, str]:
+    """Return locust's environment: the users seeded here, visitors and editors alike."""
     variables = {
-        "LOADTEST_USERNAME_PREFIX": seeded.prefix,
+        "LOADTEST_FIRST_PROFILE_USER": str(seeded.first),
         "LOADTEST_VISITOR_WEIGHT": "1",
         "LOADTEST_EDITOR_WEIGHT": "1",
         "LOADTEST_P95_MS": GENEROUS_P95_MS,
@@ -92,7 +71,7 @@ def locust_variables(seeded: Seeded, **environment: str) -> dict[str, str]:
 
 def run_locust(
     address: str,
-    seeded: Seeded,
+    seeded: SeedResult,
     directory: Path,
     users: int = 4,
     extra: Sequence[str] = (),
@@ -120,18 +99,20 @@ def run_locust(
     return LocustRun(finished.returncode, finished.stdout + finished.stderr, stats)
 
 
-def profile_grid_titles(address: str, seeded: Seeded) -> list[list[str]]:
-    titles = []
-    for number in range(SEEDED_USERS):
+def seeded_grids(address: str, seeded: SeedResult) -> list[list[str]]:
+    """Return the slugs of each seeded user's grids, as their profiles show them."""
+    grids = []
+    for number in range(seeded.first, seeded.last + 1):
         status, profile = call(address, "GET", f"/api/users/{seeded.username(number)}/")
         assert status == 200, profile
-        titles.append([grid["title"] for grid in profile["grids"]])
-    return titles
+        grids.append([grid["slug"] for grid in profile["grids"]])
+    return grids
 
 
 def test_a_short_run_passes_reads_profiles_and_cleans_up_after_its_editors(
     address, seeded, tmp_path
 ):
+    grids_before = seeded_grids(address, seeded)
     run = run_locust(address, seeded, tmp_path)
 
     assert run.returncode == 0, run.output
@@ -147,7 +128,7 @@ def test_a_short_run_passes_reads_profiles_and_cleans_up_after_its_editors(
         assert run.requests(method, name) > 0, (method, name, run.output)
     assert int(run.stats[("", "Aggregated")]["Failure Count"]) == 0
     # Every grid the editors made is deleted again; the seeded ones are left alone.
-    assert profile_grid_titles(address, seeded) == [["Seeded"]] * SEEDED_USERS
+    assert seeded_grids(address, seeded) == grids_before
 
 
 def test_editors_without_the_seeded_password_sign_up_and_delete_their_accounts(
@@ -176,9 +157,13 @@ def test_a_run_over_the_p95_threshold_fails(address, seeded, tmp_path):
 
 
 def test_a_run_with_failed_requests_fails(address, seeded, tmp_path):
-    # Visitors read users 0..9, but only 0..2 exist: the others answer 404.
+    # Visitors read users far past the seeded ones: there are none, every read answers 404.
     run = run_locust(
-        address, seeded, tmp_path, LOADTEST_PROFILE_USERS="10", LOADTEST_EDITOR_WEIGHT="0"
+        address,
+        seeded,
+        tmp_path,
+        LOADTEST_FIRST_PROFILE_USER=str(seeded.last + 1_000_000),
+        LOADTEST_EDITOR_WEIGHT="0",
     )
 
     assert run.returncode == 1, run.output
@@ -212,7 +197,7 @@ def test_a_distributed_run_is_judged_by_the_master_on_its_workers_requests(
 
 
 def test_admins_poll_the_replica_page(address, seeded, tmp_path, services: Services):
-    set_admin(services, username=seeded.username(0), is_admin=True)
+    set_admin(services, username=seeded.username(seeded.first), is_admin=True)
     status, _ = call(address, "GET", "/api/admin/replicas/")
     if status == 404:
         pytest.skip("GET /api/admin/replicas/ is not served yet (it comes with monitoring)")
@@ -225,7 +210,7 @@ def test_admins_poll_the_replica_page(address, seeded, tmp_path, services: Servi
         LOADTEST_VISITOR_WEIGHT="0",
         LOADTEST_EDITOR_WEIGHT="0",
         LOADTEST_ADMIN_WEIGHT="1",
-        LOADTEST_ADMIN_USERNAME=seeded.username(0),
+        LOADTEST_ADMIN_USERNAME=seeded.username(seeded.first),
     )
 
     assert run.returncode == 0, run.output
