@@ -9,7 +9,11 @@ from __future__ import annotations
 import io
 import logging
 import re
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import falcon
@@ -26,7 +30,7 @@ from gridlink.resources.monitoring import content_security_policy
 from gridlink.services import Services
 from gridlink.settings import Settings
 from tests.conftest import ApiUser, random_username, sign_up
-from tests.servers import use_settings_environment
+from tests.servers import server_environment, use_settings_environment
 
 LSN = re.compile(r"^[0-9A-F]+/[0-9A-F]+$")
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
@@ -154,6 +158,32 @@ def test_the_replicas_command_prints_the_cluster_without_colour_into_a_pipe(
     assert int(lag_bytes) >= 0
     assert LSN.match(replay_lsn)
     assert "\x1b[" not in printed
+
+
+def test_the_replicas_command_redraws_until_ctrl_c_and_then_exits_cleanly(settings):
+    watcher = subprocess.Popen(
+        [str(Path(sys.executable).with_name("gridlink")), "replicas", "--watch"],
+        env=server_environment(settings, NO_COLOR="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watcher.stdout is not None
+        frames = 0
+        while frames < 2:  # into a pipe, each frame starts with the primary's line
+            line = watcher.stdout.readline()
+            assert line, "the watch ended on its own"
+            frames += line.startswith("primary ")
+        watcher.send_signal(signal.SIGINT)
+        _, errors = watcher.communicate(timeout=10)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+    assert watcher.returncode == 0
+    assert "Traceback" not in errors
+    assert "KeyboardInterrupt" not in errors
 
 
 # --------------------------------------------------------------------------- /metrics
