@@ -91,14 +91,14 @@ def sign_up_over_http(server: Server) -> tuple[str, str, str]:
     return username, password, body["token"]
 
 
-def wait(driver: webdriver.Chrome, condition: object, what: str) -> None:
+def wait(driver: webdriver.Chrome, condition: str, what: str) -> None:
     WebDriverWait(driver, WAIT_SECONDS).until(lambda d: d.execute_script(condition), what)
 
 
 def requested_urls(driver: webdriver.Chrome) -> list[str]:
     """Every URL the browser asked for, from DevTools' network events."""
     urls = []
-    for entry in driver.get_log("performance"):
+    for entry in driver.get_log("performance"):  # type: ignore[no-untyped-call]
         message = json.loads(entry["message"])["message"]
         if message["method"] == "Network.requestWillBeSent":
             urls.append(message["params"]["request"]["url"])

@@ -9,7 +9,7 @@ replica leaves rotation in a couple of seconds.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from typing import Any
 
 import falcon.testing
@@ -45,9 +45,8 @@ def faulty_settings() -> Iterator[Settings]:
 
 @pytest.fixture(scope="module")
 def faulty_services(faulty_settings: Settings) -> Iterator[Services]:
-    services = Services.connect(faulty_settings)
-    yield services
-    services.close()
+    with closing(Services.connect(faulty_settings)) as services:
+        yield services
 
 
 @pytest.fixture(scope="module")

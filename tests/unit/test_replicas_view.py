@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -12,34 +13,25 @@ from gridlink.replicas_view import format_snapshot, use_colour
 
 RED, RESET = "\x1b[31m", "\x1b[0m"
 
+
+def replica(number: int, **seen: Any) -> ReplicaStatus:
+    return ReplicaStatus(name=f"replica{number}", host=f"127.0.0.1:{15432 + number}", **seen)
+
+
 SNAPSHOT = RouterSnapshot(
     primary_host="127.0.0.1:15432",
     primary_reachable=True,
     primary_lsn="0/3000148",
     replicas=(
-        ReplicaStatus(
-            name="replica1",
-            host="127.0.0.1:15433",
-            reachable=True,
-            in_rotation=True,
-            lag_bytes=0,
-            lag_seconds=0.0,
-            replay_lsn="0/3000148",
-        ),
-        ReplicaStatus(
-            name="replica2",
-            host="127.0.0.1:15434",
-            reachable=True,
-            in_rotation=False,
-            lag_bytes=1048576,
-            lag_seconds=12.3456,
-            replay_lsn="0/2F00000",
-        ),
-        ReplicaStatus(name="replica3", host="127.0.0.1:15435", reachable=False),
+        replica(1, reachable=True, in_rotation=True, lag_bytes=0, lag_seconds=0.0,
+                replay_lsn="0/3000148"),
+        replica(2, reachable=True, in_rotation=False, lag_bytes=1048576, lag_seconds=12.3456,
+                replay_lsn="0/2F00000"),
+        replica(3, reachable=False),
     ),
     checked_at=datetime(2026, 11, 27, 10, 0, 0, 123456, tzinfo=UTC),
     max_lag_seconds=5.0,
-)
+)  # fmt: skip
 
 
 class Terminal(io.StringIO):
