@@ -10,13 +10,14 @@ uses it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 from sqlalchemy import Engine, create_engine
 
 from gridlink.cache import ProfileCache
 from gridlink.mail import Mailer, make_mailer
+from gridlink.metrics import Metrics
 from gridlink.queries.router import ReplicaRouter
 from gridlink.settings import Settings
 
@@ -51,6 +52,8 @@ class Services:
     cache: ProfileCache
     router: ReplicaRouter
     mailer: Mailer
+    # What this process counts for /metrics (its own registry: apps never share counts).
+    metrics: Metrics = field(default_factory=Metrics)
 
     @classmethod
     def connect(cls, settings: Settings) -> Services:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gridlink.cli import GUNICORN_CONF, PROJECT_ROOT
 from gridlink.settings import Settings
 
@@ -80,6 +82,13 @@ def server_environment(settings: Settings, **extra: str) -> dict[str, str]:
     return environment
 
 
+def use_settings_environment(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
+    """Point the ``gridlink`` command, run in this process, at ``settings``' cluster."""
+    for name, value in server_environment(settings).items():
+        if name.startswith("GRIDLINK_"):
+            monkeypatch.setenv(name, value)
+
+
 @dataclass
 class Server:
     """A running gunicorn master: its address (``host:port``) and its process."""
@@ -127,18 +136,26 @@ def _is_alive(pid: int) -> bool:
 
 
 def start_server(
-    settings: Settings, workers: int = 1, environment: Mapping[str, str] | None = None
+    settings: Settings,
+    workers: int = 1,
+    environment: Mapping[str, str] | None = None,
+    log: Path | None = None,
 ) -> Server:
-    """Start gunicorn on a free port (not yet answering: see ``Server.wait_until_serving``)."""
+    """Start gunicorn on a free port (not yet answering: see ``Server.wait_until_serving``).
+
+    The server's log (stderr: one JSON object per line) is appended to ``log``
+    when given, else dropped.
+    """
     port = free_port()
     command = [str(GUNICORN), "-c", str(GUNICORN_CONF), "--bind", f"127.0.0.1:{port}"]
-    process = subprocess.Popen(
-        [*command, "--workers", str(workers)],
-        cwd=PROJECT_ROOT,
-        env=dict(environment) if environment is not None else server_environment(settings),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with open(log or os.devnull, "ab") as log_file:
+        process = subprocess.Popen(
+            [*command, "--workers", str(workers)],
+            cwd=PROJECT_ROOT,
+            env=dict(environment) if environment is not None else server_environment(settings),
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
     return Server(f"127.0.0.1:{port}", process)
 
 
@@ -148,12 +165,13 @@ def serving(
     count: int = 1,
     workers: int = 1,
     environment: Mapping[str, str] | None = None,
+    log: Path | None = None,
 ) -> Iterator[list[Server]]:
     """Run ``count`` gunicorn servers of ``workers`` workers each; stop them afterwards."""
     started: list[Server] = []
     try:
         for _ in range(count):
-            started.append(start_server(settings, workers, environment))
+            started.append(start_server(settings, workers, environment, log))
         for server in started:
             server.wait_until_serving()
         yield started
