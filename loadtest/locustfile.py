@@ -24,7 +24,7 @@ Options (each also read from the environment variable in brackets)::
     --p95-threshold-ms MS    the p95 that fails the run (LOADTEST_P95_MS, 500)
 
 The user classes' weights come from LOADTEST_VISITOR_WEIGHT (10),
-LOADTEST_EDITOR_WEIGHT (1) and LOADTEST_ADMIN_WEIGHT (0) and must be set
+LOADTEST_EDITOR_WEIGHT (1) and LOADTEST_ADMIN_WEIGHT (1) and must be set
 before locust starts (on every worker of a distributed run), because locust
 drops a class of weight 0 before it parses its options.
 """
@@ -375,7 +375,7 @@ def profile_link_slugs(profile: Any) -> set[str]:
 class Admin(FastHttpUser):
     """Poll the replica page as the admin dashboard does, once a second."""
 
-    weight = weight_from_env("LOADTEST_ADMIN_WEIGHT", 0)
+    weight = weight_from_env("LOADTEST_ADMIN_WEIGHT", 1)
     wait_time = constant(1.0)
 
     def on_start(self) -> None:
