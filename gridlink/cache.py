@@ -32,6 +32,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -151,6 +152,26 @@ class ProfileCache:
             self._store_if_newer(keys=[self.profile_key(username)], args=[version, document, ttl])
         except redis.RedisError as error:
             log_redis_unavailable("store", error)
+
+    def store_profiles(self, documents: Iterable[tuple[str, int, bytes]]) -> int | None:
+        """Store authoritative documents (username, version, bytes) in one pipelined round trip.
+
+        Each is stored only if newer, as ``store_profile`` does. Return how
+        many were stored, or None if Redis did not answer.
+        """
+        try:
+            with self.client.pipeline(transaction=False) as pipeline:
+                for username, version, document in documents:
+                    self._store_if_newer(
+                        keys=[self.profile_key(username)],
+                        args=[version, document, AUTHORITATIVE_TTL_SECONDS],
+                        client=pipeline,
+                    )
+                stored: list[int] = pipeline.execute()
+        except redis.RedisError as error:
+            log_redis_unavailable("store", error)
+            return None
+        return sum(stored)
 
     def try_fill_lock(self, username: str) -> bool | None:
         """Take the short lock that lets one reader fill a miss; None if Redis is down."""
