@@ -16,7 +16,7 @@ import redis
 from sqlalchemy import Engine, create_engine
 
 from gridlink.cache import ProfileCache
-from gridlink.mail import Mailer, make_mailer
+from gridlink.mail import MailOutbox, make_mailer
 from gridlink.queries.router import ReplicaRouter
 from gridlink.settings import Settings
 
@@ -50,7 +50,7 @@ class Services:
     replicas: list[Engine]
     cache: ProfileCache
     router: ReplicaRouter
-    mailer: Mailer
+    mailer: MailOutbox
 
     @classmethod
     def connect(cls, settings: Settings) -> Services:
@@ -67,7 +67,7 @@ class Services:
             router=ReplicaRouter(
                 settings.database_url, settings.replica_urls, settings.max_replica_lag_seconds
             ),
-            mailer=make_mailer(settings.mail_backend),
+            mailer=MailOutbox(make_mailer(settings.mail_backend)),
         )
 
     @property
@@ -76,7 +76,8 @@ class Services:
         return self.cache.client
 
     def close(self) -> None:
-        """Stop the router and return every pooled connection (tests, worker exit)."""
+        """Send queued mail, stop the router, return pooled connections (tests, worker exit)."""
+        self.mailer.drain()
         self.router.stop()
         self.primary.dispose()
         for engine in self.replicas:
