@@ -83,7 +83,7 @@ class PasswordChange(_AccountsResource):
 class PasswordReset(_AccountsResource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = load(PasswordResetIn(), read_json_object(req))
-        accounts.request_password_reset(self._services, **body)
+        accounts.request_password_reset(self._services, **body, address=req.remote_addr)
         resp.status = falcon.HTTP_202
 
 
