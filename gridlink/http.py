@@ -59,7 +59,7 @@ def read_json_object(req: falcon.Request) -> dict[str, Any]:
     if media_type != falcon.MEDIA_JSON:
         raise UnsupportedMediaType()
     # Read one byte past the limit: a chunked body has no Content-Length to check first.
-    raw = req.bounded_stream.read(MAX_BODY_BYTES + 1)
+    raw = _body_stream(req).read(MAX_BODY_BYTES + 1)
     if len(raw) > MAX_BODY_BYTES:
         raise PayloadTooLarge()
     try:
@@ -69,6 +69,19 @@ def read_json_object(req: falcon.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     return body
+
+
+def _body_stream(req: falcon.Request) -> Any:
+    """The body, however it is framed.
+
+    Falcon bounds its ``bounded_stream`` by Content-Length, and to nothing
+    without one, so a chunked body would read as empty. A server that ends
+    the input itself (gunicorn decodes chunked bodies and sets
+    ``wsgi.input_terminated``) is read as it is instead.
+    """
+    if req.content_length is None and req.env.get("wsgi.input_terminated"):
+        return req.stream
+    return req.bounded_stream
 
 
 def read_optional_json_object(req: falcon.Request) -> dict[str, Any]:
