@@ -12,6 +12,7 @@ from gridlink import resources
 from gridlink.auth import TokenAuthMiddleware
 from gridlink.errors import add_error_handlers
 from gridlink.http import App, BodySizeMiddleware, RequestIdMiddleware, json_handlers
+from gridlink.security import BrowserHeadersMiddleware
 from gridlink.services import Services
 from gridlink.settings import Settings
 
@@ -20,6 +21,7 @@ def create_app(settings: Settings, services: Services | None = None) -> App:
     """Build the app around ``services`` (connected from ``settings`` when not given)."""
     services = services or Services.connect(settings)
     middleware: list[Any] = [
+        BrowserHeadersMiddleware(settings),
         RequestIdMiddleware(),
         BodySizeMiddleware(),
         TokenAuthMiddleware(services),
