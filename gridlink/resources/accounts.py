@@ -17,13 +17,12 @@ from gridlink.schemas.accounts import (
     LoginIn,
     MeOut,
     MeUpdateIn,
-    NoBodyIn,
     PasswordChangeIn,
     PasswordResetConfirmIn,
     PasswordResetIn,
     SignupIn,
 )
-from gridlink.schemas.base import load
+from gridlink.schemas.base import NoBodyIn, load
 from gridlink.services import Services
 
 
