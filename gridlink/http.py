@@ -25,6 +25,12 @@ class PayloadTooLarge(GridlinkError):
     default_message = "The request body is larger than 64 KiB."
 
 
+class RequestTimeout(GridlinkError):
+    status = 408
+    type = "request_timeout"
+    default_message = "The request body did not arrive in time."
+
+
 class UnsupportedMediaType(GridlinkError):
     status = 415
     type = "unsupported_media_type"
@@ -59,7 +65,14 @@ def read_json_object(req: falcon.Request) -> dict[str, Any]:
     if media_type != falcon.MEDIA_JSON:
         raise UnsupportedMediaType()
     # Read one byte past the limit: a chunked body has no Content-Length to check first.
-    raw = _body_stream(req).read(MAX_BODY_BYTES + 1)
+    try:
+        raw = _body_stream(req).read(MAX_BODY_BYTES + 1)
+    except OSError:
+        # Too slow for the server's read deadline (infra/workers.py), or gone.
+        raise RequestTimeout() from None
+    except Exception:
+        # The server could not decode the framing (a malformed chunk, say).
+        raise InvalidRequest("The request body is not well-formed HTTP.") from None
     if len(raw) > MAX_BODY_BYTES:
         raise PayloadTooLarge()
     try:
