@@ -13,6 +13,7 @@ from gridlink.auth import TokenAuthMiddleware
 from gridlink.errors import add_error_handlers
 from gridlink.http import App, BodySizeMiddleware, RequestIdMiddleware, json_handlers
 from gridlink.observability import RequestObserver
+from gridlink.security import BrowserHeadersMiddleware
 from gridlink.services import Services
 from gridlink.settings import Settings
 
@@ -23,6 +24,7 @@ def create_app(settings: Settings, services: Services | None = None) -> App:
     router = falcon.routing.CompiledRouter()
     middleware: list[Any] = [
         RequestObserver(services.metrics, router),  # first: it times and logs every request
+        BrowserHeadersMiddleware(settings),
         RequestIdMiddleware(),
         BodySizeMiddleware(),
         TokenAuthMiddleware(services),

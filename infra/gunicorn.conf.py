@@ -24,9 +24,13 @@ wsgi_app = "gridlink.app:get_app()"
 bind = os.environ.get("GRIDLINK_BIND", "127.0.0.1:8000")
 # Threads per worker: a slow client holds one thread, not a whole process,
 # and keep-alive connections are served (sync workers close every one).
-worker_class = "gthread"
+# gthread, with a deadline for reading each request (infra/workers.py): a
+# client trickling its request holds a thread for 10 s at most. Threads mostly
+# wait on sockets and the database, so 8 per worker cost little and leave
+# room for slow clients; production still puts a buffering proxy in front.
+worker_class = "infra.workers.DeadlineThreadWorker"
 workers = multiprocessing.cpu_count() * 2
-threads = 4
+threads = 8
 keepalive = 5
 # No preload: each worker builds its own app, engines and background thread
 # after the fork, so no connection or thread is shared across processes.

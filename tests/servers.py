@@ -37,6 +37,33 @@ def free_port() -> int:
         return port
 
 
+@dataclass(frozen=True)
+class Reply:
+    """One HTTP answer: status, headers (names in any case) and raw body."""
+
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+
+def fetch(
+    address: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10,
+) -> Reply:
+    """Send one request to ``host:port`` and return the whole answer."""
+    connection = http.client.HTTPConnection(address, timeout=timeout)
+    try:
+        connection.request(method, path, body, dict(headers or {}))
+        response = connection.getresponse()
+        return Reply(response.status, response.headers, response.read())
+    finally:
+        connection.close()
+
+
 def call(
     address: str,
     method: str,
@@ -54,17 +81,25 @@ def call(
     if body is not None:
         data = json.dumps(body).encode()
         sent["Content-Type"] = "application/json"
-    connection = http.client.HTTPConnection(address, timeout=timeout)
-    try:
-        connection.request(method, path, data, sent)
-        response = connection.getresponse()
-        status, raw = response.status, response.read()
-    finally:
-        connection.close()
-    content_type = response.getheader("Content-Type") or ""
-    if raw and content_type.startswith("application/json"):
-        return status, json.loads(raw)
-    return status, raw or None
+    reply = fetch(address, method, path, data, sent, timeout)
+    content_type = reply.headers.get("Content-Type") or ""
+    if reply.body and content_type.startswith("application/json"):
+        return reply.status, json.loads(reply.body)
+    return reply.status, reply.body or None
+
+
+def raw_exchange(address: str, data: bytes, timeout: float = 10) -> Reply:
+    """Send ``data`` as it is (a whole request, or only its start) and read the one answer.
+
+    Nothing more is sent: an answer to a request sent only in part proves the
+    server answered without waiting for the rest.
+    """
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=timeout) as connection:
+        connection.sendall(data)
+        response = http.client.HTTPResponse(connection)
+        response.begin()
+        return Reply(response.status, response.headers, response.read())
 
 
 def server_environment(settings: Settings, **extra: str) -> dict[str, str]:
