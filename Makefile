@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 BIND ?= 127.0.0.1:8000
 
-.PHONY: install run test soak lint format clean
+.PHONY: install run test soak lint format clean loadtest
 
 $(INSTALLED): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: on Debian/Ubuntu run 'apt-get install python3-venv'"; exit 1; }
@@ -34,6 +34,11 @@ SOAK_SECONDS ?= 120
 soak: install
 	SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/pytest -m soak -s tests/e2e/test_soak.py
 
+## Load-test a seeded cluster of its own with locust (LOADTEST_USERS, LOADTEST_RUN_TIME);
+## reports in var/loadtest/reports/, exit status non-zero on failures or a slow p95.
+loadtest: install
+	$(BIN)/python -m loadtest.run
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -45,4 +50,5 @@ format: install
 
 clean:
 	-$(BIN)/gridlink cluster down --purge
+	-$(BIN)/python -m loadtest.run --down --purge
 	rm -rf $(VENV) var

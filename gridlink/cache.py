@@ -41,7 +41,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -271,6 +271,26 @@ class ProfileCache:
                 if not self._unstored:
                     self._restorer = None
                     return
+
+    def store_profiles(self, documents: Iterable[tuple[str, int, bytes]]) -> int | None:
+        """Store authoritative documents (username, version, bytes) in one pipelined round trip.
+
+        Each is stored only if newer, as ``store_profile`` does. Return how
+        many were stored, or None if Redis did not answer.
+        """
+        try:
+            with self.client.pipeline(transaction=False) as pipeline:
+                for username, version, document in documents:
+                    self._store_if_newer(
+                        keys=[self.profile_key(username)],
+                        args=[version, document, AUTHORITATIVE_TTL_SECONDS],
+                        client=pipeline,
+                    )
+                stored: list[int] = pipeline.execute()
+        except redis.RedisError as error:
+            log_redis_unavailable("store", error)
+            return None
+        return sum(stored)
 
     def try_fill_lock(self, username: str) -> bool | None:
         """Take the short lock that lets one reader fill a miss; None if Redis is down."""

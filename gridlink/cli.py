@@ -78,6 +78,64 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
+    """Seed test users, grids and links; refuse bad counts with one line and status 2."""
+    from gridlink.seed import SeedError, SeedPlan, parse_count, seed
+    from gridlink.services import Services
+
+    try:
+        plan = SeedPlan(
+            users=parse_count("--users", args.users),
+            grids=parse_count("--grids", args.grids),
+            links=parse_count("--links", args.links),
+        )
+        plan.check(settings)
+    except SeedError as problem:
+        print(f"gridlink: {problem}", file=sys.stderr)
+        return 2
+    services = Services.connect(settings)
+    try:
+        result = seed(services, plan, password=args.password, warm=args.warm)
+    except SeedError as problem:
+        print(f"gridlink: {problem}", file=sys.stderr)
+        return 1
+    finally:
+        services.close()
+    print(
+        f"seeded {result.users:,} users ({result.username(result.first)} to "
+        f"{result.username(result.last)}), {result.grids:,} grids and {result.links:,} links "
+        f"in {result.seconds:.1f} s"
+    )
+    print(
+        "phases: "
+        + ", ".join(f"{name} {took:.1f} s" for name, took in result.phase_seconds.items())
+    )
+    print(f"password of every seeded user: {result.password}")
+    return 0
+
+
+def add_seed_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from gridlink.seed import DEFAULT_GRIDS, DEFAULT_LINKS, DEFAULT_USERS
+
+    seed_parser = commands.add_parser(
+        "seed", help="add test users test_user_<n> with grids and links (one transaction)"
+    )
+    # Counts are checked by the command, not argparse: one line, whatever is wrong.
+    for option, default, what in (
+        ("--users", DEFAULT_USERS, "users to add"),
+        ("--grids", DEFAULT_GRIDS, "grids per user"),
+        ("--links", DEFAULT_LINKS, "links per grid"),
+    ):
+        seed_parser.add_argument(option, default=str(default), help=f"{what} (default {default:,})")
+    seed_parser.add_argument(
+        "--password", default=None, help="every seeded user's password (default: random, printed)"
+    )
+    seed_parser.add_argument(
+        "--warm", action="store_true", help="also store every new profile in the Redis cache"
+    )
+    seed_parser.set_defaults(handler=cmd_seed)
+
+
 def cmd_users_set_admin(args: argparse.Namespace, settings: Settings) -> int:
     """Promote or demote one user; exit 1 if there is no such user."""
     from gridlink.commands.accounts import set_admin
@@ -94,6 +152,27 @@ def cmd_users_set_admin(args: argparse.Namespace, settings: Settings) -> int:
         services.close()
     role = "an administrator" if user.is_admin else "not an administrator"
     print(f"{user.username} is now {role}")
+    return 0
+
+
+def cmd_replicas(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the replicas as the router sees them; with --watch, redraw every second."""
+    from gridlink.queries.router import ReplicaRouter
+    from gridlink.replicas_view import format_snapshot, use_colour, watch
+
+    router = ReplicaRouter(
+        settings.database_url, settings.replica_urls, settings.max_replica_lag_seconds
+    )
+    colour = use_colour(sys.stdout, os.environ)
+    try:
+        if args.watch:
+            watch(router, sys.stdout, colour=colour)
+        else:
+            print(format_snapshot(router.refresh(), colour=colour))
+    except KeyboardInterrupt:
+        print()  # Ctrl-C is how --watch ends: leave the prompt on a line of its own
+    finally:
+        router.stop()
     return 0
 
 
@@ -142,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
         handler=cmd_demo
     )
     add_users_parser(commands)
+    add_seed_parser(commands)
+    replicas = commands.add_parser(
+        "replicas", help="the primary and each replica: reachable, rotation, lag"
+    )
+    replicas.add_argument("--watch", action="store_true", help="redraw every second (Ctrl-C)")
+    replicas.set_defaults(handler=cmd_replicas)
     return parser
 
 

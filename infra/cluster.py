@@ -300,11 +300,16 @@ def format_status(statuses: list[ServerStatus]) -> str:
         )
         for s in statuses
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join(
+    return "\n".join(align_rows(rows))
+
+
+def align_rows(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Pad every cell to its column's width; return one line per row."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
-    )
+    ]
 
 
 # --------------------------------------------------------------------------- layout
@@ -399,10 +404,15 @@ def _install_packages(progress: Progress) -> None:
             "elsewhere install PostgreSQL and Redis and put their binaries on PATH."
         )
     progress("installing postgresql and redis-server with apt-get (output follows)")
+    apt_install(["postgresql", "redis-server"])
+
+
+def apt_install(packages: Sequence[str]) -> None:
+    """Install ``packages`` with apt-get (as root); raise ClusterError if apt fails."""
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for command in (
         ["apt-get", "update"],
-        ["apt-get", "install", "-y", "--no-install-recommends", "postgresql", "redis-server"],
+        ["apt-get", "install", "-y", "--no-install-recommends", *packages],
     ):
         # Output is not captured: the user watches apt's progress as it happens.
         if subprocess.run(command, env=env, check=False).returncode != 0:

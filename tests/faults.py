@@ -32,7 +32,7 @@ from gridlink.lsn import parse_lsn
 from gridlink.settings import MailBackend, Settings
 from infra import cluster
 from tests.conftest import cluster_layout, random_username, running
-from tests.servers import Reply, Server, fetch, server_environment, serving
+from tests.servers import Reply, Server, api_request, json_body, server_environment, serving
 
 # Writers create far more than the default 100 grids and links; the limits are not under test.
 LIMITS = {"GRIDLINK_MAX_GRIDS_PER_USER": "100000", "GRIDLINK_MAX_LINKS_PER_GRID": "100000"}
@@ -111,7 +111,7 @@ class Attempt:
         return self.method != "GET"
 
     def describe(self) -> str:
-        outcome = self.error if self.reply is None else f"{self.status} {self.reply.body!r:.200}"
+        outcome = self.error if self.reply is None else f"{self.status} {self.reply.body[:200]!r}"
         return f"{self.method} {self.path} -> {outcome} (at {self.started:.1f}-{self.finished:.1f})"
 
 
@@ -127,7 +127,7 @@ def attempt(
     headers = {} if key is None else {"Idempotency-Key": key}
     started = time.monotonic()
     try:
-        reply: Reply | None = fetch(address, method, path, body, token, headers)
+        reply: Reply | None = api_request(address, method, path, body, token, headers)
         error = None
     except (OSError, http.client.HTTPException) as problem:
         reply, error = None, type(problem).__name__
@@ -152,12 +152,12 @@ def open_account(address: str, prefix: str = "flt") -> Account:
     """Sign a user up through the API and give them a first grid."""
     username = random_username(prefix)
     body = {"username": username, "email": f"{username}@example.com", "password": "fault pass"}
-    signed_up = fetch(address, "POST", "/api/auth/signup/", body)
+    signed_up = api_request(address, "POST", "/api/auth/signup/", body)
     assert signed_up.status == 201, signed_up
-    token = signed_up.body["token"]
-    grid = fetch(address, "POST", "/api/grids/", {"title": "first"}, token)
+    token = json_body(signed_up)["token"]
+    grid = api_request(address, "POST", "/api/grids/", {"title": "first"}, token)
     assert grid.status == 201, grid
-    return Account(username, token, grid.body["slug"])
+    return Account(username, token, json_body(grid)["slug"])
 
 
 def create_something(address: str, account: Account, number: int) -> Attempt:
@@ -235,11 +235,12 @@ class Traffic:
 
 def is_unavailable(reply: Reply) -> bool:
     """Tell whether ``reply`` is API.md's 503: type ``unavailable`` and a ``Retry-After``."""
-    retry_after = reply.header("Retry-After") or ""
+    retry_after = reply.headers.get("Retry-After") or ""
+    body = json_body(reply)
     return (
         reply.status == 503
-        and isinstance(reply.body, dict)
-        and reply.body.get("error", {}).get("type") == "unavailable"
+        and isinstance(body, dict)
+        and body.get("error", {}).get("type") == "unavailable"
         and retry_after.isdigit()
         and int(retry_after) >= 1
     )
@@ -291,7 +292,7 @@ def created_slugs(attempts: Iterable[Attempt]) -> dict[str, set[str]]:
     for done in attempts:
         if done.acknowledged and done.is_write and done.token is not None:
             assert done.reply is not None
-            slugs.setdefault(done.token, set()).add(done.reply.body["slug"])
+            slugs.setdefault(done.token, set()).add(json_body(done.reply)["slug"])
     return slugs
 
 
@@ -354,9 +355,9 @@ def profile_versions(address: str, account: Account, reads: int) -> list[int]:
     """Read the public profile ``reads`` times (a connection each: any worker); return ETags."""
     versions = []
     for _ in range(reads):
-        reply = fetch(address, "GET", f"/api/users/{account.username}/")
+        reply = api_request(address, "GET", f"/api/users/{account.username}/")
         assert reply.status == 200, reply
-        versions.append(int((reply.header("ETag") or "").strip('W/"')))
+        versions.append(int((reply.headers.get("ETag") or "").strip('W/"')))
     return versions
 
 
@@ -376,13 +377,13 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 def serves_normally(address: str, account: Account) -> bool:
     """Tell whether every dependency is ready and a write and the writer's read succeed."""
     ready = attempt(address, "GET", "/readyz")
-    if ready.status != 200 or ready.reply is None or ready.reply.body["status"] != "ok":
+    if ready.reply is None or ready.status != 200 or json_body(ready.reply)["status"] != "ok":
         return False
     created = create_something(address, account, 0)
     if not created.acknowledged:
         return False
     assert created.reply is not None
-    slug = created.reply.body["slug"]
+    slug = json_body(created.reply)["slug"]
     read = attempt(address, "GET", f"/api/grids/{slug}/", token=account.token)
     return read.status == 200
 
@@ -411,8 +412,8 @@ def replica_caught_up(rig: FaultRig) -> bool:
 def replica_serves(rig: FaultRig, account: Account, reads: int = 1) -> bool:
     """Tell whether ``reads`` anonymous reads in a row (any worker) come from the replica."""
     for _ in range(reads):
-        reply = fetch(rig.address, "GET", f"/api/grids/{account.grid}/")
-        if reply.status != 200 or reply.header(SOURCE) != "replica":
+        reply = api_request(rig.address, "GET", f"/api/grids/{account.grid}/")
+        if reply.status != 200 or reply.headers.get(SOURCE) != "replica":
             return False
     return True
 
@@ -558,4 +559,4 @@ def replace_every_worker(rig: FaultRig) -> None:
         return len(now) == len(old) and not set(now) & set(old)
 
     wait_for(replaced, 20, "new workers")
-    wait_for(lambda: fetch(rig.address, "GET", "/healthz").status == 200, 20, "serving")
+    wait_for(lambda: api_request(rig.address, "GET", "/healthz").status == 200, 20, "serving")

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec
 
+import pytest
+
 from gridlink.cli import GUNICORN_CONF, PROJECT_ROOT
 from gridlink.settings import Settings
 
@@ -38,19 +40,32 @@ def free_port() -> int:
 
 @dataclass(frozen=True)
 class Reply:
-    """One HTTP answer: status, headers and the JSON body (None if empty)."""
+    """One HTTP answer: status, headers (names in any case) and raw body."""
 
     status: int
-    headers: Mapping[str, str]
-    body: Any
-
-    def header(self, name: str) -> str | None:
-        """Return the header ``name`` (case-insensitive), or None."""
-        wanted = name.lower()
-        return next((v for k, v in self.headers.items() if k.lower() == wanted), None)
+    headers: http.client.HTTPMessage
+    body: bytes
 
 
 def fetch(
+    address: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10,
+) -> Reply:
+    """Send one request to ``host:port`` and return the whole answer."""
+    connection = http.client.HTTPConnection(address, timeout=timeout)
+    try:
+        connection.request(method, path, body, dict(headers or {}))
+        response = connection.getresponse()
+        return Reply(response.status, response.headers, response.read())
+    finally:
+        connection.close()
+
+
+def api_request(
     address: str,
     method: str,
     path: str,
@@ -59,7 +74,7 @@ def fetch(
     headers: Mapping[str, str] | None = None,
     timeout: float = 10,
 ) -> Reply:
-    """Send one request to ``host:port``; return the whole answer, headers included."""
+    """Send one API request (``body`` as JSON, ``token`` as the caller); return the whole answer."""
     sent = dict(headers or {})
     if token is not None:
         sent["Authorization"] = f"Token {token}"
@@ -67,31 +82,42 @@ def fetch(
     if body is not None:
         data = json.dumps(body).encode()
         sent["Content-Type"] = "application/json"
-    connection = http.client.HTTPConnection(address, timeout=timeout)
-    try:
-        connection.request(method, path, data, sent)
-        response = connection.getresponse()
-        status, raw = response.status, response.read()
-    finally:
-        connection.close()
-    received = dict(response.getheaders())
-    content_type = response.getheader("Content-Type") or ""
-    if raw and content_type.startswith("application/json"):
-        return Reply(status, received, json.loads(raw))
-    return Reply(status, received, raw or None)
+    return fetch(address, method, path, data, sent, timeout)
 
 
-def _status_and_body(send: Callable[P, Reply]) -> Callable[P, tuple[int, Any]]:
+def json_body(reply: Reply) -> Any:
+    """Return the answer's JSON body (None if empty; raw bytes if it is not JSON)."""
+    content_type = reply.headers.get("Content-Type") or ""
+    if reply.body and content_type.startswith("application/json"):
+        return json.loads(reply.body)
+    return reply.body or None
+
+
+def _status_and_json(send: Callable[P, Reply]) -> Callable[P, tuple[int, Any]]:
     def call(*args: P.args, **kwargs: P.kwargs) -> tuple[int, Any]:
         reply = send(*args, **kwargs)
-        return reply.status, reply.body
+        return reply.status, json_body(reply)
 
     return call
 
 
 # call(address, method, path, body=None, token=None, headers=None, timeout=10): like
-# fetch, for the many tests that want only the status and the JSON body (None if empty).
-call = _status_and_body(fetch)
+# api_request, for the many tests that want only the status and the JSON body.
+call = _status_and_json(api_request)
+
+
+def raw_exchange(address: str, data: bytes, timeout: float = 10) -> Reply:
+    """Send ``data`` as it is (a whole request, or only its start) and read the one answer.
+
+    Nothing more is sent: an answer to a request sent only in part proves the
+    server answered without waiting for the rest.
+    """
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=timeout) as connection:
+        connection.sendall(data)
+        response = http.client.HTTPResponse(connection)
+        response.begin()
+        return Reply(response.status, response.headers, response.read())
 
 
 def server_environment(settings: Settings, **extra: str) -> dict[str, str]:
@@ -107,6 +133,13 @@ def server_environment(settings: Settings, **extra: str) -> dict[str, str]:
         environment["GRIDLINK_MAIL_BACKEND"] = f"file:{settings.mail_backend.directory}"
     environment.update(extra)
     return environment
+
+
+def use_settings_environment(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
+    """Point the ``gridlink`` command, run in this process, at ``settings``' cluster."""
+    for name, value in server_environment(settings).items():
+        if name.startswith("GRIDLINK_"):
+            monkeypatch.setenv(name, value)
 
 
 @dataclass
@@ -156,18 +189,26 @@ def _is_alive(pid: int) -> bool:
 
 
 def start_server(
-    settings: Settings, workers: int = 1, environment: Mapping[str, str] | None = None
+    settings: Settings,
+    workers: int = 1,
+    environment: Mapping[str, str] | None = None,
+    log: Path | None = None,
 ) -> Server:
-    """Start gunicorn on a free port (not yet answering: see ``Server.wait_until_serving``)."""
+    """Start gunicorn on a free port (not yet answering: see ``Server.wait_until_serving``).
+
+    The server's log (stderr: one JSON object per line) is appended to ``log``
+    when given, else dropped.
+    """
     port = free_port()
     command = [str(GUNICORN), "-c", str(GUNICORN_CONF), "--bind", f"127.0.0.1:{port}"]
-    process = subprocess.Popen(
-        [*command, "--workers", str(workers)],
-        cwd=PROJECT_ROOT,
-        env=dict(environment) if environment is not None else server_environment(settings),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with open(log or os.devnull, "ab") as log_file:
+        process = subprocess.Popen(
+            [*command, "--workers", str(workers)],
+            cwd=PROJECT_ROOT,
+            env=dict(environment) if environment is not None else server_environment(settings),
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
     return Server(f"127.0.0.1:{port}", process)
 
 
@@ -177,12 +218,13 @@ def serving(
     count: int = 1,
     workers: int = 1,
     environment: Mapping[str, str] | None = None,
+    log: Path | None = None,
 ) -> Iterator[list[Server]]:
     """Run ``count`` gunicorn servers of ``workers`` workers each; stop them afterwards."""
     started: list[Server] = []
     try:
         for _ in range(count):
-            started.append(start_server(settings, workers, environment))
+            started.append(start_server(settings, workers, environment, log))
         for server in started:
             server.wait_until_serving()
         yield started

@@ -39,12 +39,15 @@ class ProfileDocument:
 
 _LOCK = text("SELECT 1 FROM profile_documents WHERE user_id = :user_id FOR UPDATE")
 
-_CREATE = text(
-    f"""
+# The first document of users: one account at sign-up, many at once when seeding.
+CREATE_PROFILES = f"""
     INSERT INTO profile_documents (user_id, username, version, document)
     SELECT u.id, u.username, nextval('profile_version_seq'),
            convert_to({PROFILE_JSON}::text, 'UTF8')
-    FROM users u WHERE u.id = :user_id
+    FROM users u"""
+
+_CREATE = text(
+    f"""{CREATE_PROFILES} WHERE u.id = :user_id
     RETURNING username, version, document
     """
 )

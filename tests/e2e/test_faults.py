@@ -49,7 +49,7 @@ from tests.faults import (
     wait_for,
 )
 from tests.integration.test_accounts_when_servers_fail import stopped
-from tests.servers import fetch
+from tests.servers import api_request, json_body
 
 WRITERS = 3
 MAX_LAG_SECONDS = 5.0  # the rig's bound: the default, which API.md's promises name
@@ -103,7 +103,7 @@ def test_a_worker_killed_in_mid_write_loses_no_acknowledged_write_and_is_replace
     assert stored > len(accounts)
     # Once more, all of them: now every one is a replay that creates nothing.
     replays = [resend(rig.address, write) for write in traffic.writes if not write.acknowledged]
-    assert all(r.reply and r.reply.header("Idempotent-Replayed") == "true" for r in replays)
+    assert all(r.reply and r.reply.headers.get("Idempotent-Replayed") == "true" for r in replays)
     again = assert_nothing_lost_nothing_doubled(rig.primary, accounts, traffic.attempts + retried)
     assert again == stored
     assert_recovered_in_place(rig, rig.server.worker_pids(), accounts[0])
@@ -160,8 +160,8 @@ def test_a_worker_started_while_the_primary_is_down_serves_reads_at_once(
             ("/api/users/me/", account.token),
             ("/api/grids/", account.token),
         ):
-            reply = fetch(rig.address, "GET", path, token=token)
-            assert (reply.status, reply.header(SOURCE)) == (200, "replica"), (path, reply)
+            reply = api_request(rig.address, "GET", path, token=token)
+            assert (reply.status, reply.headers.get(SOURCE)) == (200, "replica"), (path, reply)
     assert_recovered_in_place(rig, rig.server.worker_pids(), account)
 
 
@@ -190,7 +190,7 @@ def lose_redis(rig: FaultRig, how: str, during: list[Account]) -> None:
 
 def rename_first_grids(rig: FaultRig, accounts: list[Account], title: str) -> None:
     for account in accounts:
-        reply = fetch(
+        reply = api_request(
             rig.address, "PATCH", f"/api/grids/{account.grid}/", {"title": title}, account.token
         )
         assert reply.status == 200, reply
@@ -303,9 +303,11 @@ def rename_and_watch(
     def watch() -> None:
         while not stop.is_set():
             started = time.monotonic()
-            reply = fetch(rig.address, "GET", f"/api/grids/{writer.grid}/")
+            reply = api_request(rig.address, "GET", f"/api/grids/{writer.grid}/")
             assert reply.status == 200, reply
-            seen.append(Seen(started, int(reply.body["title"]), reply.header(SOURCE) or ""))
+            seen.append(
+                Seen(started, int(json_body(reply)["title"]), reply.headers.get(SOURCE) or "")
+            )
             time.sleep(0.05)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -315,11 +317,11 @@ def rename_and_watch(
         number = 0
         while time.monotonic() < deadline:
             path = f"/api/grids/{writer.grid}/"
-            reply = fetch(rig.address, "PATCH", path, {"title": str(number)}, writer.token)
+            reply = api_request(rig.address, "PATCH", path, {"title": str(number)}, writer.token)
             assert reply.status == 200, reply
             acknowledged.append(time.monotonic())
-            own = fetch(rig.address, "GET", path, token=writer.token)
-            assert (own.status, own.body["title"]) == (200, str(number)), own
+            own = api_request(rig.address, "GET", path, token=writer.token)
+            assert (own.status, json_body(own)["title"]) == (200, str(number)), own
             number += 1
             time.sleep(0.1)
     finally:
@@ -344,7 +346,7 @@ def renames_watched_while(
     rig: FaultRig, writer: Account, lagging: AbstractContextManager[None], seconds: float
 ) -> tuple[list[float], list[Seen]]:
     """Start from a caught-up replica, then rename and watch for ``seconds`` while it lags."""
-    fetch(rig.address, "PATCH", f"/api/grids/{writer.grid}/", {"title": "-1"}, writer.token)
+    api_request(rig.address, "PATCH", f"/api/grids/{writer.grid}/", {"title": "-1"}, writer.token)
     wait_for(lambda: replica_caught_up(rig), 15, "replica1 catches up")
     wait_for(lambda: replica_serves(rig, writer, reads=8), 15, "replica1 serves every worker")
     with lagging:
