@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 BIND ?= 127.0.0.1:8000
 
-.PHONY: install run test lint format clean loadtest
+.PHONY: install run test soak lint format clean loadtest
 
 $(INSTALLED): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: on Debian/Ubuntu run 'apt-get install python3-venv'"; exit 1; }
@@ -28,6 +28,11 @@ run: install
 ## Lint, type-check and run the whole suite against a cluster the run starts and stops.
 test: lint
 	$(BIN)/pytest
+
+## Inject random faults under client traffic for SOAK_SECONDS (default 120); not in `make test`.
+SOAK_SECONDS ?= 120
+soak: install
+	SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/pytest -m soak -s tests/e2e/test_soak.py
 
 ## Load-test a seeded cluster of its own with locust (LOADTEST_USERS, LOADTEST_RUN_TIME);
 ## reports in var/loadtest/reports/, exit status non-zero on failures or a slow p95.

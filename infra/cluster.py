@@ -257,6 +257,33 @@ def set_replica_setting(layout: ClusterLayout, name: str, setting: str, value: s
         os.kill(pid, signal.SIGHUP)  # exactly what `pg_ctl reload` sends
 
 
+def set_replay_paused(layout: ClusterLayout, name: str, paused: bool) -> None:
+    """Pause or resume WAL replay on a running replica (``pg_wal_replay_pause()``/``_resume()``).
+
+    A paused replica keeps receiving WAL but applies none of it, so its lag
+    grows for as long as the primary takes writes.
+    """
+    server = _server_named(layout, name)
+    if server is None or server.name == "primary":
+        raise ClusterError(f"{name!r} is not a replica; name one like 'replica1'.")
+    call = "pg_wal_replay_pause()" if paused else "pg_wal_replay_resume()"
+    with closing(_connect(server.port)) as connection, connection.cursor() as cursor:
+        cursor.execute(f"SELECT {call}")
+
+
+def set_redis_frozen(layout: ClusterLayout, frozen: bool) -> None:
+    """Freeze (SIGSTOP) or thaw (SIGCONT) the running Redis.
+
+    A frozen Redis keeps its sockets open but answers nothing: clients meet
+    timeouts rather than refused connections, as with a hung host. Thawed, it
+    carries on with its data and its run_id, as if it had never left.
+    """
+    pid = _redis_pid(layout)
+    if pid is None:
+        raise ClusterError("redis is not running.")
+    os.kill(pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+
+
 def format_status(statuses: list[ServerStatus]) -> str:
     """Render statuses as an aligned text table, one server per line."""
     header = ("NAME", "ROLE", "PORT", "RUNNING", "PID", "STATE", "LAG BYTES", "LAG SECONDS")

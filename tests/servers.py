@@ -15,11 +15,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec
 
 import pytest
 
@@ -28,6 +28,7 @@ from gridlink.settings import Settings
 
 GUNICORN = Path(sys.executable).with_name("gunicorn")
 START_TIMEOUT_SECONDS = 30
+P = ParamSpec("P")
 
 
 def free_port() -> int:
@@ -64,7 +65,7 @@ def fetch(
         connection.close()
 
 
-def call(
+def api_request(
     address: str,
     method: str,
     path: str,
@@ -72,8 +73,8 @@ def call(
     token: str | None = None,
     headers: Mapping[str, str] | None = None,
     timeout: float = 10,
-) -> tuple[int, Any]:
-    """Send one request to ``host:port``; return the status and the JSON body (None if empty)."""
+) -> Reply:
+    """Send one API request (``body`` as JSON, ``token`` as the caller); return the whole answer."""
     sent = dict(headers or {})
     if token is not None:
         sent["Authorization"] = f"Token {token}"
@@ -81,11 +82,28 @@ def call(
     if body is not None:
         data = json.dumps(body).encode()
         sent["Content-Type"] = "application/json"
-    reply = fetch(address, method, path, data, sent, timeout)
+    return fetch(address, method, path, data, sent, timeout)
+
+
+def json_body(reply: Reply) -> Any:
+    """Return the answer's JSON body (None if empty; raw bytes if it is not JSON)."""
     content_type = reply.headers.get("Content-Type") or ""
     if reply.body and content_type.startswith("application/json"):
-        return reply.status, json.loads(reply.body)
-    return reply.status, reply.body or None
+        return json.loads(reply.body)
+    return reply.body or None
+
+
+def _status_and_json(send: Callable[P, Reply]) -> Callable[P, tuple[int, Any]]:
+    def call(*args: P.args, **kwargs: P.kwargs) -> tuple[int, Any]:
+        reply = send(*args, **kwargs)
+        return reply.status, json_body(reply)
+
+    return call
+
+
+# call(address, method, path, body=None, token=None, headers=None, timeout=10): like
+# api_request, for the many tests that want only the status and the JSON body.
+call = _status_and_json(api_request)
 
 
 def raw_exchange(address: str, data: bytes, timeout: float = 10) -> Reply:
