@@ -38,13 +38,13 @@ _METRICS_MEDIA_TYPE = "text/plain; version=0.0.4"
 
 
 class Auth(Enum):
-    """Who may call an operation."""
+    """Whether an operation needs a token (``Authorization: Token <token>``)."""
 
     ANYONE = "anyone"
     # Public, and a token (if sent) makes the read see the caller's own writes.
-    OPTIONAL_TOKEN = "optional token"
-    TOKEN = "token"
-    ADMIN = "admin token"
+    OPTIONAL = "optional"
+    REQUIRED = "required"
+    ADMIN = "admin"
 
 
 @dataclass(frozen=True)
@@ -159,14 +159,14 @@ _PAGE_PARAMETERS: tuple[dict[str, Any], ...] = (
     },
 )
 
-_IDEMPOTENCY_KEY = {
+_IDEMPOTENCY_KEY: dict[str, Any] = {
     "name": "Idempotency-Key",
     "in": "header",
     "description": "Within 24 hours, the same key and body replay the first answer.",
     "schema": {"type": "string", "pattern": "^[\\x20-\\x7e]{1,255}$"},
 }
 
-_IF_NONE_MATCH = {
+_IF_NONE_MATCH: dict[str, Any] = {
     "name": "If-None-Match",
     "in": "header",
     "description": "The ETag of a copy the client holds: 304 if it is still current.",
@@ -193,18 +193,19 @@ PLANNED: dict[tuple[str, str], Operation] = {
 }
 
 
-def served_routes(app: App) -> Iterator[tuple[str, str, Callable[..., Any] | None]]:
+def served_routes(app: App) -> Iterator[tuple[str, str, Callable[..., Any]]]:
     """Yield ``(uri_template, method, responder)`` for each method each route implements.
 
     Falcon fills a route's other methods with its own 405 and OPTIONS
     responders; only the resource's own methods are served routes.
     """
     # Falcon has no public way to walk the routes; falcon.inspect reads _roots too.
-    pending = list(app._router._roots)  # type: ignore[attr-defined]
+    router: Any = app._router
+    pending = list(router._roots)
     while pending:
         node = pending.pop()
         pending.extend(node.children)
-        if node.resource is None:
+        if node.resource is None or not node.method_map:
             continue
         for method, responder in sorted(node.method_map.items()):
             if inspect.ismethod(responder) and responder.__self__ is node.resource:
@@ -246,14 +247,15 @@ def build_document(app: App) -> dict[str, Any]:
             "description": (
                 "Grids of links: users own grids, grids own links, and anyone can read a "
                 "user's profile. Every path is also served without its trailing slash. "
-                "Errors are `{\"error\": {\"type\", \"message\", \"fields\"?}}`."
+                'Errors are `{"error": {"type", "message", "fields"?}}`.'
             )
         },
     )
     marshmallow = spec.plugins[0]
-    assert isinstance(marshmallow, MarshmallowPlugin) and marshmallow.converter is not None
-    marshmallow.converter.map_to_openapi_type(Timestamp, "string", "date-time")
-    marshmallow.converter.add_attribute_function(_no_nul_in_input)
+    assert isinstance(marshmallow, MarshmallowPlugin)
+    converter: Any = marshmallow.converter
+    converter.map_to_openapi_type(Timestamp, "string", "date-time")
+    converter.add_attribute_function(_no_nul_in_input)
     spec.components.security_scheme(
         "token",
         {
@@ -278,9 +280,7 @@ def document_bytes(app: App) -> bytes:
     return orjson.dumps(build_document(app))
 
 
-def _no_nul_in_input(
-    converter: object, field: fields.Field[Any], **kwargs: Any
-) -> dict[str, Any]:
+def _no_nul_in_input(converter: object, field: fields.Field[Any], **kwargs: Any) -> dict[str, Any]:
     """Say that an input string may not hold NUL (``InputSchema`` refuses it)."""
     if isinstance(field, fields.String) and isinstance(field.parent, InputSchema):
         return {"not": {"pattern": "\u0000"}}
@@ -303,9 +303,9 @@ def _render_operation(uri_template: str, operation: Operation) -> dict[str, Any]
             **{str(status): _error(status, when) for status, when in _errors(operation).items()},
         },
     }
-    if operation.auth in (Auth.TOKEN, Auth.ADMIN):
+    if operation.auth in (Auth.REQUIRED, Auth.ADMIN):
         rendered["security"] = [{"token": []}]
-    elif operation.auth is Auth.OPTIONAL_TOKEN:
+    elif operation.auth is Auth.OPTIONAL:
         rendered["security"] = [{}, {"token": []}]
     if operation.body is not None:
         rendered["requestBody"] = {
@@ -317,14 +317,14 @@ def _render_operation(uri_template: str, operation: Operation) -> dict[str, Any]
     return rendered
 
 
-def _parameters(uri_template: str, operation: Operation) -> list[dict[str, Any]]:
+def _parameters(uri_template: str, operation: Operation) -> list[Mapping[str, Any]]:
     fields = set(re.findall(r"{(\w+)}", uri_template))
     if fields != set(operation.path):
         raise LookupError(
             f"{operation.operation_id}: the route has {sorted(fields)} "
             f"but the description names {sorted(operation.path)}"
         )
-    parameters = [
+    parameters: list[Mapping[str, Any]] = [
         {"name": name, "in": "path", "required": True, "schema": schema, "description": meaning}
         for name, (schema, meaning) in operation.path.items()
     ]
@@ -346,7 +346,7 @@ def _errors(operation: Operation) -> dict[int, str]:
             "Invalid: bad JSON, a field that fails validation or is unknown (named in "
             "`fields`), or a bad query parameter or header."
         )
-    if operation.auth in (Auth.TOKEN, Auth.ADMIN):
+    if operation.auth in (Auth.REQUIRED, Auth.ADMIN):
         errors[401] = "No token, or not a live one."
     else:
         errors[401] = "An Authorization header was sent but it names no live token."

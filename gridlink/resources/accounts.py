@@ -104,7 +104,7 @@ class Logout(_AccountsResource):
             "Revoke this token, at once in every server process.",
             (Reply(204, "Revoked."),),
             tag=_TAG,
-            auth=Auth.TOKEN,
+            auth=Auth.REQUIRED,
             body=NoBodyIn,
             body_required=False,
         )
@@ -123,7 +123,7 @@ class LogoutEverywhere(_AccountsResource):
             "Revoke every token of the caller.",
             (Reply(204, "Revoked."),),
             tag=_TAG,
-            auth=Auth.TOKEN,
+            auth=Auth.REQUIRED,
             body=NoBodyIn,
             body_required=False,
         )
@@ -142,7 +142,7 @@ class PasswordChange(_AccountsResource):
             "Change the password; every other token of the caller is revoked.",
             (Reply(204, "Changed."),),
             tag=_TAG,
-            auth=Auth.TOKEN,
+            auth=Auth.REQUIRED,
             body=PasswordChangeIn,
             errors={400: "The current password is not correct."},
         )
@@ -200,7 +200,7 @@ class Me(_AccountsResource):
             "The caller's own account.",
             (Reply(200, "The account.", MeOut, headers=("X-Gridlink-Read-Source",)),),
             tag=_TAG,
-            auth=Auth.TOKEN,
+            auth=Auth.REQUIRED,
         )
     )
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -215,7 +215,7 @@ class Me(_AccountsResource):
             "Change the caller's display name or email.",
             (Reply(200, "The account.", MeOut),),
             tag=_TAG,
-            auth=Auth.TOKEN,
+            auth=Auth.REQUIRED,
             body=MeUpdateIn,
             errors={409: "The email is taken (named in `fields`)."},
         )
@@ -232,7 +232,7 @@ class Me(_AccountsResource):
             "Delete the account with its grids and links; its profile is gone at once.",
             (Reply(204, "Deleted."),),
             tag=_TAG,
-            auth=Auth.TOKEN,
+            auth=Auth.REQUIRED,
             body=AccountDeleteIn,
             errors={400: "The password is not correct."},
         )

@@ -15,7 +15,7 @@ import falcon
 from swagger_ui_bundle import swagger_ui_path
 
 from gridlink.http import App, send_json
-from gridlink.openapi import Auth, Operation, Reply, document_bytes, documented
+from gridlink.openapi import Operation, Reply, document_bytes, documented
 from gridlink.schemas.operations import OpenApiOut
 
 ASSETS_PREFIX = "/api/docs/assets"

@@ -20,7 +20,6 @@ from gridlink.schemas.base import load
 from gridlink.schemas.grids import GridIn, GridList, GridOut, GridPatch
 from gridlink.services import Services
 
-
 _TAG = "grids"
 _BY_SLUG = {"slug": "$response.body#/slug"}
 _NOT_OWNER = {403: "The grid is not the caller's.", 404: "No such grid."}
@@ -37,7 +36,7 @@ class Grids:
             "The caller's grids, in creation order.",
             (Reply(200, "A page of grids.", GridList, headers=("X-Gridlink-Read-Source",)),),
             tag=_TAG,
-            auth=Auth.TOKEN,
+            auth=Auth.REQUIRED,
             paged=True,
         )
     )
@@ -75,7 +74,7 @@ class Grids:
                 ),
             ),
             tag=_TAG,
-            auth=Auth.TOKEN,
+            auth=Auth.REQUIRED,
             body=GridIn,
             creates=True,
             errors={409: "The caller has as many grids as allowed (`limit_reached`)."},
@@ -99,7 +98,7 @@ class Grids:
             "One grid with its live links.",
             (Reply(200, "The grid.", GridOut, headers=("X-Gridlink-Read-Source",)),),
             tag=_TAG,
-            auth=Auth.OPTIONAL_TOKEN,
+            auth=Auth.OPTIONAL,
             path={"slug": GRID_SLUG},
             errors={404: "No such grid."},
         )
@@ -114,7 +113,7 @@ class Grids:
             "Change a grid's title.",
             (Reply(200, "The grid.", GridOut),),
             tag=_TAG,
-            auth=Auth.TOKEN,
+            auth=Auth.REQUIRED,
             path={"slug": GRID_SLUG},
             body=GridPatch,
             errors=_NOT_OWNER,
@@ -135,7 +134,7 @@ class Grids:
             "Delete a grid and its links (soft delete: gone from every read).",
             (Reply(204, "Deleted."),),
             tag=_TAG,
-            auth=Auth.TOKEN,
+            auth=Auth.REQUIRED,
             path={"slug": GRID_SLUG},
             errors=_NOT_OWNER,
         )

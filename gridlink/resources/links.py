@@ -21,7 +21,6 @@ from gridlink.schemas.links import LinkIn, LinkList, LinkOut, LinkPatch
 from gridlink.services import Services
 from gridlink.tokens import Principal
 
-
 _TAG = "links"
 _BY_SLUG = {"slug": "$response.body#/slug"}
 _NOT_OWNER = {403: "The link is not the caller's.", 404: "No such link."}
@@ -44,7 +43,7 @@ class Links:
             "A grid's links (public), or the caller's links across all grids.",
             (Reply(200, "A page of links.", LinkList, headers=("X-Gridlink-Read-Source",)),),
             tag=_TAG,
-            auth=Auth.OPTIONAL_TOKEN,
+            auth=Auth.OPTIONAL,
             query=(_GRID_FILTER,),
             paged=True,
             errors={401: "No `grid` and no token.", 404: "No such grid."},
@@ -83,7 +82,7 @@ class Links:
                 ),
             ),
             tag=_TAG,
-            auth=Auth.TOKEN,
+            auth=Auth.REQUIRED,
             body=LinkIn,
             creates=True,
             errors={
@@ -111,7 +110,7 @@ class Links:
             "One link.",
             (Reply(200, "The link.", LinkOut, headers=("X-Gridlink-Read-Source",)),),
             tag=_TAG,
-            auth=Auth.OPTIONAL_TOKEN,
+            auth=Auth.OPTIONAL,
             path={"slug": LINK_SLUG},
             errors={404: "No such link."},
         )
@@ -126,7 +125,7 @@ class Links:
             "Change any field of a link but its slug; `grid` moves it to another of the caller's.",
             (Reply(200, "The link.", LinkOut),),
             tag=_TAG,
-            auth=Auth.TOKEN,
+            auth=Auth.REQUIRED,
             path={"slug": LINK_SLUG},
             body=LinkPatch,
             errors=_NOT_OWNER,
@@ -147,7 +146,7 @@ class Links:
             "Delete a link (soft delete: gone from every read).",
             (Reply(204, "Deleted."),),
             tag=_TAG,
-            auth=Auth.TOKEN,
+            auth=Auth.REQUIRED,
             path={"slug": LINK_SLUG},
             errors=_NOT_OWNER,
         )

@@ -27,13 +27,11 @@ class Profile:
             "getProfile",
             "A user's public profile: every live grid with its live links.",
             (
-                Reply(
-                    200, "The profile.", ProfileOut, headers=("ETag", "X-Gridlink-Read-Source")
-                ),
+                Reply(200, "The profile.", ProfileOut, headers=("ETag", "X-Gridlink-Read-Source")),
                 Reply(304, "If-None-Match names the current ETag.", headers=("ETag",)),
             ),
             tag="profiles",
-            auth=Auth.OPTIONAL_TOKEN,
+            auth=Auth.OPTIONAL,
             path={"username": USERNAME},
             conditional=True,
             errors={404: "No such user."},

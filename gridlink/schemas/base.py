@@ -71,7 +71,6 @@ class Timestamp(fields.Field[datetime]):
         return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-
 def slug_out(prefix: str) -> fields.String:
     return fields.String(required=True, metadata={"pattern": slug_json_pattern(prefix)})
 

@@ -11,7 +11,9 @@ class ErrorDetail(Schema):
     type = fields.String(required=True, validate=validate.OneOf(error_types()))
     message = fields.String(required=True)
     # Only for field-level problems: each bad field with its problems.
-    fields = fields.Dict(keys=fields.String(), values=fields.List(fields.String()))
+    field_problems = fields.Dict(
+        keys=fields.String(), values=fields.List(fields.String()), data_key="fields"
+    )
 
 
 class ErrorOut(Schema):

@@ -49,12 +49,21 @@ def background_field(**options: object) -> fields.String:
     )
 
 
+class WholeNumber(fields.Integer):
+    """A JSON integer: ``2`` or ``2.0`` (one number in JSON), never ``"2"``, ``true`` or ``2.5``."""
+
+    def _validated(self, value: object) -> int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        return super()._validated(value)
+
+
 def size_field() -> fields.Integer:
-    return fields.Integer(strict=True, validate=validate.Range(1, 4))
+    return WholeNumber(strict=True, validate=validate.Range(1, 4))
 
 
 def position_field() -> fields.Integer:
-    return fields.Integer(strict=True, validate=validate.Range(0, 10000))
+    return WholeNumber(strict=True, validate=validate.Range(0, 10000))
 
 
 def slug_field(**options: object) -> fields.String:

@@ -14,7 +14,9 @@ class HealthOut(Schema):
 class ReadyOut(Schema):
     """Ready (200) when the primary or a replica answers; each dependency says ``ok`` or why not."""
 
-    status = fields.String(required=True, validate=validate.OneOf(["ok", "degraded", "unavailable"]))
+    status = fields.String(
+        required=True, validate=validate.OneOf(["ok", "degraded", "unavailable"])
+    )
     checks = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from html.parser import HTMLParser
+from typing import Any
 
 import falcon
 import falcon.inspect
@@ -15,12 +16,16 @@ from gridlink.app import create_app
 from gridlink.cli import PROJECT_ROOT
 from gridlink.openapi import PLANNED, build_document, documented_path
 from gridlink.resources import docs
-from gridlink.settings import Settings
 from gridlink.services import Services
+from gridlink.settings import Settings
 
 # The contract sits beside the checkout (../shared/API.md), or beside its worktree folder.
 API_MD = next(
-    (folder / "shared" / "API.md" for folder in PROJECT_ROOT.parents if (folder / "shared").is_dir()),
+    (
+        folder / "shared" / "API.md"
+        for folder in PROJECT_ROOT.parents
+        if (folder / "shared").is_dir()
+    ),
     PROJECT_ROOT.parent / "shared" / "API.md",
 )
 METHODS = ("get", "post", "patch", "put", "delete")
@@ -34,7 +39,7 @@ def document(client):
     return result.json
 
 
-def served_operations(app):
+def served_operations(app: Any) -> set[tuple[str, str]]:
     """The (path, method) pairs the app serves, read through Falcon's own route inspector."""
     return {
         (documented_path(route.path), method.method)
@@ -44,7 +49,7 @@ def served_operations(app):
     }
 
 
-def document_operations(document):
+def document_operations(document: Any) -> set[tuple[str, str]]:
     return {
         (path, method.upper())
         for path, item in document["paths"].items()
@@ -53,7 +58,7 @@ def document_operations(document):
     }
 
 
-def planned_and_not_served(app):
+def planned_and_not_served(app: Any) -> set[tuple[str, str]]:
     served = served_operations(app)
     return {
         (documented_path(template), method)
@@ -147,7 +152,10 @@ def test_headers_and_parameters_of_api_md_are_described(document):
 
 def test_a_created_grid_links_to_the_operations_on_it(document):
     links = document["paths"]["/api/grids/"]["post"]["responses"]["201"]["links"]
-    assert links["GetGrid"] == {"operationId": "getGrid", "parameters": {"slug": "$response.body#/slug"}}
+    assert links["GetGrid"] == {
+        "operationId": "getGrid",
+        "parameters": {"slug": "$response.body#/slug"},
+    }
     operation_ids = {
         operation["operationId"]
         for item in document["paths"].values()
@@ -179,7 +187,8 @@ def test_the_docs_page_and_its_assets_come_from_this_server_only(client):
     assert page.status_code == 200
     assert page.headers["Content-Type"].startswith("text/html")
     policy = page.headers["Content-Security-Policy"]
-    assert "default-src 'self'" in policy and "http" not in policy
+    assert "default-src 'self'" in policy
+    assert "http" not in policy
     references = _References()
     references.feed(page.text)
     assert len(references.urls) >= 2

@@ -1,0 +1,156 @@
+"""Schemathesis against a real gunicorn: every answer conforms to /api/openapi.json.
+
+Each operation gets generated valid and invalid requests (no 5xx, statuses,
+content types, headers and bodies as documented, invalid input refused,
+valid input accepted); the stateful run follows the document's OpenAPI links
+(created slug -> read, change, delete it) so deleted objects must be gone.
+The token is a user's the test signs up, renewed when a fuzzed logout
+revokes it. The server keeps its Redis data (login throttling included) in
+a database of its own, so the fuzzer's failed logins throttle no other test.
+Examples are bounded and derandomized, so a run is repeatable and takes a
+few minutes at most.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import hypothesis
+import pytest
+import schemathesis
+from hypothesis import HealthCheck
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+from gridlink.openapi import PLANNED, documented_path
+from gridlink.settings import Settings
+from tests.servers import call, server_environment, serving
+
+EXAMPLES_PER_OPERATION = 5
+STATEFUL_EXAMPLES = 6
+STATEFUL_STEPS = 6
+# A schema-valid request may still be refused with 400 for what no schema can
+# say: a wrong password, an unknown reset token, a cursor naming no item of the list.
+FIELDS_ONLY_THE_SERVER_CAN_JUDGE = {"current_password", "password", "token", "starting_after"}
+FUZZ_REDIS_DATABASE = 15
+
+
+def own_redis_database(redis_url: str) -> str:
+    parts = urlsplit(redis_url)
+    return urlunsplit(parts._replace(path=f"/{FUZZ_REDIS_DATABASE}"))
+
+
+@pytest.fixture(scope="module")
+def fuzz_address(settings: Settings) -> Iterator[str]:
+    environment = server_environment(
+        settings, GRIDLINK_REDIS_URL=own_redis_database(settings.redis_url)
+    )
+    with serving(settings, workers=2, environment=environment) as [server]:
+        yield server.address
+
+
+def sign_up(address: str) -> str:
+    username = f"fuzz_{secrets.token_hex(6)}"
+    status, body = call(
+        address,
+        "POST",
+        "/api/auth/signup/",
+        {"username": username, "email": f"{username}@example.com", "password": "fuzzing pass"},
+    )
+    assert status == 201, body
+    token: str = body["token"]
+    return token
+
+
+def is_token_protected(context: Any) -> bool:
+    return bool(context.operation.definition.raw.get("security"))
+
+
+@pytest.fixture(scope="module")
+def fuzz_schema(fuzz_address: str) -> Any:
+    config = schemathesis.Config.from_dict(
+        {
+            "generation": {"max-examples": EXAMPLES_PER_OPERATION, "deterministic": True},
+            "suppress-health-check": ["all"],
+            "request-timeout": 30,
+        }
+    )
+    schema = schemathesis.openapi.from_url(f"http://{fuzz_address}/api/openapi.json", config=config)
+
+    @schema.auth().apply_to(is_token_protected)
+    class FreshUserToken:
+        """A new user's token; a 401 (a fuzzed logout revoked it) signs up another."""
+
+        def get(self, case: Any, context: Any) -> str:
+            return sign_up(fuzz_address)
+
+        def set(self, case: Any, data: str, context: Any) -> None:
+            case.headers = {**(case.headers or {}), "Authorization": f"Token {data}"}
+
+    return schema
+
+
+schema = schemathesis.pytest.from_fixture("fuzz_schema")
+# Routes described ahead of the branch that serves them answer 404 here.
+for uri_template, method in PLANNED:
+    schema = schema.exclude(path=documented_path(uri_template), method=method)
+
+
+@pytest.fixture(autouse=True)
+def node_id_for_schemathesis(request: pytest.FixtureRequest) -> None:
+    # Schemathesis 4.32's lazy schemas read Node._nodeid, which pytest 9 no longer has.
+    if not hasattr(request.node, "_nodeid"):
+        request.node._nodeid = request.node.nodeid
+
+
+def judged_by_the_server(response: Any) -> bool:
+    if response.status_code != 400:
+        return False
+    fields = response.json()["error"].get("fields", {})
+    return bool(fields) and set(fields) <= FIELDS_ONLY_THE_SERVER_CAN_JUDGE
+
+
+def valid_input_accepted(ctx: Any, response: Any, case: Any) -> bool | None:
+    """Schemathesis' positive_data_acceptance, but for the 400s only the server can judge."""
+    if judged_by_the_server(response):
+        return None
+    return positive_data_acceptance(ctx, response, case)
+
+
+CHECKS = {
+    "excluded_checks": [positive_data_acceptance],
+    "additional_checks": [valid_input_accepted],
+}
+
+
+@pytest.mark.timeout(600)
+@schema.parametrize()
+@hypothesis.settings(deadline=None, suppress_health_check=list(HealthCheck))
+def test_each_operation_answers_as_the_document_says(case):
+    case.call_and_validate(**CHECKS)
+
+
+def test_flows_through_the_links_answer_as_the_document_says(fuzz_schema):
+    # A logout in a flow would leave the rest of it unauthenticated: the test above fuzzes them.
+    flows = fuzz_schema.exclude(operation_id=["logOut", "logOutEverywhere"])
+
+    class Flows(flows.as_state_machine()):  # type: ignore[misc]
+        def validate_response(self, response, case, additional_checks=None, **kwargs):
+            case.validate_response(
+                response,
+                **CHECKS,
+                transport_kwargs=kwargs or None,
+                recorder=self.recorder,
+            )
+
+    Flows.run(
+        settings=hypothesis.settings(
+            max_examples=STATEFUL_EXAMPLES,
+            stateful_step_count=STATEFUL_STEPS,
+            deadline=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
+    )
