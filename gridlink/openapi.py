@@ -101,6 +101,16 @@ def documented(operation: Operation) -> Callable[[Responder], Responder]:
     return attach
 
 
+# Operations are grouped by tag, in this order.
+TAGS = {
+    "accounts": "Sign-up, login, tokens, passwords and the caller's own account.",
+    "profiles": "Public profiles: a user with every live grid and link.",
+    "grids": "Grids, owned by users.",
+    "links": "Links, owned by grids.",
+    "operations": "Health, readiness, metrics and the replica router.",
+    "documentation": "This document and its readable page.",
+}
+
 # Path parameters the resources share.
 GRID_SLUG = ({"type": "string", "pattern": slug_json_pattern(GRID_PREFIX)}, "The grid's slug.")
 LINK_SLUG = ({"type": "string", "pattern": slug_json_pattern(LINK_PREFIX)}, "The link's slug.")
@@ -265,6 +275,8 @@ def build_document(app: App) -> dict[str, Any]:
             "description": "`Authorization: Token <token>`, the token from sign-up or login.",
         },
     )
+    for tag, description in TAGS.items():
+        spec.tag({"name": tag, "description": description})
     spec.components.schema("Error", schema=ErrorOut)
     by_path: dict[str, dict[str, Any]] = {}
     for (uri_template, method), operation in sorted(operations_of(app).items()):

@@ -37,6 +37,19 @@ _SIGNED_IN = "The account and a new token."
 _TAG = "accounts"
 
 
+def _revoking(operation_id: str, summary: str) -> Operation:
+    """Describe a logout: no body (or ``{}``), 204 once the tokens are revoked."""
+    return Operation(
+        operation_id,
+        summary,
+        (Reply(204, "Revoked."),),
+        tag=_TAG,
+        auth=Auth.REQUIRED,
+        body=NoBodyIn,
+        body_required=False,
+    )
+
+
 class _AccountsResource:
     def __init__(self, services: Services) -> None:
         self._services = services
@@ -98,17 +111,7 @@ class Login(_AccountsResource):
 
 
 class Logout(_AccountsResource):
-    @documented(
-        Operation(
-            "logOut",
-            "Revoke this token, at once in every server process.",
-            (Reply(204, "Revoked."),),
-            tag=_TAG,
-            auth=Auth.REQUIRED,
-            body=NoBodyIn,
-            body_required=False,
-        )
-    )
+    @documented(_revoking("logOut", "Revoke this token, at once in every server process."))
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         principal = require_principal(req)
         load(NoBodyIn(), read_optional_json_object(req))
@@ -117,17 +120,7 @@ class Logout(_AccountsResource):
 
 
 class LogoutEverywhere(_AccountsResource):
-    @documented(
-        Operation(
-            "logOutEverywhere",
-            "Revoke every token of the caller.",
-            (Reply(204, "Revoked."),),
-            tag=_TAG,
-            auth=Auth.REQUIRED,
-            body=NoBodyIn,
-            body_required=False,
-        )
-    )
+    @documented(_revoking("logOutEverywhere", "Revoke every token of the caller."))
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         principal = require_principal(req)
         load(NoBodyIn(), read_optional_json_object(req))

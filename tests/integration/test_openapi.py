@@ -166,6 +166,15 @@ def test_a_created_grid_links_to_the_operations_on_it(document):
         assert link["operationId"] in operation_ids
 
 
+def test_the_error_schema_is_the_error_body_of_api_md(document, client):
+    detail = document["components"]["schemas"]["ErrorDetail"]
+    assert set(detail["properties"]) == {"type", "message", "fields"}
+    assert set(detail["required"]) == {"type", "message"}
+    refused = client.simulate_post("/api/auth/login/", json={"username": "x", "extra": 1}).json
+    assert set(refused["error"]) <= set(detail["properties"])
+    assert refused["error"]["type"] in detail["properties"]["type"]["enum"]
+
+
 def test_the_profile_schema_has_no_private_fields(document):
     schemas = document["components"]["schemas"]
     for name in ("Profile", "Grid", "Link"):
