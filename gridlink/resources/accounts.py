@@ -34,6 +34,8 @@ def send_signed_in(resp: falcon.Response, signed_in: accounts.SignedIn, status: 
 
 
 _SIGNED_IN = "The account and a new token."
+# A wrong password counts against the login throttle wherever it is checked.
+_THROTTLED = "Too many failed logins for this username or from this address."
 _TAG = "accounts"
 
 
@@ -95,7 +97,7 @@ class Login(_AccountsResource):
             body=LoginIn,
             errors={
                 401: "Wrong credentials (the same answer whether the user exists or not).",
-                429: "Too many failures for this username or from this address.",
+                429: _THROTTLED,
             },
         )
     )
@@ -137,7 +139,7 @@ class PasswordChange(_AccountsResource):
             tag=_TAG,
             auth=Auth.REQUIRED,
             body=PasswordChangeIn,
-            errors={400: "The current password is not correct."},
+            errors={400: "The current password is not correct.", 429: _THROTTLED},
         )
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -227,7 +229,7 @@ class Me(_AccountsResource):
             tag=_TAG,
             auth=Auth.REQUIRED,
             body=AccountDeleteIn,
-            errors={400: "The password is not correct."},
+            errors={400: "The password is not correct.", 429: _THROTTLED},
         )
     )
     def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:

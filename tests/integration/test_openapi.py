@@ -133,6 +133,9 @@ def test_each_operation_lists_the_errors_it_can_answer(document):
     login = document["paths"]["/api/auth/login/"]["post"]["responses"]
     assert {"401", "429"} <= set(login)
     assert "Retry-After" in login["429"]["headers"]
+    # A wrong password counts against the login throttle wherever it is checked.
+    assert "429" in document["paths"]["/api/auth/password/change/"]["post"]["responses"]
+    assert "429" in document["paths"]["/api/users/me/"]["delete"]["responses"]
     assert set(document["paths"]["/healthz"]["get"]["responses"]) == {"200", "401"}
     error = login["401"]["content"]["application/json"]["schema"]
     assert error == {"$ref": "#/components/schemas/Error"}
