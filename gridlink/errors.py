@@ -125,6 +125,17 @@ _FALCON_MESSAGES = {
 }
 
 
+def error_types() -> list[str]:
+    """List every error ``type`` an answer can carry, for the OpenAPI document."""
+    types = {"internal_error", *_FALCON_TYPES.values()}
+    pending = [GridlinkError]
+    while pending:
+        error_class = pending.pop()
+        types.add(error_class.type)
+        pending.extend(error_class.__subclasses__())
+    return sorted(types)
+
+
 def error_body(error_type: str, message: str, fields: FieldErrors | None = None) -> bytes:
     """Render the uniform error body of API.md."""
     error: dict[str, Any] = {"type": error_type, "message": message}

@@ -11,6 +11,12 @@ _SLUG = re.compile(r"^(gr|li)_[0-9a-f]{32}$")
 # \Z, not $: "$" would let a trailing newline through.
 USERNAME_PATTERN = r"\A[A-Za-z0-9_]{3,30}\Z"
 _USERNAME = re.compile(USERNAME_PATTERN)
+# The same rules as JSON Schema patterns (ECMA 262 has no \A or \Z), for the OpenAPI document.
+USERNAME_JSON_PATTERN = "^[A-Za-z0-9_]{3,30}$"
+
+
+def slug_json_pattern(prefix: str) -> str:
+    return f"^{prefix}[0-9a-f]{{32}}$"
 
 
 def new_slug(prefix: str) -> str:

@@ -9,6 +9,7 @@ import falcon
 from gridlink.auth import require_principal
 from gridlink.commands import accounts
 from gridlink.http import App, read_json_object, read_optional_json_object, send_object
+from gridlink.openapi import Auth, Link, Operation, Reply, documented
 from gridlink.queries.accounts import read_me
 from gridlink.queries.reader import Reader
 from gridlink.resources.responses import READ_SOURCE_HEADER
@@ -20,6 +21,7 @@ from gridlink.schemas.accounts import (
     PasswordChangeIn,
     PasswordResetConfirmIn,
     PasswordResetIn,
+    SignedInOut,
     SignupIn,
 )
 from gridlink.schemas.base import NoBodyIn, load
@@ -27,7 +29,26 @@ from gridlink.services import Services
 
 
 def send_signed_in(resp: falcon.Response, signed_in: accounts.SignedIn, status: int) -> None:
-    send_object(resp, {"user": MeOut().dump(signed_in.user), "token": signed_in.token}, status)
+    send_object(resp, SignedInOut().dump(signed_in), status)
+
+
+_SIGNED_IN = "The account and a new token."
+# A wrong password counts against the login throttle wherever it is checked.
+_THROTTLED = "Too many failed logins for this username or from this address."
+_TAG = "accounts"
+
+
+def _revoking(operation_id: str, summary: str) -> Operation:
+    """Describe a logout: no body (or ``{}``), 204 once the tokens are revoked."""
+    return Operation(
+        operation_id,
+        summary,
+        (Reply(204, "Revoked."),),
+        tag=_TAG,
+        auth=Auth.REQUIRED,
+        body=NoBodyIn,
+        body_required=False,
+    )
 
 
 class _AccountsResource:
@@ -36,6 +57,28 @@ class _AccountsResource:
 
 
 class Signup(_AccountsResource):
+    @documented(
+        Operation(
+            "signUp",
+            "Create an account and log in.",
+            (
+                Reply(
+                    201,
+                    _SIGNED_IN,
+                    SignedInOut,
+                    headers=("Location",),
+                    links={
+                        "GetProfile": Link(
+                            "getProfile", {"username": "$response.body#/user/username"}
+                        )
+                    },
+                ),
+            ),
+            tag=_TAG,
+            body=SignupIn,
+            errors={409: "The username or the email is taken (named in `fields`)."},
+        )
+    )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = load(SignupIn(), read_json_object(req))
         signed_in = accounts.sign_up(self._services, **body)
@@ -44,6 +87,19 @@ class Signup(_AccountsResource):
 
 
 class Login(_AccountsResource):
+    @documented(
+        Operation(
+            "logIn",
+            "Log in with a username or an email: a new token each time.",
+            (Reply(200, _SIGNED_IN, SignedInOut),),
+            tag=_TAG,
+            body=LoginIn,
+            errors={
+                401: "Wrong credentials (the same answer whether the user exists or not).",
+                429: _THROTTLED,
+            },
+        )
+    )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = load(LoginIn(), read_json_object(req))
         signed_in = accounts.log_in(
@@ -56,6 +112,7 @@ class Login(_AccountsResource):
 
 
 class Logout(_AccountsResource):
+    @documented(_revoking("logOut", "Revoke this token, at once in every server process."))
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         principal = require_principal(req)
         load(NoBodyIn(), read_optional_json_object(req))
@@ -64,6 +121,7 @@ class Logout(_AccountsResource):
 
 
 class LogoutEverywhere(_AccountsResource):
+    @documented(_revoking("logOutEverywhere", "Revoke every token of the caller."))
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         principal = require_principal(req)
         load(NoBodyIn(), read_optional_json_object(req))
@@ -72,6 +130,17 @@ class LogoutEverywhere(_AccountsResource):
 
 
 class PasswordChange(_AccountsResource):
+    @documented(
+        Operation(
+            "changePassword",
+            "Change the password; every other token of the caller is revoked.",
+            (Reply(204, "Changed."),),
+            tag=_TAG,
+            auth=Auth.REQUIRED,
+            body=PasswordChangeIn,
+            errors={400: "The current password is not correct.", 429: _THROTTLED},
+        )
+    )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         principal = require_principal(req)
         body = load(PasswordChangeIn(), read_json_object(req))
@@ -80,6 +149,15 @@ class PasswordChange(_AccountsResource):
 
 
 class PasswordReset(_AccountsResource):
+    @documented(
+        Operation(
+            "requestPasswordReset",
+            "Mail a single-use reset token, valid for an hour, if the email is known.",
+            (Reply(202, "Accepted, whether or not the email is known."),),
+            tag=_TAG,
+            body=PasswordResetIn,
+        )
+    )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = load(PasswordResetIn(), read_json_object(req))
         accounts.request_password_reset(self._services, **body, address=req.remote_addr)
@@ -87,6 +165,16 @@ class PasswordReset(_AccountsResource):
 
 
 class PasswordResetConfirm(_AccountsResource):
+    @documented(
+        Operation(
+            "confirmPasswordReset",
+            "Set a new password with a mailed reset token; every token of the user is revoked.",
+            (Reply(204, "Changed."),),
+            tag=_TAG,
+            body=PasswordResetConfirmIn,
+            errors={400: "The reset token is unknown, used or expired."},
+        )
+    )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = load(PasswordResetConfirmIn(), read_json_object(req))
         accounts.confirm_password_reset(self._services, **body)
@@ -100,18 +188,49 @@ class Me(_AccountsResource):
         super().__init__(services)
         self._reader = Reader(services)
 
+    @documented(
+        Operation(
+            "getMe",
+            "The caller's own account.",
+            (Reply(200, "The account.", MeOut, headers=("X-Gridlink-Read-Source",)),),
+            tag=_TAG,
+            auth=Auth.REQUIRED,
+        )
+    )
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         principal = require_principal(req)
         me, source = self._reader.read(principal, partial(read_me, user_id=principal.user_id))
         resp.set_header(READ_SOURCE_HEADER, source.name)
         send_object(resp, MeOut().dump(me))
 
+    @documented(
+        Operation(
+            "updateMe",
+            "Change the caller's display name or email.",
+            (Reply(200, "The account.", MeOut),),
+            tag=_TAG,
+            auth=Auth.REQUIRED,
+            body=MeUpdateIn,
+            errors={409: "The email is taken (named in `fields`)."},
+        )
+    )
     def on_patch(self, req: falcon.Request, resp: falcon.Response) -> None:
         principal = require_principal(req)
         body = load(MeUpdateIn(), read_json_object(req))
         user = accounts.update_me(self._services, principal, body)
         send_object(resp, MeOut().dump(user))
 
+    @documented(
+        Operation(
+            "deleteMe",
+            "Delete the account with its grids and links; its profile is gone at once.",
+            (Reply(204, "Deleted."),),
+            tag=_TAG,
+            auth=Auth.REQUIRED,
+            body=AccountDeleteIn,
+            errors={400: "The password is not correct.", 429: _THROTTLED},
+        )
+    )
     def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
         principal = require_principal(req)
         body = load(AccountDeleteIn(), read_optional_json_object(req))

@@ -11,13 +11,18 @@ from gridlink.commands.grids import create_grid, rename_grid, soft_delete_grid
 from gridlink.commands.idempotency import run_creating_command
 from gridlink.commands.unit_of_work import run_command
 from gridlink.http import App, read_json_object, read_optional_json_object, send_json
+from gridlink.openapi import GRID_SLUG, Auth, Link, Operation, Reply, documented
 from gridlink.queries.grids import list_grids, read_grid
 from gridlink.queries.reader import Reader
 from gridlink.resources.params import idempotency_key, page_request
 from gridlink.resources.responses import send_answer, send_read
 from gridlink.schemas.base import NoBodyIn, load
-from gridlink.schemas.grids import GridIn, GridPatch
+from gridlink.schemas.grids import GridIn, GridList, GridOut, GridPatch
 from gridlink.services import Services
+
+_TAG = "grids"
+_BY_SLUG = {"slug": "$response.body#/slug"}
+_NOT_OWNER = {403: "The grid is not the caller's.", 404: "No such grid."}
 
 
 class Grids:
@@ -25,6 +30,16 @@ class Grids:
         self._services = services
         self._reader = reader
 
+    @documented(
+        Operation(
+            "listGrids",
+            "The caller's grids, in creation order.",
+            (Reply(200, "A page of grids.", GridList, headers=("X-Gridlink-Read-Source",)),),
+            tag=_TAG,
+            auth=Auth.REQUIRED,
+            paged=True,
+        )
+    )
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         principal = require_principal(req)
         page = page_request(req)
@@ -33,6 +48,38 @@ class Grids:
         )
         send_read(resp, body, source)
 
+    @documented(
+        Operation(
+            "createGrid",
+            "Create a grid.",
+            (
+                Reply(
+                    201,
+                    "The grid.",
+                    GridOut,
+                    headers=("Location", "Idempotent-Replayed"),
+                    links={
+                        "GetGrid": Link("getGrid", _BY_SLUG),
+                        "RenameGrid": Link("renameGrid", _BY_SLUG),
+                        "DeleteGrid": Link("deleteGrid", _BY_SLUG),
+                        "ListGridLinks": Link("listLinks", {"grid": "$response.body#/slug"}),
+                        "CreateLinkInGrid": Link(
+                            "createLink",
+                            request_body={
+                                "grid": "$response.body#/slug",
+                                "url": "https://example.com/",
+                            },
+                        ),
+                    },
+                ),
+            ),
+            tag=_TAG,
+            auth=Auth.REQUIRED,
+            body=GridIn,
+            creates=True,
+            errors={409: "The caller has as many grids as allowed (`limit_reached`)."},
+        )
+    )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         principal = require_principal(req)
         body = read_json_object(req)
@@ -45,10 +92,33 @@ class Grids:
         )
         send_answer(resp, answer)
 
+    @documented(
+        Operation(
+            "getGrid",
+            "One grid with its live links.",
+            (Reply(200, "The grid.", GridOut, headers=("X-Gridlink-Read-Source",)),),
+            tag=_TAG,
+            auth=Auth.OPTIONAL,
+            path={"slug": GRID_SLUG},
+            errors={404: "No such grid."},
+        )
+    )
     def on_get_item(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
         body, source = self._reader.read(req.context.principal, partial(read_grid, slug=slug))
         send_read(resp, body, source, "No such grid.")
 
+    @documented(
+        Operation(
+            "renameGrid",
+            "Change a grid's title.",
+            (Reply(200, "The grid.", GridOut),),
+            tag=_TAG,
+            auth=Auth.REQUIRED,
+            path={"slug": GRID_SLUG},
+            body=GridPatch,
+            errors=_NOT_OWNER,
+        )
+    )
     def on_patch_item(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
         principal = require_principal(req)
         fields = load(GridPatch(), read_json_object(req))
@@ -58,6 +128,17 @@ class Grids:
         )
         send_json(resp, body)
 
+    @documented(
+        Operation(
+            "deleteGrid",
+            "Delete a grid and its links (soft delete: gone from every read).",
+            (Reply(204, "Deleted."),),
+            tag=_TAG,
+            auth=Auth.REQUIRED,
+            path={"slug": GRID_SLUG},
+            errors=_NOT_OWNER,
+        )
+    )
     def on_delete_item(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
         principal = require_principal(req)
         # A DELETE takes no fields: one sent is refused like on every other endpoint.

@@ -8,6 +8,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from gridlink.http import App, send_object
+from gridlink.openapi import Operation, Reply, documented
+from gridlink.schemas.operations import HealthOut, ReadyOut
 from gridlink.services import Services
 
 
@@ -30,6 +32,15 @@ def check_redis(client: redis.Redis) -> str:
 
 
 class Health:
+    @documented(
+        Operation(
+            "getHealth",
+            "Liveness: answers while the process serves.",
+            (Reply(200, "Serving.", HealthOut),),
+            tag="operations",
+            uses_database=False,
+        )
+    )
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         send_object(resp, {"status": "ok"})
 
@@ -40,6 +51,19 @@ class Ready:
     def __init__(self, services: Services) -> None:
         self._services = services
 
+    @documented(
+        Operation(
+            "getReadiness",
+            "Readiness: whether reads can be served, and the state of each dependency.",
+            (
+                Reply(200, "Reads can be served (`degraded` if a dependency is down).", ReadyOut),
+                Reply(503, "No database answers: reads cannot be served.", ReadyOut),
+            ),
+            tag="operations",
+            # Its 503 is the readiness body above, not an error.
+            uses_database=False,
+        )
+    )
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         checks = {"primary": check_database(self._services.primary)}
         for number, engine in enumerate(self._services.replicas, start=1):

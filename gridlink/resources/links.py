@@ -11,14 +11,25 @@ from gridlink.commands.idempotency import run_creating_command
 from gridlink.commands.links import change_link, create_link, soft_delete_link
 from gridlink.commands.unit_of_work import run_command
 from gridlink.http import App, read_json_object, read_optional_json_object, send_json
+from gridlink.openapi import GRID_SLUG, LINK_SLUG, Auth, Link, Operation, Reply, documented
 from gridlink.queries.links import list_grid_links, list_user_links, read_link
 from gridlink.queries.reader import Reader
 from gridlink.resources.params import idempotency_key, page_request
 from gridlink.resources.responses import send_answer, send_read
 from gridlink.schemas.base import NoBodyIn, load
-from gridlink.schemas.links import LinkIn, LinkPatch
+from gridlink.schemas.links import LinkIn, LinkList, LinkOut, LinkPatch
 from gridlink.services import Services
 from gridlink.tokens import Principal
+
+_TAG = "links"
+_BY_SLUG = {"slug": "$response.body#/slug"}
+_NOT_OWNER = {403: "The link is not the caller's.", 404: "No such link."}
+_GRID_FILTER = {
+    "name": "grid",
+    "in": "query",
+    "description": "List this grid's links (for anyone); without it, the caller's links.",
+    "schema": GRID_SLUG[0],
+}
 
 
 class Links:
@@ -26,6 +37,18 @@ class Links:
         self._services = services
         self._reader = reader
 
+    @documented(
+        Operation(
+            "listLinks",
+            "A grid's links (public), or the caller's links across all grids.",
+            (Reply(200, "A page of links.", LinkList, headers=("X-Gridlink-Read-Source",)),),
+            tag=_TAG,
+            auth=Auth.OPTIONAL,
+            query=(_GRID_FILTER,),
+            paged=True,
+            errors={401: "No `grid` and no token.", 404: "No such grid."},
+        )
+    )
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """``?grid=<slug>``: that grid's links, for anyone; without it: the caller's links."""
         page = page_request(req)
@@ -40,6 +63,35 @@ class Links:
         body, source = self._reader.read(principal, query)
         send_read(resp, body, source)
 
+    @documented(
+        Operation(
+            "createLink",
+            "Add a link to one of the caller's grids.",
+            (
+                Reply(
+                    201,
+                    "The link.",
+                    LinkOut,
+                    headers=("Location", "Idempotent-Replayed"),
+                    links={
+                        "GetLink": Link("getLink", _BY_SLUG),
+                        "ChangeLink": Link("changeLink", _BY_SLUG),
+                        "DeleteLink": Link("deleteLink", _BY_SLUG),
+                        "GetLinkGrid": Link("getGrid", {"slug": "$response.body#/grid"}),
+                    },
+                ),
+            ),
+            tag=_TAG,
+            auth=Auth.REQUIRED,
+            body=LinkIn,
+            creates=True,
+            errors={
+                403: "The grid is not the caller's.",
+                404: "No such grid.",
+                409: "The grid holds as many links as allowed (`limit_reached`).",
+            },
+        )
+    )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         principal = require_principal(req)
         body = read_json_object(req)
@@ -52,10 +104,33 @@ class Links:
         )
         send_answer(resp, answer)
 
+    @documented(
+        Operation(
+            "getLink",
+            "One link.",
+            (Reply(200, "The link.", LinkOut, headers=("X-Gridlink-Read-Source",)),),
+            tag=_TAG,
+            auth=Auth.OPTIONAL,
+            path={"slug": LINK_SLUG},
+            errors={404: "No such link."},
+        )
+    )
     def on_get_item(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
         body, source = self._reader.read(req.context.principal, partial(read_link, slug=slug))
         send_read(resp, body, source, "No such link.")
 
+    @documented(
+        Operation(
+            "changeLink",
+            "Change any field of a link but its slug; `grid` moves it to another of the caller's.",
+            (Reply(200, "The link.", LinkOut),),
+            tag=_TAG,
+            auth=Auth.REQUIRED,
+            path={"slug": LINK_SLUG},
+            body=LinkPatch,
+            errors=_NOT_OWNER,
+        )
+    )
     def on_patch_item(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
         principal = require_principal(req)
         changes = load(LinkPatch(), read_json_object(req))
@@ -65,6 +140,17 @@ class Links:
         )
         send_json(resp, body)
 
+    @documented(
+        Operation(
+            "deleteLink",
+            "Delete a link (soft delete: gone from every read).",
+            (Reply(204, "Deleted."),),
+            tag=_TAG,
+            auth=Auth.REQUIRED,
+            path={"slug": LINK_SLUG},
+            errors=_NOT_OWNER,
+        )
+    )
     def on_delete_item(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
         principal = require_principal(req)
         # A DELETE takes no fields: one sent is refused like on every other endpoint.

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
 import re
 from importlib import resources as package_files
 from typing import Any
@@ -15,8 +13,13 @@ from gridlink.auth import require_admin
 from gridlink.http import App, send_object
 from gridlink.logs import utc_timestamp
 from gridlink.metrics import CONTENT_TYPE, current_snapshot, render
+from gridlink.openapi import Auth, Operation, Reply, documented
 from gridlink.queries.router import RouterSnapshot
+from gridlink.schemas.operations import ReplicasOut
+from gridlink.security import content_security_policy, inline_source
 from gridlink.services import Services
+
+_TAG = "operations"
 
 _INLINE = re.compile(rb"<(script|style)>(.*?)</\1>", re.DOTALL)
 
@@ -42,6 +45,14 @@ class Metrics:
     def __init__(self, services: Services) -> None:
         self._services = services
 
+    @documented(
+        Operation(
+            "getMetrics",
+            "Prometheus metrics: requests by route and status, cache, read sources, replica lag.",
+            (Reply(200, "The metrics, in Prometheus text format.", media_type=CONTENT_TYPE),),
+            tag=_TAG,
+        )
+    )
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = CONTENT_TYPE
         resp.data = render(self._services.metrics, self._services.router)
@@ -51,31 +62,28 @@ class AdminReplicas:
     def __init__(self, services: Services) -> None:
         self._router = services.router
 
+    @documented(
+        Operation(
+            "getReplicas",
+            "The replica router's view of the primary and each replica.",
+            (Reply(200, "The view.", ReplicasOut),),
+            tag=_TAG,
+            auth=Auth.ADMIN,
+        )
+    )
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         require_admin(req)
         send_object(resp, replicas_document(current_snapshot(self._router)))
         resp.cache_control = ["no-store"]
 
 
-def content_security_policy(page: bytes) -> str:
+def inline_policy(page: bytes) -> str:
     """Allow the page's own inline script and style (by hash) and nothing from elsewhere."""
     sources: dict[bytes, list[str]] = {b"script": [], b"style": []}
     for tag, body in _INLINE.findall(page):
-        digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
-        sources[tag].append(f"'sha256-{digest}'")
+        sources[tag].append(inline_source(body))
     script, style = (" ".join(sources[tag]) or "'none'" for tag in (b"script", b"style"))
-    return "; ".join(
-        [
-            "default-src 'self'",
-            f"script-src {script}",
-            f"style-src {style}",
-            "img-src 'self' data:",
-            "connect-src 'self'",
-            "base-uri 'none'",
-            "form-action 'none'",
-            "frame-ancestors 'none'",
-        ]
-    )
+    return content_security_policy(script_src=script, style_src=style)
 
 
 class AdminPage:
@@ -83,14 +91,27 @@ class AdminPage:
 
     def __init__(self) -> None:
         self._page = package_files.files("gridlink").joinpath("static/admin.html").read_bytes()
-        self._policy = content_security_policy(self._page)
+        self._policy = inline_policy(self._page)
 
+    @documented(
+        Operation(
+            "getAdminPage",
+            "The replica dashboard for admins: lag per replica and the read-source split.",
+            (
+                Reply(
+                    200,
+                    "The page (it logs in and polls this API itself).",
+                    media_type=falcon.MEDIA_HTML,
+                ),
+            ),
+            tag=_TAG,
+            uses_database=False,
+        )
+    )
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = falcon.MEDIA_HTML
         resp.data = self._page
         resp.set_header("Content-Security-Policy", self._policy)
-        resp.set_header("X-Content-Type-Options", "nosniff")
-        resp.set_header("Referrer-Policy", "no-referrer")
 
 
 def add_routes(app: App, services: Services) -> None:

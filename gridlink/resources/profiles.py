@@ -5,9 +5,11 @@ from __future__ import annotations
 import falcon
 
 from gridlink.http import App
+from gridlink.openapi import USERNAME, Auth, Operation, Reply, documented
 from gridlink.queries.profiles import Profiles
 from gridlink.queries.reader import Reader
 from gridlink.resources.responses import READ_SOURCE_HEADER, send_read
+from gridlink.schemas.profiles import ProfileOut
 from gridlink.services import Services
 
 
@@ -20,6 +22,21 @@ class Profile:
     def __init__(self, profiles: Profiles) -> None:
         self._profiles = profiles
 
+    @documented(
+        Operation(
+            "getProfile",
+            "A user's public profile: every live grid with its live links.",
+            (
+                Reply(200, "The profile.", ProfileOut, headers=("ETag", "X-Gridlink-Read-Source")),
+                Reply(304, "If-None-Match names the current ETag.", headers=("ETag",)),
+            ),
+            tag="profiles",
+            auth=Auth.OPTIONAL,
+            path={"username": USERNAME},
+            conditional=True,
+            errors={404: "No such user."},
+        )
+    )
     def on_get(self, req: falcon.Request, resp: falcon.Response, username: str) -> None:
         stored, source = self._profiles.find(username, req.context.principal)
         if stored is not None:

@@ -2,18 +2,17 @@
 
 The ``...In`` schemas load a request body (through ``gridlink.schemas.base``:
 unknown fields refused, errors in API.md's shape); ``MeOut`` dumps the Me
-object.
+object and, with ``SignedInOut``, documents it.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import Schema, fields, validate
 
-from gridlink.schemas.base import InputSchema, text_field
-from gridlink.slugs import USERNAME_PATTERN
+from gridlink.schemas.base import InputSchema, Timestamp, text_field, username_out
+from gridlink.slugs import USERNAME_JSON_PATTERN, USERNAME_PATTERN
 
 
 def _new_password() -> fields.String:
@@ -30,6 +29,7 @@ class SignupIn(InputSchema):
         validate=validate.Regexp(
             USERNAME_PATTERN, error="Use 3 to 30 letters (A-Z, a-z), digits or underscores."
         ),
+        metadata={"pattern": USERNAME_JSON_PATTERN},
     )
     email = _email(required=True)
     password = _new_password()
@@ -66,18 +66,18 @@ class AccountDeleteIn(InputSchema):
     password = fields.String(required=True)
 
 
-class Timestamp(fields.Field[datetime]):
-    """An RFC 3339 UTC time with microseconds and ``Z``, as API.md writes every time."""
-
-    def _serialize(self, value: datetime | None, attr: str | None, obj: Any, **kwargs: Any) -> Any:
-        if value is None:
-            return None
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 class MeOut(Schema):
-    username = fields.String()
-    email = fields.String()
-    display_name = fields.String()
-    is_admin = fields.Boolean()
-    created_on = Timestamp()
+    """The Me object of API.md, only ever shown to its owner."""
+
+    username = username_out()
+    email = fields.String(required=True)
+    display_name = text_field(64, required=True)
+    is_admin = fields.Boolean(required=True)
+    created_on = Timestamp(required=True)
+
+
+class SignedInOut(Schema):
+    """What sign-up and login answer: the account and a new token."""
+
+    user = fields.Nested(MeOut, required=True)
+    token = fields.String(required=True)

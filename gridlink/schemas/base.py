@@ -1,13 +1,16 @@
-"""What every input schema shares: unknown fields refused, errors in API.md's shape."""
+"""What the schemas share: unknown input fields refused, errors in API.md's shape,
+and the output fields (times, slugs, usernames) the OpenAPI document describes."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate
 
 from gridlink.errors import InvalidRequest
+from gridlink.slugs import USERNAME_JSON_PATTERN, slug_json_pattern
 
 
 def text_field(
@@ -61,3 +64,20 @@ def _flatten(messages: dict[str, Any] | list[Any]) -> dict[str, list[str]]:
         else:
             flat[field] = [str(p) for p in problems]
     return flat
+
+
+class Timestamp(fields.Field[datetime]):
+    """An RFC 3339 UTC time with microseconds and ``Z``, as API.md writes every time."""
+
+    def _serialize(self, value: datetime | None, attr: str | None, obj: Any, **kwargs: Any) -> Any:
+        if value is None:
+            return None
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def slug_out(prefix: str) -> fields.String:
+    return fields.String(required=True, metadata={"pattern": slug_json_pattern(prefix)})
+
+
+def username_out() -> fields.String:
+    return fields.String(required=True, metadata={"pattern": USERNAME_JSON_PATTERN})

@@ -1,14 +1,23 @@
-"""Link input schemas (output is rendered by PostgreSQL, see gridlink.documents)."""
+"""Link schemas: input (load) and output (documentation only).
+
+Answers are rendered by PostgreSQL (gridlink.documents) and sent as stored
+bytes; ``LinkOut`` and ``LinkList`` describe them in the OpenAPI document.
+"""
 
 from __future__ import annotations
 
 import re
 
-from marshmallow import ValidationError, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 
-from gridlink.schemas.base import InputSchema, text_field
+from gridlink.schemas.base import InputSchema, Timestamp, slug_out, text_field
+from gridlink.slugs import GRID_PREFIX, LINK_PREFIX
 
 _HTTP_URL = fields.Url(schemes={"http", "https"}, require_tld=False)
+# For the OpenAPI document: URLs the validator surely accepts (host labels, port, path).
+HTTP_URL_JSON_PATTERN = (
+    r"^https?://(?:[a-z0-9]{1,63}\.)*[a-z0-9]{2,63}(?::[0-9]{1,5})?(?:/[!-~]*)?$"
+)
 
 
 def background(value: str) -> None:
@@ -26,16 +35,35 @@ def url_field(**options: object) -> fields.Url:
         schemes={"http", "https"},
         require_tld=False,
         validate=validate.Length(max=2048),
+        metadata={"format": "uri", "pattern": HTTP_URL_JSON_PATTERN},
         **options,  # type: ignore[arg-type]
     )
 
 
+def background_field(**options: object) -> fields.String:
+    return text_field(
+        512,
+        background,
+        metadata={"pattern": f"^(?:/[!-~]*|{HTTP_URL_JSON_PATTERN[1:-1]})?$"},
+        **options,
+    )
+
+
+class WholeNumber(fields.Integer):
+    """A JSON integer: ``2`` or ``2.0`` (one number in JSON), never ``"2"``, ``true`` or ``2.5``."""
+
+    def _validated(self, value: object) -> int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        return super()._validated(value)
+
+
 def size_field() -> fields.Integer:
-    return fields.Integer(strict=True, validate=validate.Range(1, 4))
+    return WholeNumber(strict=True, validate=validate.Range(1, 4))
 
 
 def position_field() -> fields.Integer:
-    return fields.Integer(strict=True, validate=validate.Range(0, 10000))
+    return WholeNumber(strict=True, validate=validate.Range(0, 10000))
 
 
 def slug_field(**options: object) -> fields.String:
@@ -49,7 +77,7 @@ class LinkIn(InputSchema):
     grid = slug_field(required=True)
     url = url_field(required=True)
     title = text_field(128, load_default="")
-    background = text_field(512, background, load_default="")
+    background = background_field(load_default="")
     width = size_field()
     height = size_field()
     position = position_field()
@@ -61,7 +89,29 @@ class LinkPatch(InputSchema):
     grid = slug_field()
     url = url_field()
     title = text_field(128)
-    background = text_field(512, background)
+    background = background_field()
     width = size_field()
     height = size_field()
     position = position_field()
+
+
+class LinkOut(Schema):
+    """The Link object of API.md."""
+
+    slug = slug_out(LINK_PREFIX)
+    grid = slug_out(GRID_PREFIX)
+    title = text_field(128, required=True)
+    url = fields.String(required=True, validate=validate.Length(max=2048))
+    background = text_field(512, required=True)
+    width = fields.Integer(required=True, validate=validate.Range(1, 4))
+    height = fields.Integer(required=True, validate=validate.Range(1, 4))
+    position = fields.Integer(required=True, validate=validate.Range(0, 10000))
+    created_on = Timestamp(required=True)
+    modified_on = Timestamp(required=True, allow_none=True)
+
+
+class LinkList(Schema):
+    """A page of links."""
+
+    data = fields.List(fields.Nested(LinkOut), required=True)
+    has_more = fields.Boolean(required=True)

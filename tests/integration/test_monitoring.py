@@ -26,7 +26,7 @@ from gridlink.app import create_app
 from gridlink.cli import main
 from gridlink.commands.accounts import set_admin
 from gridlink.logs import JsonFormatter
-from gridlink.resources.monitoring import content_security_policy
+from gridlink.resources.monitoring import inline_policy
 from gridlink.services import Services
 from gridlink.settings import Settings
 from tests.conftest import ApiUser, random_username, sign_up
@@ -333,7 +333,7 @@ def test_admin_page_is_self_contained_and_allows_only_its_own_inline_code(client
     assert page.status_code == 200
     assert page.headers["Content-Type"].startswith("text/html")
     policy = page.headers["Content-Security-Policy"]
-    assert policy == content_security_policy(page.content)
+    assert policy == inline_policy(page.content)
     assert policy.startswith("default-src 'self'; script-src 'sha256-")
     assert "unsafe-inline" not in policy
     assert not re.search(r"(src|href)=\"(https?:)?//", page.text)
