@@ -117,14 +117,17 @@ def test_every_line_the_server_logs_is_json_and_requests_carry_their_id(server, 
     assert any(line["logger"] == "gunicorn.error" for line in lines)  # gunicorn's own, as JSON
 
 
-def metrics_dirs() -> set[Path]:
-    return set(Path(tempfile.gettempdir()).glob("gridlink-metrics-*"))
+def metrics_dir_of(pid: int) -> Path:
+    """Find the metrics directory a worker writes to: its files carry its pid."""
+    (directory,) = {
+        path.parent for path in Path(tempfile.gettempdir()).glob(f"gridlink-metrics-*/*_{pid}.db")
+    }
+    return directory
 
 
 def test_the_metrics_directory_is_made_for_the_server_and_removed_with_it(settings, tmp_path):
-    before = metrics_dirs()
     with serving(settings, workers=1, log=tmp_path / "log") as (started,):
-        (directory,) = metrics_dirs() - before
         call(started.address, "GET", "/healthz")
-        assert list(directory.glob("*.db")), "the worker writes its values there"
+        (worker,) = started.worker_pids()
+        directory = metrics_dir_of(worker)  # one directory, with the worker's values in it
     assert not directory.exists()
