@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 BIND ?= 127.0.0.1:8000
 
-.PHONY: install run test lint format clean
+.PHONY: install run test lint format clean bench
 
 $(INSTALLED): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: on Debian/Ubuntu run 'apt-get install python3-venv'"; exit 1; }
@@ -28,6 +28,10 @@ run: install
 ## Lint, type-check and run the whole suite against a cluster the run starts and stops.
 test: lint
 	$(BIN)/pytest
+
+## Seed a bench cluster of its own (1,000,000 links) and measure; writes bench/results.md.
+bench: install
+	$(BIN)/python -m bench.bench
 
 lint: install
 	$(BIN)/ruff check .

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,13 +127,22 @@ def _is_alive(pid: int) -> bool:
 
 
 def start_server(
-    settings: Settings, workers: int = 1, environment: Mapping[str, str] | None = None
+    settings: Settings,
+    workers: int = 1,
+    environment: Mapping[str, str] | None = None,
+    *,
+    app: str | None = None,
+    options: Sequence[str] = (),
 ) -> Server:
-    """Start gunicorn on a free port (not yet answering: see ``Server.wait_until_serving``)."""
+    """Start gunicorn on a free port (not yet answering: see ``Server.wait_until_serving``).
+
+    ``app`` serves another WSGI app (``module:callable()``) under the same
+    configuration; ``options`` are more gunicorn options (the benchmark tunes with them).
+    """
     port = free_port()
     command = [str(GUNICORN), "-c", str(GUNICORN_CONF), "--bind", f"127.0.0.1:{port}"]
     process = subprocess.Popen(
-        [*command, "--workers", str(workers)],
+        [*command, "--workers", str(workers), *options, *([app] if app else [])],
         cwd=PROJECT_ROOT,
         env=dict(environment) if environment is not None else server_environment(settings),
         stdout=subprocess.DEVNULL,
