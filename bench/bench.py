@@ -67,9 +67,9 @@ WRK_ROUNDS = 2
 # gunicorn option sets that --tune compares (infra/gunicorn.conf.py is the baseline).
 TUNINGS: dict[str, tuple[str, ...]] = {
     "gthread, 4 workers x 4 threads (default)": (),
-    "gthread, 2 workers x 4 threads": ("--workers", "2"),
-    "gthread, 4 workers x 1 thread": ("--threads", "1"),
+    "gthread, 2 workers x 8 threads": ("--workers", "2", "--threads", "8"),
     "gthread, 8 workers x 2 threads": ("--workers", "8", "--threads", "2"),
+    "gthread, 4 workers x 8 threads": ("--threads", "8"),
     "gthread, 4 x 4, keep-alive 75 s": ("--keep-alive", "75"),
 }
 
@@ -321,30 +321,29 @@ def wrk_script(seeded: SeedResult) -> Path:
     return script
 
 
-def throughput(dataset: Dataset, options: Sequence[str]) -> tuple[float, float]:
-    """Return (Gridlink, constant app) requests per second, medians of interleaved rounds."""
+# The apps ``throughput`` compares: (label, WSGI app for gunicorn or None for Gridlink).
+APPS = (
+    ("Gridlink `GET /api/users/<name>/`", None),
+    ("Falcon app doing one Redis `HMGET` of the same entry", "bench.constant_app:get_redis_app()"),
+    ("Falcon app answering a constant body of the same size", "bench.constant_app:get_app()"),
+)
+
+
+def throughput(dataset: Dataset, options: Sequence[str]) -> list[float]:
+    """Return each of ``APPS``' requests per second: medians of interleaved rounds."""
     wrk = ensure_wrk()
     script = wrk_script(dataset.seeded)
     warm_profiles(dataset.services, dataset.user_ids)
     body = BENCH_ROOT / "constant-body.json"
-    sample = dataset.client.simulate_get(
-        f"/api/users/{dataset.seeded.username(dataset.seeded.first)}/"
-    )
-    body.write_bytes(sample.content)
-    ours: list[float] = []
-    constant: list[float] = []
+    first = dataset.seeded.username(dataset.seeded.first)
+    body.write_bytes(dataset.client.simulate_get(f"/api/users/{first}/").content)
+    rates: list[list[float]] = [[] for _ in APPS]
     for round_ in range(WRK_ROUNDS):
         log(f"wrk round {round_ + 1}/{WRK_ROUNDS} ({' '.join(options) or 'default options'})")
-        with gunicorn(dataset.settings, options) as server:
-            ours.append(run_wrk(wrk, server, script))
-        with gunicorn(
-            dataset.settings,
-            options,
-            app="bench.constant_app:get_app()",
-            BENCH_CONSTANT_BODY=str(body),
-        ) as server:
-            constant.append(run_wrk(wrk, server, script))
-    return statistics.median(ours), statistics.median(constant)
+        for (_label, app), measured in zip(APPS, rates, strict=True):
+            with gunicorn(dataset.settings, options, app, BENCH_CONSTANT_BODY=str(body)) as server:
+                measured.append(run_wrk(wrk, server, script))
+    return [statistics.median(measured) for measured in rates]
 
 
 # --- the report ---------------------------------------------------------------------------
@@ -363,7 +362,7 @@ def report(
     large: Dataset,
     small: Dataset,
     reads: dict[str, tuple[Latency, Latency]],
-    rates: tuple[float, float],
+    rates: list[float],
     writes: tuple[Latency, Latency],
 ) -> str:
     seed_phases = ", ".join(f"{n} {s:.1f} s" for n, s in large.seeded.phase_seconds.items())
@@ -389,7 +388,7 @@ def report(
         cached, replica = reads[dataset.name]
         lines.append(cached.row(f"{dataset.name}, cache"))
         lines.append(replica.row(f"{dataset.name}, replica (cache miss)"))
-    ours, constant = rates
+    ours, constant = rates[0], rates[-1]
     lines += [
         "",
         "## Cached profile reads through gunicorn (`wrk`)",
@@ -401,11 +400,14 @@ def report(
         f"({len(BENCH_ROOT.joinpath('constant-body.json').read_bytes()):,}-byte body); "
         f"median of {WRK_ROUNDS} interleaved rounds.",
         "",
-        "| app | requests/s |",
-        "| --- | ---: |",
-        f"| Gridlink `GET /api/users/<name>/` | {ours:,.0f} |",
-        f"| constant-body Falcon app, same body size | {constant:,.0f} |",
-        f"| **ratio** | **{ours / constant:.2f}** |",
+        "| app | requests/s | Gridlink's share |",
+        "| --- | ---: | ---: |",
+        *(
+            f"| {label} | {rate:,.0f} | {ours / rate:.2f} |"
+            for (label, _app), rate in zip(APPS, rates, strict=True)
+        ),
+        "",
+        f"**Gridlink / constant-body app: {ours / constant:.2f}.**",
         "",
         "## Writes in process (each rebuilds the profile and writes it through to the cache)",
         "",
@@ -425,12 +427,13 @@ def tune(large: Dataset) -> str:
         f"Measured {machine()}. Cached profile reads, `wrk -t2 -c{WRK_CONNECTIONS} "
         f"-d{WRK_SECONDS}s`, median of {WRK_ROUNDS} rounds per app.",
         "",
-        "| gunicorn | Gridlink requests/s | constant app requests/s | ratio |",
-        "| --- | ---: | ---: | ---: |",
+        "| gunicorn | " + " | ".join(label for label, _app in APPS) + " | ratio |",
+        "| --- | " + "---: | " * len(APPS) + "---: |",
     ]
     for label, options in TUNINGS.items():
-        ours, constant = throughput(large, options)
-        lines.append(f"| {label} | {ours:,.0f} | {constant:,.0f} | {ours / constant:.2f} |")
+        rates = throughput(large, options)
+        cells = " | ".join(f"{rate:,.0f}" for rate in rates)
+        lines.append(f"| {label} | {cells} | {rates[0] / rates[-1]:.2f} |")
     return "\n".join([*lines, ""])
 
 

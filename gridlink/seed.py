@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
+import psycopg2.errors
 from psycopg2 import sql
 from sqlalchemy import bindparam, text
 from tqdm import tqdm
@@ -48,7 +49,8 @@ _PROFILE_BATCH = 500
 _COPY_BATCH = 200
 _WARM_BATCH = 500
 
-_HIGHEST_NUMBER = """
+# The highest n of a test_user_<n> username or email (-1 if there is none).
+HIGHEST_TEST_USER_NUMBER = """
     SELECT coalesce(max(n), -1) FROM (
         SELECT substring(lower(username) FROM '^test_user_([0-9]+)$')::numeric AS n FROM users
         UNION ALL
@@ -209,7 +211,9 @@ def seed(
     plan.check(services.settings)
     password = password or secrets.token_urlsafe(12)
     password_hash = hash_password(password)  # once: about 0.1 s and 64 MiB each
-    rows = plan.users + plan.total_grids + plan.total_links + plan.users
+    # The bar counts rows written, and each profile as the links it renders:
+    # that is where the time goes, so the bar moves at an even pace.
+    rows = plan.users + plan.total_grids + plan.total_links + plan.total_links
     phases = _Phases(rows + (plan.users if warm else 0), progress)
     try:
         first, user_ids = _load(
@@ -254,7 +258,7 @@ def _load(
         # reads back faster. Other values and later writes keep the default.
         cursor.execute(_PREFER_LZ4)
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_SEED_LOCK_KEY,))
-        cursor.execute(_HIGHEST_NUMBER)
+        cursor.execute(HIGHEST_TEST_USER_NUMBER)
         first = int(cursor.fetchone()[0]) + 1
         last_username = f"{USERNAME_PREFIX}{first + plan.users - 1}"
         if not is_username(last_username):
@@ -296,9 +300,14 @@ def _load(
         phases.start("profiles")
         for batch in _batches(user_ids, _PROFILE_BATCH):
             cursor.execute(f"{CREATE_PROFILES} WHERE u.id = ANY(%s)", (batch,))
-            phases.advance(len(batch))
+            phases.advance(len(batch) * plan.grids * plan.links)
         phases.start("commit")
         connection.commit()
+    except psycopg2.errors.UniqueViolation:
+        # Only a sign-up racing the seed for one of its names gets here.
+        raise SeedError(
+            "a user signed up as one of the seeded names meanwhile: seed again"
+        ) from None
     finally:
         connection.close()  # back to the pool; an uncommitted transaction is rolled back
     return first, user_ids

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 from typing import Any
 
 import falcon.testing
@@ -18,6 +20,7 @@ from sqlalchemy import text
 from gridlink.commands.profiles import refresh_profile
 from gridlink.commands.unit_of_work import UnitOfWork
 from gridlink.seed import (
+    HIGHEST_TEST_USER_NUMBER,
     SeedError,
     SeedPlan,
     SeedResult,
@@ -266,3 +269,38 @@ def test_bad_counts_are_refused_with_one_line_and_status_2(
     assert refused.stderr.startswith(f"gridlink: {message}")
     assert refused.stdout == ""
     assert scalar(services, "SELECT count(*) FROM users") == users_before
+
+
+def test_a_sign_up_racing_the_seed_for_a_name_fails_the_seed_cleanly(services: Services):
+    users_before = scalar(services, "SELECT count(*) FROM users")
+    # The seed cannot see this uncommitted sign-up when it numbers its users,
+    # so it picks the same name and waits on the unique index for the outcome.
+    racer = services.primary.connect()
+    racer.begin()
+    next_number = scalar(services, HIGHEST_TEST_USER_NUMBER) + 1
+    racer.execute(
+        text("INSERT INTO users (username, email, password_hash) VALUES (:name, :email, 'x')"),
+        {"name": f"test_user_{next_number}", "email": "racer@example.com"},
+    )
+    outcome: list[BaseException | SeedResult] = []
+
+    def run_seed() -> None:
+        try:
+            outcome.append(seed_small(services, rebuild_indexes=False))
+        except BaseException as problem:  # handed to the test thread
+            outcome.append(problem)
+
+    seeding = threading.Thread(target=run_seed)
+    seeding.start()
+    try:
+        deadline = time.monotonic() + 60
+        while scalar(services, "SELECT count(*) FROM pg_locks WHERE NOT granted") == 0:
+            assert time.monotonic() < deadline, "the seed never waited for the sign-up"
+            time.sleep(0.05)
+        racer.commit()
+    finally:
+        racer.close()
+        seeding.join()
+    assert isinstance(outcome[0], SeedError)
+    assert "signed up as one of the seeded names" in str(outcome[0])
+    assert scalar(services, "SELECT count(*) FROM users") == users_before + 1
