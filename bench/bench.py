@@ -52,6 +52,8 @@ from tests.conftest import count_queries
 from tests.servers import Server, server_environment, start_server
 
 BENCH_ROOT = PROJECT_ROOT / "var" / "bench"
+# The wrk script and the constant body: beside the cluster, which owns its directory.
+WORK_DIR = PROJECT_ROOT / "var" / "bench-work"
 RESULTS = Path(__file__).with_name("results.md")
 TUNING = Path(__file__).with_name("tuning.md")
 PG_PORT, REDIS_PORT = 25432, 26379
@@ -88,6 +90,8 @@ class Dataset:
     client: falcon.testing.TestClient
     seeded: SeedResult
     user_ids: list[int]
+    # CPU seconds the seed took: this process (making the rows), the primary's processes.
+    seed_cpu: tuple[float, float]
 
     def usernames(self, count: int, rng: random.Random) -> list[str]:
         numbers = range(self.seeded.first, self.seeded.last + 1)
@@ -107,14 +111,16 @@ class Latency:
         return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
     def row(self, label: str) -> str:
-        per_request = self.queries / len(self.times)
-        sources = ", ".join(
-            f"{name} {count}" for name, count in sorted(self.sources.items()) if name != "none"
-        )
+        """One table row: label, requests, p50, p99, SQL statements per request."""
         return (
             f"| {label} | {len(self.times)} | {self.percentile(0.5) * 1000:.2f} ms "
-            f"| {self.percentile(0.99) * 1000:.2f} ms | {per_request:g} | {sources} |"
+            f"| {self.percentile(0.99) * 1000:.2f} ms | {self.queries / len(self.times):g} |"
         )
+
+    def row_with_sources(self, label: str) -> str:
+        """The row and a last cell saying where the answers came from."""
+        sources = ", ".join(f"{name} {count}" for name, count in sorted(self.sources.items()))
+        return f"{self.row(label)} {sources} |"
 
 
 def layout(database: str) -> cluster.ClusterLayout:
@@ -141,7 +147,9 @@ def prepare(name: str, database: str, redis_db: int, plan: SeedPlan) -> Dataset:
         connection.execute(text("TRUNCATE users CASCADE"))
     services.redis.flushdb()
     log(f"{name}: seeding {plan.total_links:,} links")
+    server_cpu, client_cpu = primary_cpu_seconds(built), time.process_time()
     seeded = seed(services, plan, password=PASSWORD)
+    seed_cpu = (time.process_time() - client_cpu, primary_cpu_seconds(built) - server_cpu)
     with services.primary.connect() as connection:
         user_ids: list[int] = list(
             connection.execute(
@@ -150,7 +158,27 @@ def prepare(name: str, database: str, redis_db: int, plan: SeedPlan) -> Dataset:
         )
     wait_for_replica(services)
     client = falcon.testing.TestClient(create_app(settings, services))
-    return Dataset(name, settings, services, client, seeded, user_ids)
+    return Dataset(name, settings, services, client, seeded, user_ids, seed_cpu)
+
+
+def primary_cpu_seconds(built: cluster.ClusterLayout) -> float:
+    """Sum the CPU time of the primary's postmaster, its live children and those it reaped.
+
+    Wall time on a shared machine says more about the neighbours than about
+    the seed; CPU time says what the seed itself cost.
+    """
+    root = cluster.reachable_root(BENCH_ROOT)
+    postmaster = int((root / "primary" / "postmaster.pid").read_text().split()[0])
+    children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+    ticks = 0
+    for pid, with_reaped in [(postmaster, True), *((int(child), False) for child in children)]:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue  # exited meanwhile: the postmaster's reaped time has it
+        # utime, stime, then cutime, cstime (fields 14-17 of proc(5)).
+        ticks += sum(int(value) for value in fields[11 : 15 if with_reaped else 13])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def wait_for_replica(services: Services, timeout: float = 120) -> None:
@@ -310,7 +338,7 @@ def run_wrk(wrk: str, server: Server, script: Path) -> float:
 
 def wrk_script(seeded: SeedResult) -> Path:
     """A wrk script that asks for a random seeded user's profile on every request."""
-    script = BENCH_ROOT / "profiles.lua"
+    script = WORK_DIR / "profiles.lua"
     script.write_text(
         "math.randomseed(os.time())\n"
         "request = function()\n"
@@ -334,7 +362,7 @@ def throughput(dataset: Dataset, options: Sequence[str]) -> list[float]:
     wrk = ensure_wrk()
     script = wrk_script(dataset.seeded)
     warm_profiles(dataset.services, dataset.user_ids)
-    body = BENCH_ROOT / "constant-body.json"
+    body = WORK_DIR / "constant-body.json"
     first = dataset.seeded.username(dataset.seeded.first)
     body.write_bytes(dataset.client.simulate_get(f"/api/users/{first}/").content)
     rates: list[list[float]] = [[] for _ in APPS]
@@ -375,7 +403,8 @@ def report(
         "",
         f"`gridlink seed` of {large.seeded.users:,} users x {LARGE.grids} grids x "
         f"{LARGE.links} links ({large.seeded.links:,} links): **{large.seeded.seconds:.1f} s** "
-        f"({seed_phases}).",
+        f"({seed_phases}); CPU: {large.seed_cpu[0]:.1f} s in Python (rows, the password hash), "
+        f"{large.seed_cpu[1]:.1f} s in the primary's processes.",
         "",
         "## Profile reads in process (`falcon.testing.TestClient`)",
         "",
@@ -386,8 +415,8 @@ def report(
     ]
     for dataset in (large, small):
         cached, replica = reads[dataset.name]
-        lines.append(cached.row(f"{dataset.name}, cache"))
-        lines.append(replica.row(f"{dataset.name}, replica (cache miss)"))
+        lines.append(cached.row_with_sources(f"{dataset.name}, cache"))
+        lines.append(replica.row_with_sources(f"{dataset.name}, replica (cache miss)"))
     ours, constant = rates[0], rates[-1]
     lines += [
         "",
@@ -397,7 +426,7 @@ def report(
         f"{(os.cpu_count() or 2) * 2} gthread workers x 4 threads), `wrk -t2 "
         f"-c{WRK_CONNECTIONS} -d{WRK_SECONDS}s`, a random one of "
         f"{large.seeded.users:,} cached profiles per request "
-        f"({len(BENCH_ROOT.joinpath('constant-body.json').read_bytes()):,}-byte body); "
+        f"({len(WORK_DIR.joinpath('constant-body.json').read_bytes()):,}-byte body); "
         f"median of {WRK_ROUNDS} interleaved rounds.",
         "",
         "| app | requests/s | Gridlink's share |",
@@ -411,8 +440,8 @@ def report(
         "",
         "## Writes in process (each rebuilds the profile and writes it through to the cache)",
         "",
-        "| write | requests | p50 | p99 | SQL statements per write | read source |",
-        "| --- | ---: | ---: | ---: | ---: | --- |",
+        "| write | requests | p50 | p99 | SQL statements per write |",
+        "| --- | ---: | ---: | ---: | ---: |",
         writes[0].row(f"{large.name}, create link"),
         writes[1].row(f"{large.name}, rename grid"),
         "",
@@ -443,6 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="leave the bench cluster running")
     args = parser.parse_args(argv)
     rng = random.Random(6)
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
     datasets: list[Dataset] = []
     try:
         large = prepare("1,000,000 links", "gridlink", 0, LARGE)
