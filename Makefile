@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 BIND ?= 127.0.0.1:8000
 
-.PHONY: install run test lint format clean bench
+.PHONY: install run test soak lint format clean loadtest bench
 
 $(INSTALLED): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: on Debian/Ubuntu run 'apt-get install python3-venv'"; exit 1; }
@@ -29,6 +29,16 @@ run: install
 test: lint
 	$(BIN)/pytest
 
+## Inject random faults under client traffic for SOAK_SECONDS (default 120); not in `make test`.
+SOAK_SECONDS ?= 120
+soak: install
+	SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/pytest -m soak -s tests/e2e/test_soak.py
+
+## Load-test a seeded cluster of its own with locust (LOADTEST_USERS, LOADTEST_RUN_TIME);
+## reports in var/loadtest/reports/, exit status non-zero on failures or a slow p95.
+loadtest: install
+	$(BIN)/python -m loadtest.run
+
 ## Seed a bench cluster of its own (1,000,000 links) and measure; writes bench/results.md.
 bench: install
 	$(BIN)/python -m bench.bench
@@ -44,4 +54,5 @@ format: install
 
 clean:
 	-$(BIN)/gridlink cluster down --purge
+	-$(BIN)/python -m loadtest.run --down --purge
 	rm -rf $(VENV) var

@@ -43,7 +43,7 @@ import falcon.testing
 from sqlalchemy import text
 
 from gridlink.app import create_app
-from gridlink.cli import PROJECT_ROOT, migrate
+from gridlink.cli import GUNICORN_CONF, PROJECT_ROOT, migrate
 from gridlink.seed import SeedPlan, SeedResult, seed, warm_profiles
 from gridlink.services import Services
 from gridlink.settings import Settings
@@ -68,11 +68,11 @@ WRK_CONNECTIONS = 32
 WRK_ROUNDS = 2
 # gunicorn option sets that --tune compares (infra/gunicorn.conf.py is the baseline).
 TUNINGS: dict[str, tuple[str, ...]] = {
-    "gthread, 4 workers x 4 threads (default)": (),
-    "gthread, 2 workers x 8 threads": ("--workers", "2", "--threads", "8"),
-    "gthread, 8 workers x 2 threads": ("--workers", "8", "--threads", "2"),
-    "gthread, 4 workers x 8 threads": ("--threads", "8"),
-    "gthread, 4 x 4, keep-alive 75 s": ("--keep-alive", "75"),
+    "infra/gunicorn.conf.py as it is": (),
+    "half the workers": ("--workers", str(os.cpu_count() or 2)),
+    "twice the workers": ("--workers", str((os.cpu_count() or 2) * 4)),
+    "4 threads per worker": ("--threads", "4"),
+    "keep-alive 75 s": ("--keep-alive", "75"),
 }
 
 
@@ -377,6 +377,14 @@ def throughput(dataset: Dataset, options: Sequence[str]) -> list[float]:
 # --- the report ---------------------------------------------------------------------------
 
 
+def gunicorn_summary() -> str:
+    """Say which worker class, how many workers and threads the configuration sets."""
+    config: dict[str, Any] = {}
+    exec(GUNICORN_CONF.read_text(), config)  # noqa: S102 - the project's own configuration
+    worker = str(config["worker_class"]).rpartition(".")[2]
+    return f"{config['workers']} {worker} workers x {config['threads']} threads"
+
+
 def machine() -> str:
     load = os.getloadavg()
     return (
@@ -422,8 +430,7 @@ def report(
         "",
         "## Cached profile reads through gunicorn (`wrk`)",
         "",
-        f"gunicorn with `infra/gunicorn.conf.py` ({os.cpu_count() or 2} cores: "
-        f"{(os.cpu_count() or 2) * 2} gthread workers x 4 threads), `wrk -t2 "
+        f"gunicorn with `infra/gunicorn.conf.py` ({gunicorn_summary()}), `wrk -t2 "
         f"-c{WRK_CONNECTIONS} -d{WRK_SECONDS}s`, a random one of "
         f"{large.seeded.users:,} cached profiles per request "
         f"({len(WORK_DIR.joinpath('constant-body.json').read_bytes()):,}-byte body); "

@@ -12,6 +12,8 @@ from gridlink import resources
 from gridlink.auth import TokenAuthMiddleware
 from gridlink.errors import add_error_handlers
 from gridlink.http import App, BodySizeMiddleware, RequestIdMiddleware, json_handlers
+from gridlink.observability import RequestObserver
+from gridlink.security import BrowserHeadersMiddleware
 from gridlink.services import Services
 from gridlink.settings import Settings
 
@@ -19,12 +21,15 @@ from gridlink.settings import Settings
 def create_app(settings: Settings, services: Services | None = None) -> App:
     """Build the app around ``services`` (connected from ``settings`` when not given)."""
     services = services or Services.connect(settings)
+    router = falcon.routing.CompiledRouter()
     middleware: list[Any] = [
+        RequestObserver(services.metrics, router),  # first: it times and logs every request
+        BrowserHeadersMiddleware(settings),
         RequestIdMiddleware(),
         BodySizeMiddleware(),
         TokenAuthMiddleware(services),
     ]
-    app = falcon.App(middleware=middleware, cors_enable=False)
+    app = falcon.App(middleware=middleware, router=router, cors_enable=False)
     # API.md writes every path with a trailing slash and serves it without one too.
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.media_handlers.update(json_handlers())

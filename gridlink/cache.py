@@ -21,6 +21,15 @@ Correctness rests on five rules:
   as a new lifetime, a missing read-your-writes mark may be one it lost: for
   as long as a mark would have lived, this process sends such readers to the
   primary.
+- **A write-through Redis missed is stored later.** A Redis that stops
+  answering for a while (hung, partitioned) and then answers again keeps its
+  run_id and its data: the document a write replaced while it was away would
+  be served for a day. So a write-through that fails is kept in the process
+  and stored (only if newer, as always) as soon as Redis answers again.
+- **A hung Redis is not waited for.** After a call times out, every call
+  fails at once for a moment (``TIMEOUT_COOL_OFF_SECONDS``), as if Redis
+  were down: a frozen host or a black-holed network would otherwise cost
+  every call its whole timeout, twice with the retry, several times a request.
 - **Redis is optional.** Every method here turns Redis errors into "no
   answer" (a miss, a skipped store) and logs them; callers fall back to the
   database. Nothing here ever raises because Redis is down.
@@ -32,9 +41,9 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import redis
 from redis.backoff import NoBackoff
@@ -45,6 +54,12 @@ log = logging.getLogger(__name__)
 AUTHORITATIVE_TTL_SECONDS = 24 * 3600
 REPLICA_FILL_TTL_SECONDS = 1
 FILL_LOCK_MILLISECONDS = 2000
+# How often write-throughs that Redis missed are tried again while it is away.
+RESTORE_INTERVAL_SECONDS = 0.5
+# Past this many users written during one outage, the oldest missed
+# write-throughs are forgotten (logged): memory stays bounded.
+MAX_UNSTORED = 10_000
+TIMEOUT_COOL_OFF_SECONDS = 1.0
 
 # KEYS[1]: the hash; ARGV: version, payload, ttl seconds.
 _STORE_IF_NEWER = """
@@ -58,6 +73,8 @@ return 1
 """
 
 _RUN_ID = re.compile(rb"run_id:([0-9a-f]+)")
+
+T = TypeVar("T")
 
 
 class CacheUnavailable(Exception):
@@ -76,25 +93,83 @@ class CachedProfile:
         return not self.document
 
 
+class _CoolOff:
+    """The moment until which Redis is not asked again, shared by every connection."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._until = float("-inf")
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _CoolOff:
+        # redis-py deep-copies the retry policy into each connection; the
+        # cool-off must stay one per client for a timeout on one to hold for all.
+        return self
+
+    def begin(self) -> None:
+        self._until = self._clock() + TIMEOUT_COOL_OFF_SECONDS
+
+    def check(self) -> None:
+        if self._clock() < self._until:
+            raise redis.TimeoutError("Redis timed out a moment ago; not asking it yet.")
+
+
+class _RetryOnceUnlessCoolingOff(Retry):
+    """Retry a broken connection once; never wait on Redis again right after a timeout.
+
+    One immediate retry replaces a pooled connection that a Redis restart
+    broke; more would only slow every request while it is down. A timeout is
+    not retried (a restart breaks connections, it does not stall them), and
+    starts the cool-off.
+    """
+
+    def __init__(self, cool_off: _CoolOff) -> None:
+        super().__init__(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+        self._cool_off = cool_off
+
+    def call_with_retry(
+        self,
+        do: Callable[[], T],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        self._cool_off.check()
+        try:
+            return super().call_with_retry(do, fail, is_retryable, with_failure_count)
+        except (TimeoutError, redis.TimeoutError):
+            self._cool_off.begin()
+            raise
+
+
 class ProfileCache:
     """Profile documents and read-your-writes marks in Redis, keyed per Redis lifetime."""
 
-    def __init__(self, url: str, *, write_mark_ttl: int, socket_timeout: float = 0.5) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        write_mark_ttl: int,
+        socket_timeout: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._keyspace: str | None = None
         self.write_mark_ttl = write_mark_ttl
         # Until then, a missing write mark may be one that Redis lost (it was
         # down, or restarted): the reader must assume a recent write.
         self._unsure_until = 0.0
         self._keyspace_lock = threading.Lock()
+        # Write-throughs Redis did not take: lower-cased username -> (version, document).
+        self._unstored: dict[str, tuple[int, bytes]] = {}
+        self._unstored_lock = threading.Lock()
+        self._restorer: threading.Thread | None = None
+        self._cool_off = _CoolOff(clock)
         self.client = redis.Redis.from_url(
             url,
             socket_connect_timeout=socket_timeout,
             socket_timeout=socket_timeout,
             health_check_interval=30,
             decode_responses=False,
-            # One immediate retry replaces a pooled connection that a Redis
-            # restart broke; more would only slow every request while it is down.
-            retry=Retry(NoBackoff(), 1),
+            retry=_RetryOnceUnlessCoolingOff(self._cool_off),
             redis_connect_func=self._on_connect,
         )
         self._store_if_newer = self.client.register_script(_STORE_IF_NEWER)
@@ -103,7 +178,11 @@ class ProfileCache:
         """Learn the server's run_id whenever a connection is (re)made."""
         connection.on_connect()
         connection.send_command("INFO", "server")
-        match = _RUN_ID.search(connection.read_response())
+        try:
+            match = _RUN_ID.search(connection.read_response())
+        except redis.TimeoutError:
+            self._cool_off.begin()  # a hung Redis accepts connections, then answers nothing
+            raise
         if match is not None:
             with self._keyspace_lock:
                 keyspace = match.group(1)[:16].decode()
@@ -152,6 +231,46 @@ class ProfileCache:
             self._store_if_newer(keys=[self.profile_key(username)], args=[version, document, ttl])
         except redis.RedisError as error:
             log_redis_unavailable("store", error)
+            if authoritative:
+                # Redis may come back with the older document it holds: store this one then.
+                self._keep_unstored(username.lower(), version, document)
+
+    def _keep_unstored(self, username: str, version: int, document: bytes) -> None:
+        with self._unstored_lock:
+            kept = self._unstored.get(username)
+            if kept is None or kept[0] < version:
+                self._unstored[username] = (version, document)
+            if len(self._unstored) > MAX_UNSTORED:
+                del self._unstored[next(iter(self._unstored))]
+                log.warning("too many profiles written while redis was away; one may go stale")
+            # is_alive: a forked child inherits the attribute but not the thread.
+            if self._restorer is None or not self._restorer.is_alive():
+                self._restorer = threading.Thread(
+                    target=self._restore_unstored, name="gridlink-cache-restore", daemon=True
+                )
+                self._restorer.start()
+
+    def _restore_unstored(self) -> None:
+        """Store the missed write-throughs once Redis answers; end when none is left."""
+        while True:
+            time.sleep(RESTORE_INTERVAL_SECONDS)
+            with self._unstored_lock:
+                pending = list(self._unstored.items())
+            for username, (version, document) in pending:
+                try:
+                    self._store_if_newer(
+                        keys=[self.profile_key(username)],
+                        args=[version, document, AUTHORITATIVE_TTL_SECONDS],
+                    )
+                except redis.RedisError:
+                    break  # still away: try again after the interval
+                with self._unstored_lock:
+                    if self._unstored.get(username, (None, b""))[0] == version:
+                        del self._unstored[username]
+            with self._unstored_lock:
+                if not self._unstored:
+                    self._restorer = None
+                    return
 
     def store_profiles(self, documents: Iterable[tuple[str, int, bytes]]) -> int | None:
         """Store authoritative documents (username, version, bytes) in one pipelined round trip.
@@ -228,6 +347,8 @@ class ProfileCache:
         self._unsure_until = time.monotonic() + self.write_mark_ttl
 
     def close(self) -> None:
+        with self._unstored_lock:
+            self._unstored.clear()  # the restorer thread ends at its next round
         self.client.close()
 
 

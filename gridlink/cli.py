@@ -155,6 +155,27 @@ def cmd_users_set_admin(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_replicas(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the replicas as the router sees them; with --watch, redraw every second."""
+    from gridlink.queries.router import ReplicaRouter
+    from gridlink.replicas_view import format_snapshot, use_colour, watch
+
+    router = ReplicaRouter(
+        settings.database_url, settings.replica_urls, settings.max_replica_lag_seconds
+    )
+    colour = use_colour(sys.stdout, os.environ)
+    try:
+        if args.watch:
+            watch(router, sys.stdout, colour=colour)
+        else:
+            print(format_snapshot(router.refresh(), colour=colour))
+    except KeyboardInterrupt:
+        print()  # Ctrl-C is how --watch ends: leave the prompt on a line of its own
+    finally:
+        router.stop()
+    return 0
+
+
 def add_users_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     users_parser = commands.add_parser("users", help="administer user accounts")
     users_commands = users_parser.add_subparsers(dest="users_command", required=True)
@@ -201,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_users_parser(commands)
     add_seed_parser(commands)
+    replicas = commands.add_parser(
+        "replicas", help="the primary and each replica: reachable, rotation, lag"
+    )
+    replicas.add_argument("--watch", action="store_true", help="redraw every second (Ctrl-C)")
+    replicas.set_defaults(handler=cmd_replicas)
     return parser
 
 

@@ -25,6 +25,12 @@ class PayloadTooLarge(GridlinkError):
     default_message = "The request body is larger than 64 KiB."
 
 
+class RequestTimeout(GridlinkError):
+    status = 408
+    type = "request_timeout"
+    default_message = "The request body did not arrive in time."
+
+
 class UnsupportedMediaType(GridlinkError):
     status = 415
     type = "unsupported_media_type"
@@ -59,7 +65,14 @@ def read_json_object(req: falcon.Request) -> dict[str, Any]:
     if media_type != falcon.MEDIA_JSON:
         raise UnsupportedMediaType()
     # Read one byte past the limit: a chunked body has no Content-Length to check first.
-    raw = req.bounded_stream.read(MAX_BODY_BYTES + 1)
+    try:
+        raw = _body_stream(req).read(MAX_BODY_BYTES + 1)
+    except OSError:
+        # Too slow for the server's read deadline (infra/workers.py), or gone.
+        raise RequestTimeout() from None
+    except Exception:
+        # The server could not decode the framing (a malformed chunk, say).
+        raise InvalidRequest("The request body is not well-formed HTTP.") from None
     if len(raw) > MAX_BODY_BYTES:
         raise PayloadTooLarge()
     try:
@@ -69,6 +82,19 @@ def read_json_object(req: falcon.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     return body
+
+
+def _body_stream(req: falcon.Request) -> Any:
+    """The body, however it is framed.
+
+    Falcon bounds its ``bounded_stream`` by Content-Length, and to nothing
+    without one, so a chunked body would read as empty. A server that ends
+    the input itself (gunicorn decodes chunked bodies and sets
+    ``wsgi.input_terminated``) is read as it is instead.
+    """
+    if req.content_length is None and req.env.get("wsgi.input_terminated"):
+        return req.stream
+    return req.bounded_stream
 
 
 def read_optional_json_object(req: falcon.Request) -> dict[str, Any]:

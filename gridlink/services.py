@@ -10,13 +10,14 @@ uses it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 from sqlalchemy import Engine, create_engine
 
 from gridlink.cache import ProfileCache
-from gridlink.mail import Mailer, make_mailer
+from gridlink.mail import MailOutbox, make_mailer
+from gridlink.metrics import Metrics
 from gridlink.queries.router import ReplicaRouter
 from gridlink.settings import Settings
 
@@ -50,7 +51,9 @@ class Services:
     replicas: list[Engine]
     cache: ProfileCache
     router: ReplicaRouter
-    mailer: Mailer
+    mailer: MailOutbox
+    # What this process counts for /metrics (its own registry: apps never share counts).
+    metrics: Metrics = field(default_factory=Metrics)
 
     @classmethod
     def connect(cls, settings: Settings) -> Services:
@@ -67,7 +70,7 @@ class Services:
             router=ReplicaRouter(
                 settings.database_url, settings.replica_urls, settings.max_replica_lag_seconds
             ),
-            mailer=make_mailer(settings.mail_backend),
+            mailer=MailOutbox(make_mailer(settings.mail_backend)),
         )
 
     @property
@@ -76,7 +79,8 @@ class Services:
         return self.cache.client
 
     def close(self) -> None:
-        """Stop the router and return every pooled connection (tests, worker exit)."""
+        """Send queued mail, stop the router, return pooled connections (tests, worker exit)."""
+        self.mailer.drain()
         self.router.stop()
         self.primary.dispose()
         for engine in self.replicas:

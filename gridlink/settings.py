@@ -55,6 +55,11 @@ class Settings:
     login_window_seconds: int = 900
     max_grids_per_user: int = 100
     max_links_per_grid: int = 100
+    password_resets_per_email: int = 3
+    password_resets_per_address: int = 20
+    password_reset_window_seconds: int = 3600
+    # Exact origins (scheme://host[:port]) allowed to call the API from a browser.
+    cors_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -95,6 +100,22 @@ class Settings:
             max_links_per_grid=reader.get(
                 "GRIDLINK_MAX_LINKS_PER_GRID", _positive_int, defaults.max_links_per_grid
             ),
+            password_resets_per_email=reader.get(
+                "GRIDLINK_PASSWORD_RESETS_PER_EMAIL",
+                _positive_int,
+                defaults.password_resets_per_email,
+            ),
+            password_resets_per_address=reader.get(
+                "GRIDLINK_PASSWORD_RESETS_PER_ADDRESS",
+                _positive_int,
+                defaults.password_resets_per_address,
+            ),
+            password_reset_window_seconds=reader.get(
+                "GRIDLINK_PASSWORD_RESET_WINDOW_SECONDS",
+                _positive_int,
+                defaults.password_reset_window_seconds,
+            ),
+            cors_origins=reader.get("GRIDLINK_CORS_ORIGINS", _origin_list, defaults.cors_origins),
         )
 
     def replace(self, **changes: object) -> Settings:
@@ -141,6 +162,32 @@ def _redis_url(raw: str) -> str:
     if parts.scheme != "unix" and not parts.hostname:
         raise ValueError("must name a host, as in redis://127.0.0.1:6379/0")
     return raw
+
+
+def _origin_list(raw: str) -> tuple[str, ...]:
+    """Parse comma-separated exact origins; a browser sends them lowercase, without a path."""
+    origins = []
+    for origin in (part.strip() for part in raw.split(",")):
+        if not origin:
+            continue
+        parts = urlsplit(origin)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.path
+            or parts.query
+            or parts.fragment
+            or parts.username
+        ):
+            raise ValueError(
+                f"{origin!r} is not an origin: use scheme://host[:port], as in https://app.example"
+            )
+        try:
+            parts.port  # noqa: B018 - parsing the port is the check
+        except ValueError:
+            raise ValueError(f"{origin!r} has a port that is not a number") from None
+        origins.append(origin.lower())
+    return tuple(origins)
 
 
 def _positive_float(raw: str) -> float:

@@ -257,6 +257,33 @@ def set_replica_setting(layout: ClusterLayout, name: str, setting: str, value: s
         os.kill(pid, signal.SIGHUP)  # exactly what `pg_ctl reload` sends
 
 
+def set_replay_paused(layout: ClusterLayout, name: str, paused: bool) -> None:
+    """Pause or resume WAL replay on a running replica (``pg_wal_replay_pause()``/``_resume()``).
+
+    A paused replica keeps receiving WAL but applies none of it, so its lag
+    grows for as long as the primary takes writes.
+    """
+    server = _server_named(layout, name)
+    if server is None or server.name == "primary":
+        raise ClusterError(f"{name!r} is not a replica; name one like 'replica1'.")
+    call = "pg_wal_replay_pause()" if paused else "pg_wal_replay_resume()"
+    with closing(_connect(server.port)) as connection, connection.cursor() as cursor:
+        cursor.execute(f"SELECT {call}")
+
+
+def set_redis_frozen(layout: ClusterLayout, frozen: bool) -> None:
+    """Freeze (SIGSTOP) or thaw (SIGCONT) the running Redis.
+
+    A frozen Redis keeps its sockets open but answers nothing: clients meet
+    timeouts rather than refused connections, as with a hung host. Thawed, it
+    carries on with its data and its run_id, as if it had never left.
+    """
+    pid = _redis_pid(layout)
+    if pid is None:
+        raise ClusterError("redis is not running.")
+    os.kill(pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+
+
 def format_status(statuses: list[ServerStatus]) -> str:
     """Render statuses as an aligned text table, one server per line."""
     header = ("NAME", "ROLE", "PORT", "RUNNING", "PID", "STATE", "LAG BYTES", "LAG SECONDS")
@@ -273,11 +300,16 @@ def format_status(statuses: list[ServerStatus]) -> str:
         )
         for s in statuses
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join(
+    return "\n".join(align_rows(rows))
+
+
+def align_rows(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Pad every cell to its column's width; return one line per row."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
-    )
+    ]
 
 
 # --------------------------------------------------------------------------- layout
@@ -372,10 +404,15 @@ def _install_packages(progress: Progress) -> None:
             "elsewhere install PostgreSQL and Redis and put their binaries on PATH."
         )
     progress("installing postgresql and redis-server with apt-get (output follows)")
+    apt_install(["postgresql", "redis-server"])
+
+
+def apt_install(packages: Sequence[str]) -> None:
+    """Install ``packages`` with apt-get (as root); raise ClusterError if apt fails."""
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for command in (
         ["apt-get", "update"],
-        ["apt-get", "install", "-y", "--no-install-recommends", "postgresql", "redis-server"],
+        ["apt-get", "install", "-y", "--no-install-recommends", *packages],
     ):
         # Output is not captured: the user watches apt's progress as it happens.
         if subprocess.run(command, env=env, check=False).returncode != 0:

@@ -6,17 +6,31 @@ sets ``--bind`` and ``--workers`` from its own options.
 
 import multiprocessing
 import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
+from gridlink.logs import LOGGING
 from gridlink.settings import Settings, SettingsError
+
+# Not gridlink.metrics, nor anything importing prometheus_client: the library
+# picks single- or multi-process storage once, at import, from this variable,
+# and the workers inherit the master's modules. It must be set first.
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+created_metrics_dirs: list[str] = []  # made by this master, removed when it exits
 
 wsgi_app = "gridlink.app:get_app()"
 bind = os.environ.get("GRIDLINK_BIND", "127.0.0.1:8000")
 # Threads per worker: a slow client holds one thread, not a whole process,
 # and keep-alive connections are served (sync workers close every one).
-worker_class = "gthread"
+# gthread, with a deadline for reading each request (infra/workers.py): a
+# client trickling its request holds a thread for 10 s at most. Threads mostly
+# wait on sockets and the database, so 8 per worker cost little and leave
+# room for slow clients; production still puts a buffering proxy in front.
+worker_class = "infra.workers.DeadlineThreadWorker"
 workers = multiprocessing.cpu_count() * 2
-threads = 4
+threads = 8
 keepalive = 5
 # No preload: each worker builds its own app, engines and background thread
 # after the fork, so no connection or thread is shared across processes.
@@ -25,6 +39,8 @@ timeout = 30
 graceful_timeout = 10
 accesslog = None
 errorlog = "-"
+# Every log line, the master's and the workers', is one JSON object (gridlink/logs.py).
+logconfig_dict = LOGGING
 proc_name = "gridlink"
 
 
@@ -35,3 +51,33 @@ def on_starting(server: object) -> None:
     except SettingsError as problem:
         print(f"gridlink: {problem}", file=sys.stderr)
         sys.exit(2)
+    prepare_metrics_dir()
+
+
+def prepare_metrics_dir() -> None:
+    """Give the workers an empty directory for their metric files, before any fork.
+
+    An operator's own ``PROMETHEUS_MULTIPROC_DIR`` is emptied of an earlier
+    run's files; otherwise a fresh temporary directory is made (and removed
+    on exit).
+    """
+    given = os.environ.get(METRICS_DIR_VARIABLE)
+    if given:
+        for stale in Path(given).glob("*.db"):
+            stale.unlink()
+        return
+    created = tempfile.mkdtemp(prefix="gridlink-metrics-")
+    created_metrics_dirs.append(created)
+    os.environ[METRICS_DIR_VARIABLE] = created
+
+
+def child_exit(server: object, worker: object) -> None:
+    """Drop a dead worker's live-only gauges; its counts stay in the sums."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+
+
+def on_exit(server: object) -> None:
+    for created in created_metrics_dirs:
+        shutil.rmtree(created, ignore_errors=True)

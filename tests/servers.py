@@ -15,17 +15,20 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec
+
+import pytest
 
 from gridlink.cli import GUNICORN_CONF, PROJECT_ROOT
 from gridlink.settings import Settings
 
 GUNICORN = Path(sys.executable).with_name("gunicorn")
 START_TIMEOUT_SECONDS = 30
+P = ParamSpec("P")
 
 
 def free_port() -> int:
@@ -35,7 +38,34 @@ def free_port() -> int:
         return port
 
 
-def call(
+@dataclass(frozen=True)
+class Reply:
+    """One HTTP answer: status, headers (names in any case) and raw body."""
+
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+
+def fetch(
+    address: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10,
+) -> Reply:
+    """Send one request to ``host:port`` and return the whole answer."""
+    connection = http.client.HTTPConnection(address, timeout=timeout)
+    try:
+        connection.request(method, path, body, dict(headers or {}))
+        response = connection.getresponse()
+        return Reply(response.status, response.headers, response.read())
+    finally:
+        connection.close()
+
+
+def api_request(
     address: str,
     method: str,
     path: str,
@@ -43,8 +73,8 @@ def call(
     token: str | None = None,
     headers: Mapping[str, str] | None = None,
     timeout: float = 10,
-) -> tuple[int, Any]:
-    """Send one request to ``host:port``; return the status and the JSON body (None if empty)."""
+) -> Reply:
+    """Send one API request (``body`` as JSON, ``token`` as the caller); return the whole answer."""
     sent = dict(headers or {})
     if token is not None:
         sent["Authorization"] = f"Token {token}"
@@ -52,17 +82,42 @@ def call(
     if body is not None:
         data = json.dumps(body).encode()
         sent["Content-Type"] = "application/json"
-    connection = http.client.HTTPConnection(address, timeout=timeout)
-    try:
-        connection.request(method, path, data, sent)
-        response = connection.getresponse()
-        status, raw = response.status, response.read()
-    finally:
-        connection.close()
-    content_type = response.getheader("Content-Type") or ""
-    if raw and content_type.startswith("application/json"):
-        return status, json.loads(raw)
-    return status, raw or None
+    return fetch(address, method, path, data, sent, timeout)
+
+
+def json_body(reply: Reply) -> Any:
+    """Return the answer's JSON body (None if empty; raw bytes if it is not JSON)."""
+    content_type = reply.headers.get("Content-Type") or ""
+    if reply.body and content_type.startswith("application/json"):
+        return json.loads(reply.body)
+    return reply.body or None
+
+
+def _status_and_json(send: Callable[P, Reply]) -> Callable[P, tuple[int, Any]]:
+    def call(*args: P.args, **kwargs: P.kwargs) -> tuple[int, Any]:
+        reply = send(*args, **kwargs)
+        return reply.status, json_body(reply)
+
+    return call
+
+
+# call(address, method, path, body=None, token=None, headers=None, timeout=10): like
+# api_request, for the many tests that want only the status and the JSON body.
+call = _status_and_json(api_request)
+
+
+def raw_exchange(address: str, data: bytes, timeout: float = 10) -> Reply:
+    """Send ``data`` as it is (a whole request, or only its start) and read the one answer.
+
+    Nothing more is sent: an answer to a request sent only in part proves the
+    server answered without waiting for the rest.
+    """
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=timeout) as connection:
+        connection.sendall(data)
+        response = http.client.HTTPResponse(connection)
+        response.begin()
+        return Reply(response.status, response.headers, response.read())
 
 
 def server_environment(settings: Settings, **extra: str) -> dict[str, str]:
@@ -78,6 +133,13 @@ def server_environment(settings: Settings, **extra: str) -> dict[str, str]:
         environment["GRIDLINK_MAIL_BACKEND"] = f"file:{settings.mail_backend.directory}"
     environment.update(extra)
     return environment
+
+
+def use_settings_environment(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
+    """Point the ``gridlink`` command, run in this process, at ``settings``' cluster."""
+    for name, value in server_environment(settings).items():
+        if name.startswith("GRIDLINK_"):
+            monkeypatch.setenv(name, value)
 
 
 @dataclass
@@ -130,24 +192,28 @@ def start_server(
     settings: Settings,
     workers: int = 1,
     environment: Mapping[str, str] | None = None,
+    log: Path | None = None,
     *,
     app: str | None = None,
     options: Sequence[str] = (),
 ) -> Server:
     """Start gunicorn on a free port (not yet answering: see ``Server.wait_until_serving``).
 
-    ``app`` serves another WSGI app (``module:callable()``) under the same
-    configuration; ``options`` are more gunicorn options (the benchmark tunes with them).
+    The server's log (stderr: one JSON object per line) is appended to ``log``
+    when given, else dropped. ``app`` serves another WSGI app
+    (``module:callable()``) under the same configuration; ``options`` are more
+    gunicorn options (the benchmark tunes with them).
     """
     port = free_port()
     command = [str(GUNICORN), "-c", str(GUNICORN_CONF), "--bind", f"127.0.0.1:{port}"]
-    process = subprocess.Popen(
-        [*command, "--workers", str(workers), *options, *([app] if app else [])],
-        cwd=PROJECT_ROOT,
-        env=dict(environment) if environment is not None else server_environment(settings),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with open(log or os.devnull, "ab") as log_file:
+        process = subprocess.Popen(
+            [*command, "--workers", str(workers), *options, *([app] if app else [])],
+            cwd=PROJECT_ROOT,
+            env=dict(environment) if environment is not None else server_environment(settings),
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
     return Server(f"127.0.0.1:{port}", process)
 
 
@@ -157,12 +223,13 @@ def serving(
     count: int = 1,
     workers: int = 1,
     environment: Mapping[str, str] | None = None,
+    log: Path | None = None,
 ) -> Iterator[list[Server]]:
     """Run ``count`` gunicorn servers of ``workers`` workers each; stop them afterwards."""
     started: list[Server] = []
     try:
         for _ in range(count):
-            started.append(start_server(settings, workers, environment))
+            started.append(start_server(settings, workers, environment, log))
         for server in started:
             server.wait_until_serving()
         yield started

@@ -33,7 +33,7 @@ from gridlink.errors import Conflict, FieldErrors, InvalidRequest, NotFound, Una
 from gridlink.models import AuthToken, PasswordReset, User
 from gridlink.passwords import hash_password, needs_rehash, verify_password
 from gridlink.queries.tokens import cache_revoked_tokens, cache_token
-from gridlink.ratelimit import LoginThrottle
+from gridlink.ratelimit import LoginThrottle, PasswordResetThrottle
 from gridlink.services import Services
 from gridlink.tokens import Principal, hash_token, new_token
 
@@ -129,13 +129,15 @@ def change_password(
         uow.commit()
 
 
-def request_password_reset(services: Services, *, email: str) -> None:
+def request_password_reset(services: Services, *, email: str, address: str | None) -> None:
     """Mail a single-use reset token to the account with ``email``, if there is one.
 
-    The caller answers the same either way. The mail is sent after the commit,
-    in the request: the extra time it takes for a known address tells nothing
-    that sign-up's "email taken" answer does not already tell.
+    The caller answers the same either way, and as fast: the request is
+    counted against the limits per email and per client address before the
+    account is looked up (429 for both alike past them), and the mail is
+    queued, not sent, in the request (``gridlink.mail.MailOutbox``).
     """
+    PasswordResetThrottle(services.redis, services.settings).admit(email, address)
     reset_token = new_token()
     with UnitOfWork(services) as uow:
         user = uow.session.scalars(select(User).where(_same_text(User.email, email))).one_or_none()
@@ -148,11 +150,11 @@ def request_password_reset(services: Services, *, email: str) -> None:
                 expires_on=datetime.now(UTC) + PASSWORD_RESET_LIFETIME,
             )
         )
-        address, username = user.email, user.username
+        mail_to, username = user.email, user.username
         # After the commit: a failure to send is logged and the answer is still 202.
         uow.after_commit(
             lambda: services.mailer.send(
-                address, "Reset your Gridlink password", _reset_mail_body(username, reset_token)
+                mail_to, "Reset your Gridlink password", _reset_mail_body(username, reset_token)
             )
         )
         uow.commit()

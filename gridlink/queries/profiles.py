@@ -48,12 +48,14 @@ class Profiles:
     def __init__(self, services: Services, reader: Reader) -> None:
         self._cache = services.cache
         self._reader = reader
+        self._metrics = services.metrics
 
     def find(
         self, username: str, principal: Principal | None
     ) -> tuple[StoredProfile | None, ReadSource]:
         """Return the profile (None: no such user) and where it came from."""
         cached = self._cache.get_profile(username)
+        self._metrics.observe_profile_lookup(hit=cached is not None)
         if cached is not None:
             return _from_cache(cached), CACHE
         lock = self._cache.try_fill_lock(username)

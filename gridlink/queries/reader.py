@@ -78,6 +78,7 @@ class Reader:
                 yield services.replicas[chosen], REPLICA
         yield services.primary, PRIMARY
         # The primary is down: any replica in rotation beats no answer.
+        services.router.refresh_if_blind()
         fallback = services.router.choose(None)
         if fallback is not None and fallback != chosen:
             yield services.replicas[fallback], REPLICA

@@ -454,6 +454,18 @@ class ReplicaRouter:
             return None
         return candidates[next(self._turns) % len(candidates)]
 
+    def refresh_if_blind(self) -> None:
+        """Probe now, in the caller's thread, unless a recent round gave a view.
+
+        A process that has just started (a new gunicorn worker) has no view
+        for its first round: normally its reads go to the primary meanwhile,
+        but with the primary down the replicas are all there is, so a read
+        waits one round (at most the probe deadline) rather than failing.
+        """
+        self._ensure_running()
+        if time.monotonic() - self._state.completed_at > self._stale_after:
+            self.refresh()
+
     # ----------------------------------------------------------------- probing
 
     def refresh(self) -> RouterSnapshot:

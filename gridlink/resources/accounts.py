@@ -17,13 +17,12 @@ from gridlink.schemas.accounts import (
     LoginIn,
     MeOut,
     MeUpdateIn,
-    NoBodyIn,
     PasswordChangeIn,
     PasswordResetConfirmIn,
     PasswordResetIn,
     SignupIn,
 )
-from gridlink.schemas.base import load
+from gridlink.schemas.base import NoBodyIn, load
 from gridlink.services import Services
 
 
@@ -83,7 +82,7 @@ class PasswordChange(_AccountsResource):
 class PasswordReset(_AccountsResource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = load(PasswordResetIn(), read_json_object(req))
-        accounts.request_password_reset(self._services, **body)
+        accounts.request_password_reset(self._services, **body, address=req.remote_addr)
         resp.status = falcon.HTTP_202
 
 

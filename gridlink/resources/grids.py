@@ -10,12 +10,12 @@ from gridlink.auth import require_principal
 from gridlink.commands.grids import create_grid, rename_grid, soft_delete_grid
 from gridlink.commands.idempotency import run_creating_command
 from gridlink.commands.unit_of_work import run_command
-from gridlink.http import App, read_json_object, send_json
+from gridlink.http import App, read_json_object, read_optional_json_object, send_json
 from gridlink.queries.grids import list_grids, read_grid
 from gridlink.queries.reader import Reader
 from gridlink.resources.params import idempotency_key, page_request
 from gridlink.resources.responses import send_answer, send_read
-from gridlink.schemas.base import load
+from gridlink.schemas.base import NoBodyIn, load
 from gridlink.schemas.grids import GridIn, GridPatch
 from gridlink.services import Services
 
@@ -60,6 +60,8 @@ class Grids:
 
     def on_delete_item(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
         principal = require_principal(req)
+        # A DELETE takes no fields: one sent is refused like on every other endpoint.
+        load(NoBodyIn(), read_optional_json_object(req))
         run_command(self._services, partial(soft_delete_grid, user_id=principal.user_id, slug=slug))
         resp.status = falcon.HTTP_204
 

@@ -43,10 +43,6 @@ class LoginIn(InputSchema):
     password = fields.String(required=True)
 
 
-class NoBodyIn(InputSchema):
-    """An endpoint that takes no fields: any field sent is unknown."""
-
-
 class PasswordChangeIn(InputSchema):
     current_password = fields.String(required=True)
     new_password = _new_password()

@@ -36,6 +36,10 @@ class InputSchema(Schema):
         return body
 
 
+class NoBodyIn(InputSchema):
+    """An endpoint that takes no fields: any field sent is unknown."""
+
+
 def load(schema: Schema, body: dict[str, Any]) -> dict[str, Any]:
     """Validate ``body``; raise 400 ``invalid_request`` naming each bad field."""
     try:

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from gridlink.errors import InvalidRequest
-from gridlink.schemas.accounts import LoginIn, MeOut, MeUpdateIn, NoBodyIn, SignupIn
-from gridlink.schemas.base import load
+from gridlink.schemas.accounts import LoginIn, MeOut, MeUpdateIn, SignupIn
+from gridlink.schemas.base import NoBodyIn, load
 
 VALID = {"username": "Ada_1815", "email": "ada@example.com", "password": "analytical"}
 

@@ -1,0 +1,164 @@
+"""Prometheus metrics: what each process counts, and the ``/metrics`` exposition.
+
+Counters and histograms are made per app (``Metrics``) on a registry of their
+own, so in-process apps (tests, ``falcon.testing``) never share counts. Under
+gunicorn, ``infra/gunicorn.conf.py`` points ``PROMETHEUS_MULTIPROC_DIR`` at a
+fresh directory before the workers fork: every worker then writes its values
+to files there, and a scrape answered by any worker adds up all of them.
+
+The replica and primary gauges are not stored at all: they are read at
+scrape time from the scraping worker's own replica router, whose view is at
+most a probe interval old. Every worker probes the same servers, so one
+worker's view is the cluster's; no gauge outlives a dead worker.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from gridlink.queries.router import ReplicaRouter, RouterSnapshot
+
+MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+UNMATCHED_ROUTE = "unmatched"
+
+# From a cached profile (about a millisecond) to the 5 s statement timeout.
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """The counters and histograms one app records into."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "gridlink_http_requests",
+            "HTTP requests answered, by route template, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "gridlink_http_request_duration_seconds",
+            "Time from the request reaching the app to the answer being ready.",
+            ["route", "method", "status"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.profile_cache = Counter(
+            "gridlink_profile_cache_lookups",
+            "Profile lookups in Redis, by result: hit or miss.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.reads = Counter(
+            "gridlink_reads",
+            "Reads answered, by where the body came from: cache, replica or primary.",
+            ["source"],
+            registry=self.registry,
+        )
+        # Make every series exist from the start, so a rate() has a zero to start from.
+        for result in ("hit", "miss"):
+            self.profile_cache.labels(result=result)
+        for source in ("cache", "replica", "primary"):
+            self.reads.labels(source=source)
+
+    def observe_request(
+        self, *, route: str, method: str, status: int, duration_seconds: float
+    ) -> None:
+        labels = {"route": route, "method": method, "status": str(status)}
+        self.requests.labels(**labels).inc()
+        self.latency.labels(**labels).observe(duration_seconds)
+
+    def observe_read(self, source: str) -> None:
+        self.reads.labels(source=source).inc()
+
+    def observe_profile_lookup(self, *, hit: bool) -> None:
+        self.profile_cache.labels(result="hit" if hit else "miss").inc()
+
+
+def current_snapshot(router: ReplicaRouter) -> RouterSnapshot:
+    """Return the router's view, probing once now if this process has not probed yet.
+
+    A worker that never served a read has no view: reporting every server
+    unreachable then would be a false alarm.
+    """
+    snapshot = router.snapshot()
+    return router.refresh() if snapshot.checked_at is None else snapshot
+
+
+class RouterCollector:
+    """Expose the replica router's current view as gauges."""
+
+    def __init__(self, router: ReplicaRouter) -> None:
+        self._router = router
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        return _router_gauges(current_snapshot(self._router))
+
+
+def _router_gauges(snapshot: RouterSnapshot) -> Iterator[GaugeMetricFamily]:
+    primary = GaugeMetricFamily(
+        "gridlink_primary_reachable", "1 if the primary answered the last probe.", labels=["host"]
+    )
+    primary.add_metric([snapshot.primary_host], float(snapshot.primary_reachable))
+    yield primary
+    labels = ["replica", "host"]
+    reachable = GaugeMetricFamily(
+        "gridlink_replica_reachable", "1 if the replica answered the last probe.", labels=labels
+    )
+    in_rotation = GaugeMetricFamily(
+        "gridlink_replica_in_rotation", "1 if the replica serves reads.", labels=labels
+    )
+    lag_bytes = GaugeMetricFamily(
+        "gridlink_replica_lag_bytes",
+        "WAL bytes the replica has yet to replay (absent when unknown).",
+        labels=labels,
+    )
+    lag_seconds = GaugeMetricFamily(
+        "gridlink_replica_lag_seconds",
+        "Seconds the replica's data is behind the primary (absent when unknown).",
+        labels=labels,
+    )
+    for replica in snapshot.replicas:
+        names = [replica.name, replica.host]
+        reachable.add_metric(names, float(replica.reachable))
+        in_rotation.add_metric(names, float(replica.in_rotation))
+        if replica.lag_bytes is not None:
+            lag_bytes.add_metric(names, float(replica.lag_bytes))
+        if replica.lag_seconds is not None:
+            lag_seconds.add_metric(names, replica.lag_seconds)
+    in_rotation_count = GaugeMetricFamily(
+        "gridlink_replicas_in_rotation", "How many replicas serve reads."
+    )
+    in_rotation_count.add_metric([], float(len(snapshot.in_rotation)))
+    yield from (reachable, in_rotation, in_rotation_count, lag_bytes, lag_seconds)
+
+
+class _Exposition:
+    """Chain the collectors of one scrape."""
+
+    def __init__(self, *collectors: Collector) -> None:
+        self._collectors = collectors
+
+    def collect(self) -> Iterator[Metric]:
+        for collector in self._collectors:
+            yield from collector.collect()
+
+
+def render(metrics: Metrics, router: ReplicaRouter) -> bytes:
+    """Return the Prometheus text of this app, or of every worker when under gunicorn."""
+    multiprocess_dir = os.environ.get(MULTIPROCESS_DIR_VARIABLE)
+    counted: Collector
+    if multiprocess_dir:
+        # The files of every worker, live or dead: counts survive a worker restart.
+        counted = CollectorRegistry(auto_describe=False)
+        MultiProcessCollector(counted, path=multiprocess_dir)  # type: ignore[no-untyped-call]
+    else:
+        counted = metrics.registry
+    return generate_latest(_Exposition(counted, RouterCollector(router)))

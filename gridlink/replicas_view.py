@@ -1,0 +1,86 @@
+"""``gridlink replicas [--watch]``: the router's view of the cluster as a terminal table.
+
+It probes with the settings directly, as a server process would, so an
+operator on the host needs neither a browser nor a token.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import TextIO
+
+from gridlink.logs import utc_timestamp
+from gridlink.queries.router import ReplicaRouter, RouterSnapshot
+from infra.cluster import align_rows
+
+_RED = "\x1b[31m"
+_RESET = "\x1b[0m"
+_CLEAR_SCREEN = "\x1b[H\x1b[2J"
+
+
+def use_colour(stream: TextIO, environ: Mapping[str, str]) -> bool:
+    """Colour only a terminal, and never when NO_COLOR is set (https://no-color.org)."""
+    return stream.isatty() and not environ.get("NO_COLOR")
+
+
+def _yes_no(value: bool) -> str:
+    return "yes" if value else "no"
+
+
+def _dash(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def format_snapshot(snapshot: RouterSnapshot, *, colour: bool) -> str:
+    """Render the primary on one line, then one aligned row per replica.
+
+    A replica out of rotation is red when ``colour`` is on; its ``no`` in the
+    ROTATION column says the same without colour.
+    """
+    checked = "never" if snapshot.checked_at is None else utc_timestamp(snapshot.checked_at)
+    primary_state = (
+        f"reachable, WAL at {snapshot.primary_lsn}" if snapshot.primary_reachable else "UNREACHABLE"
+    )
+    header = (
+        f"primary {snapshot.primary_host}: {primary_state}"
+        f"  (lag bound {snapshot.max_lag_seconds:g} s, checked {checked})"
+    )
+    rows = [("REPLICA", "HOST", "REACHABLE", "ROTATION", "LAG SECONDS", "LAG BYTES", "REPLAY LSN")]
+    rows += [
+        (
+            replica.name,
+            replica.host,
+            _yes_no(replica.reachable),
+            _yes_no(replica.in_rotation),
+            "-" if replica.lag_seconds is None else f"{replica.lag_seconds:.2f}",
+            _dash(replica.lag_bytes),
+            _dash(replica.replay_lsn),
+        )
+        for replica in snapshot.replicas
+    ]
+    lines = align_rows(rows)
+    if colour:
+        lines[1:] = [
+            line if replica.in_rotation else f"{_RED}{line}{_RESET}"
+            for line, replica in zip(lines[1:], snapshot.replicas, strict=True)
+        ]
+    if not snapshot.replicas:
+        lines.append("(no replicas configured: every read goes to the primary)")
+    return "\n".join([header, *lines])
+
+
+def watch(
+    router: ReplicaRouter,
+    out: TextIO,
+    *,
+    colour: bool,
+    interval: float = 1.0,
+) -> None:
+    """Probe and redraw every ``interval`` seconds until interrupted (Ctrl-C)."""
+    while True:
+        frame = format_snapshot(router.refresh(), colour=colour)
+        # A terminal is redrawn in place; a pipe or a file gets one frame after another.
+        out.write(f"{_CLEAR_SCREEN}{frame}\n" if out.isatty() else f"{frame}\n\n")
+        out.flush()
+        time.sleep(interval)

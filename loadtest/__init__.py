@@ -1,0 +1,1 @@
+"""The locust load test (locustfile.py) and what `make loadtest` runs (run.py)."""

@@ -1,0 +1,130 @@
+"""Metrics and logs under real gunicorn: two workers, one scrape that counts them both."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gridlink.settings import Settings
+from infra.cluster import wait_until
+from tests.conftest import random_username
+from tests.servers import Server, call, serving
+
+PROFILE_ROUTE = "/api/users/{username}"
+BATCH = 40
+MAX_BATCHES = 10
+
+
+@pytest.fixture(scope="module")
+def log_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("gunicorn") / "server.log"
+
+
+@pytest.fixture(scope="module")
+def server(settings: Settings, log_file: Path) -> Iterator[Server]:
+    with serving(settings, workers=2, log=log_file) as (started,):
+        yield started
+
+
+def log_lines(log_file: Path) -> list[dict[str, Any]]:
+    """Every line the server logged, each of which must be one JSON object."""
+    return [json.loads(line) for line in log_file.read_text().splitlines()]
+
+
+def profile_requests_served(log_file: Path, username: str) -> list[dict[str, Any]]:
+    return [
+        line
+        for line in log_lines(log_file)
+        if line["logger"] == "gridlink.requests" and line["path"] == f"/api/users/{username}"
+    ]
+
+
+def counted(server: Server, name: str, **labels: str) -> float:
+    status, body = call(server.address, "GET", "/metrics")
+    assert status == 200
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
+
+
+def test_one_scrape_counts_the_requests_every_worker_served(server, log_file):
+    username = random_username("metrics")
+    status, _ = call(
+        server.address,
+        "POST",
+        "/api/auth/signup/",
+        {"username": username, "email": f"{username}@example.com", "password": "a password!"},
+    )
+    assert status == 201
+    sent = 0
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        # Each call is a new connection, which either worker may accept.
+        for _ in range(MAX_BATCHES):
+            statuses = list(
+                pool.map(
+                    lambda _: call(server.address, "GET", f"/api/users/{username}/")[0],
+                    range(BATCH),
+                )
+            )
+            assert statuses == [200] * BATCH
+            sent += BATCH
+            pids = {line["pid"] for line in profile_requests_served(log_file, username)}
+            if len(pids) == 2:
+                break
+    assert pids == set(server.worker_pids()), "both workers served some of the requests"
+
+    assert counted(server, "gridlink_http_requests_total", route=PROFILE_ROUTE) == sent
+    assert (
+        counted(server, "gridlink_http_request_duration_seconds_count", route=PROFILE_ROUTE) == sent
+    )
+    assert counted(server, "gridlink_reads_total") == sent
+    assert counted(server, "gridlink_profile_cache_lookups_total") == sent
+
+    # A worker that dies takes nothing with it: its counts stay in the sum.
+    victim = server.worker_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    assert wait_until(
+        lambda: victim not in server.worker_pids() and len(server.worker_pids()) == 2,
+        timeout=30,
+    )
+    server.wait_until_serving()
+    assert counted(server, "gridlink_http_requests_total", route=PROFILE_ROUTE) == sent
+
+
+def test_every_line_the_server_logs_is_json_and_requests_carry_their_id(server, log_file):
+    status, _ = call(server.address, "GET", "/healthz?probe=1", headers={"X-Request-Id": "lb-9"})
+    assert status == 200
+    lines = log_lines(log_file)  # json.loads fails on any line that is not JSON
+    (line,) = [line for line in lines if line.get("request_id") == "lb-9"]
+    assert (line["route"], line["path"], line["status"], line["method"]) == (
+        "/healthz",
+        "/healthz",
+        200,
+        "GET",
+    )
+    assert any(line["logger"] == "gunicorn.error" for line in lines)  # gunicorn's own, as JSON
+
+
+def metrics_dirs() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("gridlink-metrics-*"))
+
+
+def test_the_metrics_directory_is_made_for_the_server_and_removed_with_it(settings, tmp_path):
+    before = metrics_dirs()
+    with serving(settings, workers=1, log=tmp_path / "log") as (started,):
+        (directory,) = metrics_dirs() - before
+        call(started.address, "GET", "/healthz")
+        assert list(directory.glob("*.db")), "the worker writes its values there"
+    assert not directory.exists()

@@ -1,0 +1,204 @@
+"""Account abuse: password-reset flooding, and telling registered users from others.
+
+Resets are limited per email and per client address, counted in the real
+Redis whether or not the email is registered, so the 429 tells nothing
+either. Login, reset and sign-up do the same work for a known and an unknown
+user; the one answer that must differ is sign-up's 409 for a taken username
+or email (API.md: the client has to be told to pick another).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import falcon.testing
+import pytest
+
+from gridlink.app import create_app
+from gridlink.commands import accounts
+from gridlink.services import Services
+from gridlink.settings import MailBackend
+from tests.abuse import an_address, assert_clean_result, primary_state
+from tests.conftest import count_queries, random_username
+from tests.integration.test_accounts_passwords import mails_to
+
+
+def app_with(services: Services, **changes: Any) -> falcon.testing.TestClient:
+    """A server process with other settings, on the same servers."""
+    tuned = dataclasses.replace(services, settings=services.settings.replace(**changes))
+    return falcon.testing.TestClient(create_app(tuned.settings, tuned))
+
+
+def reset(client: falcon.testing.TestClient, email: str, address: str) -> falcon.testing.Result:
+    return client.simulate_post(
+        "/api/auth/password/reset/", json={"email": email}, remote_addr=address
+    )
+
+
+def unknown_email() -> str:
+    return f"{random_username('nobody')}@example.com"
+
+
+def comparable(result: falcon.testing.Result) -> tuple[int, bytes, dict[str, str]]:
+    """Status, body and headers, less what differs on every answer anyway."""
+    headers = {k: v for k, v in result.headers.items() if k.lower() != "x-request-id"}
+    if "retry-after" in headers:
+        headers["retry-after"] = "<seconds>"
+    return result.status_code, result.content, headers
+
+
+# --- reset limits -----------------------------------------------------------------------------
+
+
+def test_one_email_gets_three_resets_an_hour_by_default_from_any_address(client, mail_dir, user):
+    for _ in range(3):
+        assert reset(client, user.email, an_address()).status_code == 202
+    refused = reset(client, user.email.upper(), an_address())
+    assert assert_clean_result(refused, 429) == "rate_limited"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 3600
+    # The refused request mailed nothing.
+    assert len(mails_to(mail_dir, user.email, expected=3)) == 3
+
+
+def test_an_unknown_email_is_limited_alike_and_answered_alike(services, user):
+    client = app_with(services, password_resets_per_email=2)
+    known = [reset(client, user.email, an_address()) for _ in range(3)]
+    unknown_address = unknown_email()
+    unknown = [reset(client, unknown_address, an_address()) for _ in range(3)]
+    assert [comparable(result) for result in known] == [comparable(result) for result in unknown]
+    assert [result.status_code for result in known] == [202, 202, 429]
+
+
+def test_one_address_asking_for_many_emails_is_limited(services, user):
+    client = app_with(services, password_resets_per_address=3)
+    address = an_address()
+    for email in [unknown_email(), unknown_email(), user.email]:
+        assert reset(client, email, address).status_code == 202
+    assert assert_clean_result(reset(client, unknown_email(), address), 429) == "rate_limited"
+    assert reset(client, user.email, address).status_code == 429
+    # Another address is not held back by this one.
+    assert reset(client, unknown_email(), an_address()).status_code == 202
+
+
+def test_the_address_limit_is_twenty_by_default(client):
+    address = an_address()
+    for _ in range(20):
+        assert reset(client, unknown_email(), address).status_code == 202
+    assert reset(client, unknown_email(), address).status_code == 429
+
+
+def test_a_refused_reset_changes_nothing(services, user):
+    client = app_with(services, password_resets_per_email=1)
+    assert reset(client, user.email, an_address()).status_code == 202
+    before = primary_state(services, user.username)
+    assert reset(client, user.email, an_address()).status_code == 429
+    assert primary_state(services, user.username) == before
+
+
+def test_with_redis_unreachable_resets_are_not_limited(services, user):
+    # A Redis nobody listens on: the limit fails open, like login throttling.
+    dead = Services.connect(
+        services.settings.replace(redis_url="redis://127.0.0.1:1/0", password_resets_per_email=1)
+    )
+    try:
+        client = falcon.testing.TestClient(create_app(dead.settings, dead))
+        for _ in range(3):
+            assert reset(client, user.email, an_address()).status_code == 202
+    finally:
+        dead.close()
+
+
+# --- the same work for known and unknown users ------------------------------------------------
+
+
+@pytest.fixture
+def spy(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], list[Any]]:
+    """Record the calls of a function of gridlink.commands.accounts (the real one still runs)."""
+
+    def watch(name: str) -> list[Any]:
+        calls: list[Any] = []
+        real = getattr(accounts, name)
+
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            calls.append(args)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(accounts, name, recorded)
+        return calls
+
+    return watch
+
+
+def test_a_login_for_an_unknown_user_does_what_a_wrong_password_does(client, services, user, spy):
+    checks = spy("verify_password")
+    answers, queries = [], []
+    for login in [user.username, random_username("nobody")]:
+        with count_queries(services.primary) as counted:
+            result = client.simulate_post(
+                "/api/auth/login/",
+                json={"username": login, "password": "wrong password"},
+                remote_addr=an_address(),
+            )
+        answers.append(comparable(result))
+        queries.append(counted.count)
+    assert answers[0] == answers[1]
+    assert answers[0][0] == 401
+    assert queries[0] == queries[1]
+    # One full argon2 check each: against the account's hash, and against a dummy hash.
+    assert [hash_ is not None for hash_, _ in checks] == [True, False]
+
+
+def test_a_reset_for_a_known_email_does_not_wait_for_the_mail_server(services, user):
+    """The answer comes while the mail is still on its way: no timing tells known from unknown."""
+    with socket.create_server(("127.0.0.1", 0)) as silent_smtp:
+        # It accepts connections (the kernel does) and never says a word.
+        port = silent_smtp.getsockname()[1]
+        smtp = Services.connect(
+            services.settings.replace(mail_backend=MailBackend("smtp", host="127.0.0.1", port=port))
+        )
+        try:
+            client = falcon.testing.TestClient(create_app(smtp.settings, smtp))
+            known = reset(client, user.email, an_address())
+            unknown = reset(client, unknown_email(), an_address())
+            assert comparable(known) == comparable(unknown)
+            assert known.status_code == 202
+            # Answered, and the mail not yet handed over: the request did not wait for it.
+            assert not smtp.mailer.drain(timeout=0)
+        finally:
+            silent_smtp.close()  # the send fails now; it is logged, never answered
+            smtp.mailer.drain()
+            smtp.close()
+
+
+def test_a_taken_username_costs_a_sign_up_the_same_hashing(client, user, spy):
+    """Sign-up must say a username is taken (API.md), but not faster than it creates one."""
+    hashes = spy("hash_password")
+    taken = client.simulate_post(
+        "/api/auth/signup/",
+        json={"username": user.username, "email": unknown_email(), "password": "a password 1"},
+    )
+    assert taken.status_code == 409
+    assert taken.json["error"]["fields"] == {"username": ["This username is taken."]}
+    assert len(hashes) == 1
+
+
+def test_a_stranger_cannot_tell_a_registered_email_by_login_or_reset(client, user):
+    """Emails are not public: login and reset answer alike for a registered one and not.
+
+    (Sign-up does tell, with its 409: see the module's docstring.)
+    """
+    answers = {}
+    for email in (user.email, unknown_email()):
+        login = {"username": email, "password": "wrong password"}
+        answers[email == user.email] = [
+            comparable(client.simulate_post(path, json=body, remote_addr=an_address()))
+            for path, body in [
+                ("/api/auth/login/", login),
+                ("/api/auth/password/reset/", {"email": email}),
+            ]
+        ]
+    assert answers[True] == answers[False]
+    assert [status for status, _, _ in answers[True]] == [401, 202]
