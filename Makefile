@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 BIND ?= 127.0.0.1:8000
 
-.PHONY: install run test soak lint format clean loadtest
+.PHONY: install run test soak lint format clean loadtest bench
 
 $(INSTALLED): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: on Debian/Ubuntu run 'apt-get install python3-venv'"; exit 1; }
@@ -38,6 +38,10 @@ soak: install
 ## reports in var/loadtest/reports/, exit status non-zero on failures or a slow p95.
 loadtest: install
 	$(BIN)/python -m loadtest.run
+
+## Seed a bench cluster of its own (1,000,000 links) and measure; writes bench/results.md.
+bench: install
+	$(BIN)/python -m bench.bench
 
 lint: install
 	$(BIN)/ruff check .

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,17 +193,22 @@ def start_server(
     workers: int = 1,
     environment: Mapping[str, str] | None = None,
     log: Path | None = None,
+    *,
+    app: str | None = None,
+    options: Sequence[str] = (),
 ) -> Server:
     """Start gunicorn on a free port (not yet answering: see ``Server.wait_until_serving``).
 
     The server's log (stderr: one JSON object per line) is appended to ``log``
-    when given, else dropped.
+    when given, else dropped. ``app`` serves another WSGI app
+    (``module:callable()``) under the same configuration; ``options`` are more
+    gunicorn options (the benchmark tunes with them).
     """
     port = free_port()
     command = [str(GUNICORN), "-c", str(GUNICORN_CONF), "--bind", f"127.0.0.1:{port}"]
     with open(log or os.devnull, "ab") as log_file:
         process = subprocess.Popen(
-            [*command, "--workers", str(workers)],
+            [*command, "--workers", str(workers), *options, *([app] if app else [])],
             cwd=PROJECT_ROOT,
             env=dict(environment) if environment is not None else server_environment(settings),
             stdout=subprocess.DEVNULL,

@@ -1,0 +1,1 @@
+"""Benchmarks (``make bench``): figures measured on a cluster of the benchmark's own."""
