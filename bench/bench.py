@@ -48,7 +48,7 @@ from gridlink.seed import SeedPlan, SeedResult, seed, warm_profiles
 from gridlink.services import Services
 from gridlink.settings import Settings
 from infra import cluster
-from tests.conftest import count_queries
+from tests.conftest import count_queries, wait_for_replica
 from tests.servers import Server, server_environment, start_server
 
 BENCH_ROOT = PROJECT_ROOT / "var" / "bench"
@@ -156,7 +156,7 @@ def prepare(name: str, database: str, redis_db: int, plan: SeedPlan) -> Dataset:
                 text("SELECT id FROM users WHERE username LIKE 'test\\_user\\_%' ORDER BY id")
             ).scalars()
         )
-    wait_for_replica(services)
+    wait_for_replica(services, timeout=120)
     client = falcon.testing.TestClient(create_app(settings, services))
     return Dataset(name, settings, services, client, seeded, user_ids, seed_cpu)
 
@@ -179,23 +179,6 @@ def primary_cpu_seconds(built: cluster.ClusterLayout) -> float:
         # utime, stime, then cutime, cstime (fields 14-17 of proc(5)).
         ticks += sum(int(value) for value in fields[11 : 15 if with_reaped else 13])
     return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def wait_for_replica(services: Services, timeout: float = 120) -> None:
-    """Wait until every replica has replayed the primary's WAL as it stands now."""
-    with services.primary.connect() as connection:
-        target: str = connection.execute(text("SELECT pg_current_wal_lsn()")).scalar_one()
-    deadline = time.monotonic() + timeout
-    for engine in services.replicas:
-        while time.monotonic() < deadline:
-            with engine.connect() as connection:
-                behind: bool = connection.execute(
-                    text("SELECT pg_wal_lsn_diff(:target, pg_last_wal_replay_lsn()) > 0"),
-                    {"target": target},
-                ).scalar_one()
-            if not behind:
-                break
-            time.sleep(0.2)
 
 
 def engines(dataset: Dataset) -> list[Any]:

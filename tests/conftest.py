@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,10 +19,12 @@ from typing import Any
 
 import falcon.testing
 import pytest
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, text
+from sqlalchemy.exc import OperationalError
 
 from gridlink.app import create_app
 from gridlink.cli import PROJECT_ROOT, migrate
+from gridlink.lsn import parse_lsn
 from gridlink.services import Services
 from gridlink.settings import MailBackend, Settings
 from infra import cluster
@@ -151,3 +154,26 @@ def user(client: falcon.testing.TestClient) -> ApiUser:
 @pytest.fixture
 def other_user(client: falcon.testing.TestClient) -> ApiUser:
     return sign_up(client, "other")
+
+
+def wait_for_replica(services: Services, timeout: float = 15) -> None:
+    """Wait until replica1 has replayed everything the primary has now, and the router knows."""
+    with services.primary.connect() as connection:
+        target = parse_lsn(
+            connection.execute(text("SELECT pg_current_wal_lsn()::text")).scalar_one()
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with services.replicas[0].connect() as connection:
+                replayed: str | None = connection.execute(
+                    text("SELECT pg_last_wal_replay_lsn()::text")
+                ).scalar_one()
+            if replayed is not None and parse_lsn(replayed) >= target:
+                services.router.refresh()
+                if services.router.choose(target) == 0:
+                    return
+        except OperationalError:  # the replica may still be starting
+            services.router.refresh()
+        time.sleep(0.1)
+    raise AssertionError("replica1 did not catch up in time")

@@ -15,14 +15,19 @@ from typing import Any
 import falcon.testing
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
 
 from gridlink.app import create_app
-from gridlink.lsn import parse_lsn
 from gridlink.services import Services
 from gridlink.settings import MailBackend, Settings
 from infra import cluster
-from tests.conftest import ApiUser, cluster_layout, count_queries, running, sign_up
+from tests.conftest import (
+    ApiUser,
+    cluster_layout,
+    count_queries,
+    running,
+    sign_up,
+    wait_for_replica,
+)
 
 SOURCE = "X-Gridlink-Read-Source"
 
@@ -66,29 +71,6 @@ def user(client: falcon.testing.TestClient) -> ApiUser:
 
 def bound(services: Services) -> float:
     return services.settings.max_replica_lag_seconds + 2
-
-
-def wait_for_replica(services: Services, timeout: float = 15) -> None:
-    """Wait until replica1 has replayed everything the primary has now, and the router knows."""
-    with services.primary.connect() as connection:
-        target = parse_lsn(
-            connection.execute(text("SELECT pg_current_wal_lsn()::text")).scalar_one()
-        )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with services.replicas[0].connect() as connection:
-                replayed: str | None = connection.execute(
-                    text("SELECT pg_last_wal_replay_lsn()::text")
-                ).scalar_one()
-            if replayed is not None and parse_lsn(replayed) >= target:
-                services.router.refresh()
-                if services.router.choose(target) == 0:
-                    return
-        except OperationalError:  # the replica may still be starting
-            services.router.refresh()
-        time.sleep(0.1)
-    raise AssertionError("replica1 did not catch up in time")
 
 
 def create_grid(client: falcon.testing.TestClient, user: ApiUser, title: str) -> dict[str, Any]:

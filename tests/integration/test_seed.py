@@ -30,6 +30,7 @@ from gridlink.seed import (
 )
 from gridlink.services import Services
 from gridlink.settings import Settings
+from tests.conftest import wait_for_replica
 from tests.servers import server_environment
 
 SOURCE = "X-Gridlink-Read-Source"
@@ -42,7 +43,10 @@ def seed_small(services: Services, **options: Any) -> SeedResult:
 
 @pytest.fixture(scope="module")
 def seeded(services: Services) -> SeedResult:
-    return seed_small(services, password="seeded password")
+    result = seed_small(services, password="seeded password")
+    # Anonymous reads of the seeded profiles may come from the replica.
+    wait_for_replica(services)
+    return result
 
 
 def scalar(services: Services, statement: str, **params: Any) -> Any:
