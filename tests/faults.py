@@ -505,11 +505,11 @@ def worker_with_connection_from(server: Server, local_port: int) -> int | None:
 
 
 @contextmanager
-def writes_held_up(primary: Engine, account: Account) -> Iterator[Callable[[], int | None]]:
+def writes_held_up(primary: Engine, account: Account) -> Iterator[Callable[[], list[int]]]:
     """Hold ``account``'s profile row locked, so their writes wait in mid-transaction.
 
-    Yields a function returning the port of a waiting backend's client (None
-    while none waits). The lock is released on leaving the block.
+    Yields a function returning the ports of the clients of every backend
+    waiting on a lock (none yet: empty). The lock is released on leaving the block.
     """
     with primary.connect() as autocommitting:
         # The engine autocommits; the lock must outlive the statement.
@@ -517,35 +517,49 @@ def writes_held_up(primary: Engine, account: Account) -> Iterator[Callable[[], i
         holder.begin()
         holder.execute(_LOCK_PROFILE, {"username": account.username})
 
-        def waiting_client_port() -> int | None:
+        def waiting_client_ports() -> list[int]:
             with primary.connect() as connection:
-                port: int | None = connection.execute(_WAITING_ON_A_LOCK).scalar()
-            return port
+                return list(connection.execute(_WAITING_ON_A_LOCK).scalars())
 
-        yield waiting_client_port
+        yield waiting_client_ports
 
 
-def kill_worker_in_mid_write(rig: FaultRig, account: Account) -> int:
+def _worker_in_a_waiting_write(
+    server: Server, waiting_client_ports: Callable[[], list[int]], timeout: float
+) -> int | None:
+    """Return the worker whose write waits on the held lock, once one does (None: not in time)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for port in waiting_client_ports():
+            pid = worker_with_connection_from(server, port)
+            if pid is not None:
+                return pid
+        time.sleep(0.1)
+    return None
+
+
+def _is_gone(server: Server, pid: int) -> bool:
+    return pid not in server.worker_pids()
+
+
+def kill_worker_in_mid_write(rig: FaultRig, account: Account, holds: int = 3) -> int:
     """SIGKILL the worker that is inside one of ``account``'s write transactions; return its pid.
 
     The account's profile row is held locked, so its next write waits inside
     its transaction; the worker whose connection that backend serves is the
-    one killed. The lock is released after the kill.
+    one killed. The lock is released after the kill. A hold that catches no
+    write in time (a busy machine) is let go and taken again, up to ``holds`` times.
     """
-    with writes_held_up(rig.primary, account) as waiting_client_port:
-        victim: list[int] = []
-
-        def found() -> bool:
-            port = waiting_client_port()
-            pid = None if port is None else worker_with_connection_from(rig.server, port)
-            if pid is not None:
-                victim.append(pid)
-            return pid is not None
-
-        wait_for(found, 4, "a write waiting on the held lock")  # statement_timeout is 5 s
-        os.kill(victim[0], signal.SIGKILL)
-        wait_for(lambda: victim[0] not in rig.server.worker_pids(), 5, "the worker dies")
-    return victim[0]
+    for _ in range(holds):
+        with writes_held_up(rig.primary, account) as waiting_client_ports:
+            # Under the 5 s statement_timeout, which would end the waiting write.
+            victim = _worker_in_a_waiting_write(rig.server, waiting_client_ports, 4)
+            if victim is None:
+                continue
+            os.kill(victim, signal.SIGKILL)
+            wait_for(partial(_is_gone, rig.server, victim), 5, "the worker dies")
+        return victim
+    raise AssertionError(f"no write waited on the held lock in {holds} holds of 4 s")
 
 
 def replace_every_worker(rig: FaultRig) -> None:
