@@ -14,7 +14,7 @@ from typing import Any
 
 import falcon.testing
 import pytest
-from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy import Engine, create_engine, text
 
 from gridlink.app import create_app
 from gridlink.cli import main
@@ -22,6 +22,7 @@ from gridlink.services import Services
 from gridlink.settings import Settings
 from infra import cluster
 from tests.conftest import ApiUser, cluster_layout, running
+from tests.faults import replay_paused
 from tests.integration.test_monitoring import make_admin, scrape, value
 from tests.integration.test_router import wait_for, writes_flowing
 from tests.servers import use_settings_environment
@@ -93,23 +94,6 @@ def wait_for_view(
 
 
 @contextmanager
-def replay_paused(replica_url: str) -> Iterator[None]:
-    """Pause WAL replay on the replica (a superuser's right) while the block runs."""
-    superuser = make_url(replica_url).set(username=cluster.POSTGRES_USER)
-    engine = create_engine(superuser, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            connection.execute(text("SELECT pg_wal_replay_pause()"))
-        try:
-            yield
-        finally:
-            with engine.connect() as connection:
-                connection.execute(text("SELECT pg_wal_replay_resume()"))
-    finally:
-        engine.dispose()
-
-
-@contextmanager
 def stopped(name: str) -> Iterator[None]:
     cluster.stop_server(LAYOUT, name)
     try:
@@ -122,7 +106,7 @@ def test_a_replica_whose_replay_is_paused_shows_its_lag_and_leaves_rotation(
     faulty_client, faulty_settings, admin, primary, monkeypatch, capsys
 ):
     wait_for_view(faulty_client, admin, "replica1", in_rotation=True)
-    with writes_flowing(primary), replay_paused(faulty_settings.replica_urls[0]):
+    with writes_flowing(primary), replay_paused(LAYOUT):
         view = wait_for_view(faulty_client, admin, "replica1", in_rotation=False)
         paused, healthy = view["replica1"], view["replica2"]
         assert paused["reachable"] is True
