@@ -33,6 +33,7 @@ class RedisServer:
     host: str
     port: int
     directory: Path  # pid file, log file and (if a test saves one) dump.rdb
+    config_file: Path | None = None  # read first; the command line's options win
     settings: Sequence[str] = field(default=())  # more `--option value` arguments
     netns: str | None = None
 
@@ -74,6 +75,7 @@ def start(tools: Tools, server: RedisServer, progress: Progress) -> None:
         server.netns,
         [
             tools.redis_server,
+            *([] if server.config_file is None else [str(server.config_file)]),
             "--port",
             str(server.port),
             "--bind",
