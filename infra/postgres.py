@@ -78,13 +78,13 @@ def pid(server: PgServer) -> int | None:
     return live_pid(server.pid_file, "postgres")
 
 
-def connect(host: str, port: int) -> Any:
+def connect(host: str, port: int, dbname: str = "postgres") -> Any:
     """Open an autocommit admin connection to a server as the postgres superuser."""
     connection = psycopg2.connect(
         host=host,
         port=port,
         user=POSTGRES_USER,
-        dbname="postgres",
+        dbname=dbname,
         connect_timeout=2,
         application_name="gridlink-cluster",
         options="-c statement_timeout=5000",
