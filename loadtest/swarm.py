@@ -146,7 +146,7 @@ class Swarm:
         """Wait for the master; return its exit status and the figures."""
         master, *workers = self.processes
         try:
-            status = master.wait(timeout=_seconds(self.run_time) + MASTER_EXTRA_SECONDS)
+            status = master.wait(timeout=run_time_seconds(self.run_time) + MASTER_EXTRA_SECONDS)
         finally:
             self.stop()
         for worker in workers:
@@ -177,7 +177,7 @@ class Swarm:
         )
 
 
-def _seconds(run_time: str) -> int:
+def run_time_seconds(run_time: str) -> int:
     """Turn locust's run time ('90s', '5m', '1h30m') into seconds."""
     units = {"h": 3600, "m": 60, "s": 1}
     total, number = 0, ""

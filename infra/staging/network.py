@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from infra.errors import ClusterError, Progress
 from infra.staging.inventory import BRIDGE, BRIDGE_ADDRESS, NAMESPACE_PREFIX, SUBNET, Host
 
-NETEM_DELAY_HELP = "a delay such as 1ms"
+
+class NoNetem(ClusterError):
+    """The kernel cannot delay packets: it was built without netem."""
 
 
 def ip(*arguments: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -107,11 +109,18 @@ def set_link(host: Host, up: bool) -> None:
 
 def set_delay(host: Host, delay: str | None) -> None:
     """Delay every packet the host sends by ``delay`` (tc netem), or remove the delay."""
-    tc = ["ip", "netns", "exec", host.netns, "tc", "qdisc"]
+    tc = ["netns", "exec", host.netns, "tc", "qdisc"]
     if delay is None:
-        _tool(tc[0], [*tc[1:], "del", "dev", "eth0", "root"], check=False)
-    else:
-        _tool(tc[0], [*tc[1:], "replace", "dev", "eth0", "root", "netem", "delay", delay], True)
+        _tool("ip", [*tc, "del", "dev", "eth0", "root"], check=False)
+        return
+    added = _tool("ip", [*tc, "replace", "dev", "eth0", "root", "netem", "delay", delay], False)
+    if "qdisc kind is unknown" in added.stderr:
+        raise NoNetem(
+            "This kernel has no netem qdisc (CONFIG_NET_SCH_NETEM, module sch_netem), "
+            "so no latency can be added here; run on a kernel that has it."
+        )
+    if added.returncode != 0:
+        raise ClusterError(f"tc netem delay {delay} on {host.name} failed: {added.stderr.strip()}")
 
 
 def delay_of(host: Host) -> str | None:
