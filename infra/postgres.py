@@ -26,12 +26,11 @@ from infra.files import POSTGRES_USER, make_pg_dir, pg_command, remove_tree, wri
 from infra.processes import (
     ensure_port_free,
     in_namespace,
+    launch,
     live_pid,
-    log_tail,
     remove_if_stale,
     run,
     stop_process,
-    wait_until,
 )
 
 START_TIMEOUT = 30.0
@@ -226,15 +225,15 @@ def start(tools: Tools, server: PgServer, progress: Progress) -> None:
             ]
         ),
     )
-    result = run(command, cwd=server.data_dir.parent, timeout=START_TIMEOUT + 10)
-    if result.returncode != 0 or not wait_until(
-        lambda: answers(server.host, server.port), START_TIMEOUT
-    ):
-        raise ClusterError(
-            f"{server.name} did not come up on {server.host}:{server.port} "
-            f"({result.stderr.strip() or 'no answer'}); {server.log_file} ends with:\n"
-            f"{log_tail(server.log_file)}"
-        )
+    launch(
+        server.name,
+        f"{server.host}:{server.port}",
+        command,
+        cwd=server.data_dir.parent,
+        timeout=START_TIMEOUT,
+        answers=lambda: answers(server.host, server.port),
+        log=server.log_file,
+    )
     progress(f"{server.name}: started on {server.host}:{server.port} (pid {pid(server)})")
 
 

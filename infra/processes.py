@@ -107,6 +107,25 @@ def ensure_port_free(port: int, name: str, host: str = LOOPBACK) -> None:
         )
 
 
+def launch(
+    name: str,
+    address: str,
+    command: Sequence[str],
+    *,
+    cwd: Path,
+    timeout: float,
+    answers: Callable[[], bool],
+    log: Path,
+) -> None:
+    """Run a server's start command and wait until it answers; else say why, with its log."""
+    result = run(command, cwd=cwd, timeout=timeout + 10)
+    if result.returncode != 0 or not wait_until(answers, timeout):
+        raise ClusterError(
+            f"{name} did not come up on {address} "
+            f"({result.stderr.strip() or 'no answer'}); {log} ends with:\n{log_tail(log)}"
+        )
+
+
 def log_tail(path: Path) -> str:
     try:
         lines = path.read_text(errors="replace").splitlines()

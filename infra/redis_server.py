@@ -15,11 +15,9 @@ from infra.errors import ClusterError, Progress
 from infra.processes import (
     ensure_port_free,
     in_namespace,
+    launch,
     live_pid,
-    log_tail,
-    run,
     stop_process,
-    wait_until,
 )
 
 START_TIMEOUT = 30.0
@@ -95,15 +93,15 @@ def start(tools: Tools, server: RedisServer, progress: Progress) -> None:
             *server.settings,
         ],
     )
-    result = run(command, cwd=server.directory, timeout=START_TIMEOUT)
-    if result.returncode != 0 or not wait_until(
-        lambda: answers(server.host, server.port), START_TIMEOUT
-    ):
-        raise ClusterError(
-            f"{server.name} did not come up on {server.host}:{server.port} "
-            f"({result.stderr.strip() or 'no answer to PING'}); {server.log_file} ends with:\n"
-            f"{log_tail(server.log_file)}"
-        )
+    launch(
+        server.name,
+        f"{server.host}:{server.port}",
+        command,
+        cwd=server.directory,
+        timeout=START_TIMEOUT,
+        answers=lambda: answers(server.host, server.port),
+        log=server.log_file,
+    )
     progress(f"{server.name}: started on {server.port} (pid {pid(server)})")
 
 
