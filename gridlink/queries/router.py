@@ -38,6 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gridlink.lag import replica_lag_bytes, replica_lag_seconds
 from gridlink.lsn import format_lsn, parse_lsn
+from gridlink.tcp import dead_peer_options
 
 logger = logging.getLogger(__name__)
 
@@ -191,11 +192,7 @@ def _probe_engine(url: str) -> Engine:
             "connect_timeout": _CONNECT_TIMEOUT_SECONDS,
             "options": f"-c statement_timeout={_STATEMENT_TIMEOUT_MS}",
             "application_name": "gridlink-router",
-            "tcp_user_timeout": _TCP_USER_TIMEOUT_MS,
-            "keepalives": 1,
-            "keepalives_idle": 5,
-            "keepalives_interval": 1,
-            "keepalives_count": 3,
+            **dead_peer_options(_TCP_USER_TIMEOUT_MS),
         },
     )
 
