@@ -55,6 +55,7 @@ format: install
 clean:
 	-$(BIN)/gridlink cluster down --purge
 	-$(BIN)/python -m loadtest.run --down --purge
+	-$(BIN)/gridlink staging down --purge
 	rm -rf $(VENV) var
 
 ## Staging up (seeded), then locust distributed on its load generator against its load balancer

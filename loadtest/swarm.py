@@ -7,12 +7,14 @@ Steps, each announced on stdout:
 2. ``SWARM_DELAY`` (e.g. ``1ms``) as ``tc netem`` delay on every host's link,
    or no added delay when it is empty;
 3. a locust master and ``SWARM_WORKERS`` workers in the load-generator host's
-   namespace, from its rendered ``locust.conf``: ``SWARM_USERS`` users,
-   ``SWARM_SPAWN_RATE`` per second, for ``SWARM_RUN_TIME``, headless, with the
-   HTML and CSV reports under ``var/staging/reports/``;
+   namespace, from its rendered ``locust-master.conf`` and
+   ``locust-worker.conf``: ``SWARM_USERS`` users, ``SWARM_SPAWN_RATE`` per
+   second, for ``SWARM_RUN_TIME``, headless, with the HTML and CSV reports
+   under ``var/staging/reports/``;
 4. the figures: requests, failures, p50/p95/p99 of all requests, and the
    database statements (round trips) per request, counted on every database
-   host with pg_stat_statements.
+   host with pg_stat_statements, less what the idle deployment runs anyway
+   (health checks, probes: counted for a few seconds before the swarm).
 
 It exits with the master's status: 1 when a request failed or the p95 is
 over ``LOADTEST_P95_MS`` (the locustfile decides, as in ``make loadtest``).
@@ -25,6 +27,8 @@ import csv
 import os
 import subprocess
 import sys
+import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +41,7 @@ from infra.staging.services import Paths
 from loadtest.run import LOCUST, LOCUSTFILE, LoadTestError, locust_environment, positive_int
 
 MASTER_EXTRA_SECONDS = 120  # locust's own start and stop around the run time
+IDLE_SECONDS = 5.0  # how long the idle deployment's own statements are counted
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,7 @@ class SwarmFigures:
             f"{self.requests:,} requests, {self.failures} failed; all requests p50 "
             f"{self.p50_ms:g} ms, p95 {self.p95_ms:g} ms, p99 {self.p99_ms:g} ms; "
             f"database round trips per request: {round_trips} "
-            f"(router probes apart: {self.statements.get('probes', 0):,})"
+            "(health checks and router probes at the idle rate taken off)"
         )
 
 
@@ -116,26 +121,33 @@ class Swarm:
         swarm = render.Swarm(
             plan.users, plan.spawn_rate, plan.run_time, plan.workers, LOCUSTFILE, reports
         )
-        self.config = paths.etc(self.host) / "locust.conf"
-        self.config.parent.mkdir(parents=True, exist_ok=True)
-        self.config.write_text(render.locust_conf(inventory, self.host, swarm))
-        self.environment = locust_environment(
-            seeded.users, seeded.password, LOCUST_CSV_FULL_HISTORY="true"
-        )
+        etc = paths.etc(self.host)
+        etc.mkdir(parents=True, exist_ok=True)
+        self.master_config = etc / "locust-master.conf"
+        self.master_config.write_text(render.locust_master_conf(inventory, self.host, swarm))
+        self.worker_config = etc / "locust-worker.conf"
+        self.worker_config.write_text(render.locust_worker_conf(self.host, swarm))
+        self.environment = locust_environment(seeded.users, seeded.password)
         self.log = paths.data(self.host) / "locust.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.run_time = plan.run_time
         self.worker_count = plan.workers
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.idle: Counter[str] = Counter()  # statements the idle deployment ran
+        self.started = 0.0
 
     def start(self) -> None:
-        """Reset the statement counters, then start the workers and the master."""
+        """Count the idle deployment's statements, then start the master and the workers."""
         statements.ensure_extension(self.inventory)
         statements.reset(self.inventory)
+        time.sleep(IDLE_SECONDS)
+        self.idle = statements.count(self.inventory)
+        statements.reset(self.inventory)
+        self.started = time.monotonic()
         with self.log.open("ab") as log:
-            for role in ["--master"] + ["--worker"] * self.worker_count:
+            for config in [self.master_config] + [self.worker_config] * self.worker_count:
                 command = ["ip", "netns", "exec", self.host.netns]
-                command += [str(LOCUST), "--config", str(self.config), role]
+                command += [str(LOCUST), "--config", str(config)]
                 self.processes.append(
                     subprocess.Popen(
                         command, env=self.environment, stdout=log, stderr=subprocess.STDOUT
@@ -173,7 +185,18 @@ class Swarm:
             p50_ms=float(total["50%"]),
             p95_ms=float(total["95%"]),
             p99_ms=float(total["99%"]),
-            statements=dict(statements.count(self.inventory)),
+            statements=dict(self._statements_of_the_load()),
+        )
+
+    def _statements_of_the_load(self) -> Counter[str]:
+        """Return the statements counted since the start, less the idle rate over that time."""
+        counted = statements.count(self.inventory)
+        scale = (time.monotonic() - self.started) / IDLE_SECONDS
+        return Counter(
+            {
+                kind: max(0, calls - round(self.idle[kind] * scale))
+                for kind, calls in counted.items()
+            }
         )
 
 

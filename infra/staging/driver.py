@@ -99,9 +99,8 @@ def up(
 def _lb_ready(inventory: Inventory, paths: Paths) -> bool:
     apis = {host.name for host in inventory.with_role(API)}
     states = services.lb_servers(paths)
-    lb = inventory.one(LOAD_BALANCER)
     return all(states.get(name) == "UP" for name in apis) and (
-        services.http_status(f"{lb.address}:80", "/readyz") == 200
+        services.http_status(inventory.load_balancer_address, "/readyz") == 200
     )
 
 
@@ -137,7 +136,7 @@ def status(paths: Paths, inventory: Inventory = STAGING) -> list[HostStatus]:
         health = f"readyz {ready or 'no answer'}, lb: {lb_states.get(host.name, '?')}"
         rows.append(HostStatus(host, "gridlink serve", services.api_pid(paths, host), health))
     lb = inventory.one(LOAD_BALANCER)
-    ready = services.http_status(f"{lb.address}:80", "/readyz")
+    ready = services.http_status(inventory.load_balancer_address, "/readyz")
     rows.append(
         HostStatus(lb, "haproxy", services.lb_pid(paths, lb), f"readyz {ready or 'no answer'}")
     )

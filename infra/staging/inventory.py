@@ -93,8 +93,12 @@ class Inventory:
         return [self.primary, *self.replicas]
 
     @property
+    def load_balancer_address(self) -> str:
+        return f"{self.one(LOAD_BALANCER).address}:{LOAD_BALANCER_PORT}"
+
+    @property
     def load_balancer_url(self) -> str:
-        return f"http://{self.one(LOAD_BALANCER).address}:{LOAD_BALANCER_PORT}"
+        return f"http://{self.load_balancer_address}"
 
     def database_url(self, host: Host) -> str:
         return f"postgresql+psycopg2://{DATABASE_USER}@{host.address}:{POSTGRES_PORT}/{DATABASE}"

@@ -100,9 +100,9 @@ def api_unit(host: Host) -> str:
     return render("gridlink-api.service", host=host.name)
 
 
-def locust_conf(inventory: Inventory, host: Host, swarm: Swarm) -> str:
+def locust_master_conf(inventory: Inventory, host: Host, swarm: Swarm) -> str:
     return render(
-        "locust.conf",
+        "locust-master.conf",
         host=host.name,
         address=host.address,
         master_port=LOCUST_MASTER_PORT,
@@ -113,6 +113,16 @@ def locust_conf(inventory: Inventory, host: Host, swarm: Swarm) -> str:
         spawn_rate=swarm.spawn_rate,
         run_time=swarm.run_time,
         reports=swarm.reports,
+    )
+
+
+def locust_worker_conf(host: Host, swarm: Swarm) -> str:
+    return render(
+        "locust-worker.conf",
+        host=host.name,
+        address=host.address,
+        master_port=LOCUST_MASTER_PORT,
+        locustfile=swarm.locustfile,
     )
 
 
