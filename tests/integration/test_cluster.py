@@ -13,10 +13,10 @@ import psycopg2
 import pytest
 
 from infra import cluster
-from tests.conftest import cluster_layout
+from tests.support.clusters import cluster_layout
 
 # Own root and ports, away from the dev cluster (15432/16379) and any other test cluster.
-LAYOUT = cluster_layout("cluster-selftest", port_offset=60)
+LAYOUT = cluster_layout("cluster-selftest")
 REPLICA_PORT = LAYOUT.replica_port(1)
 
 
