@@ -219,6 +219,11 @@ def fault(
         if list(host_names) == ["all"]
         else [inventory.named(n) for n in host_names]
     )
+    missing = [host.name for host in hosts if host.netns not in network.namespaces()]
+    if missing:
+        raise ClusterError(
+            f"{', '.join(missing)}: not up (no namespace); run `gridlink staging up` first."
+        )
     for host in hosts:
         if action == "kill":
             killed = faults.kill_host(host)

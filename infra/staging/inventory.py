@@ -17,6 +17,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.errors import ClusterError
+
 PRIMARY = "postgres-primary"
 REPLICA = "postgres-replica"
 REDIS = "redis"
@@ -78,7 +80,7 @@ class Inventory:
             if host.name == name:
                 return host
         names = ", ".join(host.name for host in self.hosts)
-        raise KeyError(f"There is no staging host {name!r}; the hosts are {names}.")
+        raise ClusterError(f"There is no staging host {name!r}; the hosts are {names}.")
 
     @property
     def primary(self) -> Host:
