@@ -22,12 +22,13 @@ from infra.files import check_postgres_can_enter, reachable_root
 from infra.processes import wait_until
 from infra.seeding import Seeded, ensure_seeded
 from infra.staging import faults, network, services
-from infra.staging.inventory import API, LOAD_BALANCER, STAGING, Host, Inventory
+from infra.staging.inventory import API, BRIDGE, LOAD_BALANCER, REDIS, STAGING, Host, Inventory
 from infra.staging.services import Paths
 from infra.status import align_rows, database_rows
 
 STAGING_ROOT = services.PROJECT_ROOT / "var" / "staging"
 READY_TIMEOUT = 60.0
+_ABSENT = "host not up"
 SEED_SHAPE = (4, 5)  # grids per user, links per grid: `make loadtest`'s profiles
 
 
@@ -116,30 +117,42 @@ class HostStatus:
 
 
 def status(paths: Paths, inventory: Inventory = STAGING) -> list[HostStatus]:
-    """Report each host's service, pid and health (databases: replication state and lag)."""
+    """Report each host's service, pid and health (databases: replication state and lag).
+
+    Only hosts whose namespace is on the bridge are asked anything: without
+    the bridge, 10.77.0.0/24 would go out by the machine's default route.
+    """
+    up = set(network.namespaces()) if network.link_exists(BRIDGE) else set()
     rows = []
     servers = [services.pg_server(paths, host) for host in inventory.databases]
-    if all(server.data_dir.parent.exists() for server in servers) and _configured(paths, inventory):
+    if _configured(paths, inventory) and all(host.netns in up for host in inventory.databases):
         for host, row in zip(
             inventory.databases, database_rows(servers[0], servers[1:]), strict=True
         ):
             health = row.state or ("running" if row.running else "stopped")
             lag = "-" if row.lag_seconds is None else f"{row.lag_seconds:.1f} s, {row.lag_bytes} B"
             rows.append(HostStatus(host, f"postgresql ({row.role})", row.pid, health, lag))
+    else:
+        rows += [HostStatus(host, "postgresql", None, _ABSENT) for host in inventory.databases]
     redis = services.redis(inventory, paths)
-    redis_pid = redis_server.pid(redis)
-    redis_health = "ok" if redis_server.answers(redis.host, redis.port) else "no answer"
-    rows.append(HostStatus(inventory.one("redis"), "redis", redis_pid, redis_health))
+    redis_host = inventory.one(REDIS)
+    redis_health = _ABSENT
+    if redis_host.netns in up:
+        redis_health = "ok" if redis_server.answers(redis.host, redis.port) else "no answer"
+    rows.append(HostStatus(redis_host, "redis", redis_server.pid(redis), redis_health))
     lb_states = services.lb_servers(paths)
     for host in inventory.with_role(API):
-        ready = services.api_answers(host, "/readyz")
-        health = f"readyz {ready or 'no answer'}, lb: {lb_states.get(host.name, '?')}"
+        health = _ABSENT
+        if host.netns in up:
+            ready = services.api_answers(host, "/readyz")
+            health = f"readyz {ready or 'no answer'}, lb: {lb_states.get(host.name, '?')}"
         rows.append(HostStatus(host, "gridlink serve", services.api_pid(paths, host), health))
     lb = inventory.one(LOAD_BALANCER)
-    ready = services.http_status(inventory.load_balancer_address, "/readyz")
-    rows.append(
-        HostStatus(lb, "haproxy", services.lb_pid(paths, lb), f"readyz {ready or 'no answer'}")
-    )
+    health = _ABSENT
+    if lb.netns in up:
+        ready = services.http_status(inventory.load_balancer_address, "/readyz")
+        health = f"readyz {ready or 'no answer'}"
+    rows.append(HostStatus(lb, "haproxy", services.lb_pid(paths, lb), health))
     return rows
 
 
