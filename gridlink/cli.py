@@ -42,6 +42,9 @@ def cmd_staging(args: argparse.Namespace, settings: Settings) -> int:
     from infra.staging import driver
 
     paths = driver.default_paths()
+    if args.staging_command == "up" and args.seed is not None and args.seed < 1:
+        print("gridlink: --seed: must be a whole number of at least 1", file=sys.stderr)
+        return 2
     if args.staging_command == "up":
         driver.up(paths, seed_users=args.seed)
         print(driver.format_status(driver.status(paths)))

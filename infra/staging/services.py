@@ -27,6 +27,7 @@ from infra.processes import in_namespace, live_pid, log_tail, run, stop_process,
 from infra.redis_server import RedisServer
 from infra.staging import render
 from infra.staging.inventory import (
+    API,
     API_PORT,
     DATABASE,
     DATABASE_USER,
@@ -74,7 +75,7 @@ def write_configuration(inventory: Inventory, paths: Paths) -> None:
     _write(paths.etc(redis_host) / "redis.conf", render.redis_conf(redis_host))
     lb = inventory.one(LOAD_BALANCER)
     _write(paths.etc(lb) / "haproxy.cfg", render.haproxy_cfg(inventory, _stats_socket(paths)))
-    for host in inventory.with_role("api"):
+    for host in inventory.with_role(API):
         _write(paths.etc(host) / "api.env", render.api_env(inventory, host, _mail_dir(paths, host)))
         _write(paths.etc(host) / "gridlink-api.service", render.api_unit(host))
 
@@ -93,7 +94,8 @@ def _mail_dir(paths: Paths, host: Host) -> Path:
 
 
 def _stats_socket(paths: Paths) -> Path:
-    return paths.root / "hosts" / "lb1-haproxy.sock"
+    # Beside the hosts' folders: a unix socket path may not be longer than 107 bytes.
+    return paths.root / "hosts" / "haproxy-stats.sock"
 
 
 # --------------------------------------------------------------------------- PostgreSQL, Redis
@@ -254,6 +256,7 @@ def lb_servers(paths: Paths) -> dict[str, str]:
     states = {}
     for line in answer.decode().splitlines():
         fields = line.split(",")
+        # haproxy.cfg's backend is named "api"; column 17 is each server's status.
         if len(fields) > 17 and fields[0] == "api" and fields[1] not in ("FRONTEND", "BACKEND"):
             states[fields[1]] = fields[17]
     return states
