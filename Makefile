@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 BIND ?= 127.0.0.1:8000
 
-.PHONY: install run test soak lint format clean loadtest bench
+.PHONY: install run test soak lint format clean loadtest bench swarm
 
 $(INSTALLED): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: on Debian/Ubuntu run 'apt-get install python3-venv'"; exit 1; }
@@ -55,4 +55,10 @@ format: install
 clean:
 	-$(BIN)/gridlink cluster down --purge
 	-$(BIN)/python -m loadtest.run --down --purge
+	-$(BIN)/gridlink staging down --purge
 	rm -rf $(VENV) var
+
+## Staging up (seeded), then locust distributed on its load generator against its load balancer
+## (SWARM_USERS, SWARM_RUN_TIME, SWARM_WORKERS, SWARM_DELAY=1ms); reports in var/staging/reports/.
+swarm: install
+	$(BIN)/python -m loadtest.swarm

@@ -48,8 +48,9 @@ from gridlink.seed import SeedPlan, SeedResult, seed, warm_profiles
 from gridlink.services import Services
 from gridlink.settings import Settings
 from infra import cluster
-from tests.conftest import count_queries, wait_for_replica
-from tests.servers import Server, server_environment, start_server
+from tests.support.queries import count_queries
+from tests.support.servers import Server, server_environment, start_server
+from tests.support.waiting import wait_for_replica
 
 BENCH_ROOT = PROJECT_ROOT / "var" / "bench"
 # The wrk script and the constant body: beside the cluster, which owns its directory.

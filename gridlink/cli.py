@@ -38,6 +38,40 @@ def cmd_cluster_down(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_staging(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.staging import driver
+
+    paths = driver.default_paths()
+    if args.staging_command == "up" and args.seed is not None and args.seed < 1:
+        print("gridlink: --seed: must be a whole number of at least 1", file=sys.stderr)
+        return 2
+    if args.staging_command == "up":
+        driver.up(paths, seed_users=args.seed)
+        print(driver.format_status(driver.status(paths)))
+    elif args.staging_command == "status":
+        print(driver.format_status(driver.status(paths)))
+    elif args.staging_command == "down":
+        driver.down(paths, purge=args.purge)
+    else:
+        driver.fault(paths, args.action, args.hosts, delay=args.delay)
+    return 0
+
+
+def add_staging_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    staging = commands.add_parser("staging", help="staging's hosts as network namespaces (root)")
+    staging_commands = staging.add_subparsers(dest="staging_command", required=True)
+    up = staging_commands.add_parser("up", help="bring every host up (idempotent)")
+    up.add_argument("--seed", type=int, metavar="N", help="seed N users (4 grids x 5 links)")
+    staging_commands.add_parser("status", help="each host: service, health, lag")
+    down = staging_commands.add_parser("down", help="stop everything, remove the namespaces")
+    down.add_argument("--purge", action="store_true", help="also delete the data")
+    fault = staging_commands.add_parser("fault", help="kill a host, cut or slow its link, restore")
+    fault.add_argument("action", choices=("kill", "cut", "restore", "delay"))
+    fault.add_argument("hosts", nargs="+", help="host names from the inventory, or 'all'")
+    fault.add_argument("--delay", default="1ms", help="with delay: netem delay (default 1ms)")
+    staging.set_defaults(handler=cmd_staging)
+
+
 def migrate(database_url: str) -> None:
     """Apply every Alembic migration to the database at ``database_url``."""
     from alembic import command
@@ -222,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_users_parser(commands)
     add_seed_parser(commands)
+    add_staging_parser(commands)
     replicas = commands.add_parser(
         "replicas", help="the primary and each replica: reachable, rotation, lag"
     )

@@ -12,7 +12,7 @@ from typing import TextIO
 
 from gridlink.logs import utc_timestamp
 from gridlink.queries.router import ReplicaRouter, RouterSnapshot
-from infra.cluster import align_rows
+from infra.status import align_rows
 
 _RED = "\x1b[31m"
 _RESET = "\x1b[0m"

@@ -20,12 +20,16 @@ from gridlink.mail import MailOutbox, make_mailer
 from gridlink.metrics import Metrics
 from gridlink.queries.router import ReplicaRouter
 from gridlink.settings import Settings
+from gridlink.tcp import dead_peer_options
 
 # Short timeouts everywhere: a server that has gone away must turn into a
 # quick 503 or a fallback, never into a worker stuck for minutes.
 _CONNECT_TIMEOUT_SECONDS = 2
 _STATEMENT_TIMEOUT_MS = 5000
 _REDIS_TIMEOUT_SECONDS = 0.5
+# A pooled connection to a host cut off mid-way (its pre-ping gets no ACK) is
+# dropped after 2 s, so the read moves on to the next server.
+_TCP_USER_TIMEOUT_MS = 2000
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
@@ -40,6 +44,7 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
             "connect_timeout": _CONNECT_TIMEOUT_SECONDS,
             "options": f"-c statement_timeout={_STATEMENT_TIMEOUT_MS}",
             "application_name": "gridlink",
+            **dead_peer_options(_TCP_USER_TIMEOUT_MS),
         },
     )
 

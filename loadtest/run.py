@@ -21,9 +21,7 @@ Steps, each announced on stdout:
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -31,12 +29,10 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from sqlalchemy import create_engine, select
-
 from gridlink.cli import PROJECT_ROOT, migrate
-from gridlink.models import User
 from gridlink.settings import Settings
 from infra import cluster
+from infra.seeding import ensure_seeded, settings_environment
 
 LOCUSTFILE = PROJECT_ROOT / "loadtest" / "locustfile.py"
 LOCUST = Path(sys.executable).with_name("locust")
@@ -49,7 +45,6 @@ STOP_HINT = ".venv/bin/python -m loadtest.run --down"
 SERVER_PORT = 27480
 SERVER_START_SECONDS = 60.0
 SERVER_STOP_SECONDS = 20.0
-ADMIN_USERNAME = "test_user_0"
 # A modest dataset: seeded in seconds, yet profiles of a realistic size
 # (4 grids of 5 links) and more users than the run can read twice.
 SEED_USERS = 10_000
@@ -80,15 +75,6 @@ def cluster_settings(layout: cluster.ClusterLayout) -> Settings:
         replica_urls=layout.replica_urls,
         redis_url=layout.redis_url,
     )
-
-
-def settings_environment(settings: Settings) -> dict[str, str]:
-    """Return the ``GRIDLINK_*`` variables that point a server at ``settings``' cluster."""
-    return {
-        "GRIDLINK_DATABASE_URL": settings.database_url,
-        "GRIDLINK_REPLICA_URLS": ",".join(settings.replica_urls),
-        "GRIDLINK_REDIS_URL": settings.redis_url,
-    }
 
 
 def locust_command(
@@ -134,55 +120,6 @@ def locust_environment(profile_users: int, seeded_password: str, **extra: str) -
         "LOADTEST_SEEDED_PASSWORD": seeded_password,
         **extra,
     }
-
-
-def user_exists(settings: Settings, username: str) -> bool:
-    engine = create_engine(settings.database_url)
-    try:
-        with engine.connect() as connection:
-            found = connection.scalar(select(User.id).where(User.username == username))
-    finally:
-        engine.dispose()
-    return found is not None
-
-
-def ensure_seeded(settings: Settings) -> tuple[int, str]:
-    """Seed the load-test cluster unless an earlier run did; return the user count and password."""
-    if SEED_STATE.exists():
-        state = json.loads(SEED_STATE.read_text())
-        users, password = int(state["users"]), str(state["password"])
-        if user_exists(settings, f"test_user_{users - 1}"):
-            say(f"{users:,} seeded users are there already")
-            return users, password
-    if user_exists(settings, "test_user_0"):
-        raise LoadTestError(
-            f"The load-test cluster has seeded users but {SEED_STATE} does not say their "
-            "password; start afresh with `.venv/bin/python -m loadtest.run --down --purge`."
-        )
-    password = secrets.token_urlsafe(12)
-    counts = {"--users": SEED_USERS, "--grids": SEED_GRIDS, "--links": SEED_LINKS}
-    say(f"seeding {SEED_USERS:,} users x {SEED_GRIDS} grids x {SEED_LINKS} links, cache warmed")
-    command = [str(GRIDLINK), "seed", *(f"{o}={c}" for o, c in counts.items())]
-    seeded = subprocess.run(
-        [*command, "--warm", "--password", password],
-        env={**os.environ, **settings_environment(settings)},
-        check=False,
-    )
-    if seeded.returncode != 0:
-        raise LoadTestError(f"`gridlink seed` failed with status {seeded.returncode}.")
-    SEED_STATE.write_text(json.dumps({"users": SEED_USERS, "password": password}))
-    return SEED_USERS, password
-
-
-def make_admin(settings: Settings, username: str) -> None:
-    from gridlink.commands.accounts import set_admin
-    from gridlink.services import Services
-
-    services = Services.connect(settings)
-    try:
-        set_admin(services, username=username, is_admin=True)
-    finally:
-        services.close()
 
 
 def healthy(address: str) -> bool:
@@ -241,8 +178,8 @@ def run_load_test(environ: Mapping[str, str]) -> int:
     print(cluster.format_status(cluster.up(layout, progress=say)), flush=True)
     migrate(settings.database_url)
     say("migrated")
-    profile_users, password = ensure_seeded(settings)
-    make_admin(settings, ADMIN_USERNAME)
+    seeded = ensure_seeded(settings, SEED_STATE, (SEED_USERS, SEED_GRIDS, SEED_LINKS), say)
+    profile_users, password = seeded.users, seeded.password
     address = f"127.0.0.1:{SERVER_PORT}"
     say(f"starting gunicorn on {address} (log: {SERVER_LOG})")
     server = start_server(settings, address)

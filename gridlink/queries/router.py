@@ -36,7 +36,9 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from gridlink.lag import replica_lag_bytes, replica_lag_seconds
 from gridlink.lsn import format_lsn, parse_lsn
+from gridlink.tcp import dead_peer_options
 
 logger = logging.getLogger(__name__)
 
@@ -62,47 +64,7 @@ _REPLICA_PROBE = text(
 )
 
 
-# --------------------------------------------------------------------------- LSNs and lag
-
-
-def replica_lag_seconds(
-    *,
-    replay_lsn: int | None,
-    receive_lsn: int | None,
-    primary_lsn: int | None,
-    seconds_since_replayed_commit: float | None,
-    staleness_bound: float | None = None,
-) -> float | None:
-    """Return how many seconds a replica's data is behind the primary, or None if unknown.
-
-    LSNs come first, as in postgres_exporter, so the lag does not grow on an
-    idle primary: a replica that has replayed the primary's current position
-    is 0 s behind. When the primary cannot be asked, a replica that has
-    replayed everything it received counts as 0 s behind (``>=``: after a
-    restart the walreceiver reports a receive position at the start of a WAL
-    segment, behind replay). With a reachable primary that comparison is not
-    used, since a replica whose WAL stream broke has also replayed all it
-    received while falling ever further behind.
-
-    Otherwise the lag is the smaller of two upper bounds: the age of the last
-    commit the replica replayed (it alone overstates the lag when the only
-    WAL pending is not a commit, after a long idle spell), and
-    ``staleness_bound``, the time since the router saw the primary at a
-    position the replica has since replayed.
-    """
-    if replay_lsn is None:
-        return None
-    if primary_lsn is not None:
-        if replay_lsn >= primary_lsn:
-            return 0.0
-    elif receive_lsn is not None and replay_lsn >= receive_lsn:
-        return 0.0
-    bounds = [
-        max(0.0, bound)
-        for bound in (seconds_since_replayed_commit, staleness_bound)
-        if bound is not None
-    ]
-    return min(bounds) if bounds else None
+# --------------------------------------------------------------------------- rotation
 
 
 def stays_in_rotation(
@@ -230,11 +192,7 @@ def _probe_engine(url: str) -> Engine:
             "connect_timeout": _CONNECT_TIMEOUT_SECONDS,
             "options": f"-c statement_timeout={_STATEMENT_TIMEOUT_MS}",
             "application_name": "gridlink-router",
-            "tcp_user_timeout": _TCP_USER_TIMEOUT_MS,
-            "keepalives": 1,
-            "keepalives_idle": 5,
-            "keepalives_interval": 1,
-            "keepalives_count": 3,
+            **dead_peer_options(_TCP_USER_TIMEOUT_MS),
         },
     )
 
@@ -564,10 +522,7 @@ class ReplicaRouter:
         if not answer.in_recovery:
             # Promoted or never a replica: its data is not the primary's any more.
             return ReplicaStatus(name=name, host=host, reachable=True, replay_lsn=replay_text)
-        lag_bytes = None
-        if primary_lsn is not None and replay is not None:
-            # The primary may be asked a moment before the replica: never negative.
-            lag_bytes = max(0, primary_lsn - replay)
+        lag_bytes = replica_lag_bytes(primary_lsn=primary_lsn, replay_lsn=replay)
         lag_seconds = replica_lag_seconds(
             replay_lsn=replay,
             receive_lsn=answer.receive_lsn,

@@ -21,9 +21,9 @@ import pytest
 from gridlink.cli import GUNICORN_CONF
 from gridlink.settings import Settings
 from infra.workers import REQUEST_READ_SECONDS
-from tests.abuse import assert_clean_error
-from tests.conftest import ApiUser, sign_up
-from tests.servers import Reply, fetch, raw_exchange, server_environment, serving
+from tests.support.abuse import assert_clean_error
+from tests.support.api import ApiUser, sign_up
+from tests.support.servers import Reply, fetch, raw_exchange, server_environment, serving
 
 ALLOWED_ORIGIN = "https://app.example"
 THREADS = int(runpy.run_path(str(GUNICORN_CONF))["threads"])

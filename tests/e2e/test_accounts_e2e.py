@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from gridlink.settings import Settings
-from tests.conftest import random_username
-from tests.servers import call, serving
+from tests.support.api import random_username
+from tests.support.servers import call, serving
 
 
 @pytest.fixture(scope="module")

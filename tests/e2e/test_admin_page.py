@@ -22,8 +22,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 from gridlink.cli import PROJECT_ROOT, main
 from gridlink.settings import Settings
 from infra import cluster
-from tests.conftest import random_username
-from tests.servers import Server, call, serving, use_settings_environment
+from tests.support.api import random_username
+from tests.support.servers import Server, call, serving, use_settings_environment
 
 SCREENSHOT = PROJECT_ROOT / "var" / "test-output" / "admin-page.png"
 CHROMIUM_FLAGS = (

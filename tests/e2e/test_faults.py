@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import pytest
 
 from gridlink.cache import TIMEOUT_COOL_OFF_SECONDS, CachedProfile, ProfileCache
-from tests.faults import (
+from tests.support.faults import (
     SOURCE,
     Account,
     FaultRig,
@@ -46,10 +46,10 @@ from tests.faults import (
     replica_serves,
     resend,
     retry_unacknowledged,
-    wait_for,
+    stopped,
 )
-from tests.integration.test_accounts_when_servers_fail import stopped
-from tests.servers import api_request, json_body
+from tests.support.servers import api_request, json_body
+from tests.support.waiting import wait_for
 
 WRITERS = 3
 MAX_LAG_SECONDS = 5.0  # the rig's bound: the default, which API.md's promises name
@@ -60,7 +60,7 @@ STALENESS_ALLOWED = MAX_LAG_SECONDS + 2 + 1
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultRig]:
-    with fault_rig("faults", 80, tmp_path_factory.mktemp("faults-mail")) as built:
+    with fault_rig("faults", tmp_path_factory.mktemp("faults-mail")) as built:
         yield built
 
 

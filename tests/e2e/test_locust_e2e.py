@@ -24,7 +24,7 @@ from gridlink.seed import SeedPlan, SeedResult, seed
 from gridlink.services import Services
 from gridlink.settings import Settings
 from loadtest.run import LOCUST, LOCUSTFILE, locust_command, locust_environment
-from tests.servers import call, free_port, serving
+from tests.support.servers import call, free_port, serving
 
 PROFILE = "/api/users/[username]/"
 SEEDED_USERS = 3

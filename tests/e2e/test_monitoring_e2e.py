@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gridlink.settings import Settings
 from infra.cluster import wait_until
-from tests.conftest import random_username
-from tests.servers import Server, call, serving
+from tests.support.api import random_username
+from tests.support.servers import Server, call, serving
 
 PROFILE_ROUTE = "/api/users/{username}"
 BATCH = 40

@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from sqlalchemy import text
 
 from gridlink.settings import Settings
-from tests.servers import call, server_environment, serving
+from tests.support.servers import call, server_environment, serving
 
 # Bounded for the suite; GRIDLINK_FUZZ_EXAMPLES=50 explores further (minutes per operation).
 EXAMPLES_PER_OPERATION = int(os.environ.get("GRIDLINK_FUZZ_EXAMPLES", "5"))

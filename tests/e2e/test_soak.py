@@ -25,7 +25,7 @@ from contextlib import AbstractContextManager
 
 import pytest
 
-from tests.faults import (
+from tests.support.faults import (
     Account,
     FaultRig,
     Traffic,
@@ -44,9 +44,9 @@ from tests.faults import (
     replica_serves,
     retry_unacknowledged,
     serves_normally,
-    wait_for,
+    stopped,
 )
-from tests.integration.test_accounts_when_servers_fail import stopped
+from tests.support.waiting import wait_for
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "120"))
 SEED = int(os.environ.get("SOAK_SEED", str(random.SystemRandom().randrange(1 << 32))))
@@ -61,7 +61,7 @@ Fault = Callable[[FaultRig, random.Random], None]
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultRig]:
-    with fault_rig("soak", 100, tmp_path_factory.mktemp("soak-mail")) as built:
+    with fault_rig("soak", tmp_path_factory.mktemp("soak-mail")) as built:
         yield built
 
 

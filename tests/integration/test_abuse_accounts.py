@@ -21,9 +21,10 @@ from gridlink.app import create_app
 from gridlink.commands import accounts
 from gridlink.services import Services
 from gridlink.settings import MailBackend
-from tests.abuse import an_address, assert_clean_result, primary_state
-from tests.conftest import count_queries, random_username
-from tests.integration.test_accounts_passwords import mails_to
+from tests.support.abuse import an_address, assert_clean_result, primary_state
+from tests.support.api import random_username
+from tests.support.mail import mails_to
+from tests.support.queries import count_queries
 
 
 def app_with(services: Services, **changes: Any) -> falcon.testing.TestClient:

@@ -18,10 +18,10 @@ from gridlink.app import create_app
 from gridlink.services import Services
 from gridlink.settings import Settings
 from infra import cluster
-from tests.abuse import an_address, assert_clean_result
-from tests.conftest import ApiUser, cluster_layout, running, sign_up
-from tests.integration.test_accounts_when_servers_fail import stopped
-from tests.integration.test_grids_and_links import create_grid, create_link
+from tests.support.abuse import an_address, assert_clean_result
+from tests.support.api import ApiUser, create_grid, create_link, sign_up
+from tests.support.clusters import cluster_layout, running
+from tests.support.faults import stopped
 
 MISSING_GRID = "gr_" + "0" * 32
 FIRST_KEY = 7_350_000
@@ -29,7 +29,7 @@ FIRST_KEY = 7_350_000
 
 @pytest.fixture(scope="module")
 def leak_cluster() -> Iterator[cluster.ClusterLayout]:
-    with running(cluster_layout("abuse-leaks", port_offset=140)) as layout:
+    with running(cluster_layout("abuse-leaks")) as layout:
         yield layout
 
 

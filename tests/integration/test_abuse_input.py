@@ -19,9 +19,8 @@ import falcon.testing
 import pytest
 
 from gridlink.services import Services
-from tests.abuse import an_address, assert_clean_result, fast_sign_up, primary_state
-from tests.conftest import ApiUser, random_username
-from tests.integration.test_grids_and_links import create_grid, create_link
+from tests.support.abuse import an_address, assert_clean_result, fast_sign_up, primary_state
+from tests.support.api import ApiUser, create_grid, create_link, random_username
 
 
 def encode(body: dict[str, Any]) -> bytes:

@@ -17,9 +17,8 @@ import falcon.testing
 import pytest
 
 from gridlink.slugs import GRID_PREFIX, LINK_PREFIX, new_slug
-from tests.abuse import assert_clean_result, primary_state
-from tests.conftest import ApiUser, sign_up
-from tests.integration.test_grids_and_links import create_grid, create_link
+from tests.support.abuse import assert_clean_result, primary_state
+from tests.support.api import ApiUser, create_grid, create_link, sign_up
 
 
 @dataclass(frozen=True)

@@ -13,34 +13,10 @@ from sqlalchemy import text
 
 import gridlink.commands.accounts
 from gridlink.services import Services
-from tests.conftest import ApiUser, random_username, sign_up
+from tests.support.api import ApiUser, assert_error, login, random_username, sign_up, signup_body
 
 ME_FIELDS = {"username", "email", "display_name", "is_admin", "created_on"}
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
-
-
-def signup_body(**overrides: Any) -> dict[str, Any]:
-    username = random_username("s")
-    body = {"username": username, "email": f"{username}@example.com", "password": "correct horse"}
-    body.update(overrides)
-    return body
-
-
-def login(client: falcon.testing.TestClient, username: str, password: str) -> falcon.testing.Result:
-    # A fresh address per call: failures here must not add up in another test's throttle.
-    return client.simulate_post(
-        "/api/auth/login/",
-        json={"username": username, "password": password},
-        remote_addr=f"10.0.{secrets.randbelow(250)}.{secrets.randbelow(250)}",
-    )
-
-
-def assert_error(result: falcon.testing.Result, status: int, error_type: str) -> dict[str, Any]:
-    assert result.status_code == status, result.text
-    error: dict[str, Any] = result.json["error"]
-    assert error["type"] == error_type
-    assert error["message"]
-    return error
 
 
 def assert_me(me: dict[str, Any], username: str, email: str, display_name: str = "") -> None:

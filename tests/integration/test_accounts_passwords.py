@@ -20,26 +20,13 @@ from gridlink.errors import RateLimited
 from gridlink.ratelimit import LoginThrottle
 from gridlink.services import Services
 from gridlink.tokens import hash_token
-from tests.conftest import ApiUser, random_username
-from tests.integration.test_accounts import assert_error, login
+from tests.support.api import ApiUser, assert_error, login, random_username
+from tests.support.mail import MAIL_WAIT_SECONDS, mails_to
 
 # --- password reset --------------------------------------------------------------------------
 
 
 # Mail is sent by a thread of its own (gridlink.mail.MailOutbox): wait for it this long.
-MAIL_WAIT_SECONDS = 10
-
-
-def mails_to(mail_dir: Path, address: str, expected: int = 0) -> list[EmailMessage]:
-    """The mails sent to ``address``, once at least ``expected`` of them are there."""
-    parser = BytesParser(policy=policy.default)
-    deadline = time.monotonic() + MAIL_WAIT_SECONDS
-    while True:
-        mails = [parser.parsebytes(path.read_bytes()) for path in sorted(mail_dir.glob("*.eml"))]
-        sent = [m for m in mails if isinstance(m, EmailMessage) and m["To"] == address]
-        if len(sent) >= expected or time.monotonic() > deadline:
-            return sent
-        time.sleep(0.02)
 
 
 def request_reset(client: falcon.testing.TestClient, email: str) -> falcon.testing.Result:

@@ -21,16 +21,8 @@ from gridlink.queries.tokens import (
 from gridlink.services import Services
 from gridlink.settings import Settings
 from gridlink.tokens import hash_token
-from tests.conftest import ApiUser, count_queries, random_username
-from tests.integration.test_accounts import assert_error, login
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Token {token}"}
-
-
-def me_status(client: falcon.testing.TestClient, token: str) -> int:
-    return client.simulate_get("/api/users/me/", headers=auth(token)).status_code
+from tests.support.api import ApiUser, assert_error, auth, login, me_status, random_username
+from tests.support.queries import count_queries
 
 
 def forget_cached(services: Services, token: str) -> None:

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 from sqlalchemy import text
 
 from gridlink.queries.tokens import TOKEN_CACHE_SECONDS, authenticate, token_cache_key
 from gridlink.services import Services
 from gridlink.tokens import hash_token
 from infra import cluster
-from tests.conftest import count_queries, random_username, sign_up
-from tests.integration.test_accounts import assert_error, login, signup_body
-from tests.integration.test_accounts_tokens import me_status
-
-
-@contextmanager
-def stopped(layout: cluster.ClusterLayout, name: str) -> Iterator[None]:
-    cluster.stop_server(layout, name)
-    try:
-        yield
-    finally:
-        cluster.start_server(layout, name)
+from tests.support.api import assert_error, login, me_status, random_username, sign_up, signup_body
+from tests.support.faults import stopped
+from tests.support.queries import count_queries
 
 
 def replicas_have_token(services: Services, token: str) -> bool:

@@ -13,10 +13,10 @@ import psycopg2
 import pytest
 
 from infra import cluster
-from tests.conftest import cluster_layout
+from tests.support.clusters import cluster_layout
 
 # Own root and ports, away from the dev cluster (15432/16379) and any other test cluster.
-LAYOUT = cluster_layout("cluster-selftest", port_offset=60)
+LAYOUT = cluster_layout("cluster-selftest")
 REPLICA_PORT = LAYOUT.replica_port(1)
 
 
@@ -124,6 +124,40 @@ def test_idle_primary_shows_no_false_lag(layout: cluster.ClusterLayout) -> None:
     assert replica.lag_seconds is not None
     assert replica.lag_seconds < 0.5
     assert replica.lag_bytes == 0
+
+
+def _replica1_setting(name: str) -> str:
+    """Return a setting as pg_basebackup -R wrote it into replica1's postgresql.auto.conf."""
+    auto_conf = LAYOUT.root / "replica1" / "postgresql.auto.conf"
+    for line in auto_conf.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == name:
+            return value.strip().strip("'").replace("''", "'")
+    raise AssertionError(f"{name} is not in {auto_conf}")
+
+
+def test_replica_cut_off_from_its_stream_shows_lag_in_seconds_too(
+    layout: cluster.ClusterLayout,
+) -> None:
+    warm_up = _insert_marker()  # a replayed commit whose age the lag is measured by
+    assert cluster.wait_until(lambda: _replica_has(warm_up))
+    conninfo = _replica1_setting("primary_conninfo")
+    # Nothing listens on port 1: the walreceiver restarts and never reconnects.
+    cluster.set_replica_setting(layout, "replica1", "primary_conninfo", "host=127.0.0.1 port=1")
+    try:
+        assert cluster.wait_until(lambda: _replica1().state == "disconnected", timeout=10)
+        marker = _insert_marker()
+
+        def cut_off_and_behind() -> bool:
+            replica = _replica1()
+            return bool(replica.lag_bytes) and (replica.lag_seconds or 0.0) >= 1.0
+
+        # It has replayed all it received, yet the primary is ahead: that is not 0 s.
+        assert cluster.wait_until(cut_off_and_behind, timeout=10)
+        assert not _replica_has(marker)
+    finally:
+        cluster.set_replica_setting(layout, "replica1", "primary_conninfo", conninfo)
+    assert cluster.wait_until(lambda: _replica_has(marker), timeout=10)
 
 
 def test_stop_and_start_redis(layout: cluster.ClusterLayout) -> None:

@@ -20,28 +20,12 @@ from sqlalchemy import text
 
 from gridlink.app import create_app
 from gridlink.services import Services
-from tests.conftest import ApiUser, count_queries, sign_up
+from tests.support.api import create_grid, create_link, sign_up
+from tests.support.queries import count_queries
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 MISSING_GRID = "gr_" + "0" * 32
 MISSING_LINK = "li_" + "0" * 32
-
-
-def create_grid(
-    client: falcon.testing.TestClient, user: ApiUser, title: str = "Work"
-) -> dict[str, Any]:
-    result = client.simulate_post("/api/grids/", json={"title": title}, headers=user.headers)
-    assert result.status_code == 201, result.text
-    return dict(result.json)
-
-
-def create_link(
-    client: falcon.testing.TestClient, user: ApiUser, grid: str, **fields: Any
-) -> dict[str, Any]:
-    body = {"grid": grid, "url": "https://example.com/", **fields}
-    result = client.simulate_post("/api/links/", json=body, headers=user.headers)
-    assert result.status_code == 201, result.text
-    return dict(result.json)
 
 
 def profile(client: falcon.testing.TestClient, username: str) -> dict[str, Any]:

@@ -20,46 +20,22 @@ import falcon
 import falcon.testing
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from gridlink.app import create_app
 from gridlink.cli import main
-from gridlink.commands.accounts import set_admin
 from gridlink.logs import JsonFormatter
 from gridlink.resources.monitoring import inline_policy
 from gridlink.services import Services
 from gridlink.settings import Settings
-from tests.conftest import ApiUser, random_username, sign_up
-from tests.servers import server_environment, use_settings_environment
+from tests.support.api import random_username
+from tests.support.metrics import make_admin, scrape, value
+from tests.support.servers import server_environment, use_settings_environment
 
 LSN = re.compile(r"^[0-9A-F]+/[0-9A-F]+$")
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def make_admin(client: falcon.testing.TestClient, services: Services) -> ApiUser:
-    admin = sign_up(client, "admin")
-    set_admin(services, username=admin.username, is_admin=True)
-    return admin
-
-
-def scrape(client: falcon.testing.TestClient) -> Samples:
-    """Return every sample of ``/metrics`` by name and labels."""
-    result = client.simulate_get("/metrics")
-    assert result.status_code == 200
-    assert result.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(result.text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 @pytest.fixture

@@ -21,13 +21,14 @@ from gridlink.cli import main
 from gridlink.services import Services
 from gridlink.settings import Settings
 from infra import cluster
-from tests.conftest import ApiUser, cluster_layout, running
-from tests.faults import replay_paused
-from tests.integration.test_monitoring import make_admin, scrape, value
-from tests.integration.test_router import wait_for, writes_flowing
-from tests.servers import use_settings_environment
+from tests.support.api import ApiUser
+from tests.support.clusters import cluster_layout, running
+from tests.support.faults import replay_paused, writes_flowing
+from tests.support.metrics import make_admin, scrape, value
+from tests.support.servers import use_settings_environment
+from tests.support.waiting import wait_for
 
-LAYOUT = cluster_layout("monitoring-cluster", port_offset=120, replicas=2)
+LAYOUT = cluster_layout("monitoring-cluster", replicas=2)
 MAX_LAG_SECONDS = 1.0
 # Leaving rotation takes 2 s past the bound (API.md promise 5); the rest is slack.
 TIMEOUT = 15.0

@@ -20,21 +20,17 @@ from gridlink.app import create_app
 from gridlink.services import Services
 from gridlink.settings import MailBackend, Settings
 from infra import cluster
-from tests.conftest import (
-    ApiUser,
-    cluster_layout,
-    count_queries,
-    running,
-    sign_up,
-    wait_for_replica,
-)
+from tests.support.api import ApiUser, sign_up
+from tests.support.clusters import cluster_layout, running
+from tests.support.queries import count_queries
+from tests.support.waiting import wait_for_replica
 
 SOURCE = "X-Gridlink-Read-Source"
 
 
 @pytest.fixture(scope="module")
 def layout() -> Iterator[cluster.ClusterLayout]:
-    with running(cluster_layout("read-side", port_offset=40)) as built:
+    with running(cluster_layout("read-side")) as built:
         yield built
 
 

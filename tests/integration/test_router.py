@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,9 +25,11 @@ from sqlalchemy import Engine, create_engine, text
 from gridlink.lsn import parse_lsn
 from gridlink.queries.router import ReplicaRouter, RouterSnapshot
 from infra import cluster
-from tests.conftest import cluster_layout
+from tests.support.clusters import cluster_layout
+from tests.support.faults import write_row, writes_flowing
+from tests.support.waiting import wait_for
 
-LAYOUT = cluster_layout("router-cluster", port_offset=20, replicas=2)
+LAYOUT = cluster_layout("router-cluster", replicas=2)
 INTERVAL = 1.0
 PROMISE = 2.0  # seconds within which a replica leaves rotation (API.md, promise 5)
 MARGIN = INTERVAL  # one probe interval of slack for a noisy machine
@@ -110,14 +111,6 @@ def make_router(
 # --------------------------------------------------------------------------- helpers
 
 
-def write_row(primary: Engine) -> int:
-    """Commit one row on the primary and return the primary's WAL position after it."""
-    with primary.connect() as connection:
-        connection.execute(text("INSERT INTO probe_rows (note) VALUES ('probe')"))
-        lsn: str = connection.execute(text("SELECT pg_current_wal_lsn()::text")).scalar_one()
-    return parse_lsn(lsn)
-
-
 def replay_lsn(replica: Engine) -> int:
     with replica.connect() as connection:
         lsn: str = connection.execute(_REPLAY_LSN).scalar_one()
@@ -128,16 +121,6 @@ def own_lag_seconds(replica: Engine) -> float:
     with replica.connect() as connection:
         lag: float | None = connection.execute(_REPLICA_OWN_LAG).scalar_one()
     return 0.0 if lag is None else lag
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll ``condition`` until it holds; return the seconds it took, fail past ``timeout``."""
-    started = time.monotonic()
-    while not condition():
-        elapsed = time.monotonic() - started
-        assert elapsed < timeout, f"{what}: not after {elapsed:.1f} s"
-        time.sleep(0.05)
-    return time.monotonic() - started
 
 
 def wait_until_caught_up(primary: Engine, replicas: list[Engine]) -> None:
@@ -157,30 +140,6 @@ def serving(router: ReplicaRouter) -> tuple[str, ...]:
 
 def wait_for_rotation(router: ReplicaRouter, names: tuple[str, ...], timeout: float) -> float:
     return wait_for(lambda: serving(router) == names, timeout, f"rotation becomes {names}")
-
-
-@contextmanager
-def writes_flowing(primary: Engine, every: float = 0.2) -> Iterator[None]:
-    """Commit a row on the primary every ``every`` seconds while the block runs."""
-    stop = threading.Event()
-    problems: list[Exception] = []
-
-    def keep_writing() -> None:
-        while not stop.wait(every):
-            try:
-                write_row(primary)
-            except Exception as problem:
-                problems.append(problem)
-                return
-
-    writer = threading.Thread(target=keep_writing, name="probe-writer", daemon=True)
-    writer.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        writer.join()
-    assert not problems, problems
 
 
 @contextmanager

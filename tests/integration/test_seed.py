@@ -30,8 +30,8 @@ from gridlink.seed import (
 )
 from gridlink.services import Services
 from gridlink.settings import Settings
-from tests.conftest import wait_for_replica
-from tests.servers import server_environment
+from tests.support.servers import server_environment
+from tests.support.waiting import wait_for_replica
 
 SOURCE = "X-Gridlink-Read-Source"
 SMALL = SeedPlan(users=30, grids=3, links=4)

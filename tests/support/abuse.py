@@ -20,7 +20,7 @@ from sqlalchemy import text
 from gridlink.commands import accounts
 from gridlink.passwords import hash_password
 from gridlink.services import Services
-from tests.conftest import ApiUser, sign_up
+from tests.support.api import ApiUser, sign_up
 
 FAST_PASSWORD = "the fast sign-up password"
 

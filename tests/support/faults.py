@@ -31,8 +31,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from gridlink.lsn import parse_lsn
 from gridlink.settings import MailBackend, Settings
 from infra import cluster
-from tests.conftest import cluster_layout, random_username, running
-from tests.servers import Reply, Server, api_request, json_body, server_environment, serving
+from tests.support.api import random_username
+from tests.support.clusters import cluster_layout, running
+from tests.support.servers import Reply, Server, api_request, json_body, server_environment, serving
+from tests.support.waiting import wait_for
 
 # Writers create far more than the default 100 grids and links; the limits are not under test.
 LIMITS = {"GRIDLINK_MAX_GRIDS_PER_USER": "100000", "GRIDLINK_MAX_LINKS_PER_GRID": "100000"}
@@ -61,9 +63,9 @@ class FaultRig:
 
 
 @contextmanager
-def fault_rig(name: str, port_offset: int, mail: Path, workers: int = 2) -> Iterator[FaultRig]:
-    """Start a cluster (one replica) and a gunicorn server of ``workers`` workers on it."""
-    with running(cluster_layout(name, port_offset)) as layout:
+def fault_rig(name: str, mail: Path, workers: int = 2) -> Iterator[FaultRig]:
+    """Start the cluster ``name`` (one replica) and a gunicorn of ``workers`` workers on it."""
+    with running(cluster_layout(name)) as layout:
         settings = Settings(
             database_url=layout.database_url,
             replica_urls=layout.replica_urls,
@@ -370,10 +372,6 @@ def assert_settles_on_newest(address: str, account: Account, newest: int, within
     assert profile_versions(address, account, 12) == [newest] * 12, account.username
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    assert cluster.wait_until(condition, timeout), f"{what}: not within {timeout} s"
-
-
 def serves_normally(address: str, account: Account) -> bool:
     """Tell whether every dependency is ready and a write and the writer's read succeed."""
     ready = attempt(address, "GET", "/readyz")
@@ -574,3 +572,44 @@ def replace_every_worker(rig: FaultRig) -> None:
 
     wait_for(replaced, 20, "new workers")
     wait_for(lambda: api_request(rig.address, "GET", "/healthz").status == 200, 20, "serving")
+
+
+def write_row(primary: Engine) -> int:
+    """Commit one row on the primary and return the primary's WAL position after it."""
+    with primary.connect() as connection:
+        connection.execute(text("INSERT INTO probe_rows (note) VALUES ('probe')"))
+        lsn: str = connection.execute(text("SELECT pg_current_wal_lsn()::text")).scalar_one()
+    return parse_lsn(lsn)
+
+
+@contextmanager
+def writes_flowing(primary: Engine, every: float = 0.2) -> Iterator[None]:
+    """Commit a row on the primary every ``every`` seconds while the block runs."""
+    stop = threading.Event()
+    problems: list[Exception] = []
+
+    def keep_writing() -> None:
+        while not stop.wait(every):
+            try:
+                write_row(primary)
+            except Exception as problem:
+                problems.append(problem)
+                return
+
+    writer = threading.Thread(target=keep_writing, name="probe-writer", daemon=True)
+    writer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        writer.join()
+    assert not problems, problems
+
+
+@contextmanager
+def stopped(layout: cluster.ClusterLayout, name: str) -> Iterator[None]:
+    cluster.stop_server(layout, name)
+    try:
+        yield
+    finally:
+        cluster.start_server(layout, name)

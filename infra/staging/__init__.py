@@ -1,0 +1,1 @@
+"""Staging: several hosts (network namespaces on one machine, or real hosts) from one inventory."""

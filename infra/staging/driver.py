@@ -1,0 +1,255 @@
+"""`gridlink staging up|status|down|fault`: staging's hosts on this machine, from the inventory.
+
+``up`` is idempotent: it renders the configuration, creates what is missing
+of the network, starts what is stopped, migrates, seeds when asked and waits
+until the load balancer finds every API host healthy. ``down`` stops every
+service by its pid file, kills whatever else still runs in a namespace, and
+removes the namespaces and the bridge; ``--purge`` deletes the data too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gridlink.settings import Settings
+from infra import binaries, postgres, redis_server
+from infra.errors import ClusterError, Progress
+from infra.files import check_postgres_can_enter, reachable_root
+from infra.processes import wait_until
+from infra.seeding import Seeded, ensure_seeded
+from infra.staging import faults, network, services
+from infra.staging.inventory import API, BRIDGE, LOAD_BALANCER, REDIS, STAGING, Host, Inventory
+from infra.staging.services import Paths
+from infra.status import align_rows, database_rows
+
+STAGING_ROOT = services.PROJECT_ROOT / "var" / "staging"
+READY_TIMEOUT = 60.0
+_ABSENT = "host not up"
+SEED_SHAPE = (4, 5)  # grids per user, links per grid: `make loadtest`'s profiles
+
+
+def default_paths() -> Paths:
+    return Paths(reachable_root(STAGING_ROOT))
+
+
+def settings(inventory: Inventory) -> Settings:
+    """Return settings that point this machine's processes (migrate, seed) at staging."""
+    return Settings(
+        database_url=inventory.database_url(inventory.primary),
+        replica_urls=tuple(inventory.database_url(host) for host in inventory.replicas),
+        redis_url=inventory.redis_url,
+    )
+
+
+def seed_state(paths: Paths) -> Path:
+    return paths.root / "seeded.json"
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        raise ClusterError(
+            "Staging runs its hosts in network namespaces: run it as root on a machine "
+            "with `ip` (iproute2)."
+        )
+
+
+def up(
+    paths: Paths,
+    seed_users: int | None = None,
+    progress: Progress = print,
+    inventory: Inventory = STAGING,
+) -> Seeded | None:
+    """Bring every host of staging up (idempotent); seed ``seed_users`` users when asked."""
+    _require_root()
+    tools = binaries.tools(progress)
+    haproxy = binaries.program("haproxy", "haproxy", progress)
+    binaries.program("tc", "iproute2", progress)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    check_postgres_can_enter(paths.root.resolve())
+    services.write_configuration(inventory, paths)
+    inventory.write(paths.inventory_file)
+    progress(f"configuration rendered under {paths.root / 'etc'}; hosts in {paths.inventory_file}")
+    network.create(inventory.hosts, progress)
+    services.start_databases(tools, inventory, paths, progress)
+    redis_server.start(tools, services.redis(inventory, paths), progress)
+    from gridlink.cli import migrate  # the CLI imports this module: import it late
+
+    migrate(settings(inventory).database_url)
+    progress("migrated the primary")
+    seeded = None
+    if seed_users is not None:
+        shape = (seed_users, *SEED_SHAPE)
+        seeded = ensure_seeded(settings(inventory), seed_state(paths), shape, progress)
+    for host in inventory.with_role(API):
+        services.start_api(paths, host, progress)
+    lb = inventory.one(LOAD_BALANCER)
+    services.start_lb(haproxy, paths, lb, progress)
+    if not wait_until(lambda: _lb_ready(inventory, paths), READY_TIMEOUT):
+        raise ClusterError(
+            f"the load balancer did not find every API host healthy within {READY_TIMEOUT:.0f} s: "
+            f"{services.lb_servers(paths)}"
+        )
+    progress(f"staging is up: {inventory.load_balancer_url}")
+    return seeded
+
+
+def _lb_ready(inventory: Inventory, paths: Paths) -> bool:
+    apis = {host.name for host in inventory.with_role(API)}
+    states = services.lb_servers(paths)
+    return all(states.get(name) == "UP" for name in apis) and (
+        services.http_status(inventory.load_balancer_address, "/readyz") == 200
+    )
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    """One line of `gridlink staging status`: a host's service and how it is doing."""
+
+    host: Host
+    service: str
+    pid: int | None
+    health: str
+    lag: str = "-"
+
+
+def status(paths: Paths, inventory: Inventory = STAGING) -> list[HostStatus]:
+    """Report each host's service, pid and health (databases: replication state and lag).
+
+    Only hosts whose namespace is on the bridge are asked anything: without
+    the bridge, 10.77.0.0/24 would go out by the machine's default route.
+    """
+    up = set(network.namespaces()) if network.link_exists(BRIDGE) else set()
+    rows = []
+    servers = [services.pg_server(paths, host) for host in inventory.databases]
+    if _configured(paths, inventory) and all(host.netns in up for host in inventory.databases):
+        for host, row in zip(
+            inventory.databases, database_rows(servers[0], servers[1:]), strict=True
+        ):
+            health = row.state or ("running" if row.running else "stopped")
+            lag = "-" if row.lag_seconds is None else f"{row.lag_seconds:.1f} s, {row.lag_bytes} B"
+            rows.append(HostStatus(host, f"postgresql ({row.role})", row.pid, health, lag))
+    else:
+        rows += [HostStatus(host, "postgresql", None, _ABSENT) for host in inventory.databases]
+    redis = services.redis(inventory, paths)
+    redis_host = inventory.one(REDIS)
+    redis_health = _ABSENT
+    if redis_host.netns in up:
+        redis_health = "ok" if redis_server.answers(redis.host, redis.port) else "no answer"
+    rows.append(HostStatus(redis_host, "redis", redis_server.pid(redis), redis_health))
+    lb_states = services.lb_servers(paths)
+    for host in inventory.with_role(API):
+        health = _ABSENT
+        if host.netns in up:
+            ready = services.api_answers(host, "/readyz")
+            health = f"readyz {ready or 'no answer'}, lb: {lb_states.get(host.name, '?')}"
+        rows.append(HostStatus(host, "gridlink serve", services.api_pid(paths, host), health))
+    lb = inventory.one(LOAD_BALANCER)
+    health = _ABSENT
+    if lb.netns in up:
+        ready = services.http_status(inventory.load_balancer_address, "/readyz")
+        health = f"readyz {ready or 'no answer'}"
+    rows.append(HostStatus(lb, "haproxy", services.lb_pid(paths, lb), health))
+    return rows
+
+
+def _configured(paths: Paths, inventory: Inventory) -> bool:
+    return all((paths.etc(host) / "postgresql.conf").exists() for host in inventory.databases)
+
+
+def format_status(rows: Sequence[HostStatus]) -> str:
+    header = ("HOST", "NAMESPACE", "ADDRESS", "LINK", "SERVICE", "PID", "HEALTH", "LAG")
+    table = [header] + [
+        (
+            row.host.name,
+            row.host.netns,
+            row.host.address,
+            _link(row.host),
+            row.service,
+            "-" if row.pid is None else str(row.pid),
+            row.health,
+            row.lag,
+        )
+        for row in rows
+    ]
+    return "\n".join(align_rows(table))
+
+
+def _link(host: Host) -> str:
+    if host.netns not in network.namespaces():
+        return "absent"
+    if not network.link_up(host):
+        return "down"
+    delay = network.delay_of(host)
+    return "up" if delay is None else f"up +{delay}"
+
+
+def down(
+    paths: Paths, purge: bool = False, progress: Progress = print, inventory: Inventory = STAGING
+) -> None:
+    """Stop every service, kill what is left in the namespaces, remove the network; purge data."""
+    _require_root()
+    for host in inventory.hosts:
+        if host.netns in network.namespaces():
+            network.set_link(host, up=True)  # a cut link must not hold up a clean shutdown
+    lb = inventory.one(LOAD_BALANCER)
+    services.stop_lb(paths, lb, progress)
+    for host in inventory.with_role(API):
+        services.stop_api(paths, host, progress)
+    if _configured(paths, inventory):
+        for host in reversed(inventory.databases):
+            postgres.stop(services.pg_server(paths, host), progress)
+    redis_server.stop(services.redis(inventory, paths), progress)
+    for host in inventory.hosts:
+        if host.netns in network.namespaces():
+            left = faults.kill_host(host)
+            if left:
+                progress(f"{host.name}: killed {len(left)} leftover processes")
+    network.destroy(progress)
+    if purge and paths.root.exists():
+        shutil.rmtree(paths.root)
+        progress(f"removed {paths.root}")
+
+
+FAULTS = ("kill", "cut", "restore", "delay")
+
+
+def fault(
+    paths: Paths,
+    action: str,
+    host_names: Sequence[str],
+    delay: str = "1ms",
+    progress: Progress = print,
+    inventory: Inventory = STAGING,
+) -> None:
+    """Inject or undo a host fault on each named host ('all': every host)."""
+    _require_root()
+    hosts = (
+        list(inventory.hosts)
+        if list(host_names) == ["all"]
+        else [inventory.named(n) for n in host_names]
+    )
+    missing = [host.name for host in hosts if host.netns not in network.namespaces()]
+    if missing:
+        raise ClusterError(
+            f"{', '.join(missing)}: not up (no namespace); run `gridlink staging up` first."
+        )
+    for host in hosts:
+        if action == "kill":
+            killed = faults.kill_host(host)
+            progress(f"{host.name}: killed {len(killed)} processes")
+        elif action == "cut":
+            faults.cut_link(host)
+            progress(f"{host.name}: link down")
+        elif action == "restore":
+            faults.restore_link(host)
+            faults.remove_latency(host)
+            progress(f"{host.name}: link up, no added latency")
+        elif action == "delay":
+            faults.add_latency(host, delay)
+            progress(f"{host.name}: every packet it sends waits {delay}")
+        else:
+            raise ClusterError(f"Unknown fault {action!r}; use one of {', '.join(FAULTS)}.")

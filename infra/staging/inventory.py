@@ -1,0 +1,146 @@
+"""The one inventory of staging: every host, its address and its roles.
+
+Staging on one machine runs each host in a network namespace (``gl-<host>``)
+whose one interface sits on the bridge ``gl-br0``; the machine itself has the
+bridge's address, so an operator on it reaches every host, and the hosts have
+no route anywhere else. On real hosts the same inventory, with the real
+addresses, renders the same configuration files (``infra/staging/render.py``).
+
+Roles are plain names so later roles (etcd, patroni, sentinel) are one more
+entry in a host's tuple, not a new structure.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.errors import ClusterError
+
+PRIMARY = "postgres-primary"
+REPLICA = "postgres-replica"
+REDIS = "redis"
+API = "api"
+LOAD_BALANCER = "load-balancer"
+LOAD_GENERATOR = "load-generator"
+
+NAMESPACE_PREFIX = "gl-"
+BRIDGE = "gl-br0"
+SUBNET = ipaddress.ip_network("10.77.0.0/24")
+BRIDGE_ADDRESS = ipaddress.ip_address("10.77.0.1")  # the machine's own side
+
+POSTGRES_PORT = 5432
+REDIS_PORT = 6379
+API_PORT = 8000
+LOAD_BALANCER_PORT = 80
+LOCUST_MASTER_PORT = 5557
+DATABASE = "gridlink"
+DATABASE_USER = "gridlink"
+
+
+@dataclass(frozen=True)
+class Host:
+    """One staging host: its name, address and roles."""
+
+    name: str
+    address: str
+    roles: tuple[str, ...]
+
+    @property
+    def netns(self) -> str:
+        """Return the network namespace that plays this host on one machine."""
+        return f"{NAMESPACE_PREFIX}{self.name}"
+
+    @property
+    def veth(self) -> str:
+        """Return the machine-side end of the host's link (Linux allows 15 characters)."""
+        return f"glv-{self.name}"
+
+    def has(self, role: str) -> bool:
+        return role in self.roles
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """Every host of staging, found by role."""
+
+    hosts: tuple[Host, ...]
+
+    def with_role(self, role: str) -> list[Host]:
+        return [host for host in self.hosts if host.has(role)]
+
+    def one(self, role: str) -> Host:
+        (host,) = self.with_role(role)
+        return host
+
+    def named(self, name: str) -> Host:
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        names = ", ".join(host.name for host in self.hosts)
+        raise ClusterError(f"There is no staging host {name!r}; the hosts are {names}.")
+
+    @property
+    def primary(self) -> Host:
+        return self.one(PRIMARY)
+
+    @property
+    def replicas(self) -> list[Host]:
+        return self.with_role(REPLICA)
+
+    @property
+    def databases(self) -> list[Host]:
+        return [self.primary, *self.replicas]
+
+    @property
+    def load_balancer_address(self) -> str:
+        return f"{self.one(LOAD_BALANCER).address}:{LOAD_BALANCER_PORT}"
+
+    @property
+    def load_balancer_url(self) -> str:
+        return f"http://{self.load_balancer_address}"
+
+    def database_url(self, host: Host) -> str:
+        return f"postgresql+psycopg2://{DATABASE_USER}@{host.address}:{POSTGRES_PORT}/{DATABASE}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{self.one(REDIS).address}:{REDIS_PORT}/0"
+
+    def as_json(self) -> str:
+        """Return what ``var/staging/inventory.json`` holds: hosts, namespaces, the LB's URL."""
+        document = {
+            "subnet": str(SUBNET),
+            "bridge": {"name": BRIDGE, "address": str(BRIDGE_ADDRESS)},
+            "load_balancer_url": self.load_balancer_url,
+            "hosts": [
+                {
+                    "name": host.name,
+                    "namespace": host.netns,
+                    "address": host.address,
+                    "roles": list(host.roles),
+                }
+                for host in self.hosts
+            ],
+        }
+        return json.dumps(document, indent=2) + "\n"
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.as_json())
+
+
+STAGING = Inventory(
+    hosts=(
+        Host("db1", "10.77.0.11", (PRIMARY,)),
+        Host("db2", "10.77.0.12", (REPLICA,)),
+        Host("db3", "10.77.0.13", (REPLICA,)),
+        Host("redis1", "10.77.0.21", (REDIS,)),
+        Host("api1", "10.77.0.31", (API,)),
+        Host("api2", "10.77.0.32", (API,)),
+        Host("lb1", "10.77.0.41", (LOAD_BALANCER,)),
+        Host("load1", "10.77.0.51", (LOAD_GENERATOR,)),
+    )
+)

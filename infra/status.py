@@ -1,0 +1,159 @@
+"""What each server of a cluster is doing: running, replication state and lag, as a table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import closing
+from dataclasses import dataclass, replace
+
+import psycopg2
+
+from gridlink.lag import replica_lag_bytes, replica_lag_seconds
+from gridlink.lsn import parse_lsn
+from infra import postgres
+from infra.postgres import PgServer
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """Describe one server of the cluster as `status` found it."""
+
+    name: str
+    role: str  # "primary" | "replica" | "redis" | ...
+    port: int
+    running: bool
+    pid: int | None
+    state: str | None = None  # replicas: "streaming", "catchup", "stopped", ...
+    lag_bytes: int | None = None
+    lag_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class ReplicaFacts:
+    """Hold what a running replica says about its own recovery."""
+
+    in_recovery: bool
+    replay_lsn: int | None
+    receive_lsn: int | None
+    seconds_since_replay: float | None
+
+
+@dataclass(frozen=True)
+class PrimaryFacts:
+    """Hold what the primary says about its WAL position and its standbys."""
+
+    current_lsn: int
+    states: dict[str, str]  # application_name -> pg_stat_replication.state
+
+
+def _lsn(text: str | None) -> int | None:
+    return None if text is None else parse_lsn(text)
+
+
+def replica_facts(replica: PgServer) -> ReplicaFacts | None:
+    """Ask a running replica how far it has received and replayed; None if it cannot say."""
+    if postgres.pid(replica) is None:
+        return None
+    try:
+        with (
+            closing(postgres.connect(replica.host, replica.port)) as connection,
+            connection.cursor() as cursor,
+        ):
+            cursor.execute(
+                "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text,"
+                " pg_last_wal_receive_lsn()::text,"
+                " EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8"
+            )
+            in_recovery, replay, receive, since_replay = cursor.fetchone()
+    except psycopg2.Error:
+        return None
+    return ReplicaFacts(in_recovery, _lsn(replay), _lsn(receive), since_replay)
+
+
+def primary_facts(primary: PgServer) -> PrimaryFacts | None:
+    """Ask the primary for its WAL position and its standbys' states; None if it cannot say."""
+    try:
+        with (
+            closing(postgres.connect(primary.host, primary.port)) as connection,
+            connection.cursor() as cursor,
+        ):
+            cursor.execute("SELECT pg_current_wal_lsn()::text")
+            (current,) = cursor.fetchone()
+            cursor.execute("SELECT application_name, state FROM pg_stat_replication")
+            states = {str(name): str(state) for name, state in cursor.fetchall()}
+    except psycopg2.Error:
+        return None
+    return PrimaryFacts(parse_lsn(current), states)
+
+
+def replica_status(
+    replica: PgServer, facts: ReplicaFacts | None, primary: PrimaryFacts | None
+) -> ServerStatus:
+    """Turn what a replica and the primary said into the replica's row."""
+    pid = postgres.pid(replica)
+    base = ServerStatus(replica.name, "replica", replica.port, pid is not None, pid)
+    if pid is None:
+        return replace(base, state="stopped" if replica.initialised else "absent")
+    if facts is None:
+        return replace(base, state="unreachable")
+    if not facts.in_recovery:
+        return replace(base, state="promoted", lag_bytes=0, lag_seconds=0.0)
+    state = primary.states.get(replica.name, "disconnected") if primary else "disconnected"
+    primary_lsn = None if primary is None else primary.current_lsn
+    return replace(
+        base,
+        state=state,
+        lag_bytes=replica_lag_bytes(primary_lsn=primary_lsn, replay_lsn=facts.replay_lsn),
+        lag_seconds=replica_lag_seconds(
+            replay_lsn=facts.replay_lsn,
+            receive_lsn=facts.receive_lsn,
+            primary_lsn=primary_lsn,
+            seconds_since_replayed_commit=facts.seconds_since_replay,
+        ),
+    )
+
+
+def database_rows(primary: PgServer, replicas: Sequence[PgServer]) -> list[ServerStatus]:
+    """Report the primary and each replica, asking the replicas first.
+
+    The primary's current LSN is then never older than a replica's replay LSN,
+    so the byte lag cannot come out negative.
+    """
+    facts = {replica.name: replica_facts(replica) for replica in replicas}
+    primary_pid = postgres.pid(primary)
+    current = primary_facts(primary) if primary_pid is not None else None
+    running = primary_pid is not None
+    rows = [ServerStatus(primary.name, "primary", primary.port, running, primary_pid)]
+    return rows + [replica_status(r, facts[r.name], current) for r in replicas]
+
+
+def format_status(statuses: list[ServerStatus]) -> str:
+    """Render statuses as an aligned text table, one server per line."""
+    header = ("NAME", "ROLE", "PORT", "RUNNING", "PID", "STATE", "LAG BYTES", "LAG SECONDS")
+    rows = [header] + [
+        (
+            s.name,
+            s.role,
+            str(s.port),
+            "yes" if s.running else "no",
+            _dash(s.pid),
+            _dash(s.state),
+            _dash(s.lag_bytes),
+            "-" if s.lag_seconds is None else f"{s.lag_seconds:.1f}",
+        )
+        for s in statuses
+    ]
+    return "\n".join(align_rows(rows))
+
+
+def align_rows(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Pad every cell to its column's width; return one line per row."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def _dash(value: object) -> str:
+    return "-" if value is None else str(value)

@@ -1,0 +1,241 @@
+"""Staging for real: hosts as network namespaces, a swarm through HAProxy, host faults, down.
+
+The module brings staging up once (its own data under ``var/test-staging``,
+the inventory's namespaces and subnet) and takes it down afterwards, pass or
+fail. It needs root and ``ip netns``; it skips, saying so, without them, or
+when a staging is already up on this machine (it would share its namespaces).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gridlink.cli import PROJECT_ROOT
+from gridlink.queries.router import ReplicaRouter
+from infra.files import reachable_root
+from infra.processes import process_alive, wait_until
+from infra.seeding import Seeded
+from infra.staging import driver, faults, network, services
+from infra.staging.inventory import BRIDGE, BRIDGE_ADDRESS, STAGING, SUBNET
+from infra.staging.network import NoNetem
+from infra.staging.services import Paths
+from loadtest.swarm import Swarm, SwarmPlan, reports_dir, set_delay
+
+SEED_USERS = 40
+LB = STAGING.load_balancer_url
+LB_ADDRESS = STAGING.load_balancer_address
+
+
+def _why_not_staging() -> str | None:
+    if os.geteuid() != 0:
+        return "staging needs root (network namespaces)"
+    if (
+        shutil.which("ip") is None
+        or subprocess.run(["ip", "netns", "list"], capture_output=True, check=False).returncode
+    ):
+        return "staging needs `ip netns` (iproute2)"
+    if network.namespaces() or network.link_exists(BRIDGE):
+        return "a staging is already up on this machine; `gridlink staging down` first"
+    return None
+
+
+@pytest.fixture(scope="module")
+def paths() -> Paths:
+    return Paths(reachable_root(PROJECT_ROOT / "var" / "test-staging"))
+
+
+@pytest.fixture(scope="module")
+def staging(paths: Paths) -> Iterator[Seeded]:
+    """Bring staging up once for the module; take it down and purge it, pass or fail."""
+    reason = _why_not_staging()
+    if reason is not None:
+        pytest.skip(reason)
+    try:
+        seeded = driver.up(paths, seed_users=SEED_USERS, progress=lambda _line: None)
+        assert seeded is not None
+        yield seeded
+    finally:
+        driver.down(paths, purge=True, progress=lambda _line: None)
+
+
+def _get(path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://{LB_ADDRESS}{path}", timeout=timeout) as answer:
+            return int(answer.status), answer.read()
+    except urllib.error.HTTPError as refused:
+        return int(refused.code), b""
+
+
+def _grid_paths(username: str) -> list[str]:
+    status, body = _get(f"/api/users/{username}/")
+    assert status == 200
+    return [f"/api/grids/{grid['slug']}/" for grid in json.loads(body)["grids"]]
+
+
+def _swarm(paths: Paths, seeded: Seeded, run_time: str) -> Swarm:
+    plan = SwarmPlan(users=10, spawn_rate=10, run_time=run_time, workers=1, delay=None)
+    swarm = Swarm(paths, plan, seeded, STAGING)
+    swarm.start()
+    return swarm
+
+
+def _requests_so_far(paths: Paths) -> int:
+    try:
+        with (reports_dir(paths) / "swarm_stats.csv").open() as stats:
+            rows = [row for row in csv.DictReader(stats) if row["Name"] == "Aggregated"]
+    except OSError:
+        return 0
+    return int(rows[0]["Request Count"]) if rows else 0
+
+
+def _history(paths: Paths) -> list[tuple[float, int, int]]:
+    """Return (when, requests so far, failures so far) from the master's full history."""
+    with (reports_dir(paths) / "swarm_stats_history.csv").open() as history:
+        return [
+            (
+                float(row["Timestamp"]),
+                int(row["Total Request Count"]),
+                int(row["Total Failure Count"]),
+            )
+            for row in csv.DictReader(history)
+            if row["Name"] == "Aggregated"
+        ]
+
+
+def test_staging_up_builds_every_host_from_the_inventory(staging: Seeded, paths: Paths) -> None:
+    written = json.loads(paths.inventory_file.read_text())
+    assert written["load_balancer_url"] == LB
+    assert [
+        (h["name"], h["namespace"], h["address"], tuple(h["roles"])) for h in written["hosts"]
+    ] == [(host.name, host.netns, host.address, host.roles) for host in STAGING.hosts]
+    assert set(network.namespaces()) == {host.netns for host in STAGING.hosts}
+    for host in STAGING.hosts:
+        # One route: the subnet's own. No default route, nowhere else to go.
+        routes = network.ip("-n", host.netns, "route", "show").stdout.splitlines()
+        assert [route.split()[0] for route in routes] == [str(SUBNET)], host.name
+    for host in STAGING.with_role("api"):
+        env = (paths.etc(host) / "api.env").read_text()
+        assert all(replica.address in env for replica in STAGING.replicas)
+    status, body = _get("/readyz")
+    assert status == 200
+    assert json.loads(body)["checks"] == {
+        "primary": "ok",
+        "replica1": "ok",
+        "replica2": "ok",
+        "redis": "ok",
+    }
+    assert all(state == "UP" for state in services.lb_servers(paths).values())
+    table = driver.format_status(driver.status(paths))
+    assert table.count("streaming") == 2
+
+
+def test_gridlink_replicas_shows_every_database_host_of_staging(staging: Seeded) -> None:
+    settings = driver.settings(STAGING)
+    router = ReplicaRouter(settings.database_url, settings.replica_urls, 5)
+    try:
+        snapshot = router.refresh()
+    finally:
+        router.stop()
+    assert snapshot.primary_reachable
+    assert [replica.host for replica in snapshot.replicas] == [
+        f"{host.address}:5432" for host in STAGING.replicas
+    ]
+    assert all(replica.in_rotation for replica in snapshot.replicas)
+
+
+def _short_swarm_has_no_failures(paths: Paths, seeded: Seeded) -> None:
+    status, figures = _swarm(paths, seeded, "10s").wait()
+    assert figures.failures == 0
+    assert figures.requests > 0
+    assert status == 0
+    assert figures.per_request("statements") > 0
+    assert (reports_dir(paths) / "swarm.html").is_file()
+
+
+def test_short_swarm_through_the_load_balancer_has_no_failures(
+    staging: Seeded, paths: Paths
+) -> None:
+    _short_swarm_has_no_failures(paths, staging)
+
+
+def test_short_swarm_with_1ms_on_every_link_has_no_failures(staging: Seeded, paths: Paths) -> None:
+    try:
+        set_delay(STAGING, "1ms")
+    except NoNetem as missing:
+        set_delay(STAGING, None)
+        pytest.skip(str(missing))
+    try:
+        assert all(network.delay_of(host) == "1ms" for host in STAGING.hosts)
+        _short_swarm_has_no_failures(paths, staging)
+    finally:
+        set_delay(STAGING, None)
+
+
+def test_api_host_killed_mid_swarm_leaves_the_lb_and_nothing_fails_after(
+    staging: Seeded, paths: Paths
+) -> None:
+    api1 = STAGING.named("api1")
+    swarm = _swarm(paths, staging, "20s")
+    try:
+        assert wait_until(lambda: _requests_so_far(paths) > 50, timeout=30)
+        assert faults.kill_host(api1)
+        assert wait_until(lambda: services.lb_servers(paths).get("api1") == "DOWN", timeout=10)
+        noticed = time.time()
+        # Our own reads through the load balancer, right after it noticed.
+        answers = [_get("/readyz")[0] for _ in range(50)]
+        _, figures = swarm.wait()
+    finally:
+        swarm.stop()
+        services.start_api(paths, api1, lambda _line: None)
+    assert answers == [200] * 50
+    # Workers report to the master every 3 s and the CSV is written every second.
+    settled = [
+        (requests, failures) for when, requests, failures in _history(paths) if when >= noticed + 4
+    ]
+    assert settled, "the swarm ended before the load balancer noticed"
+    assert settled[-1][1] == settled[0][1] == figures.failures
+    assert settled[-1][0] > settled[0][0]  # and it went on serving the swarm through api2
+    assert wait_until(lambda: services.lb_servers(paths).get("api1") == "UP", timeout=30)
+
+
+def test_replica_host_link_cut_reads_go_on(staging: Seeded, paths: Paths) -> None:
+    db2 = STAGING.named("db2")
+    grids = _grid_paths("test_user_1") + _grid_paths("test_user_2")
+    faults.cut_link(db2)
+    try:
+        started = time.monotonic()
+        statuses = []
+        while time.monotonic() - started < 6:  # past the router's 2 s to take it out
+            statuses += [_get(path)[0] for path in grids]
+        states = {row.host.name: row.health for row in driver.status(paths)}
+    finally:
+        faults.restore_link(db2)
+    assert statuses == [200] * len(statuses)
+    assert "lb: UP" in states["api1"]
+    assert "lb: UP" in states["api2"]
+    assert wait_until(lambda: _get("/readyz")[1].count(b'"ok"') == 5, timeout=30)
+
+
+def test_down_leaves_no_namespace_process_or_address_behind(staging: Seeded, paths: Paths) -> None:
+    pids = [pid for host in STAGING.hosts for pid in network.pids(host)]
+    assert pids
+
+    driver.down(paths, purge=True, progress=lambda _line: None)
+
+    assert network.namespaces() == []
+    assert not network.link_exists(BRIDGE)
+    links = network.ip("-o", "link", "show").stdout
+    assert "glv-" not in links
+    assert str(BRIDGE_ADDRESS) not in network.ip("-o", "addr", "show").stdout
+    assert not any(Path(f"/proc/{pid}").exists() and process_alive(pid, "") for pid in pids)
+    assert not paths.root.exists()

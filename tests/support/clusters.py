@@ -1,0 +1,58 @@
+"""The test run's clusters: one table gives each its ports, from GRIDLINK_TEST_PORT_BASE.
+
+A cluster takes PostgreSQL ports from ``PORT_BASE + offset`` (the primary,
+then one per replica) and Redis ``1000`` above. Modules that stop or slow
+servers have clusters of their own, so the session cluster stays healthy for
+everyone else; a new one adds its line to ``CLUSTERS`` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from gridlink.cli import PROJECT_ROOT, migrate
+from infra import cluster
+
+PORT_BASE = int(os.environ.get("GRIDLINK_TEST_PORT_BASE", "15442"))
+
+
+# name -> offset from PORT_BASE. Each cluster may use offset .. offset + 19.
+CLUSTERS = {
+    "test-cluster": 0,  # the session's shared cluster (conftest.py)
+    "router-cluster": 20,  # integration/test_router.py
+    "read-side": 40,  # integration/test_read_side.py
+    "cluster-selftest": 60,  # integration/test_cluster.py
+    "faults": 80,  # e2e/test_faults.py
+    "soak": 100,  # e2e/test_soak.py
+    "monitoring-cluster": 120,  # integration/test_monitoring_faults.py
+    "abuse-leaks": 140,  # integration/test_abuse_error_leaks.py
+}
+PORTS_PER_CLUSTER = 20
+
+
+def cluster_layout(name: str, replicas: int = 1) -> cluster.ClusterLayout:
+    """Lay out the cluster ``name`` on the ports ``CLUSTERS`` gives it."""
+    if name not in CLUSTERS:
+        raise KeyError(f"Cluster {name!r} has no ports: add it to CLUSTERS in {__file__}.")
+    if replicas >= PORTS_PER_CLUSTER:
+        raise ValueError(f"{name}: {replicas} replicas do not fit in {PORTS_PER_CLUSTER} ports.")
+    port = PORT_BASE + CLUSTERS[name]
+    return cluster.ClusterLayout(
+        root=cluster.reachable_root(PROJECT_ROOT / "var" / f"{name}-{port}"),
+        pg_port=port,
+        redis_port=port + 1000,
+        replicas=replicas,
+    )
+
+
+@contextmanager
+def running(layout: cluster.ClusterLayout) -> Iterator[cluster.ClusterLayout]:
+    """Start and migrate ``layout``; stop and purge it afterwards, pass or fail."""
+    try:
+        cluster.up(layout)
+        migrate(layout.database_url)
+        yield layout
+    finally:
+        cluster.down(layout, purge=True)

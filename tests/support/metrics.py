@@ -1,0 +1,34 @@
+"""Read /metrics as tests do: every sample by name and labels; an admin to read the rest."""
+
+from __future__ import annotations
+
+import falcon.testing
+from prometheus_client.parser import text_string_to_metric_families
+
+from gridlink.commands.accounts import set_admin
+from gridlink.services import Services
+from tests.support.api import ApiUser, sign_up
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def make_admin(client: falcon.testing.TestClient, services: Services) -> ApiUser:
+    admin = sign_up(client, "admin")
+    set_admin(services, username=admin.username, is_admin=True)
+    return admin
+
+
+def scrape(client: falcon.testing.TestClient) -> Samples:
+    """Return every sample of ``/metrics`` by name and labels."""
+    result = client.simulate_get("/metrics")
+    assert result.status_code == 200
+    assert result.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(result.text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)

@@ -1,0 +1,45 @@
+"""Wait for a condition with a deadline (never a fixed sleep), and for a replica to catch up."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from gridlink.lsn import parse_lsn
+from gridlink.services import Services
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll ``condition`` until it holds; return the seconds it took, fail past ``timeout``."""
+    started = time.monotonic()
+    while not condition():
+        elapsed = time.monotonic() - started
+        assert elapsed < timeout, f"{what}: not after {elapsed:.1f} s"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def wait_for_replica(services: Services, timeout: float = 15) -> None:
+    """Wait until replica1 has replayed everything the primary has now, and the router knows."""
+    with services.primary.connect() as connection:
+        target = parse_lsn(
+            connection.execute(text("SELECT pg_current_wal_lsn()::text")).scalar_one()
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with services.replicas[0].connect() as connection:
+                replayed: str | None = connection.execute(
+                    text("SELECT pg_last_wal_replay_lsn()::text")
+                ).scalar_one()
+            if replayed is not None and parse_lsn(replayed) >= target:
+                services.router.refresh()
+                if services.router.choose(target) == 0:
+                    return
+        except OperationalError:  # the replica may still be starting
+            services.router.refresh()
+        time.sleep(0.1)
+    raise AssertionError("replica1 did not catch up in time")

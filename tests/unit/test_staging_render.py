@@ -1,0 +1,94 @@
+"""Staging's inventory and the configuration files rendered from it, without any host."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from infra.staging import render
+from infra.staging.inventory import STAGING, SUBNET
+from infra.staging.statements import kind_of
+from loadtest.run import LoadTestError
+from loadtest.swarm import run_time_seconds
+
+
+def test_inventory_has_the_hosts_staging_needs_each_on_the_subnet() -> None:
+    assert len(STAGING.databases) == 3
+    assert len(STAGING.replicas) == 2
+    assert len(STAGING.with_role("api")) == 2
+    assert all(host.netns.startswith("gl-") for host in STAGING.hosts)
+    assert all(len(host.veth) <= 15 for host in STAGING.hosts)  # Linux's interface names
+    addresses = [host.address for host in STAGING.hosts]
+    assert len(set(addresses)) == len(addresses)
+    assert all(address.startswith("10.77.0.") for address in addresses)
+
+
+def test_inventory_json_names_every_host_and_the_load_balancer() -> None:
+    document = json.loads(STAGING.as_json())
+    assert document["load_balancer_url"] == "http://10.77.0.41:80"
+    assert document["subnet"] == str(SUBNET)
+    assert {h["name"]: h["namespace"] for h in document["hosts"]}["db1"] == "gl-db1"
+
+
+def test_haproxy_checks_readyz_on_every_api_host() -> None:
+    config = render.haproxy_cfg(STAGING, Path("/run/haproxy/admin.sock"))
+    assert "option httpchk GET /readyz" in config
+    for host in STAGING.with_role("api"):
+        assert f"server {host.name} {host.address}:8000 check" in config
+    assert "bind 10.77.0.41:80" in config
+
+
+def test_api_environment_lists_both_replicas_and_trusts_only_the_load_balancer() -> None:
+    variables = render.parse_env(
+        render.api_env(STAGING, STAGING.named("api2"), Path("/var/mail/gridlink"))
+    )
+    assert variables["GRIDLINK_BIND"] == "10.77.0.32:8000"
+    assert variables["GRIDLINK_DATABASE_URL"].endswith("@10.77.0.11:5432/gridlink")
+    replicas = variables["GRIDLINK_REPLICA_URLS"].split(",")
+    assert [url.split("@")[1] for url in replicas] == [
+        "10.77.0.12:5432/gridlink",
+        "10.77.0.13:5432/gridlink",
+    ]
+    assert variables["GRIDLINK_TRUSTED_PROXIES"] == "10.77.0.41"
+    assert variables["GRIDLINK_MAIL_BACKEND"] == "file:/var/mail/gridlink"
+
+
+def test_postgresql_files_listen_on_the_host_and_admit_only_the_subnet() -> None:
+    db2 = STAGING.named("db2")
+    assert "listen_addresses = '10.77.0.12'" in render.postgresql_conf(db2, Path("/run/pg"))
+    rules = [line.split() for line in render.pg_hba_conf(db2).splitlines()]
+    hosts = [rule for rule in rules if rule and rule[0] == "host"]
+    assert {rule[3] for rule in hosts} == {str(SUBNET)}
+
+
+def test_a_template_placeholder_without_a_value_is_an_error() -> None:
+    with pytest.raises(KeyError):
+        render.render("pg_hba.conf", host="db1")
+
+
+@pytest.mark.parametrize(
+    ("query", "kind"),
+    [
+        ("SELECT pg_current_wal_lsn()::text", "probes"),
+        ("SELECT $1", "pings"),
+        ("BEGIN", "transaction control"),
+        ("COMMIT", "transaction control"),
+        ("SELECT users.id FROM users WHERE users.username = $1", "statements"),
+    ],
+)
+def test_statements_are_sorted_by_what_they_are_there_for(query: str, kind: str) -> None:
+    assert kind_of(query) == kind
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90s", 90), ("5m", 300), ("1h30m", 5400), ("45", 45)]
+)
+def test_swarm_run_time_reads_as_locust_does(text: str, seconds: int) -> None:
+    assert run_time_seconds(text) == seconds
+
+
+def test_swarm_run_time_that_locust_would_refuse_is_refused() -> None:
+    with pytest.raises(LoadTestError, match="SWARM_RUN_TIME"):
+        run_time_seconds("soon")
