@@ -9,6 +9,7 @@ up``) are used.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,10 @@ LOCAL_REPLICA_URLS = ("postgresql+psycopg2://gridlink@127.0.0.1:15433/gridlink",
 LOCAL_REDIS_URL = "redis://127.0.0.1:16379/0"
 
 T = TypeVar("T")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# In GRIDLINK_TRUSTED_PROXIES, the peer of a unix-socket connection (no address).
+UNIX_SOCKET_PEER = "unix"
 
 
 class SettingsError(ValueError):
@@ -43,6 +48,40 @@ class MailBackend:
 
 
 @dataclass(frozen=True)
+class TrustedProxies:
+    """The proxies allowed to say who the client is (``X-Forwarded-For``)."""
+
+    networks: tuple[IPNetwork, ...] = ()
+    # Whether a unix-socket peer (a proxy on this host) is one of them.
+    unix_socket: bool = False
+
+    @classmethod
+    def parse(cls, raw: str) -> TrustedProxies:
+        """Parse comma-separated addresses or CIDRs (IPv4 or IPv6), and ``unix``."""
+        networks = []
+        unix_socket = False
+        for entry in (part.strip() for part in raw.split(",")):
+            if not entry:
+                continue
+            if entry == UNIX_SOCKET_PEER:
+                unix_socket = True
+                continue
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an address or network: use e.g. 10.0.0.5, "
+                    f"10.0.0.0/8, fd00::/8 or {UNIX_SOCKET_PEER}"
+                ) from None
+        return cls(tuple(networks), unix_socket)
+
+    def __contains__(self, address: object) -> bool:
+        return isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address) and any(
+            address in network for network in self.networks
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str = LOCAL_DATABASE_URL
     replica_urls: tuple[str, ...] = LOCAL_REPLICA_URLS
@@ -60,6 +99,8 @@ class Settings:
     password_reset_window_seconds: int = 3600
     # Exact origins (scheme://host[:port]) allowed to call the API from a browser.
     cors_origins: tuple[str, ...] = ()
+    # Peers whose X-Forwarded-For names the client (addresses or networks; "unix").
+    trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -116,6 +157,9 @@ class Settings:
                 defaults.password_reset_window_seconds,
             ),
             cors_origins=reader.get("GRIDLINK_CORS_ORIGINS", _origin_list, defaults.cors_origins),
+            trusted_proxies=reader.get(
+                "GRIDLINK_TRUSTED_PROXIES", TrustedProxies.parse, defaults.trusted_proxies
+            ),
         )
 
     def replace(self, **changes: object) -> Settings:

@@ -8,7 +8,13 @@ import falcon
 
 from gridlink.auth import require_principal
 from gridlink.commands import accounts
-from gridlink.http import App, read_json_object, read_optional_json_object, send_object
+from gridlink.http import (
+    App,
+    client_address,
+    read_json_object,
+    read_optional_json_object,
+    send_object,
+)
 from gridlink.openapi import Auth, Link, Operation, Reply, documented
 from gridlink.queries.accounts import read_me
 from gridlink.queries.reader import Reader
@@ -106,7 +112,7 @@ class Login(_AccountsResource):
             self._services,
             login=body["username"],
             password=body["password"],
-            address=req.remote_addr,
+            address=client_address(req, self._services.settings.trusted_proxies),
         )
         send_signed_in(resp, signed_in, 200)
 
@@ -160,7 +166,11 @@ class PasswordReset(_AccountsResource):
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = load(PasswordResetIn(), read_json_object(req))
-        accounts.request_password_reset(self._services, **body, address=req.remote_addr)
+        accounts.request_password_reset(
+            self._services,
+            **body,
+            address=client_address(req, self._services.settings.trusted_proxies),
+        )
         resp.status = falcon.HTTP_202
 
 

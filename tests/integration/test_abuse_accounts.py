@@ -9,7 +9,6 @@ or email (API.md: the client has to be told to pick another).
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -21,15 +20,9 @@ from gridlink.app import create_app
 from gridlink.commands import accounts
 from gridlink.services import Services
 from gridlink.settings import MailBackend
-from tests.abuse import an_address, assert_clean_result, primary_state
+from tests.abuse import an_address, app_with, assert_clean_result, primary_state
 from tests.conftest import count_queries, random_username
 from tests.integration.test_accounts_passwords import mails_to
-
-
-def app_with(services: Services, **changes: Any) -> falcon.testing.TestClient:
-    """A server process with other settings, on the same servers."""
-    tuned = dataclasses.replace(services, settings=services.settings.replace(**changes))
-    return falcon.testing.TestClient(create_app(tuned.settings, tuned))
 
 
 def reset(client: falcon.testing.TestClient, email: str, address: str) -> falcon.testing.Result:
