@@ -62,6 +62,26 @@ class BodySizeMiddleware:
             raise PayloadTooLarge()
 
 
+class HeadLikeGet:
+    """Answer ``HEAD`` wherever ``GET`` is served: the same status and headers, no body.
+
+    The request is routed as a GET; the method is put back before the answer
+    goes out, so Falcon drops the body (keeping its Content-Length) and the
+    request is logged and counted as the HEAD it was.
+    """
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if req.method == "HEAD":
+            req.context.head = True
+            req.method = "GET"
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
+    ) -> None:
+        if req.context.get("head"):
+            req.method = "HEAD"
+
+
 def read_json_object(req: falcon.Request) -> dict[str, Any]:
     """Return the request body as a JSON object, or raise the 4xx API.md names."""
     media_type = (req.content_type or "").split(";", 1)[0].strip().lower()

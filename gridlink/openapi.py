@@ -5,8 +5,9 @@ right above the code it describes). ``build_document(app)`` walks the app's
 router and describes each route it serves from those descriptions, so a route
 without one fails the build, and nothing the app does not serve is listed.
 The errors each operation can answer
-follow from what it takes: a body (400, 413, 415), a token (401), an
-Idempotency-Key (409, 422), a database (503).
+follow from what it takes: a body (400, 408, 413, 415), a token (401), an
+Idempotency-Key (409, 422), a database (503); any request may be refused
+before the app sees it (414, 431).
 """
 
 from __future__ import annotations
@@ -345,8 +346,12 @@ def _errors(operation: Operation) -> dict[int, str]:
         errors[409] = "A request with this Idempotency-Key is still running."
         errors[422] = "This Idempotency-Key was used with a different body."
     if operation.body is not None:
+        errors[408] = "The body did not arrive within the server's deadline."
         errors[413] = "The body is over 64 KiB."
         errors[415] = "The body is not application/json."
+    # The server refuses these before the app sees the request, on any path.
+    errors[414] = "The request line is too long."
+    errors[431] = "The request headers are too large."
     if operation.uses_database:
         errors[503] = "A server this request needs is unreachable; try again after Retry-After."
     for status, when in operation.errors.items():

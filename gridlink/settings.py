@@ -46,6 +46,15 @@ class MailBackend:
     host: str | None = None
     port: int | None = None
 
+    @property
+    def variable(self) -> str:
+        """This backend as ``GRIDLINK_MAIL_BACKEND`` writes it."""
+        if self.kind == "file":
+            return f"file:{self.directory}"
+        if self.kind == "smtp":
+            return f"smtp://{self.host}:{self.port}"
+        return self.kind
+
 
 @dataclass(frozen=True)
 class TrustedProxies:
@@ -81,6 +90,10 @@ class TrustedProxies:
         )
 
 
+DEVELOPMENT = "development"
+PRODUCTION = "production"
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = LOCAL_DATABASE_URL
@@ -99,6 +112,9 @@ class Settings:
     password_reset_window_seconds: int = 3600
     # Exact origins (scheme://host[:port]) allowed to call the API from a browser.
     cors_origins: tuple[str, ...] = ()
+    # "development" (`make run`) or "production": a server outside development
+    # refuses to start without an explicit mail backend (see ``for_serving``).
+    environment: str = PRODUCTION
     # Peers whose X-Forwarded-For names the client (addresses or networks; "unix").
     trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies)
 
@@ -160,7 +176,25 @@ class Settings:
             trusted_proxies=reader.get(
                 "GRIDLINK_TRUSTED_PROXIES", TrustedProxies.parse, defaults.trusted_proxies
             ),
+            environment=reader.get("GRIDLINK_ENV", _environment, defaults.environment),
         )
+
+    @classmethod
+    def for_serving(cls, environ: Mapping[str, str]) -> Settings:
+        """Build the settings a server starts with, refusing what is unsafe outside development.
+
+        The console mail backend, the default, writes reset tokens into the
+        server's log: in production the backend must be chosen explicitly.
+        """
+        settings = cls.from_env(environ)
+        if settings.environment != DEVELOPMENT and not environ.get("GRIDLINK_MAIL_BACKEND"):
+            raise SettingsError(
+                "GRIDLINK_MAIL_BACKEND",
+                "must be set outside development (console, file:<directory> or "
+                "smtp://host:port; or GRIDLINK_ENV=development): the default console "
+                "backend writes reset tokens into the log",
+            )
+        return settings
 
     def replace(self, **changes: object) -> Settings:
         """Return a copy with ``changes`` applied (tests and the CLI use it)."""
@@ -252,6 +286,12 @@ def _positive_int(raw: str) -> int:
     if value <= 0:
         raise ValueError("must be a positive whole number")
     return value
+
+
+def _environment(raw: str) -> str:
+    if raw not in (DEVELOPMENT, PRODUCTION):
+        raise ValueError(f"must be {DEVELOPMENT} or {PRODUCTION}")
+    return raw
 
 
 def _mail_backend(raw: str) -> MailBackend:

@@ -128,9 +128,9 @@ def server_environment(settings: Settings, **extra: str) -> dict[str, str]:
         "GRIDLINK_REPLICA_URLS": ",".join(settings.replica_urls),
         "GRIDLINK_REDIS_URL": settings.redis_url,
         "GRIDLINK_MAX_REPLICA_LAG_SECONDS": str(settings.max_replica_lag_seconds),
+        # Explicit, as a server outside development needs it.
+        "GRIDLINK_MAIL_BACKEND": settings.mail_backend.variable,
     }
-    if settings.mail_backend.directory is not None:
-        environment["GRIDLINK_MAIL_BACKEND"] = f"file:{settings.mail_backend.directory}"
     environment.update(extra)
     return environment
 

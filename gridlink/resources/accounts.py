@@ -82,7 +82,10 @@ class Signup(_AccountsResource):
             ),
             tag=_TAG,
             body=SignupIn,
-            errors={409: "The username or the email is taken (named in `fields`)."},
+            errors={
+                409: "The username or the email is taken (named in `fields`).",
+                429: "Too many sign-ups from this address, or from everyone, just now.",
+            },
         )
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -162,6 +165,7 @@ class PasswordReset(_AccountsResource):
             (Reply(202, "Accepted, whether or not the email is known."),),
             tag=_TAG,
             body=PasswordResetIn,
+            errors={429: "Too many requests for this email or from this address."},
         )
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
