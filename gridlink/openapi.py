@@ -27,7 +27,7 @@ from marshmallow import Schema, fields
 
 from gridlink.http import App
 from gridlink.queries.pages import DEFAULT_LIMIT, MAX_LIMIT
-from gridlink.schemas.base import InputSchema, Timestamp
+from gridlink.schemas.base import HIDDEN_CHARACTERS, InputSchema, Timestamp, is_secret_field
 from gridlink.schemas.errors import ErrorOut
 from gridlink.slugs import GRID_PREFIX, LINK_PREFIX, USERNAME_JSON_PATTERN, slug_json_pattern
 
@@ -243,7 +243,7 @@ def build_document(app: App) -> dict[str, Any]:
     assert isinstance(marshmallow, MarshmallowPlugin)
     converter: Any = marshmallow.converter
     converter.map_to_openapi_type(Timestamp, "string", "date-time")
-    converter.add_attribute_function(_no_nul_in_input)
+    converter.add_attribute_function(_no_hidden_characters_in_input)
     spec.components.security_scheme(
         "token",
         {
@@ -270,11 +270,15 @@ def document_bytes(app: App) -> bytes:
     return orjson.dumps(build_document(app))
 
 
-def _no_nul_in_input(converter: object, field: fields.Field[Any], **kwargs: Any) -> dict[str, Any]:
-    """Say that an input string may not hold NUL (``InputSchema`` refuses it)."""
-    if isinstance(field, fields.String) and isinstance(field.parent, InputSchema):
+def _no_hidden_characters_in_input(
+    converter: object, field: fields.Field[Any], **kwargs: Any
+) -> dict[str, Any]:
+    """Say which characters an input string may not hold (``InputSchema`` refuses them)."""
+    if not isinstance(field, fields.String) or not isinstance(field.parent, InputSchema):
+        return {}
+    if is_secret_field(field.name or ""):
         return {"not": {"pattern": "\u0000"}}
-    return {}
+    return {"not": {"pattern": f"[{HIDDEN_CHARACTERS}]"}}
 
 
 def _schema_name(schema: type[Schema] | Schema) -> str:

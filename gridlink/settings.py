@@ -107,6 +107,8 @@ class Settings:
     login_window_seconds: int = 900
     max_grids_per_user: int = 100
     max_links_per_grid: int = 100
+    # A profile document is re-rendered on every write and sent whole on every read.
+    max_profile_bytes: int = 512 * 1024
     password_resets_per_email: int = 3
     password_resets_per_address: int = 20
     password_reset_window_seconds: int = 3600
@@ -156,6 +158,9 @@ class Settings:
             ),
             max_links_per_grid=reader.get(
                 "GRIDLINK_MAX_LINKS_PER_GRID", _positive_int, defaults.max_links_per_grid
+            ),
+            max_profile_bytes=reader.get(
+                "GRIDLINK_MAX_PROFILE_BYTES", _positive_int, defaults.max_profile_bytes
             ),
             password_resets_per_email=reader.get(
                 "GRIDLINK_PASSWORD_RESETS_PER_EMAIL",
