@@ -19,7 +19,7 @@ from gridlink.services import Services
 from gridlink.settings import Settings
 from infra.cluster import wait_until
 from tests.conftest import random_username
-from tests.servers import Server, call, serving
+from tests.servers import Server, call, serving, sign_up_at
 
 PROFILE_ROUTE = "/api/users/{username}"
 BATCH = 40
@@ -54,15 +54,8 @@ def profile_requests_served(log_file: Path, username: str) -> list[dict[str, Any
 def admin_token(server: Server, services: Services) -> str:
     """An admin's token: /metrics is for admins only."""
     username = random_username("scraper")
-    status, body = call(
-        server.address,
-        "POST",
-        "/api/auth/signup/",
-        {"username": username, "email": f"{username}@example.com", "password": "a password!"},
-    )
-    assert status == 201
+    token = sign_up_at(server.address, username)
     set_admin(services, username=username, is_admin=True)
-    token: str = body["token"]
     return token
 
 
@@ -79,13 +72,7 @@ def counted(server: Server, admin_token: str, name: str, **labels: str) -> float
 
 def test_one_scrape_counts_the_requests_every_worker_served(server, log_file, admin_token):
     username = random_username("metrics")
-    status, _ = call(
-        server.address,
-        "POST",
-        "/api/auth/signup/",
-        {"username": username, "email": f"{username}@example.com", "password": "a password!"},
-    )
-    assert status == 201
+    sign_up_at(server.address, username)
     sent = 0
     with ThreadPoolExecutor(max_workers=8) as pool:
         # Each call is a new connection, which either worker may accept.
