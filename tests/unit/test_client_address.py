@@ -90,3 +90,8 @@ def test_a_bad_trusted_proxy_is_named() -> None:
     with pytest.raises(SettingsError) as error:
         Settings.from_env({"GRIDLINK_TRUSTED_PROXIES": "10.0.0.0/8, proxy.internal"})
     assert str(error.value).startswith("GRIDLINK_TRUSTED_PROXIES: 'proxy.internal' is not")
+
+
+def test_a_peer_that_is_no_address_is_counted_as_it_is_and_never_trusted() -> None:
+    everything = TrustedProxies.parse("0.0.0.0/0, ::/0, unix")
+    assert client_from("proxy.sock", "198.51.100.1", everything) == "proxy.sock"
