@@ -23,7 +23,7 @@ run: install
 	$(BIN)/gridlink cluster up
 	$(BIN)/gridlink migrate
 	$(BIN)/gridlink demo
-	$(BIN)/gridlink serve --bind $(BIND)
+	GRIDLINK_ENV=development $(BIN)/gridlink serve --bind $(BIND)
 
 ## Lint, type-check and run the whole suite against a cluster the run starts and stops.
 test: lint

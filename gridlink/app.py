@@ -11,7 +11,13 @@ import falcon
 from gridlink import resources
 from gridlink.auth import TokenAuthMiddleware
 from gridlink.errors import add_error_handlers
-from gridlink.http import App, BodySizeMiddleware, RequestIdMiddleware, json_handlers
+from gridlink.http import (
+    App,
+    BodySizeMiddleware,
+    HeadLikeGet,
+    RequestIdMiddleware,
+    json_handlers,
+)
 from gridlink.observability import RequestObserver
 from gridlink.security import BrowserHeadersMiddleware
 from gridlink.services import Services
@@ -24,6 +30,7 @@ def create_app(settings: Settings, services: Services | None = None) -> App:
     router = falcon.routing.CompiledRouter()
     middleware: list[Any] = [
         RequestObserver(services.metrics, router),  # first: it times and logs every request
+        HeadLikeGet(),
         BrowserHeadersMiddleware(settings),
         RequestIdMiddleware(),
         BodySizeMiddleware(),
@@ -43,7 +50,7 @@ def create_app(settings: Settings, services: Services | None = None) -> App:
 
 def get_app() -> App:
     """Build the app from the environment (gunicorn calls this in each worker)."""
-    settings = Settings.from_env(os.environ)
+    settings = Settings.for_serving(os.environ)
     services = Services.connect(settings)
     # A worker that exits stops its probe thread and closes its pools.
     atexit.register(services.close)

@@ -89,6 +89,11 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        Settings.for_serving(os.environ)
+    except SettingsError as problem:
+        print(f"gridlink: {problem}", file=sys.stderr)
+        return 2
     argv = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "--bind", args.bind]
     if args.workers:
         argv += ["--workers", str(args.workers)]

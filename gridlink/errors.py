@@ -9,12 +9,13 @@ carries a stack trace, SQL or an internal id.
 from __future__ import annotations
 
 import logging
+import traceback
 from typing import Any, ClassVar
 
 import falcon
 import orjson
 import redis
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 log = logging.getLogger(__name__)
 
@@ -173,15 +174,35 @@ def handle_http_error(
 def handle_unexpected_error(
     req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]
 ) -> None:
-    log.exception(
-        "unhandled error",
-        extra={"request_id": getattr(req.context, "request_id", None), "path": req.path},
-    )
+    where = {"request_id": getattr(req.context, "request_id", None), "path": req.path}
+    if isinstance(ex, DBAPIError):
+        _log_database_error(ex, where)
+    else:
+        log.exception("unhandled error", extra=where)
     _render(
         resp,
         500,
         error_body("internal_error", "Something went wrong on our side; it has been logged."),
         {},
+    )
+
+
+def _log_database_error(ex: DBAPIError, where: dict[str, Any]) -> None:
+    """Log a failed statement by its kind, SQL and stack, never by the database's message.
+
+    The engines hide the parameters (``hide_parameters=True``), but PostgreSQL's
+    own message quotes values too: the key that already exists, the text that
+    is not a number, the statement line with the values in it.
+    """
+    code = getattr(ex.orig, "pgcode", None)
+    stack = "".join(traceback.format_tb(ex.__traceback__))
+    log.error(
+        "unhandled database error %s (SQLSTATE %s) in: %s\n%s",
+        type(ex.orig).__name__,
+        code,
+        ex.statement,
+        stack,
+        extra=where,
     )
 
 

@@ -1,7 +1,9 @@
-"""HTTP plumbing shared by every resource: request ids, body limits, JSON in and out."""
+"""HTTP plumbing shared by every resource: request ids, body limits, JSON in and out,
+and who the client is."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import uuid
 from typing import Any, TypeAlias
@@ -11,6 +13,7 @@ import falcon.media
 import orjson
 
 from gridlink.errors import GridlinkError, InvalidRequest
+from gridlink.settings import UNIX_SOCKET_PEER, TrustedProxies
 
 # The WSGI app type, as every ``add_routes`` takes it.
 App: TypeAlias = "falcon.App[falcon.Request, falcon.Response]"
@@ -57,6 +60,26 @@ class BodySizeMiddleware:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         if req.content_length is not None and req.content_length > MAX_BODY_BYTES:
             raise PayloadTooLarge()
+
+
+class HeadLikeGet:
+    """Answer ``HEAD`` wherever ``GET`` is served: the same status and headers, no body.
+
+    The request is routed as a GET; the method is put back before the answer
+    goes out, so Falcon drops the body (keeping its Content-Length) and the
+    request is logged and counted as the HEAD it was.
+    """
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if req.method == "HEAD":
+            req.context.head = True
+            req.method = "GET"
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
+    ) -> None:
+        if req.context.get("head"):
+            req.method = "HEAD"
 
 
 def read_json_object(req: falcon.Request) -> dict[str, Any]:
@@ -117,3 +140,69 @@ def send_json(resp: falcon.Response, body: bytes, status: int = 200) -> None:
 
 def send_object(resp: falcon.Response, obj: Any, status: int = 200) -> None:
     send_json(resp, orjson.dumps(obj), status)
+
+
+IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+# An IPv6 client usually holds a whole /64: counting single addresses would let it
+# step around every per-address limit.
+_IPV6_CLIENT_PREFIX = 64
+
+
+def client_address(req: falcon.Request, trusted_proxies: TrustedProxies) -> str:
+    """Return the key of the client a per-address limit counts, never an empty one.
+
+    The peer is the client unless it is a trusted proxy; then ``X-Forwarded-For``
+    is read from the right, past every trusted proxy, to the first address that
+    is not one. IPv6 clients are counted per /64. A unix-socket peer (no
+    address) is counted as one client, ``unix``, unless trusted.
+    """
+    forwarded_for = req.get_header("X-Forwarded-For")
+    return client_from(req.env.get("REMOTE_ADDR") or "", forwarded_for, trusted_proxies)
+
+
+def client_from(peer: str, forwarded_for: str | None, trusted_proxies: TrustedProxies) -> str:
+    """The client key, from the peer's address and its ``X-Forwarded-For`` (pure)."""
+    peer_address = parse_address(peer)
+    if not peer:
+        peer_key, peer_trusted = UNIX_SOCKET_PEER, trusted_proxies.unix_socket
+    elif peer_address is None:
+        peer_key, peer_trusted = peer, False
+    else:
+        peer_key, peer_trusted = address_key(peer_address), peer_address in trusted_proxies
+    if not peer_trusted or not forwarded_for:
+        return peer_key
+    hops = []
+    for entry in forwarded_for.split(","):
+        hop = parse_address(entry)
+        if hop is None:
+            # A proxy we trust wrote something we cannot read: believe only the peer.
+            return peer_key
+        hops.append(hop)
+    for hop in reversed(hops):
+        if hop not in trusted_proxies:
+            return address_key(hop)
+    # Every hop is a proxy of ours: the request started at the first of them.
+    return address_key(hops[0])
+
+
+def parse_address(text: str) -> IPAddress | None:
+    """Read ``1.2.3.4``, ``1.2.3.4:port``, ``2001:db8::1`` or ``[2001:db8::1]:port``."""
+    text = text.strip()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def address_key(address: IPAddress) -> str:
+    """An IPv4 address as it is; an IPv6 address as its /64 network."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return str(address)
+    return str(ipaddress.ip_network(f"{address}/{_IPV6_CLIENT_PREFIX}", strict=False))

@@ -5,8 +5,9 @@ right above the code it describes). ``build_document(app)`` walks the app's
 router and describes each route it serves from those descriptions, so a route
 without one fails the build, and nothing the app does not serve is listed.
 The errors each operation can answer
-follow from what it takes: a body (400, 413, 415), a token (401), an
-Idempotency-Key (409, 422), a database (503).
+follow from what it takes: a body (400, 408, 413, 415), a token (401), an
+Idempotency-Key (409, 422), a database (503); any request may be refused
+before the app sees it (414, 431).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from marshmallow import Schema, fields
 
 from gridlink.http import App
 from gridlink.queries.pages import DEFAULT_LIMIT, MAX_LIMIT
-from gridlink.schemas.base import InputSchema, Timestamp
+from gridlink.schemas.base import HIDDEN_CHARACTERS, InputSchema, Timestamp, is_secret_field
 from gridlink.schemas.errors import ErrorOut
 from gridlink.slugs import GRID_PREFIX, LINK_PREFIX, USERNAME_JSON_PATTERN, slug_json_pattern
 
@@ -242,7 +243,7 @@ def build_document(app: App) -> dict[str, Any]:
     assert isinstance(marshmallow, MarshmallowPlugin)
     converter: Any = marshmallow.converter
     converter.map_to_openapi_type(Timestamp, "string", "date-time")
-    converter.add_attribute_function(_no_nul_in_input)
+    converter.add_attribute_function(_no_hidden_characters_in_input)
     spec.components.security_scheme(
         "token",
         {
@@ -269,11 +270,15 @@ def document_bytes(app: App) -> bytes:
     return orjson.dumps(build_document(app))
 
 
-def _no_nul_in_input(converter: object, field: fields.Field[Any], **kwargs: Any) -> dict[str, Any]:
-    """Say that an input string may not hold NUL (``InputSchema`` refuses it)."""
-    if isinstance(field, fields.String) and isinstance(field.parent, InputSchema):
+def _no_hidden_characters_in_input(
+    converter: object, field: fields.Field[Any], **kwargs: Any
+) -> dict[str, Any]:
+    """Say which characters an input string may not hold (``InputSchema`` refuses them)."""
+    if not isinstance(field, fields.String) or not isinstance(field.parent, InputSchema):
+        return {}
+    if is_secret_field(field.name or ""):
         return {"not": {"pattern": "\u0000"}}
-    return {}
+    return {"not": {"pattern": f"[{HIDDEN_CHARACTERS}]"}}
 
 
 def _schema_name(schema: type[Schema] | Schema) -> str:
@@ -345,8 +350,12 @@ def _errors(operation: Operation) -> dict[int, str]:
         errors[409] = "A request with this Idempotency-Key is still running."
         errors[422] = "This Idempotency-Key was used with a different body."
     if operation.body is not None:
+        errors[408] = "The body did not arrive within the server's deadline."
         errors[413] = "The body is over 64 KiB."
         errors[415] = "The body is not application/json."
+    # The server refuses these before the app sees the request, on any path.
+    errors[414] = "The request line is too long."
+    errors[431] = "The request headers are too large."
     if operation.uses_database:
         errors[503] = "A server this request needs is unreachable; try again after Retry-After."
     for status, when in operation.errors.items():

@@ -40,6 +40,9 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         max_overflow=pool_size,
         pool_pre_ping=True,
         pool_recycle=1800,
+        # A failing statement's error (and so its log line) never shows the
+        # values it was given: password hashes, emails, tokens.
+        hide_parameters=True,
         connect_args={
             "connect_timeout": _CONNECT_TIMEOUT_SECONDS,
             "options": f"-c statement_timeout={_STATEMENT_TIMEOUT_MS}",

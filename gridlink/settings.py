@@ -9,6 +9,7 @@ up``) are used.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,10 @@ LOCAL_REPLICA_URLS = ("postgresql+psycopg2://gridlink@127.0.0.1:15433/gridlink",
 LOCAL_REDIS_URL = "redis://127.0.0.1:16379/0"
 
 T = TypeVar("T")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# In GRIDLINK_TRUSTED_PROXIES, the peer of a unix-socket connection (no address).
+UNIX_SOCKET_PEER = "unix"
 
 
 class SettingsError(ValueError):
@@ -41,6 +46,53 @@ class MailBackend:
     host: str | None = None
     port: int | None = None
 
+    @property
+    def variable(self) -> str:
+        """This backend as ``GRIDLINK_MAIL_BACKEND`` writes it."""
+        if self.kind == "file":
+            return f"file:{self.directory}"
+        if self.kind == "smtp":
+            return f"smtp://{self.host}:{self.port}"
+        return self.kind
+
+
+@dataclass(frozen=True)
+class TrustedProxies:
+    """The proxies allowed to say who the client is (``X-Forwarded-For``)."""
+
+    networks: tuple[IPNetwork, ...] = ()
+    # Whether a unix-socket peer (a proxy on this host) is one of them.
+    unix_socket: bool = False
+
+    @classmethod
+    def parse(cls, raw: str) -> TrustedProxies:
+        """Parse comma-separated addresses or CIDRs (IPv4 or IPv6), and ``unix``."""
+        networks = []
+        unix_socket = False
+        for entry in (part.strip() for part in raw.split(",")):
+            if not entry:
+                continue
+            if entry == UNIX_SOCKET_PEER:
+                unix_socket = True
+                continue
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an address or network: use e.g. 10.0.0.5, "
+                    f"10.0.0.0/8, fd00::/8 or {UNIX_SOCKET_PEER}"
+                ) from None
+        return cls(tuple(networks), unix_socket)
+
+    def __contains__(self, address: object) -> bool:
+        return isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address) and any(
+            address in network for network in self.networks
+        )
+
+
+DEVELOPMENT = "development"
+PRODUCTION = "production"
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -55,11 +107,18 @@ class Settings:
     login_window_seconds: int = 900
     max_grids_per_user: int = 100
     max_links_per_grid: int = 100
+    # A profile document is re-rendered on every write and sent whole on every read.
+    max_profile_bytes: int = 512 * 1024
     password_resets_per_email: int = 3
     password_resets_per_address: int = 20
     password_reset_window_seconds: int = 3600
     # Exact origins (scheme://host[:port]) allowed to call the API from a browser.
     cors_origins: tuple[str, ...] = ()
+    # "development" (`make run`) or "production": a server outside development
+    # refuses to start without an explicit mail backend (see ``for_serving``).
+    environment: str = PRODUCTION
+    # Peers whose X-Forwarded-For names the client (addresses or networks; "unix").
+    trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -100,6 +159,9 @@ class Settings:
             max_links_per_grid=reader.get(
                 "GRIDLINK_MAX_LINKS_PER_GRID", _positive_int, defaults.max_links_per_grid
             ),
+            max_profile_bytes=reader.get(
+                "GRIDLINK_MAX_PROFILE_BYTES", _positive_int, defaults.max_profile_bytes
+            ),
             password_resets_per_email=reader.get(
                 "GRIDLINK_PASSWORD_RESETS_PER_EMAIL",
                 _positive_int,
@@ -116,7 +178,28 @@ class Settings:
                 defaults.password_reset_window_seconds,
             ),
             cors_origins=reader.get("GRIDLINK_CORS_ORIGINS", _origin_list, defaults.cors_origins),
+            trusted_proxies=reader.get(
+                "GRIDLINK_TRUSTED_PROXIES", TrustedProxies.parse, defaults.trusted_proxies
+            ),
+            environment=reader.get("GRIDLINK_ENV", _environment, defaults.environment),
         )
+
+    @classmethod
+    def for_serving(cls, environ: Mapping[str, str]) -> Settings:
+        """Build the settings a server starts with, refusing what is unsafe outside development.
+
+        The console mail backend, the default, writes reset tokens into the
+        server's log: in production the backend must be chosen explicitly.
+        """
+        settings = cls.from_env(environ)
+        if settings.environment != DEVELOPMENT and not environ.get("GRIDLINK_MAIL_BACKEND"):
+            raise SettingsError(
+                "GRIDLINK_MAIL_BACKEND",
+                "must be set outside development (console, file:<directory> or "
+                "smtp://host:port; or GRIDLINK_ENV=development): the default console "
+                "backend writes reset tokens into the log",
+            )
+        return settings
 
     def replace(self, **changes: object) -> Settings:
         """Return a copy with ``changes`` applied (tests and the CLI use it)."""
@@ -208,6 +291,12 @@ def _positive_int(raw: str) -> int:
     if value <= 0:
         raise ValueError("must be a positive whole number")
     return value
+
+
+def _environment(raw: str) -> str:
+    if raw not in (DEVELOPMENT, PRODUCTION):
+        raise ValueError(f"must be {DEVELOPMENT} or {PRODUCTION}")
+    return raw
 
 
 def _mail_backend(raw: str) -> MailBackend:

@@ -47,7 +47,7 @@ proc_name = "gridlink"
 def on_starting(server: object) -> None:
     """Check the settings once in the master: a bad value stops start-up with one line."""
     try:
-        Settings.from_env(os.environ)
+        Settings.for_serving(os.environ)
     except SettingsError as problem:
         print(f"gridlink: {problem}", file=sys.stderr)
         sys.exit(2)

@@ -111,11 +111,11 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
 # What gunicorn's own refusals become (anything else is a 400).
 _ERROR_ANSWERS = {
     403: ("Forbidden", "permission_denied", "This request is not allowed."),
-    414: ("URI Too Long", "invalid_request", "The request line is too long."),
+    414: ("URI Too Long", "uri_too_long", "The request line is too long."),
     417: ("Expectation Failed", "invalid_request", "This Expect header is not supported."),
     431: (
         "Request Header Fields Too Large",
-        "invalid_request",
+        "headers_too_large",
         "The request headers are too large.",
     ),
     500: (

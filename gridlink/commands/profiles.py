@@ -24,6 +24,7 @@ from sqlalchemy import TextClause, text
 
 from gridlink.commands.unit_of_work import UnitOfWork
 from gridlink.documents import PROFILE_JSON
+from gridlink.errors import LimitReached
 from gridlink.lsn import parse_lsn
 from gridlink.services import Services
 
@@ -88,8 +89,24 @@ def create_profile(uow: UnitOfWork, user_id: int) -> ProfileDocument:
 
 
 def refresh_profile(uow: UnitOfWork, user_id: int) -> ProfileDocument:
-    """Rebuild the user's document from the rows, with a new version."""
-    return _document(uow, _REBUILD, user_id)
+    """Rebuild the user's document from the rows, with a new version.
+
+    A write that would make the document larger than the bound raises
+    ``LimitReached`` (409) before anything is committed: the unit of work
+    rolls the whole write back.
+    """
+    document = _document(uow, _REBUILD, user_id)
+    refuse_oversized(uow, document)
+    return document
+
+
+def refuse_oversized(uow: UnitOfWork, document: ProfileDocument) -> None:
+    """Raise ``LimitReached`` if ``document`` is over ``GRIDLINK_MAX_PROFILE_BYTES``."""
+    limit = uow.services.settings.max_profile_bytes
+    if len(document.document) > limit:
+        raise LimitReached(
+            "The profile would grow past its size limit: shorten or remove something first."
+        )
 
 
 def retire_profile(uow: UnitOfWork, user_id: int) -> ProfileDocument:

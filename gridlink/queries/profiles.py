@@ -54,6 +54,10 @@ class Profiles:
         self, username: str, principal: Principal | None
     ) -> tuple[StoredProfile | None, ReadSource]:
         """Return the profile (None: no such user) and where it came from."""
+        if not is_username(username):
+            # No account has it, and the cache folds case more loosely than the
+            # rules (the Kelvin sign lowercases to "k"): answer before asking it.
+            return None, PRIMARY
         cached = self._cache.get_profile(username)
         self._metrics.observe_profile_lookup(hit=cached is not None)
         if cached is not None:

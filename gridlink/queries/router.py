@@ -188,6 +188,7 @@ def _probe_engine(url: str) -> Engine:
         max_overflow=0,
         pool_timeout=_PROBE_DEADLINE_SECONDS,
         isolation_level="AUTOCOMMIT",  # no BEGIN/ROLLBACK round trips around the probe
+        hide_parameters=True,
         connect_args={
             "connect_timeout": _CONNECT_TIMEOUT_SECONDS,
             "options": f"-c statement_timeout={_STATEMENT_TIMEOUT_MS}",

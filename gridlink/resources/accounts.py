@@ -8,7 +8,13 @@ import falcon
 
 from gridlink.auth import require_principal
 from gridlink.commands import accounts
-from gridlink.http import App, read_json_object, read_optional_json_object, send_object
+from gridlink.http import (
+    App,
+    client_address,
+    read_json_object,
+    read_optional_json_object,
+    send_object,
+)
 from gridlink.openapi import Auth, Link, Operation, Reply, documented
 from gridlink.queries.accounts import read_me
 from gridlink.queries.reader import Reader
@@ -76,7 +82,10 @@ class Signup(_AccountsResource):
             ),
             tag=_TAG,
             body=SignupIn,
-            errors={409: "The username or the email is taken (named in `fields`)."},
+            errors={
+                409: "The username or the email is taken (named in `fields`).",
+                429: "Too many sign-ups from this address, or from everyone, just now.",
+            },
         )
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -106,7 +115,7 @@ class Login(_AccountsResource):
             self._services,
             login=body["username"],
             password=body["password"],
-            address=req.remote_addr,
+            address=client_address(req, self._services.settings.trusted_proxies),
         )
         send_signed_in(resp, signed_in, 200)
 
@@ -156,11 +165,16 @@ class PasswordReset(_AccountsResource):
             (Reply(202, "Accepted, whether or not the email is known."),),
             tag=_TAG,
             body=PasswordResetIn,
+            errors={429: "Too many requests for this email or from this address."},
         )
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = load(PasswordResetIn(), read_json_object(req))
-        accounts.request_password_reset(self._services, **body, address=req.remote_addr)
+        accounts.request_password_reset(
+            self._services,
+            **body,
+            address=client_address(req, self._services.settings.trusted_proxies),
+        )
         resp.status = falcon.HTTP_202
 
 

@@ -40,7 +40,10 @@ def replicas_document(snapshot: RouterSnapshot) -> dict[str, Any]:
 
 
 class Metrics:
-    """Prometheus text: no auth, as scrapers expect (it carries no user data)."""
+    """Prometheus text, for admins only: it names every database host.
+
+    Prometheus sends an admin's token (``authorization: {type: Token}``).
+    """
 
     def __init__(self, services: Services) -> None:
         self._services = services
@@ -51,9 +54,11 @@ class Metrics:
             "Prometheus metrics: requests by route and status, cache, read sources, replica lag.",
             (Reply(200, "The metrics, in Prometheus text format.", media_type=CONTENT_TYPE),),
             tag=_TAG,
+            auth=Auth.ADMIN,
         )
     )
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        require_admin(req)
         resp.content_type = CONTENT_TYPE
         resp.data = render(self._services.metrics, self._services.router)
 

@@ -3,6 +3,7 @@ and the output fields (times, slugs, usernames) the OpenAPI document describes."
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -20,22 +21,43 @@ def text_field(
     return fields.String(validate=[validate.Length(max=max_length), *validators], **options)
 
 
+# Control characters (Unicode Cc) and the bidi controls that reorder what is
+# shown around them: in a title or a URL they hide or disguise text, and JSON
+# writes each control character as a six-byte escape.
+HIDDEN_CHARACTERS = (
+    "\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069"
+)
+_HIDDEN = re.compile(f"[{HIDDEN_CHARACTERS}]")
+
+
+def is_secret_field(name: str) -> bool:
+    """Passwords are any text: they are hashed, never shown, and must still log in."""
+    return name.endswith("password")
+
+
 class InputSchema(Schema):
-    """A request body schema: unknown fields, and NUL in any string, are errors."""
+    """A request body schema: unknown fields are errors, and so are NUL in any string
+    and control or bidi characters in any string but a password."""
 
     class Meta:
         unknown = RAISE
 
     @pre_load
-    def refuse_nul(self, body: Any, **kwargs: Any) -> Any:
+    def refuse_hidden_characters(self, body: Any, **kwargs: Any) -> Any:
         # PostgreSQL text cannot hold NUL: refuse it in every field, here,
         # rather than let one field that reaches SQL fail with a 500.
-        if isinstance(body, dict):
-            bad = sorted(
-                name for name, value in body.items() if isinstance(value, str) and "\x00" in value
-            )
-            if bad:
-                raise ValidationError({name: ["Must not contain NUL characters."] for name in bad})
+        if not isinstance(body, dict):
+            return body
+        problems: dict[str, list[str]] = {}
+        for name, value in body.items():
+            if not isinstance(value, str):
+                continue
+            if "\x00" in value:
+                problems[name] = ["Must not contain NUL characters."]
+            elif not is_secret_field(name) and _HIDDEN.search(value):
+                problems[name] = ["Must not contain control or bidirectional-override characters."]
+        if problems:
+            raise ValidationError(dict(sorted(problems.items())))
         return body
 
 

@@ -7,6 +7,7 @@ bytes; ``LinkOut`` and ``LinkList`` describe them in the OpenAPI document.
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 from marshmallow import Schema, ValidationError, fields, validate
 
@@ -20,21 +21,47 @@ HTTP_URL_JSON_PATTERN = (
 )
 
 
+# A path of this server: "/" then anything but a second "/" or "\" (a browser
+# reads "//host" and "/\host" as another host).
+_LOCAL_PATH = re.compile(r"/(?![/\\])\S*\Z")
+LOCAL_PATH_JSON_PATTERN = r"/(?:[!-.0-\[\]-~][!-~]*)?"
+
+
+def plain_host(value: str) -> None:
+    """Refuse a URL whose authority can mislead: user-info, or a host that is not
+    ASCII or IDNA-encodable.
+
+    ``https://google.com@evil.example/`` goes to evil.example.
+    """
+    authority = urlsplit(value)
+    if "@" in authority.netloc or "\\" in authority.netloc:
+        raise ValidationError("Must not have a user name or password before the host.")
+    host = authority.hostname or ""
+    if not host.isascii():
+        try:
+            host.encode("idna")
+        except UnicodeError:
+            raise ValidationError("The host must be ASCII or a valid international name.") from None
+
+
 def background(value: str) -> None:
-    """Allow ``""``, a path starting with ``/``, or an http(s) URL."""
-    if value == "" or (value.startswith("/") and not re.search(r"\s", value)):
+    """Allow ``""``, a path of this server (starting with one ``/``), or an http(s) URL."""
+    if value == "" or _LOCAL_PATH.match(value):
         return
     try:
         _HTTP_URL.deserialize(value)
+        plain_host(value)
     except ValidationError:
-        raise ValidationError("Must be empty, a path starting with /, or an http(s) URL.") from None
+        raise ValidationError(
+            "Must be empty, a path starting with a single /, or an http(s) URL."
+        ) from None
 
 
 def url_field(**options: object) -> fields.Url:
     return fields.Url(
         schemes={"http", "https"},
         require_tld=False,
-        validate=validate.Length(max=2048),
+        validate=[validate.Length(max=2048), plain_host],
         metadata={"format": "uri", "pattern": HTTP_URL_JSON_PATTERN},
         **options,  # type: ignore[arg-type]
     )
@@ -44,7 +71,7 @@ def background_field(**options: object) -> fields.String:
     return text_field(
         512,
         background,
-        metadata={"pattern": f"^(?:/[!-~]*|{HTTP_URL_JSON_PATTERN[1:-1]})?$"},
+        metadata={"pattern": f"^(?:{LOCAL_PATH_JSON_PATTERN}|{HTTP_URL_JSON_PATTERN[1:-1]})?$"},
         **options,
     )
 

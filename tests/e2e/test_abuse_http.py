@@ -109,6 +109,34 @@ def test_malformed_http_gets_a_4xx_in_the_error_format(server, request_bytes):
     assert b"<html" not in reply.body
 
 
+def test_refusals_before_the_app_carry_api_md_types(server):
+    too_long = raw_exchange(server, MALFORMED_HTTP["a request line over 4 KiB"])
+    assert assert_clean_error(too_long.status, too_long.body, 414) == "uri_too_long"
+
+
+def test_head_sends_gets_headers_and_not_one_byte_of_body(server, author):
+    host, port = server.rsplit(":", 1)
+    for path in ("/healthz", f"/api/users/{author.username}/", "/api/openapi.json"):
+        get = fetch(server, "GET", path)
+        with socket.create_connection((host, int(port)), timeout=10) as connection:
+            # A HEAD, then a GET on the same connection: a body after the HEAD's
+            # headers would be read as the start of the second answer.
+            connection.sendall(
+                f"HEAD {path} HTTP/1.1\r\nHost: t\r\n\r\n"
+                f"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode()
+            )
+            received = b""
+            while chunk := connection.recv(65536):
+                received += chunk
+        head, _, rest = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 "), (path, head)
+        lines = head.decode().split("\r\n")[1:]
+        headers = {name.lower(): value for name, value in (line.split(": ", 1) for line in lines)}
+        assert int(headers["content-length"]) == len(get.body), path
+        assert headers["content-type"] == get.headers["Content-Type"], path
+        assert rest.startswith(b"HTTP/1.1 200 "), (path, rest[:80])
+
+
 # --- slow clients -----------------------------------------------------------------------------
 
 

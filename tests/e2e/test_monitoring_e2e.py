@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gridlink.commands.accounts import set_admin
+from gridlink.services import Services
 from gridlink.settings import Settings
 from infra.cluster import wait_until
 from tests.support.api import random_username
-from tests.support.servers import Server, call, serving
+from tests.support.servers import Server, call, serving, sign_up_at
 
 PROFILE_ROUTE = "/api/users/{username}"
 BATCH = 40
@@ -48,8 +50,17 @@ def profile_requests_served(log_file: Path, username: str) -> list[dict[str, Any
     ]
 
 
-def counted(server: Server, name: str, **labels: str) -> float:
-    status, body = call(server.address, "GET", "/metrics")
+@pytest.fixture(scope="module")
+def admin_token(server: Server, services: Services) -> str:
+    """An admin's token: /metrics is for admins only."""
+    username = random_username("scraper")
+    token = sign_up_at(server.address, username)
+    set_admin(services, username=username, is_admin=True)
+    return token
+
+
+def counted(server: Server, admin_token: str, name: str, **labels: str) -> float:
+    status, body = call(server.address, "GET", "/metrics", token=admin_token)
     assert status == 200
     return sum(
         sample.value
@@ -59,15 +70,9 @@ def counted(server: Server, name: str, **labels: str) -> float:
     )
 
 
-def test_one_scrape_counts_the_requests_every_worker_served(server, log_file):
+def test_one_scrape_counts_the_requests_every_worker_served(server, log_file, admin_token):
     username = random_username("metrics")
-    status, _ = call(
-        server.address,
-        "POST",
-        "/api/auth/signup/",
-        {"username": username, "email": f"{username}@example.com", "password": "a password!"},
-    )
-    assert status == 201
+    sign_up_at(server.address, username)
     sent = 0
     with ThreadPoolExecutor(max_workers=8) as pool:
         # Each call is a new connection, which either worker may accept.
@@ -85,12 +90,15 @@ def test_one_scrape_counts_the_requests_every_worker_served(server, log_file):
                 break
     assert pids == set(server.worker_pids()), "both workers served some of the requests"
 
-    assert counted(server, "gridlink_http_requests_total", route=PROFILE_ROUTE) == sent
+    assert counted(server, admin_token, "gridlink_http_requests_total", route=PROFILE_ROUTE) == sent
     assert (
-        counted(server, "gridlink_http_request_duration_seconds_count", route=PROFILE_ROUTE) == sent
+        counted(
+            server, admin_token, "gridlink_http_request_duration_seconds_count", route=PROFILE_ROUTE
+        )
+        == sent
     )
-    assert counted(server, "gridlink_reads_total") == sent
-    assert counted(server, "gridlink_profile_cache_lookups_total") == sent
+    assert counted(server, admin_token, "gridlink_reads_total") == sent
+    assert counted(server, admin_token, "gridlink_profile_cache_lookups_total") == sent
 
     # A worker that dies takes nothing with it: its counts stay in the sum.
     victim = server.worker_pids()[0]
@@ -100,7 +108,7 @@ def test_one_scrape_counts_the_requests_every_worker_served(server, log_file):
         timeout=30,
     )
     server.wait_until_serving()
-    assert counted(server, "gridlink_http_requests_total", route=PROFILE_ROUTE) == sent
+    assert counted(server, admin_token, "gridlink_http_requests_total", route=PROFILE_ROUTE) == sent
 
 
 def test_every_line_the_server_logs_is_json_and_requests_carry_their_id(server, log_file):

@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from sqlalchemy import text
 
 from gridlink.settings import Settings
-from tests.support.servers import call, server_environment, serving
+from tests.support.servers import server_environment, serving, sign_up_at
 
 # Bounded for the suite; GRIDLINK_FUZZ_EXAMPLES=50 explores further (minutes per operation).
 EXAMPLES_PER_OPERATION = int(os.environ.get("GRIDLINK_FUZZ_EXAMPLES", "5"))
@@ -67,16 +67,7 @@ def fuzz_address(settings: Settings) -> Iterator[str]:
 
 
 def sign_up(address: str) -> str:
-    username = f"fuzz_{secrets.token_hex(6)}"
-    status, body = call(
-        address,
-        "POST",
-        "/api/auth/signup/",
-        {"username": username, "email": f"{username}@example.com", "password": "fuzzing pass"},
-    )
-    assert status == 201, body
-    token: str = body["token"]
-    return token
+    return sign_up_at(address, f"fuzz_{secrets.token_hex(6)}")
 
 
 def is_token_protected(context: Any) -> bool:

@@ -9,7 +9,6 @@ or email (API.md: the client has to be told to pick another).
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -21,16 +20,10 @@ from gridlink.app import create_app
 from gridlink.commands import accounts
 from gridlink.services import Services
 from gridlink.settings import MailBackend
-from tests.support.abuse import an_address, assert_clean_result, primary_state
+from tests.support.abuse import an_address, app_with, assert_clean_result, primary_state
 from tests.support.api import random_username
 from tests.support.mail import mails_to
 from tests.support.queries import count_queries
-
-
-def app_with(services: Services, **changes: Any) -> falcon.testing.TestClient:
-    """A server process with other settings, on the same servers."""
-    tuned = dataclasses.replace(services, settings=services.settings.replace(**changes))
-    return falcon.testing.TestClient(create_app(tuned.settings, tuned))
 
 
 def reset(client: falcon.testing.TestClient, email: str, address: str) -> falcon.testing.Result:

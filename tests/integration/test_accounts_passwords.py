@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import secrets
 import time
@@ -15,11 +14,10 @@ import falcon.testing
 import pytest
 from sqlalchemy import text
 
-from gridlink.app import create_app
 from gridlink.errors import RateLimited
 from gridlink.ratelimit import LoginThrottle
-from gridlink.services import Services
 from gridlink.tokens import hash_token
+from tests.support.abuse import an_address, app_with
 from tests.support.api import ApiUser, assert_error, login, random_username
 from tests.support.mail import MAIL_WAIT_SECONDS, mails_to
 
@@ -176,10 +174,6 @@ def test_changing_the_email_voids_reset_tokens_sent_to_the_old_one(client, mail_
 # --- login throttling ------------------------------------------------------------------------
 
 
-def an_address() -> str:
-    return f"2001:db8::{secrets.token_hex(2)}:{secrets.token_hex(2)}"
-
-
 def attempt(
     client: falcon.testing.TestClient, username: str, password: str, address: str
 ) -> falcon.testing.Result:
@@ -198,12 +192,6 @@ def fail(client: falcon.testing.TestClient, username: str, address: str, times: 
 def assert_throttled(result: falcon.testing.Result, window_seconds: int) -> None:
     assert_error(result, 429, "rate_limited")
     assert 1 <= int(result.headers["Retry-After"]) <= window_seconds
-
-
-def app_with(services: Services, **limits: int) -> falcon.testing.TestClient:
-    """A server process configured with other throttling limits, on the same servers."""
-    tuned = dataclasses.replace(services, settings=services.settings.replace(**limits))
-    return falcon.testing.TestClient(create_app(tuned.settings, tuned))
 
 
 def test_after_five_failures_for_a_username_the_sixth_attempt_is_429(client, user):

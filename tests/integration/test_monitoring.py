@@ -165,16 +165,27 @@ def test_the_replicas_command_redraws_until_ctrl_c_and_then_exits_cleanly(settin
 # --------------------------------------------------------------------------- /metrics
 
 
-def test_metrics_count_requests_reads_and_cache_lookups_as_they_happen(client, user):
+def test_metrics_are_for_admins_only(client, user):
+    # They name every database host: nobody else may read them.
+    anonymous = client.simulate_get("/metrics")
+    assert anonymous.status_code == 401
+    assert anonymous.headers["WWW-Authenticate"] == "Token"
+    refused = client.simulate_get("/metrics", headers=user.headers)
+    assert refused.status_code == 403
+    assert "gridlink_" not in anonymous.text + refused.text
+
+
+def test_metrics_count_requests_reads_and_cache_lookups_as_they_happen(client, services, user):
     profile_route = "/api/users/{username}"
-    before = scrape(client)
+    admin = make_admin(client, services)
+    before = scrape(client, admin)
     # Sign-up wrote the profile through to the cache: a hit. An unknown name
     # misses the cache and is read from the database: a 404 on the same route.
     assert client.simulate_get(f"/api/users/{user.username}/").status_code == 200
     missing = client.simulate_get(f"/api/users/{random_username('nobody')}/")
     assert missing.status_code == 404
     assert client.simulate_get("/no/such/path").status_code == 404
-    after = scrape(client)
+    after = scrape(client, admin)
 
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
@@ -198,7 +209,7 @@ def test_metrics_count_requests_reads_and_cache_lookups_as_they_happen(client, u
 
 
 def test_metrics_show_each_replica_and_the_primary_as_the_router_sees_them(client, services):
-    samples = scrape(client)
+    samples = scrape(client, make_admin(client, services))
     replica = services.router.snapshot().replicas[0]
     labels = {"replica": "replica1", "host": replica.host}
     primary_host = services.router.snapshot().primary_host

@@ -115,7 +115,7 @@ def test_a_replica_whose_replay_is_paused_shows_its_lag_and_leaves_rotation(
         assert paused["lag_bytes"] > 0
         assert (healthy["in_rotation"], healthy["reachable"]) == (True, True)
 
-        samples = scrape(faulty_client)
+        samples = scrape(faulty_client, admin)
         labels = {"replica": "replica1", "host": paused["host"]}
         assert value(samples, "gridlink_replica_in_rotation", **labels) == 0
         assert value(samples, "gridlink_replica_lag_seconds", **labels) > MAX_LAG_SECONDS
@@ -149,7 +149,7 @@ def test_a_stopped_replica_shows_unreachable_with_no_lag_and_comes_back(
         }
         assert view["replica1"]["in_rotation"] is True
 
-        samples = scrape(faulty_client)
+        samples = scrape(faulty_client, admin)
         labels = {"replica": "replica2", "host": view["replica2"]["host"]}
         assert value(samples, "gridlink_replica_reachable", **labels) == 0
         assert ("gridlink_replica_lag_seconds", frozenset(labels.items())) not in samples

@@ -7,6 +7,7 @@ document), not through the API, whose reads may come from a cache or replica.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import secrets
@@ -17,6 +18,7 @@ import orjson
 import pytest
 from sqlalchemy import text
 
+from gridlink.app import create_app
 from gridlink.commands import accounts
 from gridlink.passwords import hash_password
 from gridlink.services import Services
@@ -71,9 +73,16 @@ def primary_state(services: Services, username: str) -> dict[str, list[tuple[Any
         }
 
 
+def app_with(services: Services, **changes: Any) -> falcon.testing.TestClient:
+    """A server process with other settings, on the same servers."""
+    tuned = dataclasses.replace(services, settings=services.settings.replace(**changes))
+    return falcon.testing.TestClient(create_app(tuned.settings, tuned))
+
+
 def an_address() -> str:
     """A client address of the test's own, so no limit per address is shared between tests."""
-    return f"2001:db8:abu::{secrets.token_hex(2)}:{secrets.token_hex(2)}"
+    # Limits count an IPv6 client per /64: the random part is in the network.
+    return f"2001:db8:{secrets.token_hex(2)}:{secrets.token_hex(2)}::1"
 
 
 # What an error body must never show.

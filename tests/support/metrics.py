@@ -18,9 +18,9 @@ def make_admin(client: falcon.testing.TestClient, services: Services) -> ApiUser
     return admin
 
 
-def scrape(client: falcon.testing.TestClient) -> Samples:
-    """Return every sample of ``/metrics`` by name and labels."""
-    result = client.simulate_get("/metrics")
+def scrape(client: falcon.testing.TestClient, admin: ApiUser) -> Samples:
+    """Return every sample of ``/metrics`` by name and labels, scraped with an admin's token."""
+    result = client.simulate_get("/metrics", headers=admin.headers)
     assert result.status_code == 200
     assert result.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     return {

@@ -106,6 +106,19 @@ def _status_and_json(send: Callable[P, Reply]) -> Callable[P, tuple[int, Any]]:
 call = _status_and_json(api_request)
 
 
+def sign_up_at(address: str, username: str) -> str:
+    """Sign ``username`` up on the server at ``address``; return its first token."""
+    status, body = call(
+        address,
+        "POST",
+        "/api/auth/signup/",
+        {"username": username, "email": f"{username}@example.com", "password": "a password!"},
+    )
+    assert status == 201, body
+    token: str = body["token"]
+    return token
+
+
 def raw_exchange(address: str, data: bytes, timeout: float = 10) -> Reply:
     """Send ``data`` as it is (a whole request, or only its start) and read the one answer.
 
@@ -128,9 +141,9 @@ def server_environment(settings: Settings, **extra: str) -> dict[str, str]:
         "GRIDLINK_REPLICA_URLS": ",".join(settings.replica_urls),
         "GRIDLINK_REDIS_URL": settings.redis_url,
         "GRIDLINK_MAX_REPLICA_LAG_SECONDS": str(settings.max_replica_lag_seconds),
+        # Explicit, as a server outside development needs it.
+        "GRIDLINK_MAIL_BACKEND": settings.mail_backend.variable,
     }
-    if settings.mail_backend.directory is not None:
-        environment["GRIDLINK_MAIL_BACKEND"] = f"file:{settings.mail_backend.directory}"
     environment.update(extra)
     return environment
 

@@ -88,3 +88,10 @@ def test_a_bad_value_stops_the_command_with_one_line() -> None:
     assert result.stderr.strip().splitlines() == [
         "gridlink: GRIDLINK_MAX_REPLICA_LAG_SECONDS: must be a number (got 'often')"
     ]
+
+
+def test_the_profile_size_bound_is_read_and_checked() -> None:
+    assert Settings.from_env({}).max_profile_bytes == 512 * 1024
+    assert Settings.from_env({"GRIDLINK_MAX_PROFILE_BYTES": "65536"}).max_profile_bytes == 65536
+    with pytest.raises(SettingsError, match=r"^GRIDLINK_MAX_PROFILE_BYTES: must be a positive"):
+        Settings.from_env({"GRIDLINK_MAX_PROFILE_BYTES": "0"})

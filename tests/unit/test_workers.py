@@ -56,8 +56,8 @@ def test_everything_but_reading_is_the_sockets_own(pair) -> None:
     ("status", "error_type"),
     [
         (400, "invalid_request"),
-        (414, "invalid_request"),
-        (431, "invalid_request"),
+        (414, "uri_too_long"),
+        (431, "headers_too_large"),
         (403, "permission_denied"),
         (500, "internal_error"),
         (999, "invalid_request"),
