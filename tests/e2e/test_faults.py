@@ -247,7 +247,7 @@ def test_after_a_redis_timeout_the_cache_asks_redis_nothing_until_the_cool_off_e
     now = [0.0]
     cache = ProfileCache(rig.settings.redis_url, write_mark_ttl=10, clock=lambda: now[0])
     try:
-        cache.store_profile("cooling", 1, b"{}", authoritative=True)
+        cache.store_profile("cooling", 1, b"{}")
         with redis_frozen(rig.layout):
             assert cache.get_profile("cooling") is None  # timed out: a miss
         # Redis answers again, but a hung Redis is not asked again so soon.

@@ -168,8 +168,8 @@ def test_a_stale_fill_never_replaces_a_newer_version(
     version = cached_version(services, user.username)
     current = client.simulate_get(f"/api/users/{user.username}/")
 
-    services.cache.store_profile(user.username, version - 1, b'{"stale":true}', authoritative=False)
-    services.cache.store_profile(user.username, version, b'{"stale":true}', authoritative=False)
+    services.cache.store_profile(user.username, version - 1, b'{"stale":true}', fill_position=0)
+    services.cache.store_profile(user.username, version, b'{"stale":true}', fill_position=0)
 
     result = client.simulate_get(f"/api/users/{user.username}/")
     assert result.status_code == 200
@@ -192,8 +192,8 @@ def test_a_deleted_account_stays_deleted_despite_stale_stores(
     assert result.status_code == 204, result.text
     assert client.simulate_get(f"/api/users/{user.username}/").status_code == 404
 
-    services.cache.store_profile(user.username, old_version, live.content, authoritative=False)
-    services.cache.store_profile(user.username, old_version, live.content, authoritative=True)
+    services.cache.store_profile(user.username, old_version, live.content, fill_position=0)
+    services.cache.store_profile(user.username, old_version, live.content)
     result = client.simulate_get(f"/api/users/{user.username}/")
     assert result.status_code == 404
     assert result.headers[SOURCE] == "cache"
