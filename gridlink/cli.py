@@ -62,6 +62,28 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     os.execvp(argv[0], argv)
 
 
+def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the change relay until SIGTERM or Ctrl-C (one is active at a time; others wait)."""
+    import logging.config
+    import signal
+    import threading
+
+    from gridlink.cache.stream import ChangeRelay
+    from gridlink.logs import LOGGING
+    from gridlink.services import Services
+
+    logging.config.dictConfig(LOGGING)
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    services = Services.connect(settings)
+    try:
+        ChangeRelay(settings.database_url, services.cache).run(stopping)
+    finally:
+        services.close()
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from gridlink.demo import DEMO_USERNAME, load_demo
     from gridlink.services import Services
@@ -217,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"worker processes (default {multiprocessing.cpu_count() * 2}: twice the cores)",
     )
     serve.set_defaults(handler=cmd_serve)
+    commands.add_parser(
+        "relay", help="relay committed profile changes to Redis (the change stream)"
+    ).set_defaults(handler=cmd_relay)
     commands.add_parser("demo", help="load the demo profile (user `demo`)").set_defaults(
         handler=cmd_demo
     )

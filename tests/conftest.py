@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,8 @@ from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import OperationalError
 
 from gridlink.app import create_app
+from gridlink.cache import ProfileCache
+from gridlink.cache.stream import ChangeRelay
 from gridlink.cli import PROJECT_ROOT, migrate
 from gridlink.lsn import parse_lsn
 from gridlink.services import Services
@@ -86,8 +89,32 @@ def services(settings: Settings) -> Iterator[Services]:
     connected.close()
 
 
+@contextmanager
+def relay_running(settings: Settings) -> Iterator[ChangeRelay]:
+    """Run a change relay (a thread with its own Redis client) until the block ends."""
+    cache = ProfileCache(settings.redis_url, write_mark_ttl=10)
+    relay = ChangeRelay(settings.database_url, cache)
+    stopping = threading.Event()
+    thread = threading.Thread(target=relay.run, args=(stopping,), name="test-relay", daemon=True)
+    thread.start()
+    try:
+        assert relay.holds_lock.wait(15), "the change relay did not take the stream"
+        yield relay
+    finally:
+        stopping.set()
+        thread.join(10)
+        cache.close()
+
+
 @pytest.fixture(scope="session")
-def client(settings: Settings, services: Services) -> falcon.testing.TestClient:
+def relay(settings: Settings, services: Services) -> Iterator[ChangeRelay]:
+    """The session cluster's change relay: tests see the system as `gridlink serve` runs it."""
+    with relay_running(settings) as running_relay:
+        yield running_relay
+
+
+@pytest.fixture(scope="session")
+def client(settings: Settings, services: Services, relay: ChangeRelay) -> falcon.testing.TestClient:
     return falcon.testing.TestClient(create_app(settings, services))
 
 

@@ -24,6 +24,7 @@ from tests.conftest import (
     ApiUser,
     cluster_layout,
     count_queries,
+    relay_running,
     running,
     sign_up,
     wait_for_replica,
@@ -51,7 +52,8 @@ def services(
     )
     connected = Services.connect(settings)
     try:
-        yield connected
+        with relay_running(settings):
+            yield connected
     finally:
         connected.close()
 
