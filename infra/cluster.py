@@ -41,6 +41,7 @@ Progress = Callable[[str], None]
 POSTGRES_USER = "postgres"
 PG_TOOLS = ("initdb", "pg_ctl", "pg_basebackup")
 DEBIAN_PG_ROOT = Path("/usr/lib/postgresql")
+REDIS_MAXMEMORY = "1gb"
 APT_INSTALL = "apt-get update && apt-get install -y --no-install-recommends postgresql redis-server"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
@@ -988,6 +989,11 @@ def _start_redis(tools: _Tools, layout: ClusterLayout, progress: Progress) -> No
         "",
         "--appendonly",
         "no",
+        # Evict under memory pressure rather than refuse writes (README: "The change stream").
+        "--maxmemory",
+        REDIS_MAXMEMORY,
+        "--maxmemory-policy",
+        "allkeys-lru",
         "--daemonize",
         "yes",
         "--pidfile",

@@ -32,7 +32,7 @@ class WriteMarks:
     def remember(self, user_id: int, lsn: int) -> None:
         """Remember the primary's WAL position after ``user_id``'s latest write."""
         try:
-            self._raise(keys=[self.key(user_id)], args=[encode_position(lsn), self.ttl])
+            self._raise(keys=[self.key(user_id)], args=[encode_position(lsn), self.ttl, 1])
         except redis.RedisError as error:
             log_redis_unavailable("remember write", error)
             self.doubt()

@@ -7,12 +7,13 @@ strings compares them as numbers, in Lua and in Python alike.
 
 from __future__ import annotations
 
-# KEYS[1]: the position; ARGV: a position (16 hex digits), seconds to live.
-# Keep the larger of the stored and the given position; (re)start its lifetime.
+# KEYS[1]: the position; ARGV: a position (16 hex digits), seconds to live,
+# '1' to raise the stored position to the given one, '0' to raise it only if
+# there is none. The larger position is kept; its lifetime starts again.
 RAISE_POSITION = """
 local current = redis.call('GET', KEYS[1])
 local position = ARGV[1]
-if current and current > position then
+if current and (ARGV[3] == '0' or current > position) then
   position = current
 end
 redis.call('SET', KEYS[1], position, 'EX', ARGV[2])

@@ -13,7 +13,11 @@ drains it:
    authoritative) and raise the applied position (``gl:<run_id>:stream:applied``)
    to that LSN, with a lifetime of ``POSITION_TTL_SECONDS`` that every loop
    renews, even an idle one: no key means no proof (the stream is down, or
-   Redis lost its data), and fills from replicas are short again;
+   Redis lost its data), and fills from replicas are short again. The
+   position is an upper bound of the commits of every change the stream has
+   applied, so an empty batch leaves it where it is (fills from replicas that
+   have replayed it stay long while nothing changes), except that a missing
+   one starts at the current LSN, past anything applied before;
 4. delete the dirty rows it applied, unless a newer version arrived meanwhile.
 
 A relay killed anywhere in this redoes the batch on its next start (stores
@@ -201,7 +205,7 @@ class ChangeRelay:
             self._cache.queue_stores(pipeline, documents)
             self._raise_position(
                 keys=[applied_key(self._cache.keyspace())],
-                args=[encode_position(position), self._position_ttl],
+                args=[encode_position(position), self._position_ttl, 1 if documents else 0],
                 client=pipeline,
             )
             pipeline.execute()
