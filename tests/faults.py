@@ -28,6 +28,7 @@ import redis
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from gridlink.cache import RedisLifetime
 from gridlink.lsn import parse_lsn
 from gridlink.settings import MailBackend, Settings
 from infra import cluster
@@ -459,6 +460,28 @@ def redis_client(settings: Settings) -> Iterator[redis.Redis]:
         yield client
     finally:
         client.close()
+
+
+def cached_version(settings: Settings, username: str) -> int | None:
+    """Read the profile version Redis holds for ``username`` (a client of the test's own)."""
+    lifetime = RedisLifetime(settings.redis_url, socket_timeout=2, clock=time.monotonic)
+    try:
+        raw = lifetime.client.hget(lifetime.key("profile", username.lower()), "v")
+    finally:
+        lifetime.close()
+    return None if raw is None else int(raw)
+
+
+def assert_cache_settles_on_newest(
+    address: str, settings: Settings, account: Account, newest: int, within: float
+) -> None:
+    """Check Redis holds version ``newest`` within ``within`` s, and then reads show only it."""
+    wait_for(
+        lambda: cached_version(settings, account.username) == newest,
+        within,
+        f"{account.username}: version {newest} in the cache",
+    )
+    assert profile_versions(address, account, 12) == [newest] * 12, account.username
 
 
 # --------------------------------------------------------------------------- killing a worker

@@ -54,7 +54,8 @@ RELAY_LOCK_KEY = int.from_bytes(b"glrelay", "big")
 POLL_SECONDS = 0.5
 POSITION_TTL_SECONDS = 5
 BATCH_SIZE = 1000
-_MAX_BACKOFF_SECONDS = 5.0
+# Short: the cost of a retry is one connection attempt, and the stream is late meanwhile.
+_MAX_BACKOFF_SECONDS = 1.0
 
 # Written by the commands, in the transaction of each change (the upsert keeps
 # the time of the oldest change not yet relayed: the stream's lag in seconds).

@@ -43,7 +43,7 @@ from tests.conftest import (
     sign_up,
     wait_for_replica,
 )
-from tests.faults import redis_client, redis_frozen, replay_paused, wait_for
+from tests.faults import cached_version, redis_client, redis_frozen, replay_paused, wait_for
 from tests.servers import server_environment
 
 SOURCE = "X-Gridlink-Read-Source"
@@ -150,13 +150,6 @@ def applied_position(services: Services) -> bytes | None:
     with redis_client(services.settings) as client:
         raw: bytes | None = client.get(applied_key(services.cache.keyspace()))  # type: ignore[assignment]
     return raw
-
-
-def cached_version(services: Services, username: str) -> int | None:
-    """Read the version Redis holds for ``username`` with a client of the test's own."""
-    with redis_client(services.settings) as client:
-        raw = client.hget(services.cache.profile_key(username), "v")
-    return None if raw is None else int(raw)
 
 
 def pending_changes(services: Services) -> int:
@@ -312,7 +305,7 @@ def test_a_relay_killed_mid_batch_loses_no_change(
                 holder.execute(text("SELECT 1 FROM profile_changes FOR UPDATE"))
                 wait_for(
                     lambda: all(
-                        cached_version(services, user.username)
+                        cached_version(services.settings, user.username)
                         == primary_version(services, user.username)
                         for user in users
                     ),
