@@ -8,9 +8,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gridlink.settings import Settings, SettingsError
 from infra import cluster
+
+if TYPE_CHECKING:
+    from gridlink.cache.stream import StreamReport
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
@@ -179,22 +183,26 @@ def cmd_users_set_admin(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_replicas(args: argparse.Namespace, settings: Settings) -> int:
     """Print the replicas as the router sees them; with --watch, redraw every second."""
-    from gridlink.queries.router import ReplicaRouter
+    from gridlink.cache.stream import report_stream
     from gridlink.replicas_view import format_snapshot, use_colour, watch
+    from gridlink.services import Services
 
-    router = ReplicaRouter(
-        settings.database_url, settings.replica_urls, settings.max_replica_lag_seconds
-    )
+    services = Services.connect(settings)
+    router = services.router
+
+    def stream() -> StreamReport:
+        return report_stream(services.primary, services.cache)
+
     colour = use_colour(sys.stdout, os.environ)
     try:
         if args.watch:
-            watch(router, sys.stdout, colour=colour)
+            watch(router, sys.stdout, colour=colour, stream=stream)
         else:
-            print(format_snapshot(router.refresh(), colour=colour))
+            print(format_snapshot(router.refresh(), colour=colour, stream=stream()))
     except KeyboardInterrupt:
         print()  # Ctrl-C is how --watch ends: leave the prompt on a line of its own
     finally:
-        router.stop()
+        services.close()
     return 0
 
 

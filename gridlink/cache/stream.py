@@ -40,11 +40,12 @@ import psycopg2
 import psycopg2.extensions
 import redis
 from sqlalchemy import Engine, make_url, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from gridlink.cache.lifetime import log_redis_unavailable
 from gridlink.cache.positions import RAISE_POSITION, applied_key, decode_position, encode_position
 from gridlink.cache.profiles import ProfileCache
-from gridlink.lsn import parse_lsn
+from gridlink.lsn import format_lsn, parse_lsn
 
 log = logging.getLogger(__name__)
 
@@ -227,37 +228,38 @@ class ChangeRelay:
 
 
 @dataclass(frozen=True)
-class StreamLag:
-    """How far Redis is behind the primary's committed profile changes."""
+class StreamReport:
+    """How far Redis is behind the primary's committed profile changes, and why if unknown."""
 
-    applied_lsn: int | None  # None: no position in Redis (stream down or Redis lost it)
-    primary_lsn: int
-    lag_seconds: float  # age of the oldest change not yet relayed; 0 when none
-    pending: int  # changes not yet relayed
-
-    @property
-    def lag_bytes(self) -> int | None:
-        if self.applied_lsn is None:
-            return None
-        return max(0, self.primary_lsn - self.applied_lsn)
-
-    @property
-    def problem(self) -> str | None:
-        """Say why fills from replicas are short-lived now, or None if the stream runs."""
-        if self.applied_lsn is None:
-            return "no applied position in redis: the relay is down or redis lost its data"
-        return None
+    status: str  # "ok", or why fills from replicas are short-lived now
+    applied_lsn: str | None = None  # None: no position in Redis
+    lag_bytes: int | None = None  # the primary's WAL position minus the applied one
+    lag_seconds: float | None = None  # age of the oldest change not yet relayed; 0 when none
+    pending_changes: int | None = None  # profiles changed and not yet relayed
 
 
-def stream_lag(primary: Engine, cache: ProfileCache) -> StreamLag:
-    """Measure the stream's lag (one query on the primary, one Redis GET).
-
-    Raises SQLAlchemy's or redis-py's errors when a server cannot answer.
-    """
-    with primary.connect() as connection:
-        row = connection.execute(_LAG).one()
+def report_stream(primary: Engine, cache: ProfileCache) -> StreamReport:
+    """Measure the stream's lag: one query on the primary, one Redis GET; never raises."""
+    try:
+        with primary.connect() as connection:
+            row = connection.execute(_LAG).one()
+    except SQLAlchemyError:
+        return StreamReport("primary unreachable")
     current: str = row[0]
     seconds: float = row[1]
     pending: int = row[2]
-    applied = decode_position(cache.client.get(applied_key(cache.keyspace())))  # type: ignore[arg-type]
-    return StreamLag(applied, parse_lsn(current), seconds, pending)
+    try:
+        raw: Any = cache.client.get(applied_key(cache.keyspace()))
+    except redis.RedisError:
+        return StreamReport("redis unreachable", None, None, seconds, pending)
+    applied = decode_position(raw)
+    if applied is None:
+        return StreamReport(
+            "no applied position in redis: the relay is down or redis lost its data",
+            None,
+            None,
+            seconds,
+            pending,
+        )
+    lag_bytes = max(0, parse_lsn(current) - applied)
+    return StreamReport("ok", format_lsn(applied), lag_bytes, seconds, pending)

@@ -226,6 +226,11 @@ def test_with_the_relay_down_fills_from_replicas_are_short_and_long_again_once_i
     wait_for(lambda: applied_position(services) is None, 15, "the applied position expires")
     fill_from_replica(services, client, user.username)
     assert 0 < entry_ttl_ms(services, user.username) <= SHORT_FILL_TTL_SECONDS * 1000
+    # Operators see it; reads are still served.
+    ready = client.simulate_get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json["checks"]["change_stream"].startswith("no applied position in redis")
+    assert "gridlink_stream_up 0.0" in client.simulate_get("/metrics").text
 
     with relay_running(settings):
         wait_for_stream(services)
