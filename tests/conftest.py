@@ -25,6 +25,7 @@ from sqlalchemy.exc import OperationalError
 
 from gridlink.app import create_app
 from gridlink.cache import ProfileCache
+from gridlink.cache.positions import applied_key
 from gridlink.cache.stream import ChangeRelay
 from gridlink.cli import PROJECT_ROOT, migrate
 from gridlink.lsn import parse_lsn
@@ -99,6 +100,10 @@ def relay_running(settings: Settings) -> Iterator[ChangeRelay]:
     thread.start()
     try:
         assert relay.holds_lock.wait(15), "the change relay did not take the stream"
+        deadline = time.monotonic() + 15
+        while cache.client.get(applied_key(cache.keyspace())) is None:  # its first loop
+            assert time.monotonic() < deadline, "the change relay set no position"
+            time.sleep(0.05)
         yield relay
     finally:
         stopping.set()
