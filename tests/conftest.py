@@ -73,14 +73,19 @@ def mail_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("mail")
 
 
-@pytest.fixture(scope="session")
-def settings(test_cluster: cluster.ClusterLayout, mail_dir: Path) -> Settings:
+def settings_for(layout: cluster.ClusterLayout, mail_dir: Path) -> Settings:
+    """Return the settings of a server process on ``layout``, mailing into ``mail_dir``."""
     return Settings(
-        database_url=test_cluster.database_url,
-        replica_urls=test_cluster.replica_urls,
-        redis_url=test_cluster.redis_url,
+        database_url=layout.database_url,
+        replica_urls=layout.replica_urls,
+        redis_url=layout.redis_url,
         mail_backend=MailBackend("file", directory=mail_dir),
     )
+
+
+@pytest.fixture(scope="session")
+def settings(test_cluster: cluster.ClusterLayout, mail_dir: Path) -> Settings:
+    return settings_for(test_cluster, mail_dir)
 
 
 @pytest.fixture(scope="session")

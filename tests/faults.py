@@ -30,9 +30,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gridlink.cache import RedisLifetime
 from gridlink.lsn import parse_lsn
-from gridlink.settings import MailBackend, Settings
+from gridlink.settings import Settings
 from infra import cluster
-from tests.conftest import cluster_layout, random_username, running
+from tests.conftest import cluster_layout, random_username, running, settings_for
 from tests.servers import Reply, Server, api_request, json_body, server_environment, serving
 
 # Writers create far more than the default 100 grids and links; the limits are not under test.
@@ -65,12 +65,7 @@ class FaultRig:
 def fault_rig(name: str, port_offset: int, mail: Path, workers: int = 2) -> Iterator[FaultRig]:
     """Start a cluster (one replica) and a gunicorn server of ``workers`` workers on it."""
     with running(cluster_layout(name, port_offset)) as layout:
-        settings = Settings(
-            database_url=layout.database_url,
-            replica_urls=layout.replica_urls,
-            redis_url=layout.redis_url,
-            mail_backend=MailBackend("file", directory=mail),
-        )
+        settings = settings_for(layout, mail)
         environment = server_environment(settings, **LIMITS)
         primary = create_engine(
             layout.database_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True

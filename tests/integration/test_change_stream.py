@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import falcon.testing
@@ -31,22 +30,29 @@ from gridlink.cache.positions import applied_key
 from gridlink.cache.stream import RELAY_LOCK_KEY
 from gridlink.seed import SeedPlan, seed
 from gridlink.services import Services
-from gridlink.settings import MailBackend, Settings
+from gridlink.settings import Settings
 from infra import cluster
 from infra.relay_supervisor import RELAY_COMMAND
 from tests.conftest import (
-    ApiUser,
     cluster_layout,
     count_queries,
     relay_running,
     running,
+    settings_for,
     sign_up,
     wait_for_replica,
 )
 from tests.faults import cached_version, redis_client, redis_frozen, replay_paused, wait_for
+from tests.profile_reads import (
+    SOURCE,
+    anonymous_read,
+    assert_newest_within,
+    bound,
+    create_grid,
+    etag_version,
+    rename_grid,
+)
 from tests.servers import server_environment
-
-SOURCE = "X-Gridlink-Read-Source"
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +63,7 @@ def layout() -> Iterator[cluster.ClusterLayout]:
 
 @pytest.fixture(scope="module")
 def settings(layout: cluster.ClusterLayout, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    mail: Path = tmp_path_factory.mktemp("change-stream-mail")
-    return Settings(
-        database_url=layout.database_url,
-        replica_urls=layout.replica_urls,
-        redis_url=layout.redis_url,
-        mail_backend=MailBackend("file", directory=mail),
-    )
+    return settings_for(layout, tmp_path_factory.mktemp("change-stream-mail"))
 
 
 @pytest.fixture(scope="module")
@@ -90,27 +90,6 @@ def relay(settings: Settings) -> Iterator[None]:
 # --- helpers ------------------------------------------------------------------------
 
 
-def bound(services: Services) -> float:
-    return services.settings.max_replica_lag_seconds + 2
-
-
-def etag_version(result: falcon.testing.Result) -> int:
-    return int(result.headers["ETag"].strip('"').removeprefix("W/").strip('"'))
-
-
-def create_grid(client: falcon.testing.TestClient, user: ApiUser, title: str) -> str:
-    result = client.simulate_post("/api/grids/", json={"title": title}, headers=user.headers)
-    assert result.status_code == 201, result.text
-    return str(result.json["slug"])
-
-
-def rename_grid(client: falcon.testing.TestClient, user: ApiUser, slug: str, title: str) -> None:
-    result = client.simulate_patch(
-        f"/api/grids/{slug}/", json={"title": title}, headers=user.headers
-    )
-    assert result.status_code == 200, result.text
-
-
 def primary_version(services: Services, username: str) -> int:
     with services.primary.connect() as connection:
         version: int = connection.execute(
@@ -118,26 +97,6 @@ def primary_version(services: Services, username: str) -> int:
             {"u": username},
         ).scalar_one()
     return version
-
-
-def anonymous_read(client: falcon.testing.TestClient, username: str) -> falcon.testing.Result:
-    result = client.simulate_get(f"/api/users/{username}/")
-    assert result.status_code == 200, result.text
-    return result
-
-
-def assert_newest_within(
-    client: falcon.testing.TestClient, username: str, newest: int, within: float
-) -> None:
-    """Poll until an anonymous read shows ``newest`` (at most ``within`` s); then it must stay."""
-    deadline = time.monotonic() + within
-    seen: list[int] = []
-    while not seen or seen[-1] != newest:
-        assert time.monotonic() < deadline, f"still not the newest version {newest}: {seen[-5:]}"
-        seen.append(etag_version(anonymous_read(client, username)))
-        time.sleep(0.05)
-    after = [etag_version(anonymous_read(client, username)) for _ in range(20)]
-    assert after == [newest] * 20, after
 
 
 def entry_ttl_ms(services: Services, username: str) -> int:
@@ -196,14 +155,14 @@ def test_a_fill_from_a_caught_up_replica_stays_and_costs_one_query(
     assert hit.count == 0, hit.statements
 
 
-def test_a_fill_from_a_replica_behind_the_stream_lives_one_second(
+def test_an_evicted_entry_refilled_from_a_replica_behind_the_stream_lives_one_second(
     layout: cluster.ClusterLayout,
     services: Services,
     client: falcon.testing.TestClient,
     relay: None,
 ) -> None:
     user = sign_up(client, "behind")
-    slug = create_grid(client, user, "Old")
+    slug = create_grid(client, user, "Old")["slug"]
     wait_for_stream(services)
     wait_for_replica(services)
     with replay_paused(layout):
@@ -211,7 +170,7 @@ def test_a_fill_from_a_replica_behind_the_stream_lives_one_second(
         newest = primary_version(services, user.username)
         wait_for_stream(services)  # the relay applied the rename: the position is past replica1
         services.router.refresh()
-        old = fill_from_replica(services, client, user.username)
+        old = fill_from_replica(services, client, user.username)  # the DEL is the eviction
         assert etag_version(old) < newest
         assert 0 < entry_ttl_ms(services, user.username) <= SHORT_FILL_TTL_SECONDS * 1000
     assert_newest_within(client, user.username, newest, bound(services))
@@ -249,7 +208,7 @@ def test_writes_redis_missed_while_frozen_reach_it_through_the_stream(
     relay: None,
 ) -> None:
     users = [sign_up(client, "frozen") for _ in range(3)]
-    slugs = [create_grid(client, user, "Before") for user in users]
+    slugs = [create_grid(client, user, "Before")["slug"] for user in users]
     for user in users:
         anonymous_read(client, user.username)  # cached, long-lived
     with redis_frozen(layout):
@@ -287,7 +246,7 @@ def test_a_relay_killed_mid_batch_loses_no_change(
     where: str,
 ) -> None:
     users = [sign_up(client, "killed") for _ in range(3)]
-    slugs = [create_grid(client, user, "Before") for user in users]
+    slugs = [create_grid(client, user, "Before")["slug"] for user in users]
     for user in users:
         anonymous_read(client, user.username)
     # Write while Redis is frozen: the write-throughs miss, only the stream has the changes.
@@ -350,7 +309,7 @@ def test_redis_losing_its_data_with_a_replica_behind_serves_nothing_stale_past_t
     how: str,
 ) -> None:
     user = sign_up(client, "lost")
-    slug = create_grid(client, user, "Old")
+    slug = create_grid(client, user, "Old")["slug"]
     anonymous_read(client, user.username)
     wait_for_stream(services)
     wait_for_replica(services)
@@ -374,33 +333,13 @@ def test_redis_losing_its_data_with_a_replica_behind_serves_nothing_stale_past_t
     (layout.root / "redis" / "dump.rdb").unlink(missing_ok=True)
 
 
-def test_an_evicted_entry_refilled_from_a_replica_behind_is_short_lived(
-    layout: cluster.ClusterLayout,
-    services: Services,
-    client: falcon.testing.TestClient,
-    relay: None,
-) -> None:
-    user = sign_up(client, "evict")
-    slug = create_grid(client, user, "Old")
-    wait_for_stream(services)
-    wait_for_replica(services)
-    with replay_paused(layout):
-        rename_grid(client, user, slug, "New")
-        newest = primary_version(services, user.username)
-        wait_for_stream(services)
-        services.router.refresh()
-        stale = fill_from_replica(services, client, user.username)  # the DEL is the eviction
-        assert etag_version(stale) < newest
-    assert_newest_within(client, user.username, newest, bound(services))
-
-
 def test_real_evictions_under_allkeys_lru_leave_nothing_stale(
     services: Services, client: falcon.testing.TestClient, relay: None
 ) -> None:
     redis_config: Any = services.cache.client.config_get("maxmemory-policy")
     assert list(redis_config.values()) == ["allkeys-lru"], redis_config
     users = [sign_up(client, "lru") for _ in range(5)]
-    slugs = [create_grid(client, user, "Old") for user in users]
+    slugs = [create_grid(client, user, "Old")["slug"] for user in users]
     evicted_before = int(services.cache.client.info("stats")["evicted_keys"])
     used = int(services.cache.client.info("memory")["used_memory"])
     services.cache.client.config_set("maxmemory", used + 2_000_000)
