@@ -190,9 +190,21 @@ def test_with_the_relay_down_fills_from_replicas_are_short_and_long_again_once_i
     assert ready.status_code == 200
     assert ready.json["checks"]["change_stream"].startswith("no applied position in redis")
     assert "gridlink_stream_up 0.0" in client.simulate_get("/metrics").text
+    # However long the relay is away, the outbox keeps one row per user: the newest version.
+    slug = create_grid(client, user, "One")["slug"]
+    for title in ("Two", "Three", "Four"):
+        rename_grid(client, user, slug, title)
+    newest = primary_version(services, user.username)
+    with services.primary.connect() as connection:
+        rows = connection.execute(
+            text("SELECT version FROM profile_changes WHERE username_key = lower(:u)"),
+            {"u": user.username},
+        ).all()
+    assert [row.version for row in rows] == [newest]
 
     with relay_running(settings):
         wait_for_stream(services)
+        assert cached_version(settings, user.username) == newest
         wait_for_replica(services)
         fill_from_replica(services, client, user.username)
         assert entry_ttl_ms(services, user.username) > 60_000
