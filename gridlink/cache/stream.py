@@ -118,7 +118,6 @@ class ChangeRelay:
         self._batch_size = batch_size
         self._connection: Any = None
         self._raise_position = cache.client.register_script(RAISE_POSITION)
-        self.holds_lock = threading.Event()
 
     def run(self, stopping: threading.Event) -> None:
         """Relay until ``stopping`` is set; never end because a server went away."""
@@ -169,7 +168,6 @@ class ChangeRelay:
                 return False
             cursor.execute(f"LISTEN {CHANNEL}")
         self._connection = connection
-        self.holds_lock.set()
         log.info("change relay: holding the stream")
         return True
 
@@ -222,7 +220,6 @@ class ChangeRelay:
 
     def _disconnect(self) -> None:
         connection, self._connection = self._connection, None
-        self.holds_lock.clear()
         if connection is not None:
             with contextlib.suppress(psycopg2.Error):
                 connection.close()
