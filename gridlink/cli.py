@@ -8,9 +8,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gridlink.settings import Settings, SettingsError
 from infra import cluster
+
+if TYPE_CHECKING:
+    from gridlink.cache.stream import StreamReport
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
@@ -99,6 +103,28 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         argv += ["--workers", str(args.workers)]
     # Replace this process: signals and the exit status are gunicorn's own.
     os.execvp(argv[0], argv)
+
+
+def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the change relay until SIGTERM or Ctrl-C (one is active at a time; others wait)."""
+    import logging.config
+    import signal
+    import threading
+
+    from gridlink.cache.stream import ChangeRelay
+    from gridlink.logs import LOGGING
+    from gridlink.services import Services
+
+    logging.config.dictConfig(LOGGING)
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    services = Services.connect(settings)
+    try:
+        ChangeRelay(settings.database_url, services.cache).run(stopping)
+    finally:
+        services.close()
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -196,22 +222,26 @@ def cmd_users_set_admin(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_replicas(args: argparse.Namespace, settings: Settings) -> int:
     """Print the replicas as the router sees them; with --watch, redraw every second."""
-    from gridlink.queries.router import ReplicaRouter
+    from gridlink.cache.stream import report_stream
     from gridlink.replicas_view import format_snapshot, use_colour, watch
+    from gridlink.services import Services
 
-    router = ReplicaRouter(
-        settings.database_url, settings.replica_urls, settings.max_replica_lag_seconds
-    )
+    services = Services.connect(settings)
+    router = services.router
+
+    def stream() -> StreamReport:
+        return report_stream(services.primary, services.cache)
+
     colour = use_colour(sys.stdout, os.environ)
     try:
         if args.watch:
-            watch(router, sys.stdout, colour=colour)
+            watch(router, sys.stdout, colour=colour, stream=stream)
         else:
-            print(format_snapshot(router.refresh(), colour=colour))
+            print(format_snapshot(router.refresh(), colour=colour, stream=stream()))
     except KeyboardInterrupt:
         print()  # Ctrl-C is how --watch ends: leave the prompt on a line of its own
     finally:
-        router.stop()
+        services.close()
     return 0
 
 
@@ -256,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"worker processes (default {multiprocessing.cpu_count() * 2}: twice the cores)",
     )
     serve.set_defaults(handler=cmd_serve)
+    commands.add_parser(
+        "relay", help="relay committed profile changes to Redis (the change stream)"
+    ).set_defaults(handler=cmd_relay)
     commands.add_parser("demo", help="load the demo profile (user `demo`)").set_defaults(
         handler=cmd_demo
     )

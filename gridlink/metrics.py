@@ -15,13 +15,14 @@ worker's view is the cluster's; no gauge outlives a dead worker.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from gridlink.cache.stream import StreamReport
 from gridlink.queries.router import ReplicaRouter, RouterSnapshot
 
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
@@ -140,6 +141,36 @@ def _router_gauges(snapshot: RouterSnapshot) -> Iterator[GaugeMetricFamily]:
     yield from (reachable, in_rotation, in_rotation_count, lag_bytes, lag_seconds)
 
 
+class StreamCollector:
+    """Expose the change stream's lag as gauges, measured at scrape time."""
+
+    def __init__(self, report: Callable[[], StreamReport]) -> None:
+        self._report = report
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        report = self._report()
+        up = GaugeMetricFamily(
+            "gridlink_stream_up",
+            "1 if the change stream's applied position is in Redis (fills from replicas can stay).",
+        )
+        up.add_metric([], float(report.status == "ok"))
+        yield up
+        lag_bytes = GaugeMetricFamily(
+            "gridlink_stream_lag_bytes",
+            "The primary's WAL position minus the stream's applied one (absent when unknown).",
+        )
+        if report.lag_bytes is not None:
+            lag_bytes.add_metric([], float(report.lag_bytes))
+        yield lag_bytes
+        lag_seconds = GaugeMetricFamily(
+            "gridlink_stream_lag_seconds",
+            "Age of the oldest profile change not yet in Redis; 0 when none (absent when unknown).",
+        )
+        if report.lag_seconds is not None:
+            lag_seconds.add_metric([], report.lag_seconds)
+        yield lag_seconds
+
+
 class _Exposition:
     """Chain the collectors of one scrape."""
 
@@ -151,7 +182,7 @@ class _Exposition:
             yield from collector.collect()
 
 
-def render(metrics: Metrics, router: ReplicaRouter) -> bytes:
+def render(metrics: Metrics, router: ReplicaRouter, stream: Callable[[], StreamReport]) -> bytes:
     """Return the Prometheus text of this app, or of every worker when under gunicorn."""
     multiprocess_dir = os.environ.get(MULTIPROCESS_DIR_VARIABLE)
     counted: Collector
@@ -161,4 +192,4 @@ def render(metrics: Metrics, router: ReplicaRouter) -> bytes:
         MultiProcessCollector(counted, path=multiprocess_dir)  # type: ignore[no-untyped-call]
     else:
         counted = metrics.registry
-    return generate_latest(_Exposition(counted, RouterCollector(router)))
+    return generate_latest(_Exposition(counted, RouterCollector(router), StreamCollector(stream)))

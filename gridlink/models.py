@@ -170,6 +170,20 @@ class ProfileDocument(Base):
     document: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class ProfileChange(Base):
+    """The change stream's outbox: a profile changed since the relay last stored it in Redis.
+
+    A dirty set (one row per username, the newest version), written in the
+    transaction of the change and deleted by the relay once Redis has it.
+    """
+
+    __tablename__ = "profile_changes"
+
+    username_key: Mapped[str] = mapped_column(Text, primary_key=True)  # lower(username)
+    version: Mapped[int] = mapped_column(BigInteger)
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class IdempotencyKey(Base):
     """The first answer to a creating POST, replayed for the same key within 24 hours."""
 

@@ -7,9 +7,10 @@ operator on the host needs neither a browser nor a token.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TextIO
 
+from gridlink.cache.stream import StreamReport
 from gridlink.logs import utc_timestamp
 from gridlink.queries.router import ReplicaRouter, RouterSnapshot
 from infra.status import align_rows
@@ -32,8 +33,20 @@ def _dash(value: object) -> str:
     return "-" if value is None else str(value)
 
 
-def format_snapshot(snapshot: RouterSnapshot, *, colour: bool) -> str:
-    """Render the primary on one line, then one aligned row per replica.
+def format_stream(report: StreamReport) -> str:
+    """Render the change stream's lag on one line."""
+    if report.status != "ok":
+        return f"change stream: {report.status.upper()} (fills from replicas live 1 s)"
+    return (
+        f"change stream: ok, applied {report.applied_lsn}, {report.lag_bytes} bytes and"
+        f" {report.lag_seconds:.2f} s behind, {report.pending_changes} profiles pending"
+    )
+
+
+def format_snapshot(
+    snapshot: RouterSnapshot, *, colour: bool, stream: StreamReport | None = None
+) -> str:
+    """Render the primary on one line, then one aligned row per replica, then the stream.
 
     A replica out of rotation is red when ``colour`` is on; its ``no`` in the
     ROTATION column says the same without colour.
@@ -67,6 +80,9 @@ def format_snapshot(snapshot: RouterSnapshot, *, colour: bool) -> str:
         ]
     if not snapshot.replicas:
         lines.append("(no replicas configured: every read goes to the primary)")
+    if stream is not None:
+        line = format_stream(stream)
+        lines.append(line if not colour or stream.status == "ok" else f"{_RED}{line}{_RESET}")
     return "\n".join([header, *lines])
 
 
@@ -75,11 +91,13 @@ def watch(
     out: TextIO,
     *,
     colour: bool,
+    stream: Callable[[], StreamReport] | None = None,
     interval: float = 1.0,
 ) -> None:
     """Probe and redraw every ``interval`` seconds until interrupted (Ctrl-C)."""
     while True:
-        frame = format_snapshot(router.refresh(), colour=colour)
+        report = None if stream is None else stream()
+        frame = format_snapshot(router.refresh(), colour=colour, stream=report)
         # A terminal is redrawn in place; a pipe or a file gets one frame after another.
         out.write(f"{_CLEAR_SCREEN}{frame}\n" if out.isatty() else f"{frame}\n\n")
         out.flush()

@@ -73,6 +73,7 @@ class Services:
                 settings.redis_url,
                 # Long enough for any replica in rotation (lag <= the bound) to pass it.
                 write_mark_ttl=int(settings.max_replica_lag_seconds * 2) + 5,
+                fill_ttl=settings.cache_fill_ttl_seconds,
                 socket_timeout=_REDIS_TIMEOUT_SECONDS,
             ),
             router=ReplicaRouter(

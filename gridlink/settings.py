@@ -100,6 +100,8 @@ class Settings:
     replica_urls: tuple[str, ...] = LOCAL_REPLICA_URLS
     redis_url: str = LOCAL_REDIS_URL
     max_replica_lag_seconds: float = 5.0
+    # How long a fill from a replica stays cached when the change stream proves it current.
+    cache_fill_ttl_seconds: int = 3600
     mail_backend: MailBackend = field(default_factory=lambda: MailBackend("console"))
     token_ttl_days: int = 30
     login_failures_per_username: int = 5
@@ -135,6 +137,9 @@ class Settings:
                 "GRIDLINK_MAX_REPLICA_LAG_SECONDS",
                 _positive_float,
                 defaults.max_replica_lag_seconds,
+            ),
+            cache_fill_ttl_seconds=reader.get(
+                "GRIDLINK_CACHE_FILL_TTL_SECONDS", _positive_int, defaults.cache_fill_ttl_seconds
             ),
             mail_backend=reader.get("GRIDLINK_MAIL_BACKEND", _mail_backend, defaults.mail_backend),
             token_ttl_days=reader.get(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from gridlink.logs import LOGGING
 from gridlink.settings import Settings, SettingsError
+from infra.relay_supervisor import RelaySupervisor
 
 # Not gridlink.metrics, nor anything importing prometheus_client: the library
 # picks single- or multi-process storage once, at import, from this variable,
@@ -71,6 +72,16 @@ def prepare_metrics_dir() -> None:
     os.environ[METRICS_DIR_VARIABLE] = created
 
 
+relay_supervisors: list[RelaySupervisor] = []  # this master's, stopped when it exits
+
+
+def when_ready(server: object) -> None:
+    """Start the change relay beside the workers, restarted whenever it exits."""
+    supervisor = RelaySupervisor()
+    supervisor.start()
+    relay_supervisors.append(supervisor)
+
+
 def child_exit(server: object, worker: object) -> None:
     """Drop a dead worker's live-only gauges; its counts stay in the sums."""
     from prometheus_client import multiprocess
@@ -79,5 +90,7 @@ def child_exit(server: object, worker: object) -> None:
 
 
 def on_exit(server: object) -> None:
+    for supervisor in relay_supervisors:
+        supervisor.stop()
     for created in created_metrics_dirs:
         shutil.rmtree(created, ignore_errors=True)

@@ -21,6 +21,9 @@ from infra.processes import (
 )
 
 START_TIMEOUT = 30.0
+# The cache evicts under memory pressure rather than refuse writes (README: "The change stream").
+REDIS_MAXMEMORY = "1gb"
+REDIS_MAXMEMORY_POLICY = "allkeys-lru"
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,10 @@ def start(tools: Tools, server: RedisServer, progress: Progress) -> None:
             "",
             "--appendonly",
             "no",
+            "--maxmemory",
+            REDIS_MAXMEMORY,
+            "--maxmemory-policy",
+            REDIS_MAXMEMORY_POLICY,
             "--daemonize",
             "yes",
             "--pidfile",

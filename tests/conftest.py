@@ -1,9 +1,10 @@
 """Test fixtures: a real primary, replica and Redis that the test run starts and stops.
 
 The test cluster lives in ``var/test-cluster-<port>`` on its own ports
-(``GRIDLINK_TEST_PORT_BASE``, default 15442: primary 15442, replicas 55443..,
+(``GRIDLINK_TEST_PORT_BASE``, default 15442: primary 15442, replicas 15443..,
 Redis 16442), so it runs beside ``make run``'s cluster. It is purged at the
-end of the session, whether the tests passed or not.
+end of the session, whether the tests passed or not. A change relay runs
+beside it, as `gridlink serve` runs one.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import falcon.testing
 import pytest
 
 from gridlink.app import create_app
+from gridlink.cache.stream import ChangeRelay
 from gridlink.services import Services
-from gridlink.settings import MailBackend, Settings
+from gridlink.settings import Settings
 from infra import cluster
 from tests.support.api import ApiUser, sign_up
-from tests.support.clusters import cluster_layout, running
+from tests.support.clusters import cluster_layout, running, settings_for
+from tests.support.relay import relay_running
 
 
 @pytest.fixture(scope="session")
@@ -35,12 +38,7 @@ def mail_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def settings(test_cluster: cluster.ClusterLayout, mail_dir: Path) -> Settings:
-    return Settings(
-        database_url=test_cluster.database_url,
-        replica_urls=test_cluster.replica_urls,
-        redis_url=test_cluster.redis_url,
-        mail_backend=MailBackend("file", directory=mail_dir),
-    )
+    return settings_for(test_cluster, mail_dir)
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +49,14 @@ def services(settings: Settings) -> Iterator[Services]:
 
 
 @pytest.fixture(scope="session")
-def client(settings: Settings, services: Services) -> falcon.testing.TestClient:
+def relay(settings: Settings, services: Services) -> Iterator[ChangeRelay]:
+    """The session cluster's change relay: tests see the system as `gridlink serve` runs it."""
+    with relay_running(settings) as running_relay:
+        yield running_relay
+
+
+@pytest.fixture(scope="session")
+def client(settings: Settings, services: Services, relay: ChangeRelay) -> falcon.testing.TestClient:
     return falcon.testing.TestClient(create_app(settings, services))
 
 

@@ -9,10 +9,13 @@ Every command that changes what a user's profile shows calls
 - the rebuild is one SQL statement: PostgreSQL renders the document (see
   ``gridlink.documents``) and takes the next version from a global sequence,
   so versions grow in commit order for every user;
+- the same transaction marks the profile changed in ``profile_changes`` (the
+  change stream's outbox, ``gridlink.cache.stream``): whatever happens to
+  this process after the commit, the relay brings the document to Redis;
 - after the commit, before the command answers, the new document is written
-  through to the cache (store-if-newer) and the primary's WAL position is
-  remembered for the writer, so their next read waits for a replica that has
-  it (read your writes).
+  through to the cache (store-if-newer: anonymous readers see it at once) and
+  the primary's WAL position is remembered for the writer, so their next
+  read waits for a replica that has it (read your writes).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import TextClause, text
 
+from gridlink.cache.stream import MARK_CHANGED
 from gridlink.commands.unit_of_work import UnitOfWork
 from gridlink.documents import PROFILE_JSON
 from gridlink.errors import LimitReached
@@ -122,7 +126,7 @@ def remember_write(services: Services, user_id: int) -> None:
     """Remember where the primary's WAL stands now, after ``user_id``'s commit."""
     with services.primary.connect() as connection:
         lsn: str = connection.execute(_CURRENT_LSN).scalar_one()
-    services.cache.remember_write(user_id, parse_lsn(lsn))
+    services.cache.marks.remember(user_id, parse_lsn(lsn))
 
 
 def _document(uow: UnitOfWork, statement: TextClause, user_id: int) -> ProfileDocument:
@@ -130,9 +134,11 @@ def _document(uow: UnitOfWork, statement: TextClause, user_id: int) -> ProfileDo
     document = ProfileDocument(
         username=row.username, version=row.version, document=bytes(row.document)
     )
-    uow.after_commit(
-        lambda: uow.services.cache.store_profile(
-            document.username, document.version, document.document, authoritative=True
-        )
-    )
+    uow.session.execute(MARK_CHANGED, {"username": document.username, "version": document.version})
+    # A store Redis misses is not retried here: the change stream delivers it.
+    uow.after_commit(lambda: _write_through(uow.services, document))
     return document
+
+
+def _write_through(services: Services, document: ProfileDocument) -> None:
+    services.cache.store_profile(document.username, document.version, document.document)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from functools import partial
 
@@ -36,12 +35,6 @@ def read_profile(connection: Connection, username: str) -> StoredProfile | None:
     return StoredProfile(version=row.version, document=bytes(row.document))
 
 
-# A reader that finds another filling the same miss waits this long, at most,
-# for the cache before reading the database itself.
-_FILL_WAIT_STEPS = 10
-_FILL_WAIT_SECONDS = 0.01
-
-
 class Profiles:
     """Profile reads: the cache first (no query), then one query on a replica or the primary."""
 
@@ -62,35 +55,15 @@ class Profiles:
         self._metrics.observe_profile_lookup(hit=cached is not None)
         if cached is not None:
             return _from_cache(cached), CACHE
-        lock = self._cache.try_fill_lock(username)
-        try:
-            if lock is False:
-                cached = self._wait_for_fill(username)
-                if cached is not None:
-                    return _from_cache(cached), CACHE
-            return self._fill(username, principal)
-        finally:
-            if lock:
-                self._cache.release_fill_lock(username)
-
-    def _fill(
-        self, username: str, principal: Principal | None
-    ) -> tuple[StoredProfile | None, ReadSource]:
-        stored, source = self._reader.read(principal, partial(read_profile, username=username))
-        if stored is not None:
-            self._cache.store_profile(
-                username, stored.version, stored.document, authoritative=source is PRIMARY
+        with self._cache.fill(username) as fill:
+            if fill.filled_by_another is not None:
+                return _from_cache(fill.filled_by_another), CACHE
+            stored, source, position = self._reader.read_with_position(
+                principal, partial(read_profile, username=username)
             )
-        return stored, source
-
-    def _wait_for_fill(self, username: str) -> CachedProfile | None:
-        """Give the reader that holds the fill lock a moment (single flight)."""
-        for _ in range(_FILL_WAIT_STEPS):
-            time.sleep(_FILL_WAIT_SECONDS)
-            cached = self._cache.get_profile(username)
-            if cached is not None:
-                return cached
-        return None
+            if stored is not None:
+                fill.store(stored.version, stored.document, position)
+            return stored, source
 
 
 def _from_cache(cached: CachedProfile) -> StoredProfile | None:

@@ -54,31 +54,43 @@ class Reader:
         self, reader: Principal | None, query: Callable[[Connection], T]
     ) -> tuple[T, ReadSource]:
         """Run ``query`` for ``reader`` (None: anonymous); return its result and source."""
+        result, source, _position = self.read_with_position(reader, query)
+        return result, source
+
+    def read_with_position(
+        self, reader: Principal | None, query: Callable[[Connection], T]
+    ) -> tuple[T, ReadSource, int | None]:
+        """Read as ``read`` does; also return the replica's replay LSN before the query.
+
+        The position is None when the primary answered (nothing is newer).
+        """
         failure: Exception | None = None
-        for engine, source in self._candidates(reader):
+        for engine, source, position in self._candidates(reader):
             try:
                 with engine.connect() as connection:
-                    return query(connection), source
+                    return query(connection), source, position
             except _UNREACHABLE as error:
                 log.warning("read failed on %s, trying the next server", source.name)
                 failure = error
         assert failure is not None
         raise failure
 
-    def _candidates(self, reader: Principal | None) -> Iterator[tuple[Engine, ReadSource]]:
+    def _candidates(
+        self, reader: Principal | None
+    ) -> Iterator[tuple[Engine, ReadSource, int | None]]:
         services = self._services
-        chosen: int | None = None
+        chosen: tuple[int, int] | None = None
         try:
-            min_lsn = None if reader is None else services.cache.last_write(reader.user_id)
+            min_lsn = None if reader is None else services.cache.marks.last(reader.user_id)
         except CacheUnavailable:
             pass  # a recent write cannot be ruled out: the primary it is
         else:
-            chosen = services.router.choose(min_lsn)
+            chosen = services.router.choose_with_position(min_lsn)
             if chosen is not None:
-                yield services.replicas[chosen], REPLICA
-        yield services.primary, PRIMARY
+                yield services.replicas[chosen[0]], REPLICA, chosen[1]
+        yield services.primary, PRIMARY, None
         # The primary is down: any replica in rotation beats no answer.
         services.router.refresh_if_blind()
-        fallback = services.router.choose(None)
-        if fallback is not None and fallback != chosen:
-            yield services.replicas[fallback], REPLICA
+        fallback = services.router.choose_with_position(None)
+        if fallback is not None and (chosen is None or fallback[0] != chosen[0]):
+            yield services.replicas[fallback[0]], REPLICA, fallback[1]

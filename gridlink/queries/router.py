@@ -398,6 +398,15 @@ class ReplicaRouter:
         Only replicas in rotation whose replay LSN, as of the last probe, is at
         least ``min_lsn`` are candidates; they take turns.
         """
+        chosen = self.choose_with_position(min_lsn)
+        return None if chosen is None else chosen[0]
+
+    def choose_with_position(self, min_lsn: int | None = None) -> tuple[int, int] | None:
+        """Choose as ``choose`` does; also return the replica's replay LSN at the last probe.
+
+        The probe ran before the caller's query, so the position is never past
+        the snapshot the query will read (0 when the probe did not say).
+        """
         self._ensure_running()
         state = self._state
         if time.monotonic() - state.completed_at > self._stale_after:
@@ -411,7 +420,8 @@ class ReplicaRouter:
             )
         if not candidates:
             return None
-        return candidates[next(self._turns) % len(candidates)]
+        index = candidates[next(self._turns) % len(candidates)]
+        return index, state.replay_lsns[index] or 0
 
     def refresh_if_blind(self) -> None:
         """Probe now, in the caller's thread, unless a recent round gave a view.

@@ -109,7 +109,7 @@ def token_cache_key(services: Services, token_hash: bytes) -> str:
 
     Raise ``redis.RedisError`` if Redis cannot be reached to learn its keyspace.
     """
-    return f"{services.cache.keyspace()}:token:{token_hash.hex()}"
+    return services.cache.lifetime.key("token", token_hash.hex())
 
 
 def authenticate(services: Services, token: str) -> Principal:

@@ -7,6 +7,7 @@ import redis
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from gridlink.cache.stream import report_stream
 from gridlink.http import App, send_object
 from gridlink.openapi import Operation, Reply, documented
 from gridlink.schemas.operations import HealthOut, ReadyOut
@@ -69,7 +70,11 @@ class Ready:
         for number, engine in enumerate(self._services.replicas, start=1):
             checks[f"replica{number}"] = check_database(engine)
         checks["redis"] = check_redis(self._services.redis)
-        databases = [state for name, state in checks.items() if name != "redis"]
+        # Down, it costs cache hits (short fills), never correctness or readiness.
+        checks["change_stream"] = report_stream(self._services.primary, self._services.cache).status
+        databases = [
+            state for name, state in checks.items() if name not in ("redis", "change_stream")
+        ]
         ready = "ok" in databases
         status = "ok" if all(state == "ok" for state in checks.values()) else "degraded"
         send_object(

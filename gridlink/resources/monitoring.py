@@ -10,6 +10,7 @@ from typing import Any
 import falcon
 
 from gridlink.auth import require_admin
+from gridlink.cache.stream import StreamReport, report_stream
 from gridlink.http import App, send_object
 from gridlink.logs import utc_timestamp
 from gridlink.metrics import CONTENT_TYPE, current_snapshot, render
@@ -24,8 +25,8 @@ _TAG = "operations"
 _INLINE = re.compile(rb"<(script|style)>(.*?)</\1>", re.DOTALL)
 
 
-def replicas_document(snapshot: RouterSnapshot) -> dict[str, Any]:
-    """Render the router's view as API.md's ``/api/admin/replicas/`` object."""
+def replicas_document(snapshot: RouterSnapshot, stream: StreamReport) -> dict[str, Any]:
+    """Render the router's view (and the change stream's) as ``/api/admin/replicas/``."""
     checked_at = snapshot.checked_at
     return {
         "primary": {
@@ -36,6 +37,7 @@ def replicas_document(snapshot: RouterSnapshot) -> dict[str, Any]:
         "replicas": [dataclasses.asdict(replica) for replica in snapshot.replicas],
         "max_lag_seconds": snapshot.max_lag_seconds,
         "checked_at": None if checked_at is None else utc_timestamp(checked_at),
+        "stream": dataclasses.asdict(stream),
     }
 
 
@@ -60,17 +62,22 @@ class Metrics:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         require_admin(req)
         resp.content_type = CONTENT_TYPE
-        resp.data = render(self._services.metrics, self._services.router)
+        services = self._services
+        resp.data = render(
+            services.metrics,
+            services.router,
+            lambda: report_stream(services.primary, services.cache),
+        )
 
 
 class AdminReplicas:
     def __init__(self, services: Services) -> None:
-        self._router = services.router
+        self._services = services
 
     @documented(
         Operation(
             "getReplicas",
-            "The replica router's view of the primary and each replica.",
+            "The replica router's view of the primary and each replica; the change stream's lag.",
             (Reply(200, "The view.", ReplicasOut),),
             tag=_TAG,
             auth=Auth.ADMIN,
@@ -78,7 +85,9 @@ class AdminReplicas:
     )
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         require_admin(req)
-        send_object(resp, replicas_document(current_snapshot(self._router)))
+        services = self._services
+        stream = report_stream(services.primary, services.cache)
+        send_object(resp, replicas_document(current_snapshot(services.router), stream))
         resp.cache_control = ["no-store"]
 
 

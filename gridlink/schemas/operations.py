@@ -30,12 +30,23 @@ class ReplicaOut(Schema):
     replay_lsn = fields.String(required=True, allow_none=True)
 
 
+class StreamOut(Schema):
+    """The change stream: how far Redis is behind the primary's committed profile changes."""
+
+    status = fields.String(required=True)
+    applied_lsn = fields.String(required=True, allow_none=True)
+    lag_bytes = fields.Integer(required=True, allow_none=True)
+    lag_seconds = fields.Float(required=True, allow_none=True)
+    pending_changes = fields.Integer(required=True, allow_none=True)
+
+
 class ReplicasOut(Schema):
     """``GET /api/admin/replicas/``: the replica router's view, as API.md lists it."""
 
     primary = fields.Dict(required=True)
     replicas = fields.List(fields.Nested(ReplicaOut), required=True)
     max_lag_seconds = fields.Float(required=True)
+    stream = fields.Nested(StreamOut, required=True)
     checked_at = Timestamp(required=True, allow_none=True)
 
 

@@ -12,6 +12,8 @@ the same worker processes serving normally again (their pools recovered).
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +28,7 @@ from tests.support.faults import (
     Account,
     FaultRig,
     Traffic,
+    assert_cache_settles_on_newest,
     assert_nothing_lost_nothing_doubled,
     assert_recovered_in_place,
     assert_settles_on_newest,
@@ -241,13 +244,47 @@ def test_redis_back_with_old_data_after_the_writing_workers_died_serves_no_stale
         assert profile_versions(rig.address, account, 12) == [newest] * 12, account.username
 
 
+def test_a_write_redis_missed_reaches_it_after_the_workers_that_made_it_died(
+    rig: FaultRig,
+) -> None:
+    # The case: Redis hung, a grid renamed (200), the workers killed
+    # before Redis answered again. Only the change stream can still deliver it.
+    assert rig.server.relay_pid() is not None, "gunicorn's master runs no change relay"
+    quiet = [open_account(rig.address, "hung") for _ in range(2)]
+    for account in quiet:
+        profile_versions(rig.address, account, 1)  # cached, long-lived
+    with redis_frozen(rig.layout):
+        rename_first_grids(rig, quiet, "while redis hung")
+        replace_every_worker(rig)
+
+    for account in quiet:
+        newest = primary_version(rig.primary, account)
+        assert_cache_settles_on_newest(
+            rig.address, rig.settings, account, newest, STALENESS_ALLOWED
+        )
+
+
+def test_a_killed_relay_is_started_again_by_the_master(rig: FaultRig) -> None:
+    relay = rig.server.relay_pid()
+    assert relay is not None
+    os.kill(relay, signal.SIGKILL)
+    wait_for(
+        lambda: rig.server.relay_pid() not in (None, relay), 20, "the master starts a new relay"
+    )
+    account = open_account(rig.address, "relay")
+    with redis_frozen(rig.layout):
+        rename_first_grids(rig, [account], "while redis hung")
+    newest = primary_version(rig.primary, account)
+    assert_cache_settles_on_newest(rig.address, rig.settings, account, newest, STALENESS_ALLOWED)
+
+
 def test_after_a_redis_timeout_the_cache_asks_redis_nothing_until_the_cool_off_ends(
     rig: FaultRig,
 ) -> None:
     now = [0.0]
     cache = ProfileCache(rig.settings.redis_url, write_mark_ttl=10, clock=lambda: now[0])
     try:
-        cache.store_profile("cooling", 1, b"{}", authoritative=True)
+        cache.store_profile("cooling", 1, b"{}")
         with redis_frozen(rig.layout):
             assert cache.get_profile("cooling") is None  # timed out: a miss
         # Redis answers again, but a hung Redis is not asked again so soon.

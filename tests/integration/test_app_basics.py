@@ -14,7 +14,12 @@ def test_healthz_answers_ok(client: falcon.testing.TestClient) -> None:
 def test_readyz_names_every_dependency_as_ok(client: falcon.testing.TestClient) -> None:
     result = client.simulate_get("/readyz")
     assert result.status_code == 200
-    assert result.json["checks"] == {"primary": "ok", "replica1": "ok", "redis": "ok"}
+    assert result.json["checks"] == {
+        "primary": "ok",
+        "replica1": "ok",
+        "redis": "ok",
+        "change_stream": "ok",
+    }
     assert result.json["status"] == "ok"
 
 

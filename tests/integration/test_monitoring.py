@@ -83,7 +83,13 @@ def test_admin_sees_the_primary_and_every_replica_of_the_healthy_cluster(
     result = client.simulate_get("/api/admin/replicas", headers=admin.headers)
     assert result.status_code == 200, result.text
     body = result.json
-    assert set(body) == {"primary", "replicas", "max_lag_seconds", "checked_at"}
+    assert set(body) == {"primary", "replicas", "max_lag_seconds", "checked_at", "stream"}
+    stream = body["stream"]  # the session's relay runs
+    assert stream["status"] == "ok", stream
+    assert LSN.match(stream["applied_lsn"])
+    assert stream["lag_bytes"] >= 0
+    assert stream["lag_seconds"] >= 0
+    assert stream["pending_changes"] >= 0
     assert body["primary"]["reachable"] is True
     assert body["primary"]["host"] == services.router.snapshot().primary_host
     assert LSN.match(body["primary"]["lsn"])
@@ -115,7 +121,8 @@ def test_the_replicas_command_prints_the_cluster_without_colour_into_a_pipe(
     use_settings_environment(monkeypatch, settings)
     assert main(["replicas"]) == 0
     printed = capsys.readouterr().out
-    header, columns, replica_row = printed.splitlines()
+    header, columns, replica_row, stream = printed.splitlines()
+    assert stream.startswith("change stream: ok, applied "), stream
     assert header.startswith("primary 127.0.0.1:")
     assert "reachable, WAL at " in header
     assert re.split(r"\s{2,}", columns) == [
@@ -219,6 +226,9 @@ def test_metrics_show_each_replica_and_the_primary_as_the_router_sees_them(clien
     assert value(samples, "gridlink_replicas_in_rotation") == 1
     assert ("gridlink_replica_lag_bytes", frozenset(labels.items())) in samples
     assert 0 <= value(samples, "gridlink_replica_lag_seconds", **labels) <= 5
+    assert value(samples, "gridlink_stream_up") == 1  # the session's relay runs
+    assert value(samples, "gridlink_stream_lag_bytes") >= 0
+    assert ("gridlink_stream_lag_seconds", frozenset()) in samples
 
 
 # --------------------------------------------------------------------------- request logs

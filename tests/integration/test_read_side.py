@@ -9,8 +9,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import falcon.testing
 import pytest
@@ -18,14 +16,21 @@ from sqlalchemy import text
 
 from gridlink.app import create_app
 from gridlink.services import Services
-from gridlink.settings import MailBackend, Settings
 from infra import cluster
 from tests.support.api import ApiUser, sign_up
-from tests.support.clusters import cluster_layout, running
+from tests.support.clusters import cluster_layout, running, settings_for
+from tests.support.profile_reads import (
+    SOURCE,
+    assert_newest_within,
+    bound,
+    create_grid,
+    etag_version,
+    read_version,
+    rename_grid,
+)
 from tests.support.queries import count_queries
+from tests.support.relay import relay_running
 from tests.support.waiting import wait_for_replica
-
-SOURCE = "X-Gridlink-Read-Source"
 
 
 @pytest.fixture(scope="module")
@@ -38,16 +43,11 @@ def layout() -> Iterator[cluster.ClusterLayout]:
 def services(
     layout: cluster.ClusterLayout, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Services]:
-    mail: Path = tmp_path_factory.mktemp("read-side-mail")
-    settings = Settings(
-        database_url=layout.database_url,
-        replica_urls=layout.replica_urls,
-        redis_url=layout.redis_url,
-        mail_backend=MailBackend("file", directory=mail),
-    )
+    settings = settings_for(layout, tmp_path_factory.mktemp("read-side-mail"))
     connected = Services.connect(settings)
     try:
-        yield connected
+        with relay_running(settings):
+            yield connected
     finally:
         connected.close()
 
@@ -65,29 +65,8 @@ def user(client: falcon.testing.TestClient) -> ApiUser:
 # --- helpers ------------------------------------------------------------------------
 
 
-def bound(services: Services) -> float:
-    return services.settings.max_replica_lag_seconds + 2
-
-
-def create_grid(client: falcon.testing.TestClient, user: ApiUser, title: str) -> dict[str, Any]:
-    result = client.simulate_post("/api/grids/", json={"title": title}, headers=user.headers)
-    assert result.status_code == 201, result.text
-    return dict(result.json)
-
-
-def rename_grid(client: falcon.testing.TestClient, user: ApiUser, slug: str, title: str) -> None:
-    result = client.simulate_patch(
-        f"/api/grids/{slug}/", json={"title": title}, headers=user.headers
-    )
-    assert result.status_code == 200, result.text
-
-
 def grid_titles(result: falcon.testing.Result) -> list[str]:
     return [grid["title"] for grid in result.json["grids"]]
-
-
-def etag_version(result: falcon.testing.Result) -> int:
-    return int(result.headers["ETag"].strip('"').removeprefix("W/").strip('"'))
 
 
 def cached_version(services: Services, username: str) -> int:
@@ -164,8 +143,8 @@ def test_a_stale_fill_never_replaces_a_newer_version(
     version = cached_version(services, user.username)
     current = client.simulate_get(f"/api/users/{user.username}/")
 
-    services.cache.store_profile(user.username, version - 1, b'{"stale":true}', authoritative=False)
-    services.cache.store_profile(user.username, version, b'{"stale":true}', authoritative=False)
+    services.cache.store_profile(user.username, version - 1, b'{"stale":true}', fill_position=0)
+    services.cache.store_profile(user.username, version, b'{"stale":true}', fill_position=0)
 
     result = client.simulate_get(f"/api/users/{user.username}/")
     assert result.status_code == 200
@@ -188,8 +167,8 @@ def test_a_deleted_account_stays_deleted_despite_stale_stores(
     assert result.status_code == 204, result.text
     assert client.simulate_get(f"/api/users/{user.username}/").status_code == 404
 
-    services.cache.store_profile(user.username, old_version, live.content, authoritative=False)
-    services.cache.store_profile(user.username, old_version, live.content, authoritative=True)
+    services.cache.store_profile(user.username, old_version, live.content, fill_position=0)
+    services.cache.store_profile(user.username, old_version, live.content)
     result = client.simulate_get(f"/api/users/{user.username}/")
     assert result.status_code == 404
     assert result.headers[SOURCE] == "cache"
@@ -253,26 +232,6 @@ def test_concurrent_misses_fill_the_cache_once(
 
 
 # --- staleness is bounded through cache loss ----------------------------------------------------
-
-
-def read_version(client: falcon.testing.TestClient, username: str) -> int:
-    result = client.simulate_get(f"/api/users/{username}/")
-    assert result.status_code == 200, result.text
-    return etag_version(result)
-
-
-def assert_newest_within(
-    client: falcon.testing.TestClient, username: str, newest: int, within: float
-) -> None:
-    """Poll until a read shows ``newest`` (at most ``within`` s); then it must stay newest."""
-    deadline = time.monotonic() + within
-    seen: list[int] = []
-    while not seen or seen[-1] != newest:
-        assert time.monotonic() < deadline, f"still not the newest version {newest}: {seen[-5:]}"
-        seen.append(read_version(client, username))
-        time.sleep(0.05)
-    after = [read_version(client, username) for _ in range(20)]
-    assert after == [newest] * 20, after
 
 
 def test_a_flush_right_after_a_write_never_serves_an_older_version_past_the_bound(

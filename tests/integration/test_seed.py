@@ -187,7 +187,7 @@ def test_warming_never_replaces_a_newer_cached_version(
         services, "SELECT version FROM profile_documents WHERE user_id = :id", id=owner
     )
     # As if a write had just stored a newer version than the one in the database.
-    services.cache.store_profile(username, version + 1, b"the newer one", authoritative=True)
+    services.cache.store_profile(username, version + 1, b"the newer one")
     assert warm_profiles(services, [owner]) == 0
     assert client.simulate_get(f"/api/users/{username}/").content == b"the newer one"
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from gridlink.cli import PROJECT_ROOT, migrate
+from gridlink.settings import MailBackend, Settings
 from infra import cluster
 
 PORT_BASE = int(os.environ.get("GRIDLINK_TEST_PORT_BASE", "15442"))
@@ -28,6 +30,7 @@ CLUSTERS = {
     "soak": 100,  # e2e/test_soak.py
     "monitoring-cluster": 120,  # integration/test_monitoring_faults.py
     "abuse-leaks": 140,  # integration/test_abuse_error_leaks.py
+    "change-stream": 160,  # integration/test_change_stream.py
 }
 PORTS_PER_CLUSTER = 20
 
@@ -56,3 +59,13 @@ def running(layout: cluster.ClusterLayout) -> Iterator[cluster.ClusterLayout]:
         yield layout
     finally:
         cluster.down(layout, purge=True)
+
+
+def settings_for(layout: cluster.ClusterLayout, mail_dir: Path) -> Settings:
+    """Return the settings of a server process on ``layout``, mailing into ``mail_dir``."""
+    return Settings(
+        database_url=layout.database_url,
+        replica_urls=layout.replica_urls,
+        redis_url=layout.redis_url,
+        mail_backend=MailBackend("file", directory=mail_dir),
+    )

@@ -28,11 +28,12 @@ import redis
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from gridlink.cache import RedisLifetime
 from gridlink.lsn import parse_lsn
-from gridlink.settings import MailBackend, Settings
+from gridlink.settings import Settings
 from infra import cluster
 from tests.support.api import random_username
-from tests.support.clusters import cluster_layout, running
+from tests.support.clusters import cluster_layout, running, settings_for
 from tests.support.servers import Reply, Server, api_request, json_body, server_environment, serving
 from tests.support.waiting import wait_for
 
@@ -66,12 +67,7 @@ class FaultRig:
 def fault_rig(name: str, mail: Path, workers: int = 2) -> Iterator[FaultRig]:
     """Start the cluster ``name`` (one replica) and a gunicorn of ``workers`` workers on it."""
     with running(cluster_layout(name)) as layout:
-        settings = Settings(
-            database_url=layout.database_url,
-            replica_urls=layout.replica_urls,
-            redis_url=layout.redis_url,
-            mail_backend=MailBackend("file", directory=mail),
-        )
+        settings = settings_for(layout, mail)
         environment = server_environment(settings, **LIMITS)
         primary = create_engine(
             layout.database_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True
@@ -457,6 +453,28 @@ def redis_client(settings: Settings) -> Iterator[redis.Redis]:
         yield client
     finally:
         client.close()
+
+
+def cached_version(settings: Settings, username: str) -> int | None:
+    """Read the profile version Redis holds for ``username`` (a client of the test's own)."""
+    lifetime = RedisLifetime(settings.redis_url, socket_timeout=2, clock=time.monotonic)
+    try:
+        raw = lifetime.client.hget(lifetime.key("profile", username.lower()), "v")
+    finally:
+        lifetime.close()
+    return None if raw is None else int(raw)
+
+
+def assert_cache_settles_on_newest(
+    address: str, settings: Settings, account: Account, newest: int, within: float
+) -> None:
+    """Check Redis holds version ``newest`` within ``within`` s, and then reads show only it."""
+    wait_for(
+        lambda: cached_version(settings, account.username) == newest,
+        within,
+        f"{account.username}: version {newest} in the cache",
+    )
+    assert profile_versions(address, account, 12) == [newest] * 12, account.username
 
 
 # --------------------------------------------------------------------------- killing a worker

@@ -25,6 +25,7 @@ import pytest
 
 from gridlink.cli import GUNICORN_CONF, PROJECT_ROOT
 from gridlink.settings import Settings
+from infra.relay_supervisor import RELAY_COMMAND
 
 GUNICORN = Path(sys.executable).with_name("gunicorn")
 START_TIMEOUT_SECONDS = 30
@@ -167,6 +168,23 @@ class Server:
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
         pids = [int(pid) for pid in children.read_text().split()]
         return [pid for pid in pids if _is_alive(pid)]
+
+    def relay_pid(self) -> int | None:
+        """The pid of the change relay the master supervises.
+
+        A thread of the master starts it, so it is that thread's child, not
+        the main thread's (``worker_pids`` never lists it).
+        """
+        tasks = Path(f"/proc/{self.process.pid}/task")
+        pids = [pid for task in tasks.iterdir() for pid in (task / "children").read_text().split()]
+        for pid in pids:
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if RELAY_COMMAND[1:] == tuple(part.decode() for part in command[1:4]):
+                return int(pid)
+        return None
 
     def wait_until_serving(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_SECONDS

@@ -1,0 +1,246 @@
+"""Profile entries in Redis: the stored bytes, the store rule and single-flight fills.
+
+- **Store only if newer.** Every store goes through one Lua script that keeps
+  the entry with the highest version, so a reader holding a document from a
+  lagging replica never replaces a newer one (API.md promise 3). An account
+  deletion stores an empty *tombstone* that wins the same way.
+- **Authoritative entries live long.** Write-throughs, the change stream's
+  stores and fills from the primary live ``AUTHORITATIVE_TTL_SECONDS``.
+- **A fill from a replica lives long only with a proof.** It carries the
+  replica's replay position from the router's last probe, taken before the
+  fill's query (so never past its snapshot). The script keeps it for
+  ``fill_ttl`` only if that position is at or past the stream's applied
+  position in Redis (``gridlink.cache.stream``): then the fill already
+  holds every change the stream has applied, and any later change reaches
+  Redis through the stream and wins by version. Without a position in Redis
+  (stream down, or Redis lost its data, the position with it) the fill lives
+  ``SHORT_FILL_TTL_SECONDS``, so after a flush or an eviction nothing stale
+  outlasts promise 4's bound.
+- **One reader fills a miss.** A short lock lets one reader read the
+  database; others wait for its store (at most ~100 ms). The store releases
+  the lock in the same round trip.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import cast
+
+import redis
+from redis.typing import EncodableT
+
+from gridlink.cache.lifetime import Clock, RedisLifetime, log_redis_unavailable
+from gridlink.cache.marks import WriteMarks
+from gridlink.cache.positions import applied_key, encode_position
+
+AUTHORITATIVE_TTL_SECONDS = 24 * 3600
+DEFAULT_FILL_TTL_SECONDS = 3600
+SHORT_FILL_TTL_SECONDS = 1
+FILL_LOCK_MILLISECONDS = 2000
+# A reader that finds another filling the same miss waits this long, at most,
+# for the cache before reading the database itself.
+FILL_WAIT_STEPS = 10
+FILL_WAIT_SECONDS = 0.01
+
+# KEYS[1]: the entry; KEYS[2]: the stream's applied position; KEYS[3] (optional):
+# a fill lock to release.
+# ARGV: version, payload, seconds to live, seconds to live without a proof,
+# the fill's replica position (16 hex digits; '' for an authoritative store).
+STORE_IF_NEWER = """
+if KEYS[3] then
+  redis.call('DEL', KEYS[3])
+end
+local current = redis.call('HGET', KEYS[1], 'v')
+if current and tonumber(current) >= tonumber(ARGV[1]) then
+  return 0
+end
+local ttl = ARGV[3]
+if ARGV[5] ~= '' then
+  local applied = redis.call('GET', KEYS[2])
+  if not applied or ARGV[5] < applied then
+    ttl = ARGV[4]
+  end
+end
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ttl)
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class CachedProfile:
+    """A cached profile: its version and document; an empty document is a tombstone."""
+
+    version: int
+    document: bytes
+
+    @property
+    def is_tombstone(self) -> bool:
+        return not self.document
+
+
+class ProfileCache:
+    """Profile entries and read-your-writes marks in Redis, keyed per Redis lifetime."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        write_mark_ttl: int,
+        fill_ttl: int = DEFAULT_FILL_TTL_SECONDS,
+        socket_timeout: float = 0.5,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.lifetime = RedisLifetime(url, socket_timeout=socket_timeout, clock=clock)
+        self.client = self.lifetime.client
+        self.marks = WriteMarks(self.lifetime, ttl=write_mark_ttl)
+        self.fill_ttl = fill_ttl
+        self._store_if_newer = self.client.register_script(STORE_IF_NEWER)
+
+    def keyspace(self) -> str:
+        return self.lifetime.keyspace()
+
+    def profile_key(self, username: str) -> str:
+        return self.lifetime.key("profile", username.lower())
+
+    def _lock_key(self, username: str) -> str:
+        return self.lifetime.key("filling", username.lower())
+
+    def store_arguments(
+        self, username: str, version: int, document: bytes, fill_position: int | None = None
+    ) -> tuple[list[str], list[EncodableT]]:
+        """Return the store script's keys and arguments (authoritative without a position)."""
+        keys = [self.profile_key(username), applied_key(self.keyspace())]
+        if fill_position is None:
+            return keys, [version, document, AUTHORITATIVE_TTL_SECONDS, 0, b""]
+        position = encode_position(fill_position)
+        return keys, [version, document, self.fill_ttl, SHORT_FILL_TTL_SECONDS, position]
+
+    # --- reads ------------------------------------------------------------------------
+
+    def get_profile(self, username: str) -> CachedProfile | None:
+        """Return the cached document (one round trip), or None on a miss or if Redis is down."""
+        try:
+            key = self.profile_key(username)
+            # Bytes, as stored: the client is built with decode_responses=False.
+            version, document = cast(list[bytes | None], self.client.hmget(key, ["v", "d"]))
+        except redis.RedisError as error:
+            log_redis_unavailable("read", error)
+            return None
+        if version is None or document is None or key != self.profile_key(username):
+            # A miss, or Redis restarted during the call and the key named the
+            # old lifetime's (possibly stale) entry.
+            return None
+        return CachedProfile(int(version), document)
+
+    # --- stores -----------------------------------------------------------------------
+
+    def store_profile(
+        self, username: str, version: int, document: bytes, *, fill_position: int | None = None
+    ) -> bool:
+        """Store the document unless the same or a newer version is cached.
+
+        ``fill_position``: the replica's replay LSN for a fill from a replica
+        (None: authoritative). Return False if Redis did not answer; a
+        write-through it missed reaches it through the change stream.
+        """
+        keys, args = self.store_arguments(username, version, document, fill_position)
+        try:
+            self._store_if_newer(keys=keys, args=args)
+        except redis.RedisError as error:
+            log_redis_unavailable("store", error)
+            return False
+        return True
+
+    def store_profiles(self, documents: Iterable[tuple[str, int, bytes]]) -> int | None:
+        """Store authoritative documents (username, version, bytes) in one pipelined round trip.
+
+        Each is stored only if newer. Return how many were stored, or None if
+        Redis did not answer.
+        """
+        try:
+            with self.client.pipeline(transaction=False) as pipeline:
+                self.queue_stores(pipeline, documents)
+                stored: list[int] = pipeline.execute()
+        except redis.RedisError as error:
+            log_redis_unavailable("store", error)
+            return None
+        return sum(stored)
+
+    def queue_stores(
+        self, pipeline: redis.client.Pipeline, documents: Iterable[tuple[str, int, bytes]]
+    ) -> None:
+        """Queue authoritative store-if-newer calls on ``pipeline``."""
+        for username, version, document in documents:
+            keys, args = self.store_arguments(username, version, document)
+            self._store_if_newer(keys=keys, args=args, client=pipeline)
+
+    # --- fills ------------------------------------------------------------------------
+
+    @contextmanager
+    def fill(self, username: str) -> Iterator[Fill]:
+        """Take this reader's turn at filling a miss (single flight); see ``Fill``."""
+        try:
+            taken: bool | None = bool(
+                self.client.set(self._lock_key(username), b"1", nx=True, px=FILL_LOCK_MILLISECONDS)
+            )
+        except redis.RedisError as error:
+            log_redis_unavailable("lock", error)
+            taken = None
+        turn = Fill(self, username, holds_lock=bool(taken))
+        if taken is False:
+            turn.filled_by_another = self._wait_for_fill(username)
+        try:
+            yield turn
+        finally:
+            if turn.holds_lock:
+                self._release_fill_lock(username)
+
+    def _wait_for_fill(self, username: str) -> CachedProfile | None:
+        """Give the reader that holds the fill lock a moment."""
+        for _ in range(FILL_WAIT_STEPS):
+            time.sleep(FILL_WAIT_SECONDS)
+            cached = self.get_profile(username)
+            if cached is not None:
+                return cached
+        return None
+
+    def _release_fill_lock(self, username: str) -> None:
+        try:
+            self.client.delete(self._lock_key(username))
+        except redis.RedisError as error:
+            log_redis_unavailable("unlock", error)
+
+    def _store_fill(self, turn: Fill, version: int, document: bytes, position: int | None) -> None:
+        keys, args = self.store_arguments(turn.username, version, document, position)
+        if turn.holds_lock:
+            keys.append(self._lock_key(turn.username))  # released by the same call
+        try:
+            self._store_if_newer(keys=keys, args=args)
+        except redis.RedisError as error:
+            log_redis_unavailable("store", error)
+
+    def close(self) -> None:
+        self.lifetime.close()
+
+
+class Fill:
+    """One reader's turn at a miss.
+
+    ``filled_by_another``: what another reader stored while this one waited
+    (None: read the database, then ``store`` what it gave).
+    """
+
+    def __init__(self, cache: ProfileCache, username: str, *, holds_lock: bool) -> None:
+        self._cache = cache
+        self.username = username
+        self.holds_lock = holds_lock
+        self.filled_by_another: CachedProfile | None = None
+
+    def store(self, version: int, document: bytes, position: int | None) -> None:
+        """Store what the database gave (``position``: the replica's; None: the primary's)."""
+        self._cache._store_fill(self, version, document, position)
+        self.holds_lock = False  # the store released it (or Redis is away and it expires)

@@ -1,0 +1,147 @@
+"""The store rule as Redis runs it (one Lua script), and the write-mark rule with a fake clock.
+
+Each test uses a ProfileCache of its own on the session's Redis, with an
+injected clock where time matters, and usernames of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from gridlink.cache import (
+    AUTHORITATIVE_TTL_SECONDS,
+    SHORT_FILL_TTL_SECONDS,
+    CachedProfile,
+    CacheUnavailable,
+    ProfileCache,
+)
+from gridlink.cache.positions import RAISE_POSITION, applied_key, encode_position
+from gridlink.settings import Settings
+from tests.support.api import random_username
+
+FILL_TTL = 600
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def cache(settings: Settings, clock: FakeClock) -> Iterator[ProfileCache]:
+    # Database 1 of the session's Redis: the session's relay keeps its position in 0.
+    url = settings.redis_url.rsplit("/", 1)[0] + "/1"
+    made = ProfileCache(url, write_mark_ttl=10, fill_ttl=FILL_TTL, clock=clock)
+    made.client.flushdb()
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def set_applied(cache: ProfileCache) -> Callable[[int], None]:
+    """Raise the stream's applied position as the relay does."""
+    raise_position = cache.client.register_script(RAISE_POSITION)
+
+    def set_position(lsn: int) -> None:
+        raise_position(keys=[applied_key(cache.keyspace())], args=[encode_position(lsn), 60, 1])
+
+    return set_position
+
+
+def ttl(cache: ProfileCache, username: str) -> int:
+    seconds: int = cache.client.ttl(cache.profile_key(username))
+    return seconds
+
+
+def fill(cache: ProfileCache, username: str, version: int, position: int | None) -> None:
+    with cache.fill(username) as turn:
+        assert turn.filled_by_another is None
+        turn.store(version, b'{"v":%d}' % version, position)
+
+
+def test_an_authoritative_store_lives_long_and_a_newer_version_always_wins(
+    cache: ProfileCache,
+) -> None:
+    username = random_username("rule")
+    assert cache.store_profile(username, 5, b"five")
+    assert AUTHORITATIVE_TTL_SECONDS - 5 < ttl(cache, username) <= AUTHORITATIVE_TTL_SECONDS
+    assert cache.store_profile(username, 4, b"four")  # answered, but older: not stored
+    assert cache.store_profile(username, 5, b"five again")
+    assert cache.get_profile(username) == CachedProfile(5, b"five")
+    cache.store_profile(username, 6, b"")  # a tombstone wins the same way
+    cached = cache.get_profile(username)
+    assert cached is not None
+    assert cached.is_tombstone
+
+
+def test_a_fill_at_or_past_the_applied_position_lives_long(
+    cache: ProfileCache, set_applied: Callable[[int], None]
+) -> None:
+    set_applied(2**53 + 1)
+    at, past = random_username("at"), random_username("past")
+    fill(cache, at, 1, 2**53 + 1)
+    fill(cache, past, 1, 2**60)
+    assert FILL_TTL - 5 < ttl(cache, at) <= FILL_TTL
+    assert FILL_TTL - 5 < ttl(cache, past) <= FILL_TTL
+
+
+def test_a_fill_behind_the_applied_position_lives_one_second_even_where_doubles_are_equal(
+    cache: ProfileCache, set_applied: Callable[[int], None]
+) -> None:
+    set_applied(2**53 + 1)
+    username = random_username("behind")
+    fill(cache, username, 1, 2**53)  # equal to 2**53 + 1 as a Lua number
+    assert 0 < ttl(cache, username) <= SHORT_FILL_TTL_SECONDS
+
+
+def test_without_an_applied_position_a_fill_from_a_replica_lives_one_second(
+    cache: ProfileCache,
+) -> None:
+    username = random_username("unproven")
+    fill(cache, username, 1, 2**40)
+    assert 0 < ttl(cache, username) <= SHORT_FILL_TTL_SECONDS
+    from_primary = random_username("primary")
+    fill(cache, from_primary, 1, None)
+    assert ttl(cache, from_primary) > FILL_TTL
+
+
+def test_the_fill_lock_is_released_by_the_store_and_others_wait_for_it(
+    cache: ProfileCache,
+) -> None:
+    username = random_username("flight")
+    with cache.fill(username) as first:
+        assert first.holds_lock
+        with cache.fill(username) as second:  # waits ~100 ms, finds nothing, reads itself
+            assert not second.holds_lock
+            assert second.filled_by_another is None
+        first.store(3, b"three", None)
+        assert not first.holds_lock
+    with cache.fill(username) as third:  # the lock is free again
+        assert third.holds_lock
+
+
+def test_a_missing_write_mark_is_distrusted_for_a_mark_lifetime_after_a_doubt(
+    cache: ProfileCache, clock: FakeClock
+) -> None:
+    assert cache.marks.last(10**12) is None
+    cache.marks.doubt()  # as after a failed call or a new Redis lifetime
+    with pytest.raises(CacheUnavailable):
+        cache.marks.last(10**12)
+    clock.now += cache.marks.ttl - 0.1
+    with pytest.raises(CacheUnavailable):
+        cache.marks.last(10**12)
+    clock.now += 0.1
+    assert cache.marks.last(10**12) is None
+    cache.marks.remember(10**12, 2**60 + 7)
+    cache.marks.remember(10**12, 2**60 + 6)  # an older position never replaces a newer one
+    assert cache.marks.last(10**12) == 2**60 + 7

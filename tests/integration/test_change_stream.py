@@ -1,0 +1,389 @@
+"""The change stream and fills that stay, against real servers.
+
+Every way the cache can lose a write (a relay killed mid-batch, Redis frozen
+while writes went on, a flush, an evicted key, the relay down for long) must
+leave nothing older than the newest acknowledged write served past API.md's
+bound (the lag bound + 2 s). And a read-mostly workload is answered from the
+cache after one pass.
+
+These tests stop servers and the relay, so they run on a cluster of their own
+(``GRIDLINK_TEST_PORT_BASE`` + 50) with a relay each test controls.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import falcon.testing
+import pytest
+from sqlalchemy import text
+
+from gridlink.app import create_app
+from gridlink.cache import SHORT_FILL_TTL_SECONDS
+from gridlink.cache.positions import applied_key
+from gridlink.cache.stream import RELAY_LOCK_KEY
+from gridlink.seed import SeedPlan, seed
+from gridlink.services import Services
+from gridlink.settings import Settings
+from infra import cluster, redis_server
+from infra.relay_supervisor import RELAY_COMMAND
+from tests.support.api import sign_up
+from tests.support.clusters import cluster_layout, running, settings_for
+from tests.support.faults import cached_version, redis_client, redis_frozen, replay_paused
+from tests.support.profile_reads import (
+    SOURCE,
+    anonymous_read,
+    assert_newest_within,
+    bound,
+    create_grid,
+    etag_version,
+    rename_grid,
+)
+from tests.support.queries import count_queries
+from tests.support.relay import relay_running
+from tests.support.servers import server_environment
+from tests.support.waiting import wait_for, wait_for_replica
+
+
+@pytest.fixture(scope="module")
+def layout() -> Iterator[cluster.ClusterLayout]:
+    with running(cluster_layout("change-stream")) as built:
+        yield built
+
+
+@pytest.fixture(scope="module")
+def settings(layout: cluster.ClusterLayout, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return settings_for(layout, tmp_path_factory.mktemp("change-stream-mail"))
+
+
+@pytest.fixture(scope="module")
+def services(settings: Settings) -> Iterator[Services]:
+    connected = Services.connect(settings)
+    try:
+        yield connected
+    finally:
+        connected.close()
+
+
+@pytest.fixture(scope="module")
+def client(services: Services) -> falcon.testing.TestClient:
+    return falcon.testing.TestClient(create_app(services.settings, services))
+
+
+@pytest.fixture
+def relay(settings: Settings) -> Iterator[None]:
+    """A relay for the test (tests that stop or kill it run their own instead)."""
+    with relay_running(settings):
+        yield
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def primary_version(services: Services, username: str) -> int:
+    with services.primary.connect() as connection:
+        version: int = connection.execute(
+            text("SELECT version FROM profile_documents WHERE lower(username) = lower(:u)"),
+            {"u": username},
+        ).scalar_one()
+    return version
+
+
+def entry_ttl_ms(services: Services, username: str) -> int:
+    ttl: int = services.cache.client.pttl(services.cache.profile_key(username))
+    return ttl
+
+
+def applied_position(services: Services) -> bytes | None:
+    """Read the stream's position with a client of the test's own (no cool-off)."""
+    with redis_client(services.settings) as client:
+        raw: bytes | None = client.get(applied_key(services.cache.keyspace()))  # type: ignore[assignment]
+    return raw
+
+
+def pending_changes(services: Services) -> int:
+    with services.primary.connect() as connection:
+        count: int = connection.execute(text("SELECT count(*) FROM profile_changes")).scalar_one()
+    return count
+
+
+def wait_for_stream(services: Services) -> None:
+    """Wait until the relay has drained every change and holds a position in Redis."""
+    wait_for(
+        lambda: pending_changes(services) == 0 and applied_position(services) is not None,
+        15,
+        "the relay drains the change stream",
+    )
+
+
+def fill_from_replica(
+    services: Services, client: falcon.testing.TestClient, username: str
+) -> falcon.testing.Result:
+    services.cache.client.delete(services.cache.profile_key(username))
+    with count_queries(services.primary, *services.replicas) as counted:
+        result = anonymous_read(client, username)
+    assert result.headers[SOURCE] == "replica", result.headers[SOURCE]
+    assert counted.count == 1, counted.statements
+    return result
+
+
+# --- fills that stay ----------------------------------------------------------------
+
+
+def test_a_fill_from_a_caught_up_replica_stays_and_costs_one_query(
+    services: Services, client: falcon.testing.TestClient, relay: None
+) -> None:
+    user = sign_up(client, "stay")
+    wait_for_stream(services)
+    wait_for_replica(services)
+    fill_from_replica(services, client, user.username)
+    assert entry_ttl_ms(services, user.username) > 60_000
+
+    with count_queries(services.primary, *services.replicas) as hit:
+        result = anonymous_read(client, user.username)
+    assert result.headers[SOURCE] == "cache"
+    assert hit.count == 0, hit.statements
+
+
+def test_an_evicted_entry_refilled_from_a_replica_behind_the_stream_lives_one_second(
+    layout: cluster.ClusterLayout,
+    services: Services,
+    client: falcon.testing.TestClient,
+    relay: None,
+) -> None:
+    user = sign_up(client, "behind")
+    slug = create_grid(client, user, "Old")["slug"]
+    wait_for_stream(services)
+    wait_for_replica(services)
+    with replay_paused(layout):
+        rename_grid(client, user, slug, "New")
+        newest = primary_version(services, user.username)
+        wait_for_stream(services)  # the relay applied the rename: the position is past replica1
+        services.router.refresh()
+        old = fill_from_replica(services, client, user.username)  # the DEL is the eviction
+        assert etag_version(old) < newest
+        assert 0 < entry_ttl_ms(services, user.username) <= SHORT_FILL_TTL_SECONDS * 1000
+    assert_newest_within(client, user.username, newest, bound(services))
+
+
+def test_with_the_relay_down_fills_from_replicas_are_short_and_long_again_once_it_is_back(
+    services: Services, client: falcon.testing.TestClient, settings: Settings
+) -> None:
+    user = sign_up(client, "down")
+    wait_for_replica(services)
+    # No relay: the position expires within its few seconds, and with it the proof.
+    wait_for(lambda: applied_position(services) is None, 15, "the applied position expires")
+    fill_from_replica(services, client, user.username)
+    assert 0 < entry_ttl_ms(services, user.username) <= SHORT_FILL_TTL_SECONDS * 1000
+    # Operators see it; reads are still served.
+    ready = client.simulate_get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json["checks"]["change_stream"].startswith("no applied position in redis")
+    assert "gridlink_stream_up 0.0" in client.simulate_get("/metrics").text
+    # However long the relay is away, the outbox keeps one row per user: the newest version.
+    slug = create_grid(client, user, "One")["slug"]
+    for title in ("Two", "Three", "Four"):
+        rename_grid(client, user, slug, title)
+    newest = primary_version(services, user.username)
+    with services.primary.connect() as connection:
+        rows = connection.execute(
+            text("SELECT version FROM profile_changes WHERE username_key = lower(:u)"),
+            {"u": user.username},
+        ).all()
+    assert [row.version for row in rows] == [newest]
+
+    with relay_running(settings):
+        wait_for_stream(services)
+        assert cached_version(settings, user.username) == newest
+        wait_for_replica(services)
+        fill_from_replica(services, client, user.username)
+        assert entry_ttl_ms(services, user.username) > 60_000
+
+
+# --- promise 4: every way of losing a write ---------------------------------------
+
+
+def test_writes_redis_missed_while_frozen_reach_it_through_the_stream(
+    layout: cluster.ClusterLayout,
+    services: Services,
+    client: falcon.testing.TestClient,
+    relay: None,
+) -> None:
+    users = [sign_up(client, "frozen") for _ in range(3)]
+    slugs = [create_grid(client, user, "Before")["slug"] for user in users]
+    for user in users:
+        anonymous_read(client, user.username)  # cached, long-lived
+    with redis_frozen(layout):
+        for user, slug in zip(users, slugs, strict=True):
+            rename_grid(client, user, slug, "During")  # the write-through times out
+    # No process keeps the missed write-throughs any more: only the stream brings them.
+    for user in users:
+        assert_newest_within(
+            client, user.username, primary_version(services, user.username), bound(services)
+        )
+
+
+def start_relay_process(settings: Settings) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, *RELAY_COMMAND[1:]], env=server_environment(settings))
+
+
+def relay_holds_the_stream(services: Services) -> bool:
+    with services.primary.connect() as connection:
+        held: int = connection.execute(
+            text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND classid::bigint = :high AND objid::bigint = :low"
+            ),
+            {"high": RELAY_LOCK_KEY >> 32, "low": RELAY_LOCK_KEY & 0xFFFFFFFF},
+        ).scalar_one()
+    return held > 0
+
+
+@pytest.mark.parametrize("where", ["before its redis step", "after its redis step"])
+def test_a_relay_killed_mid_batch_loses_no_change(
+    layout: cluster.ClusterLayout,
+    services: Services,
+    client: falcon.testing.TestClient,
+    settings: Settings,
+    where: str,
+) -> None:
+    users = [sign_up(client, "killed") for _ in range(3)]
+    slugs = [create_grid(client, user, "Before")["slug"] for user in users]
+    for user in users:
+        anonymous_read(client, user.username)
+    # Write while Redis is frozen: the write-throughs miss, only the stream has the changes.
+    with redis_frozen(layout):
+        for user, slug in zip(users, slugs, strict=True):
+            rename_grid(client, user, slug, "After")
+    assert pending_changes(services) >= len(users)
+
+    relay = start_relay_process(settings)
+    try:
+        if where == "before its redis step":
+            with redis_frozen(layout):
+                wait_for(lambda: relay_holds_the_stream(services), 15, "the relay starts")
+                time.sleep(1)  # it has read the batch and waits on the frozen Redis
+                relay.send_signal(signal.SIGKILL)
+                relay.wait()
+        else:
+            with services.primary.connect() as holder:
+                # Hold the outbox rows: the relay stores in Redis, then waits to delete them.
+                holder.execute(text("SELECT 1 FROM profile_changes FOR UPDATE"))
+                wait_for(
+                    lambda: all(
+                        cached_version(services.settings, user.username)
+                        == primary_version(services, user.username)
+                        for user in users
+                    ),
+                    15,
+                    "the relay's redis step",
+                )
+                relay.send_signal(signal.SIGKILL)
+                relay.wait()
+                # Its host is gone with it: so is the session waiting to delete.
+                holder.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE application_name = 'gridlink-relay'"
+                    )
+                )
+                holder.rollback()
+        assert pending_changes(services) >= len(users)  # nothing forgotten by the dead relay
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+            relay.wait()
+
+    with relay_running(settings):
+        wait_for_stream(services)
+        for user in users:
+            assert_newest_within(
+                client, user.username, primary_version(services, user.username), bound(services)
+            )
+
+
+@pytest.mark.parametrize("how", ["flushed", "restarted empty", "restarted with an old snapshot"])
+def test_redis_losing_its_data_with_a_replica_behind_serves_nothing_stale_past_the_bound(
+    layout: cluster.ClusterLayout,
+    services: Services,
+    client: falcon.testing.TestClient,
+    relay: None,
+    how: str,
+) -> None:
+    user = sign_up(client, "lost")
+    slug = create_grid(client, user, "Old")["slug"]
+    anonymous_read(client, user.username)
+    wait_for_stream(services)
+    wait_for_replica(services)
+    with replay_paused(layout):
+        if how == "restarted with an old snapshot":
+            services.cache.client.save()
+        rename_grid(client, user, slug, "New")
+        newest = primary_version(services, user.username)
+        if how == "flushed":
+            services.cache.client.flushall()
+        else:
+            cluster.stop_server(layout, "redis")
+            if how == "restarted empty":
+                (layout.root / "redis" / "dump.rdb").unlink(missing_ok=True)
+            cluster.start_server(layout, "redis")
+        services.router.refresh()
+        reads = [anonymous_read(client, user.username) for _ in range(5)]
+        # The replica is behind: its old version may be served, but only for a moment.
+        assert {etag_version(read) for read in reads} <= {etag_version(reads[0]), newest}
+    assert_newest_within(client, user.username, newest, bound(services))
+    (layout.root / "redis" / "dump.rdb").unlink(missing_ok=True)
+
+
+def test_real_evictions_under_allkeys_lru_leave_nothing_stale(
+    services: Services, client: falcon.testing.TestClient, relay: None
+) -> None:
+    redis_config: Any = services.cache.client.config_get("maxmemory-policy")
+    assert list(redis_config.values()) == ["allkeys-lru"], redis_config
+    users = [sign_up(client, "lru") for _ in range(5)]
+    slugs = [create_grid(client, user, "Old")["slug"] for user in users]
+    evicted_before = int(services.cache.client.info("stats")["evicted_keys"])
+    used = int(services.cache.client.info("memory")["used_memory"])
+    services.cache.client.config_set("maxmemory", used + 2_000_000)
+    try:
+        filler = os.urandom(10_000)
+        with services.cache.client.pipeline(transaction=False) as pipeline:
+            for number in range(1000):
+                pipeline.set(f"filler:{number}", filler)
+            pipeline.execute()
+        assert int(services.cache.client.info("stats")["evicted_keys"]) > evicted_before
+        for user, slug in zip(users, slugs, strict=True):
+            rename_grid(client, user, slug, "New")
+        for user in users:
+            assert_newest_within(
+                client, user.username, primary_version(services, user.username), bound(services)
+            )
+    finally:
+        services.cache.client.config_set("maxmemory", redis_server.REDIS_MAXMEMORY)
+
+
+# --- a read-mostly workload is answered from the cache --------------------------------
+
+
+def test_after_two_passes_a_read_mostly_workload_is_answered_from_the_cache(
+    services: Services, client: falcon.testing.TestClient, relay: None
+) -> None:
+    result = seed(services, SeedPlan(users=200, grids=2, links=2), progress=None)
+    usernames = [result.username(number) for number in range(result.first, result.last + 1)]
+    wait_for_replica(services)
+    services.cache.client.flushall()
+    wait_for_stream(services)
+    wait_for_replica(services)  # and the router has seen it there
+    for _ in range(2):
+        for username in usernames:
+            anonymous_read(client, username)
+    time.sleep(SHORT_FILL_TTL_SECONDS + 2)  # whatever was short-lived is gone by now
+    sources = [anonymous_read(client, username).headers[SOURCE] for username in usernames]
+    from_cache = sources.count("cache") / len(sources)
+    assert from_cache >= 0.99, f"{sources.count('cache')} of {len(sources)} from the cache"
