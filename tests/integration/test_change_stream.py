@@ -36,6 +36,7 @@ from infra.relay_supervisor import RELAY_COMMAND
 from tests.support.api import sign_up
 from tests.support.clusters import cluster_layout, running, settings_for
 from tests.support.faults import cached_version, redis_client, redis_frozen, replay_paused
+from tests.support.metrics import make_admin, scrape, value
 from tests.support.profile_reads import (
     SOURCE,
     anonymous_read,
@@ -185,7 +186,7 @@ def test_with_the_relay_down_fills_from_replicas_are_short_and_long_again_once_i
     ready = client.simulate_get("/readyz")
     assert ready.status_code == 200
     assert ready.json["checks"]["change_stream"].startswith("no applied position in redis")
-    assert "gridlink_stream_up 0.0" in client.simulate_get("/metrics").text
+    assert value(scrape(client, make_admin(client, services)), "gridlink_stream_up") == 0.0
     # However long the relay is away, the outbox keeps one row per user: the newest version.
     slug = create_grid(client, user, "One")["slug"]
     for title in ("Two", "Three", "Four"):
