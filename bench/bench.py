@@ -2,8 +2,9 @@
 
 Run from the project root as ``python -m bench.bench`` (``make bench``). It
 starts the bench cluster (primary 25432, replica 25433, Redis 26379, data in
-``var/bench``), seeds two datasets into two databases of it (1,000,000 and
-10,000 links), and measures:
+``var/bench``; ``GRIDLINK_BENCH_PG_PORT`` and ``GRIDLINK_BENCH_REDIS_PORT``
+move it, so two checkouts can run it side by side), seeds two datasets into
+two databases of it (1,000,000 and 10,000 links), and measures:
 
 - profile reads in process through ``falcon.testing.TestClient`` (as the seed
   project's Django test client did), from the cache and from the replica,
@@ -56,7 +57,8 @@ BENCH_ROOT = PROJECT_ROOT / "var" / "bench"
 WORK_DIR = PROJECT_ROOT / "var" / "bench-work"
 RESULTS = Path(__file__).with_name("results.md")
 TUNING = Path(__file__).with_name("tuning.md")
-PG_PORT, REDIS_PORT = 25432, 26379
+PG_PORT = int(os.environ.get("GRIDLINK_BENCH_PG_PORT", "25432"))
+REDIS_PORT = int(os.environ.get("GRIDLINK_BENCH_REDIS_PORT", "26379"))
 LARGE = SeedPlan(users=10_000, grids=10, links=10)
 SMALL = SeedPlan(users=100, grids=10, links=10)
 SOURCE = "X-Gridlink-Read-Source"

@@ -259,6 +259,7 @@ def test_each_request_is_logged_as_one_json_line_with_its_route_and_request_id(
         "method": "GET",
         "route": "/api/users/{username}",
         "path": f"/api/users/{user.username}",
+        "remote_addr": "127.0.0.1",
         "status": 200,
         "read_source": "cache",
         "request_id": "trace-42.a",
