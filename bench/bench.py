@@ -70,6 +70,7 @@ WRITES = 200
 WRK_SECONDS = 10
 WRK_CONNECTIONS = 32
 WRK_ROUNDS = 3
+WARM_UP_SECONDS = 3
 # The seed project's Django design in the same setup, as issue 11 reports it (176-242 req/s).
 DJANGO_REQUESTS_PER_SECOND = 210
 # gunicorn option sets that --tune compares (infra/gunicorn.conf.py is the baseline).
@@ -335,7 +336,7 @@ def median_throughput(runs: Sequence[Throughput]) -> Throughput:
     )
 
 
-def run_wrk(wrk: str, server: Server, script: Path) -> Throughput:
+def run_wrk(wrk: str, server: Server, script: Path, seconds: int = WRK_SECONDS) -> Throughput:
     """Run wrk against ``server`` (refuse any error answer) and say what it measured."""
     workers_before = sum(cpu_ticks(pid) for pid in server.worker_pids())
     done = subprocess.run(
@@ -343,7 +344,7 @@ def run_wrk(wrk: str, server: Server, script: Path) -> Throughput:
             wrk,
             "-t2",
             f"-c{WRK_CONNECTIONS}",
-            f"-d{WRK_SECONDS}s",
+            f"-d{seconds}s",
             "-s",
             str(script),
             f"http://{server.address}",
@@ -470,8 +471,12 @@ def throughput(dataset: Dataset, options: Sequence[str]) -> list[Throughput]:
                 dataset.services.redis.flushall()
             environment = {"BENCH_CONSTANT_BODY": str(body)}
             with gunicorn(dataset.settings, options, app.wsgi_app, **environment) as server:
+                # Every worker booted (imports, pools) before the clock starts:
+                # the first answers come while the other workers still start.
                 if app.cache == "pass":
                     read_every_profile(dataset, server)
+                else:
+                    run_wrk(wrk, server, script, WARM_UP_SECONDS)
                 log(f"  wrk: {app.label}")
                 measured.append(run_wrk(wrk, server, script))
     return [median_throughput(measured) for measured in runs]
@@ -554,10 +559,11 @@ def throughput_section(large: Dataset, rates: list[Throughput]) -> list[str]:
         f"gunicorn with `infra/gunicorn.conf.py` ({gunicorn_summary()}), `wrk -t2 "
         f"-c{WRK_CONNECTIONS} -d{WRK_SECONDS}s`, a random one of {large.seeded.users:,} "
         f"profiles per request ({body_bytes:,}-byte body); medians of {WRK_ROUNDS} interleaved "
-        "rounds in one run, each app in a fresh server. The steady state starts each round "
-        "from `FLUSHALL`, with no `--warm`: one anonymous read of every profile through the "
-        "server, then `wrk`. Worker CPU is what the gunicorn workers spent per answer "
-        "(`/proc`): steadier than requests/s on this shared machine.",
+        f"rounds in one run, each app in a fresh server warmed by {WARM_UP_SECONDS} s of `wrk` "
+        "first (not counted). The steady state starts each round from `FLUSHALL`, with no "
+        "`--warm`: one anonymous read of every profile through the server (its warm-up), then "
+        "`wrk`. Worker CPU is what the gunicorn workers spent per answer (`/proc`): steadier "
+        "than requests/s on this shared machine.",
         "",
         "| app | requests/s | p50 | p99 | from the cache | worker CPU per answer "
         "| steady state's share |",

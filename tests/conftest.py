@@ -8,6 +8,8 @@ end of the session, whether the tests passed or not.
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import secrets
 import time
@@ -24,6 +26,7 @@ from sqlalchemy.exc import OperationalError
 
 from gridlink.app import create_app
 from gridlink.cli import PROJECT_ROOT, migrate
+from gridlink.logs import JsonFormatter
 from gridlink.lsn import parse_lsn
 from gridlink.services import Services
 from gridlink.settings import MailBackend, Settings
@@ -89,6 +92,23 @@ def services(settings: Settings) -> Iterator[Services]:
 @pytest.fixture(scope="session")
 def client(settings: Settings, services: Services) -> falcon.testing.TestClient:
     return falcon.testing.TestClient(create_app(settings, services))
+
+
+@pytest.fixture
+def log_lines() -> Iterator[io.StringIO]:
+    """Capture what the ``gridlink`` loggers write, formatted as under gunicorn."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("gridlink")
+    previous_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield stream
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous_level)
 
 
 def random_username(prefix: str = "u") -> str:

@@ -7,25 +7,21 @@ cluster of their own.
 from __future__ import annotations
 
 import io
-import logging
 import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import falcon
 import falcon.testing
 import orjson
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gridlink.app import create_app
 from gridlink.cli import main
 from gridlink.commands.accounts import set_admin
-from gridlink.logs import JsonFormatter
 from gridlink.resources.monitoring import inline_policy
 from gridlink.services import Services
 from gridlink.settings import Settings
@@ -60,23 +56,6 @@ def scrape(client: falcon.testing.TestClient) -> Samples:
 
 def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    """Capture what the ``gridlink`` loggers write, formatted as under gunicorn."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("gridlink")
-    previous_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield stream
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous_level)
 
 
 def logged(stream: io.StringIO) -> list[dict[str, Any]]:
