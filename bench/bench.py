@@ -9,9 +9,14 @@ two databases of it (1,000,000 and 10,000 links), and measures:
 - profile reads in process through ``falcon.testing.TestClient`` (as the seed
   project's Django test client did), from the cache and from the replica,
   with the SQL statements each read sent;
-- cached profile reads per second through gunicorn with ``wrk``, beside a
-  Falcon app that answers a constant body of the same size under the same
-  gunicorn configuration, in the same run;
+- profile reads through gunicorn with ``wrk`` (requests/s, p50/p99, share
+  answered from the cache, worker CPU per answer): Gridlink in the steady
+  state (Redis flushed, one pass of anonymous reads, no ``--warm``) and with
+  every profile stored first, beside a Falcon app doing one Redis ``HMGET``
+  and one answering a constant body of the same size, under the same
+  gunicorn configuration, in the same run; then issue 11's targets;
+- where a cached read's CPU goes, in a process of its own
+  (``bench/hit_profile.py``);
 - write latency: create a link, rename a grid (each rebuilds the profile
   document and writes it through to the cache).
 
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import os
 import platform
 import random
@@ -482,6 +488,29 @@ def throughput(dataset: Dataset, options: Sequence[str]) -> list[Throughput]:
     return [median_throughput(measured) for measured in runs]
 
 
+def hit_path_profile(dataset: Dataset) -> dict[str, Any]:
+    """Run ``bench/hit_profile.py`` in a process of its own against the cached dataset."""
+    warm_profiles(dataset.services, dataset.user_ids)
+    log("hit path: CPU per request in process, and its profile")
+    environment = server_environment(
+        dataset.settings,
+        BENCH_CONSTANT_BODY=str(WORK_DIR / "constant-body.json"),
+        BENCH_FIRST_USER=str(dataset.seeded.first),
+        BENCH_LAST_USER=str(dataset.seeded.last),
+    )
+    environment.pop("PROMETHEUS_MULTIPROC_DIR", None)  # it makes a fresh one
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.hit_profile"],
+        cwd=PROJECT_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    measured: dict[str, Any] = json.loads(done.stdout)
+    return measured
+
+
 # --- the report ---------------------------------------------------------------------------
 
 
@@ -507,6 +536,7 @@ def report(
     small: Dataset,
     reads: dict[str, tuple[Latency, Latency]],
     rates: list[Throughput],
+    profile: dict[str, Any],
     writes: tuple[Latency, Latency],
 ) -> str:
     seed_phases = ", ".join(f"{n} {s:.1f} s" for n, s in large.seeded.phase_seconds.items())
@@ -538,6 +568,8 @@ def report(
         *throughput_section(large, rates),
         "",
         *targets_section(reads[large.name][1], rates),
+        "",
+        *profile_section(profile),
         "",
         "## Writes in process (each rebuilds the profile and writes it through to the cache)",
         "",
@@ -620,6 +652,28 @@ def targets_section(miss: Latency, rates: list[Throughput]) -> list[str]:
     ]
 
 
+def profile_section(profile: dict[str, Any]) -> list[str]:
+    cpu: dict[str, float] = profile["cpu_us"]
+    shares: dict[str, float] = profile["shares"]
+    return [
+        "## Where a cached read's time goes (in process, `bench/hit_profile.py`)",
+        "",
+        "Each app called as gunicorn calls it, for random cached profiles, with the "
+        "workers' metrics (prometheus multiprocess files) and a JSON log line written to "
+        "/dev/null.",
+        "",
+        "| app | CPU per request |",
+        "| --- | ---: |",
+        *(f"| {label} | {spent:,.0f} us |" for label, spent in cpu.items()),
+        "",
+        "Gridlink's request under cProfile (which inflates small calls):",
+        "",
+        "| part | share of the request |",
+        "| --- | ---: |",
+        *(f"| {label} | {share:.0%} |" for label, share in shares.items()),
+    ]
+
+
 def tune(large: Dataset) -> str:
     lines = [
         "# Gunicorn tuning (`python -m bench.bench --tune`)",
@@ -660,9 +714,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"{dataset.name}: profile reads")
             reads[dataset.name] = read_latencies(dataset, rng)
         rates = throughput(large, ())
+        profile = hit_path_profile(large)
         log("writes")
         writes = write_latencies(large, rng)
-        table = report(large, small, reads, rates, writes)
+        table = report(large, small, reads, rates, profile, writes)
         RESULTS.write_text(table)
         print(table)
     finally:
