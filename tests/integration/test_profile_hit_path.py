@@ -179,3 +179,24 @@ def test_the_fast_path_logs_and_counts_each_read_like_the_middleware(two_ways, a
         200,
         "cache",
     )
+
+
+def test_a_read_the_fast_path_cannot_answer_gets_the_apps_error_answer(services, log_lines):
+    # No database answers: the fast path's miss fails, and the app's error
+    # handlers answer it as for any other request (503, logged once).
+    unreachable = "postgresql+psycopg2://gridlink@127.0.0.1:1/gridlink"
+    down = Services.connect(
+        services.settings.replace(database_url=unreachable, replica_urls=(unreachable,))
+    )
+    try:
+        client = falcon.testing.TestClient(create_app(down.settings, down))
+        answer = client.simulate_get(f"/api/users/{random_username('uncached')}/")
+    finally:
+        down.close()
+    assert answer.status_code == 503
+    assert answer.json["error"]["type"] == "unavailable"
+    assert answer.headers["Retry-After"]
+    assert answer.headers["Cache-Control"] == "no-store"
+    lines = [orjson.loads(line) for line in log_lines.getvalue().splitlines()]
+    (request,) = [line for line in lines if line["logger"] == "gridlink.requests"]
+    assert (request["route"], request["status"]) == ("/api/users/{username}", 503)
