@@ -52,7 +52,8 @@ class _SecondsCache:
         if second != cached_second:
             prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._rendered = (second, prefix)
-        return f"{prefix}.{int((created - second) * 1_000_000):06d}Z"
+        microseconds = min(999_999, round((created - second) * 1_000_000))
+        return f"{prefix}.{microseconds:06d}Z"
 
 
 class JsonFormatter(logging.Formatter):

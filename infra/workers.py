@@ -20,6 +20,9 @@ A request gunicorn itself refuses (a malformed request line or chunk, a
 header over 8 KiB, a bad Content-Length) would get gunicorn's HTML page,
 echoing the bad input; here it gets API.md's JSON error body, with the same
 security headers as every other answer.
+
+``RequestLineLogger`` is gunicorn's logger without its access line: the app
+writes one JSON line per request itself.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import falcon
-from falcon.request_helpers import _parse_etags
+from falcon.request_helpers import _parse_etags  # what req.if_none_match parses with
 
 from gridlink.errors import NotFound, error_body
 from gridlink.http import App, request_id
@@ -72,8 +72,10 @@ class Profile:
         send_read(resp, stored.document if stored else None, source, NO_SUCH_USER)
 
 
-# The one path the fast path takes: a username of the valid form, with or
-# without the trailing slash (``app.req_options.strip_url_path_trailing_slash``).
+# The one path the fast path takes: a username of the valid form (the
+# pattern without its \A and \Z), with or without the trailing slash
+# (``app.req_options.strip_url_path_trailing_slash``). "me" is too short to
+# be a username, so ``/api/users/me/`` is never taken here.
 _PROFILE_PATH = re.compile(r"/api/users/(" + USERNAME_PATTERN[2:-2] + r")/?\Z")
 _SECURITY = [(name.lower(), value) for name, value in SECURITY_HEADERS.items()]
 _NOT_FOUND_BODY = error_body(NotFound.type, NO_SUCH_USER)
