@@ -2,15 +2,21 @@
 
 Run from the project root as ``python -m bench.bench`` (``make bench``). It
 starts the bench cluster (primary 25432, replica 25433, Redis 26379, data in
-``var/bench``), seeds two datasets into two databases of it (1,000,000 and
-10,000 links), and measures:
+``var/bench``; ``GRIDLINK_BENCH_PG_PORT`` and ``GRIDLINK_BENCH_REDIS_PORT``
+move it, so two checkouts can run it side by side), seeds two datasets into
+two databases of it (1,000,000 and 10,000 links), and measures:
 
 - profile reads in process through ``falcon.testing.TestClient`` (as the seed
   project's Django test client did), from the cache and from the replica,
   with the SQL statements each read sent;
-- cached profile reads per second through gunicorn with ``wrk``, beside a
-  Falcon app that answers a constant body of the same size under the same
-  gunicorn configuration, in the same run;
+- profile reads through gunicorn with ``wrk`` (requests/s, p50/p99, share
+  answered from the cache, worker CPU per answer): Gridlink in the steady
+  state (Redis flushed, one pass of anonymous reads, no ``--warm``) and with
+  every profile stored first, beside a Falcon app doing one Redis ``HMGET``
+  and one answering a constant body of the same size, under the same
+  gunicorn configuration, in the same run; then issue 11's targets;
+- where a cached read's CPU goes, in a process of its own
+  (``bench/hit_profile.py``);
 - write latency: create a link, rename a grid (each rebuilds the profile
   document and writes it through to the cache).
 
@@ -22,6 +28,8 @@ writes ``bench/tuning.md``. Timings are a benchmark's, never a test's.
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import os
 import platform
 import random
@@ -33,6 +41,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -57,7 +66,8 @@ BENCH_ROOT = PROJECT_ROOT / "var" / "bench"
 WORK_DIR = PROJECT_ROOT / "var" / "bench-work"
 RESULTS = Path(__file__).with_name("results.md")
 TUNING = Path(__file__).with_name("tuning.md")
-PG_PORT, REDIS_PORT = 25432, 26379
+PG_PORT = int(os.environ.get("GRIDLINK_BENCH_PG_PORT", "25432"))
+REDIS_PORT = int(os.environ.get("GRIDLINK_BENCH_REDIS_PORT", "26379"))
 LARGE = SeedPlan(users=10_000, grids=10, links=10)
 SMALL = SeedPlan(users=100, grids=10, links=10)
 SOURCE = "X-Gridlink-Read-Source"
@@ -66,7 +76,11 @@ READS = 2000
 WRITES = 200
 WRK_SECONDS = 10
 WRK_CONNECTIONS = 32
-WRK_ROUNDS = 2
+WRK_ROUNDS = 3
+WARM_UP_SECONDS = 3
+WRK_TIMEOUT = "10s"
+# The seed project's Django design in the same setup, as issue 11 reports it (176-242 req/s).
+DJANGO_REQUESTS_PER_SECOND = 210
 # gunicorn option sets that --tune compares (infra/gunicorn.conf.py is the baseline).
 TUNINGS: dict[str, tuple[str, ...]] = {
     "infra/gunicorn.conf.py as it is": (),
@@ -171,15 +185,20 @@ def primary_cpu_seconds(built: cluster.ClusterLayout) -> float:
     root = cluster.reachable_root(BENCH_ROOT)
     postmaster = int((root / "primary" / "postmaster.pid").read_text().split()[0])
     children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
-    ticks = 0
-    for pid, with_reaped in [(postmaster, True), *((int(child), False) for child in children)]:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue  # exited meanwhile: the postmaster's reaped time has it
-        # utime, stime, then cutime, cstime (fields 14-17 of proc(5)).
-        ticks += sum(int(value) for value in fields[11 : 15 if with_reaped else 13])
+    ticks = cpu_ticks(postmaster, with_reaped=True)
+    # A child that exited meanwhile counts 0 here: the postmaster's reaped time has it.
+    ticks += sum(cpu_ticks(int(child)) for child in children)
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks(pid: int, *, with_reaped: bool = False) -> int:
+    """Return the CPU ticks of ``pid`` (and of its reaped children if asked); 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0
+    # utime, stime, then cutime, cstime (fields 14-17 of proc(5)).
+    return sum(int(value) for value in fields[11 : 15 if with_reaped else 13])
 
 
 def engines(dataset: Dataset) -> list[Any]:
@@ -295,14 +314,49 @@ def gunicorn(
         server.stop()
 
 
-def run_wrk(wrk: str, server: Server, script: Path) -> float:
-    """Run wrk against ``server``; return requests per second (refuse any error answer)."""
+@dataclass(frozen=True)
+class Throughput:
+    """What one wrk run measured: rate, latency, where answers came from, worker CPU."""
+
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    from_cache: int
+    from_elsewhere: int
+    # Requests wrk gave up on (no answer in WRK_TIMEOUT): reported, not hidden.
+    timeouts: int
+    # CPU seconds the gunicorn workers spent per answer: steadier than the
+    # rate on a shared machine, whose neighbours take cores at random.
+    worker_cpu_us: float
+
+    @property
+    def hit_ratio(self) -> float:
+        return self.from_cache / max(1, self.from_cache + self.from_elsewhere)
+
+
+def median_throughput(runs: Sequence[Throughput]) -> Throughput:
+    """The median of each figure over ``runs`` (interleaved rounds of one app)."""
+    return Throughput(
+        statistics.median(run.requests_per_second for run in runs),
+        statistics.median(run.p50_ms for run in runs),
+        statistics.median(run.p99_ms for run in runs),
+        sum(run.from_cache for run in runs),
+        sum(run.from_elsewhere for run in runs),
+        sum(run.timeouts for run in runs),
+        statistics.median(run.worker_cpu_us for run in runs),
+    )
+
+
+def run_wrk(wrk: str, server: Server, script: Path, seconds: int = WRK_SECONDS) -> Throughput:
+    """Run wrk against ``server`` (refuse any error answer) and say what it measured."""
+    workers_before = sum(cpu_ticks(pid) for pid in server.worker_pids())
     done = subprocess.run(
         [
             wrk,
             "-t2",
             f"-c{WRK_CONNECTIONS}",
-            f"-d{WRK_SECONDS}s",
+            f"-d{seconds}s",
+            f"--timeout={WRK_TIMEOUT}",
             "-s",
             str(script),
             f"http://{server.address}",
@@ -311,51 +365,166 @@ def run_wrk(wrk: str, server: Server, script: Path) -> float:
         text=True,
         check=True,
     )
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", done.stdout)
-    if errors:
-        raise RuntimeError(f"wrk saw errors: {errors.group(0)}")
+    workers_ticks = sum(cpu_ticks(pid) for pid in server.worker_pids()) - workers_before
+    cpu_seconds = workers_ticks / os.sysconf("SC_CLK_TCK")
+    socket = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", done.stdout
+    )
+    connect, read, write, timeouts = (int(n) for n in socket.groups()) if socket else (0,) * 4
+    failed = re.search(r"Non-2xx or 3xx responses: \d+", done.stdout)
+    if failed or connect or read or write:
+        raise RuntimeError(f"wrk saw errors: {done.stdout}")
     rate = re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)
-    if rate is None:
+    counted = re.search(r"bench: p50=(\d+) p99=(\d+) cache=(\d+) elsewhere=(\d+)", done.stdout)
+    if rate is None or counted is None:
         raise RuntimeError(f"wrk said: {done.stdout}")
-    return float(rate.group(1))
+    p50, p99, cache, elsewhere = (int(figure) for figure in counted.groups())
+    answers = max(1, cache + elsewhere)
+    return Throughput(
+        float(rate.group(1)),
+        p50 / 1000,
+        p99 / 1000,
+        cache,
+        elsewhere,
+        timeouts,
+        cpu_seconds / answers * 1e6,
+    )
 
 
 def wrk_script(seeded: SeedResult) -> Path:
-    """A wrk script that asks for a random seeded user's profile on every request."""
+    """A wrk script: a random seeded user's profile per request; counts where answers came from."""
     script = WORK_DIR / "profiles.lua"
     script.write_text(
-        "math.randomseed(os.time())\n"
-        "request = function()\n"
-        f'  return wrk.format("GET", "/api/users/test_user_" .. '
-        f'math.random({seeded.first}, {seeded.last}) .. "/")\n'
-        "end\n"
+        f"""math.randomseed(os.time())
+local threads = {{}}
+function setup(thread) table.insert(threads, thread) end
+function init(args) cache = 0; elsewhere = 0 end
+function request()
+  local number = math.random({seeded.first}, {seeded.last})
+  return wrk.format("GET", "/api/users/test_user_" .. number .. "/")
+end
+function response(status, headers, body)
+  local source = headers["x-gridlink-read-source"] or headers["{SOURCE}"]
+  if source == "cache" then cache = cache + 1 else elsewhere = elsewhere + 1 end
+end
+function done(summary, latency, requests)
+  local c, e = 0, 0
+  for _, thread in ipairs(threads) do
+    c = c + thread:get("cache")
+    e = e + thread:get("elsewhere")
+  end
+  io.write(string.format("bench: p50=%d p99=%d cache=%d elsewhere=%d\\n",
+    latency:percentile(50), latency:percentile(99), c, e))
+end
+"""
     )
     return script
 
 
-# The apps ``throughput`` compares: (label, WSGI app for gunicorn or None for Gridlink).
+def read_every_profile(dataset: Dataset, server: Server, connections: int = 8) -> None:
+    """Read each seeded profile once through ``server``, anonymously, as a cold start would."""
+    usernames = [
+        dataset.seeded.username(n) for n in range(dataset.seeded.first, dataset.seeded.last + 1)
+    ]
+    shares = [usernames[index::connections] for index in range(connections)]
+
+    def read(share: list[str]) -> int:
+        connection = http.client.HTTPConnection(server.address, timeout=30)
+        try:
+            for username in share:
+                connection.request("GET", f"/api/users/{username}/")
+                answer = connection.getresponse()
+                answer.read()
+                if answer.status != 200:
+                    raise RuntimeError(f"warm-up read of {username}: {answer.status}")
+        finally:
+            connection.close()
+        return len(share)
+
+    log(f"warm-up pass: reading {len(usernames):,} profiles once")
+    with ThreadPoolExecutor(connections) as pool:
+        list(pool.map(read, shares))
+
+
+@dataclass(frozen=True)
+class App:
+    """One app that ``throughput`` measures, and how the cache is readied before it."""
+
+    label: str
+    wsgi_app: str | None  # None: Gridlink itself
+    # "pass": Redis flushed (FLUSHALL), then one anonymous read of every profile
+    # through the server (the steady state of a cache that keeps what it reads);
+    # "stored": every profile stored in Redis first (``warm_profiles``).
+    cache: str
+
+
 APPS = (
-    ("Gridlink `GET /api/users/<name>/`", None),
-    ("Falcon app doing one Redis `HMGET` of the same entry", "bench.constant_app:get_redis_app()"),
-    ("Falcon app answering a constant body of the same size", "bench.constant_app:get_app()"),
+    App("Gridlink, steady state (Redis flushed, one pass of reads)", None, "pass"),
+    App("Gridlink, every profile stored first (`--warm`)", None, "stored"),
+    App(
+        "Falcon app doing one Redis `HMGET` of the same entry",
+        "bench.constant_app:get_redis_app()",
+        "stored",
+    ),
+    App(
+        "Falcon app answering a constant body of the same size",
+        "bench.constant_app:get_app()",
+        "stored",
+    ),
 )
+STEADY, STORED, ONE_HMGET, CONSTANT = range(len(APPS))
 
 
-def throughput(dataset: Dataset, options: Sequence[str]) -> list[float]:
-    """Return each of ``APPS``' requests per second: medians of interleaved rounds."""
+def throughput(dataset: Dataset, options: Sequence[str]) -> list[Throughput]:
+    """Measure each of ``APPS``: medians of interleaved rounds, in one run."""
     wrk = ensure_wrk()
     script = wrk_script(dataset.seeded)
     warm_profiles(dataset.services, dataset.user_ids)
     body = WORK_DIR / "constant-body.json"
     first = dataset.seeded.username(dataset.seeded.first)
     body.write_bytes(dataset.client.simulate_get(f"/api/users/{first}/").content)
-    rates: list[list[float]] = [[] for _ in APPS]
+    runs: list[list[Throughput]] = [[] for _ in APPS]
     for round_ in range(WRK_ROUNDS):
         log(f"wrk round {round_ + 1}/{WRK_ROUNDS} ({' '.join(options) or 'default options'})")
-        for (_label, app), measured in zip(APPS, rates, strict=True):
-            with gunicorn(dataset.settings, options, app, BENCH_CONSTANT_BODY=str(body)) as server:
+        for app, measured in zip(APPS, runs, strict=True):
+            if app.cache == "stored":
+                warm_profiles(dataset.services, dataset.user_ids)
+            else:
+                dataset.services.redis.flushall()
+            environment = {"BENCH_CONSTANT_BODY": str(body)}
+            with gunicorn(dataset.settings, options, app.wsgi_app, **environment) as server:
+                # Every worker booted (imports, pools) before the clock starts:
+                # the first answers come while the other workers still start.
+                if app.cache == "pass":
+                    read_every_profile(dataset, server)
+                else:
+                    run_wrk(wrk, server, script, WARM_UP_SECONDS)
+                log(f"  wrk: {app.label}")
                 measured.append(run_wrk(wrk, server, script))
-    return [statistics.median(measured) for measured in rates]
+    return [median_throughput(measured) for measured in runs]
+
+
+def hit_path_profile(dataset: Dataset) -> dict[str, Any]:
+    """Run ``bench/hit_profile.py`` in a process of its own against the cached dataset."""
+    warm_profiles(dataset.services, dataset.user_ids)
+    log("hit path: CPU per request in process, and its profile")
+    environment = server_environment(
+        dataset.settings,
+        BENCH_CONSTANT_BODY=str(WORK_DIR / "constant-body.json"),
+        BENCH_FIRST_USER=str(dataset.seeded.first),
+        BENCH_LAST_USER=str(dataset.seeded.last),
+    )
+    environment.pop("PROMETHEUS_MULTIPROC_DIR", None)  # it makes a fresh one
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.hit_profile"],
+        cwd=PROJECT_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    measured: dict[str, Any] = json.loads(done.stdout)
+    return measured
 
 
 # --- the report ---------------------------------------------------------------------------
@@ -382,7 +551,8 @@ def report(
     large: Dataset,
     small: Dataset,
     reads: dict[str, tuple[Latency, Latency]],
-    rates: list[float],
+    rates: list[Throughput],
+    profile: dict[str, Any],
     writes: tuple[Latency, Latency],
 ) -> str:
     seed_phases = ", ".join(f"{n} {s:.1f} s" for n, s in large.seeded.phase_seconds.items())
@@ -409,25 +579,13 @@ def report(
         cached, replica = reads[dataset.name]
         lines.append(cached.row_with_sources(f"{dataset.name}, cache"))
         lines.append(replica.row_with_sources(f"{dataset.name}, replica (cache miss)"))
-    ours, constant = rates[0], rates[-1]
     lines += [
         "",
-        "## Cached profile reads through gunicorn (`wrk`)",
+        *throughput_section(large, rates),
         "",
-        f"gunicorn with `infra/gunicorn.conf.py` ({gunicorn_summary()}), `wrk -t2 "
-        f"-c{WRK_CONNECTIONS} -d{WRK_SECONDS}s`, a random one of "
-        f"{large.seeded.users:,} cached profiles per request "
-        f"({len(WORK_DIR.joinpath('constant-body.json').read_bytes()):,}-byte body); "
-        f"median of {WRK_ROUNDS} interleaved rounds.",
+        *targets_section(reads[large.name][1], rates),
         "",
-        "| app | requests/s | Gridlink's share |",
-        "| --- | ---: | ---: |",
-        *(
-            f"| {label} | {rate:,.0f} | {ours / rate:.2f} |"
-            for (label, _app), rate in zip(APPS, rates, strict=True)
-        ),
-        "",
-        f"**Gridlink / constant-body app: {ours / constant:.2f}.**",
+        *profile_section(profile),
         "",
         "## Writes in process (each rebuilds the profile and writes it through to the cache)",
         "",
@@ -440,20 +598,112 @@ def report(
     return "\n".join(lines)
 
 
+def throughput_section(large: Dataset, rates: list[Throughput]) -> list[str]:
+    steady = rates[STEADY]
+    body_bytes = len(WORK_DIR.joinpath("constant-body.json").read_bytes())
+    return [
+        "## Profile reads through gunicorn (`wrk`)",
+        "",
+        f"gunicorn with `infra/gunicorn.conf.py` ({gunicorn_summary()}), `wrk -t2 "
+        f"-c{WRK_CONNECTIONS} -d{WRK_SECONDS}s`, a random one of {large.seeded.users:,} "
+        f"profiles per request ({body_bytes:,}-byte body); medians of {WRK_ROUNDS} interleaved "
+        f"rounds in one run, each app in a fresh server warmed by {WARM_UP_SECONDS} s of `wrk` "
+        "first (not counted). The steady state starts each round from `FLUSHALL`, with no "
+        "`--warm`: one anonymous read of every profile through the server (its warm-up), then "
+        "`wrk`. Worker CPU is what the gunicorn workers spent per answer (`/proc`): steadier "
+        "than requests/s on this shared machine.",
+        "",
+        "| app | requests/s | p50 | p99 | from the cache | worker CPU per answer "
+        f"| no answer in {WRK_TIMEOUT} | steady state's share |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *(
+            f"| {app.label} | {run.requests_per_second:,.0f} | {run.p50_ms:.2f} ms "
+            f"| {run.p99_ms:.2f} ms | {run.hit_ratio:.1%} | {run.worker_cpu_us:,.0f} us "
+            f"| {run.timeouts} | {steady.requests_per_second / run.requests_per_second:.2f} |"
+            for app, run in zip(APPS, rates, strict=True)
+        ),
+    ]
+
+
+def targets_section(miss: Latency, rates: list[Throughput]) -> list[str]:
+    """Issue 11's targets beside what this run measured."""
+    steady, stored, one_read = rates[STEADY], rates[STORED], rates[ONE_HMGET]
+
+    def share(ours: Throughput) -> float:
+        return ours.requests_per_second / one_read.requests_per_second
+
+    rows = [
+        ("hit ratio, steady state", f"{steady.hit_ratio:.1%}", "≥ 99 %", steady.hit_ratio >= 0.99),
+        ("steady state / one-`HMGET` app", f"{share(steady):.2f}", "≥ 0.9", share(steady) >= 0.9),
+        (
+            "every profile stored / one-`HMGET` app (the hit path alone)",
+            f"{share(stored):.2f} (worker CPU: "
+            f"{one_read.worker_cpu_us / stored.worker_cpu_us:.2f})",
+            "≥ 0.9",
+            share(stored) >= 0.9,
+        ),
+        (
+            f"steady state / the seed's Django design ({DJANGO_REQUESTS_PER_SECOND} req/s "
+            "as reported, 176-242)",
+            f"{steady.requests_per_second / DJANGO_REQUESTS_PER_SECOND:.1f}x",
+            "≥ 20x",
+            steady.requests_per_second >= 20 * DJANGO_REQUESTS_PER_SECOND,
+        ),
+        (
+            "cache-miss p50 (in process, 1,000,000 links, from the replica)",
+            f"{miss.percentile(0.5) * 1000:.2f} ms",
+            "≤ 2 ms",
+            miss.percentile(0.5) <= 0.002,
+        ),
+    ]
+    return [
+        "## Targets (issue 11)",
+        "",
+        "| figure | measured | target | met |",
+        "| --- | ---: | ---: | --- |",
+        *(
+            f"| {name} | {measured} | {target} | {'yes' if met else '**no**'} |"
+            for name, measured, target, met in rows
+        ),
+    ]
+
+
+def profile_section(profile: dict[str, Any]) -> list[str]:
+    cpu: dict[str, float] = profile["cpu_us"]
+    shares: dict[str, float] = profile["shares"]
+    return [
+        "## Where a cached read's time goes (in process, `bench/hit_profile.py`)",
+        "",
+        "Each app called as gunicorn calls it, for random cached profiles, with the "
+        "workers' metrics (prometheus multiprocess files) and a JSON log line written to "
+        "/dev/null.",
+        "",
+        "| app | CPU per request |",
+        "| --- | ---: |",
+        *(f"| {label} | {spent:,.0f} us |" for label, spent in cpu.items()),
+        "",
+        "Gridlink's request under cProfile (which inflates small calls):",
+        "",
+        "| part | share of the request |",
+        "| --- | ---: |",
+        *(f"| {label} | {share:.0%} |" for label, share in shares.items()),
+    ]
+
+
 def tune(large: Dataset) -> str:
     lines = [
         "# Gunicorn tuning (`python -m bench.bench --tune`)",
         "",
-        f"Measured {machine()}. Cached profile reads, `wrk -t2 -c{WRK_CONNECTIONS} "
-        f"-d{WRK_SECONDS}s`, median of {WRK_ROUNDS} rounds per app.",
+        f"Measured {machine()}. Profile reads, `wrk -t2 -c{WRK_CONNECTIONS} "
+        f"-d{WRK_SECONDS}s`, requests/s, median of {WRK_ROUNDS} rounds per app.",
         "",
-        "| gunicorn | " + " | ".join(label for label, _app in APPS) + " | ratio |",
+        "| gunicorn | " + " | ".join(app.label for app in APPS) + " | ratio |",
         "| --- | " + "---: | " * len(APPS) + "---: |",
     ]
     for label, options in TUNINGS.items():
-        rates = throughput(large, options)
+        rates = [run.requests_per_second for run in throughput(large, options)]
         cells = " | ".join(f"{rate:,.0f}" for rate in rates)
-        lines.append(f"| {label} | {cells} | {rates[0] / rates[-1]:.2f} |")
+        lines.append(f"| {label} | {cells} | {rates[STEADY] / rates[CONSTANT]:.2f} |")
     return "\n".join([*lines, ""])
 
 
@@ -480,9 +730,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"{dataset.name}: profile reads")
             reads[dataset.name] = read_latencies(dataset, rng)
         rates = throughput(large, ())
+        profile = hit_path_profile(large)
         log("writes")
         writes = write_latencies(large, rng)
-        table = report(large, small, reads, rates, writes)
+        table = report(large, small, reads, rates, profile, writes)
         RESULTS.write_text(table)
         print(table)
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import uuid
+import secrets
 from typing import Any, TypeAlias
 
 import falcon
@@ -45,12 +45,17 @@ def json_handlers() -> dict[str, falcon.media.BaseHandler]:
     return {falcon.MEDIA_JSON: handler}
 
 
+def request_id(given: str | None) -> str:
+    """Return the client's request id if it is usable, else a new random one (32 hex digits)."""
+    return given if given and _REQUEST_ID.match(given) else secrets.token_hex(16)
+
+
 class RequestIdMiddleware:
     """Take ``X-Request-Id`` from the client (or make one) and echo it back."""
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         given = req.get_header("X-Request-Id")
-        req.context.request_id = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+        req.context.request_id = request_id(given)
         resp.set_header("X-Request-Id", req.context.request_id)
 
 

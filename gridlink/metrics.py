@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -63,24 +64,37 @@ class Metrics:
             ["source"],
             registry=self.registry,
         )
-        # Make every series exist from the start, so a rate() has a zero to start from.
-        for result in ("hit", "miss"):
-            self.profile_cache.labels(result=result)
-        for source in ("cache", "replica", "primary"):
-            self.reads.labels(source=source)
+        # Every series exists from the start, so a rate() has a zero to start
+        # from; and each child is bound once, not looked up per request.
+        self._lookups = {
+            hit: self.profile_cache.labels(result="hit" if hit else "miss") for hit in (True, False)
+        }
+        self._reads = {
+            source: self.reads.labels(source=source) for source in ("cache", "replica", "primary")
+        }
+        # (route, method, status) -> its counter and histogram children. Routes
+        # are templates and methods a known set, so this stays small.
+        self._request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe_request(
         self, *, route: str, method: str, status: int, duration_seconds: float
     ) -> None:
-        labels = {"route": route, "method": method, "status": str(status)}
-        self.requests.labels(**labels).inc()
-        self.latency.labels(**labels).observe(duration_seconds)
+        key = (route, method, status)
+        series = self._request_series.get(key)
+        if series is None:
+            labels = {"route": route, "method": method, "status": str(status)}
+            series = self.requests.labels(**labels), self.latency.labels(**labels)
+            self._request_series[key] = series
+        count, latency = series
+        count.inc()
+        latency.observe(duration_seconds)
 
     def observe_read(self, source: str) -> None:
-        self.reads.labels(source=source).inc()
+        child = self._reads.get(source)
+        (child or self.reads.labels(source=source)).inc()
 
     def observe_profile_lookup(self, *, hit: bool) -> None:
-        self.profile_cache.labels(result="hit" if hit else "miss").inc()
+        self._lookups[hit].inc()
 
 
 def current_snapshot(router: ReplicaRouter) -> RouterSnapshot:

@@ -8,7 +8,7 @@ from typing import Any
 
 import falcon
 
-from gridlink.logs import REQUEST_LOGGER
+from gridlink.logs import REQUEST_LOGGER, log_fields
 from gridlink.metrics import UNMATCHED_ROUTE, Metrics
 from gridlink.resources.responses import READ_SOURCE_HEADER
 
@@ -38,26 +38,48 @@ class RequestObserver:
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
     ) -> None:
-        duration = time.perf_counter() - req.context.started_at
-        route = req.uri_template or self._route_of(req)
-        method = req.method if req.method in _KNOWN_METHODS else "other"
-        status = resp.status_code
-        read_source = resp.get_header(READ_SOURCE_HEADER)
+        self.record(
+            method=req.method,
+            route=req.uri_template or self._route_of(req),
+            path=req.path,
+            remote_addr=req.remote_addr,
+            status=resp.status_code,
+            duration_seconds=time.perf_counter() - req.context.started_at,
+            read_source=resp.get_header(READ_SOURCE_HEADER),
+            request_id=getattr(req.context, "request_id", None),
+        )
+
+    def record(
+        self,
+        *,
+        method: str,
+        route: str,
+        path: str,
+        remote_addr: str,
+        status: int,
+        duration_seconds: float,
+        read_source: str | None,
+        request_id: str | None,
+    ) -> None:
+        """Count one answered request and write its log line."""
+        method = method if method in _KNOWN_METHODS else "other"
         self._metrics.observe_request(
-            route=route, method=method, status=status, duration_seconds=duration
+            route=route, method=method, status=status, duration_seconds=duration_seconds
         )
         if read_source is not None:
             self._metrics.observe_read(read_source)
-        log.info(
+        log_fields(
+            log,
             "request",
-            extra={
+            {
                 "method": method,
                 "route": route,
-                "path": req.path,
+                "path": path,
+                "remote_addr": remote_addr,
                 "status": status,
-                "duration_ms": round(duration * 1000, 3),
+                "duration_ms": round(duration_seconds * 1000, 3),
                 "read_source": read_source,
-                "request_id": getattr(req.context, "request_id", None),
+                "request_id": request_id,
             },
         )
 

@@ -25,6 +25,7 @@ ALLOWED_HEADERS = (
     "X-Request-Id",
 )
 EXPOSED_HEADERS = ("ETag", "Location", "X-Request-Id", "X-Gridlink-Read-Source", "Retry-After")
+_EXPOSED = ", ".join(EXPOSED_HEADERS)
 # How long a browser may reuse a preflight answer.
 PREFLIGHT_MAX_AGE_SECONDS = 600
 
@@ -59,16 +60,23 @@ def content_security_policy(*, script_src: str, style_src: str) -> str:
 
 
 def cache_control(req: falcon.Request, resp: falcon.Response) -> str:
-    """Say how an answer may be cached, without breaking ``ETag`` revalidation.
+    """Say how an answer may be cached, without breaking ``ETag`` revalidation."""
+    return cache_control_for(
+        req.method, resp.status_code, authorized=req.get_header("Authorization") is not None
+    )
+
+
+def cache_control_for(method: str, status: int, *, authorized: bool) -> str:
+    """Say how an answer to ``method`` with ``status`` may be cached.
 
     Errors and answers to writes (which may carry a token) are never stored.
     Reads may be stored but must be revalidated every time (``no-cache``), so
     the ``ETag`` of a profile still saves the body while no cache serves a
     stale profile; answers to a token are for that client only (``private``).
     """
-    if resp.status_code >= 400 or req.method not in ("GET", "HEAD"):
+    if status >= 400 or method not in ("GET", "HEAD"):
         return "no-store"
-    if req.get_header("Authorization") is not None:
+    if authorized:
         return "private, no-cache"
     return "no-cache"
 
@@ -86,28 +94,41 @@ class BrowserHeadersMiddleware:
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
     ) -> None:
-        for name, value in SECURITY_HEADERS.items():
-            resp.set_header(name, value)
+        resp.set_headers(SECURITY_HEADERS)
         if resp.get_header("Cache-Control") is None:
             resp.set_header("Cache-Control", cache_control(req, resp))
         if self._origins:
             self._add_cors(req, resp)
 
-    def _add_cors(self, req: falcon.Request, resp: falcon.Response) -> None:
+    def cors_headers(self, origin: str | None) -> list[tuple[str, str]]:
+        """Return the CORS headers of an answer that is not a preflight's, to ``origin``."""
+        if not self._origins:
+            return []
         # The answer depends on Origin: a shared cache must not give one origin's to another.
-        resp.append_header("Vary", "Origin")
+        headers = [("Vary", "Origin")]
+        if self.allows(origin):
+            headers += [
+                ("Access-Control-Allow-Origin", origin or ""),
+                ("Access-Control-Expose-Headers", _EXPOSED),
+            ]
+        return headers
+
+    def allows(self, origin: str | None) -> bool:
+        return origin is not None and origin.lower() in self._origins
+
+    def _add_cors(self, req: falcon.Request, resp: falcon.Response) -> None:
         origin = req.get_header("Origin")
-        if origin is None or origin.lower() not in self._origins:
-            return
-        resp.set_header("Access-Control-Allow-Origin", origin)
         is_preflight = (
             req.method == "OPTIONS"
             and req.get_header("Access-Control-Request-Method") is not None
             and resp.status_code < 400
         )
-        if not is_preflight:
-            resp.set_header("Access-Control-Expose-Headers", ", ".join(EXPOSED_HEADERS))
+        if not (is_preflight and self.allows(origin)):
+            for name, value in self.cors_headers(origin):
+                resp.append_header(name, value)  # Vary may name other headers already
             return
+        resp.append_header("Vary", "Origin")
+        resp.set_header("Access-Control-Allow-Origin", origin or "")
         # Falcon's default OPTIONS responder names the route's methods in Allow.
         resp.set_header("Access-Control-Allow-Methods", resp.get_header("Allow") or "")
         resp.set_header("Access-Control-Allow-Headers", ", ".join(ALLOWED_HEADERS))

@@ -42,6 +42,8 @@ accesslog = None
 errorlog = "-"
 # Every log line, the master's and the workers', is one JSON object (gridlink/logs.py).
 logconfig_dict = LOGGING
+# The app logs each request once (gridlink.requests); gunicorn's access line would repeat it.
+logger_class = "infra.workers.RequestLineLogger"
 proc_name = "gridlink"
 
 

@@ -20,6 +20,9 @@ A request gunicorn itself refuses (a malformed request line or chunk, a
 header over 8 KiB, a bad Content-Length) would get gunicorn's HTML page,
 echoing the bad input; here it gets API.md's JSON error body, with the same
 security headers as every other answer.
+
+``RequestLineLogger`` is gunicorn's logger without its access line: the app
+writes one JSON line per request itself.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import time
 from typing import Any
 
 from gunicorn import util
+from gunicorn.glogging import Logger
 from gunicorn.workers.gthread import ThreadWorker
 
 from gridlink.errors import error_body
@@ -162,3 +166,21 @@ class _ErrorPage:
     def sendall(self, data: bytes) -> None:
         # "HTTP/1.1 400 Bad Request\r\n..."
         self.status = int(data.split(b" ", 2)[1])
+
+
+class RequestLineLogger(Logger):  # type: ignore[misc]
+    """gunicorn's logger without its access line.
+
+    The app writes one JSON line per request itself (``gridlink.requests``:
+    method, route, path, client address, status, duration, read source,
+    request id), which says all the access line did but the response size
+    and user agent. gunicorn would otherwise build its access line's atoms
+    and format a second line for every request, ``logconfig_dict`` being set.
+    """
+
+    @property
+    def access_log_enabled(self) -> bool:
+        return False
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        return None

@@ -9,6 +9,8 @@ beside it, as `gridlink serve` runs one.
 
 from __future__ import annotations
 
+import io
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import pytest
 
 from gridlink.app import create_app
 from gridlink.cache.stream import ChangeRelay
+from gridlink.logs import JsonFormatter
 from gridlink.services import Services
 from gridlink.settings import Settings
 from infra import cluster
@@ -58,6 +61,23 @@ def relay(settings: Settings, services: Services) -> Iterator[ChangeRelay]:
 @pytest.fixture(scope="session")
 def client(settings: Settings, services: Services, relay: ChangeRelay) -> falcon.testing.TestClient:
     return falcon.testing.TestClient(create_app(settings, services))
+
+
+@pytest.fixture
+def log_lines() -> Iterator[io.StringIO]:
+    """Capture what the ``gridlink`` loggers write, formatted as under gunicorn."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("gridlink")
+    previous_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield stream
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous_level)
 
 
 @pytest.fixture

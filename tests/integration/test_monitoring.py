@@ -7,23 +7,19 @@ cluster of their own.
 from __future__ import annotations
 
 import io
-import logging
 import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import falcon
 import falcon.testing
 import orjson
-import pytest
 
 from gridlink.app import create_app
 from gridlink.cli import main
-from gridlink.logs import JsonFormatter
 from gridlink.resources.monitoring import inline_policy
 from gridlink.services import Services
 from gridlink.settings import Settings
@@ -36,23 +32,6 @@ TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    """Capture what the ``gridlink`` loggers write, formatted as under gunicorn."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("gridlink")
-    previous_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield stream
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous_level)
 
 
 def logged(stream: io.StringIO) -> list[dict[str, Any]]:
@@ -256,6 +235,7 @@ def test_each_request_is_logged_as_one_json_line_with_its_route_and_request_id(
         "method": "GET",
         "route": "/api/users/{username}",
         "path": f"/api/users/{user.username}",
+        "remote_addr": "127.0.0.1",
         "status": 200,
         "read_source": "cache",
         "request_id": "trace-42.a",

@@ -1,0 +1,134 @@
+"""Where a cached profile read's time goes: CPU per request in process, and its profile.
+
+``make bench`` runs this as a process of its own (``python -m bench.hit_profile``)
+so that, as in a gunicorn worker, ``PROMETHEUS_MULTIPROC_DIR`` is set before
+prometheus_client is imported (metrics go to mmap files) and the request log
+line is formatted and written (to /dev/null). It calls each WSGI app as
+gunicorn does, for random seeded users whose profiles are cached, and prints
+one JSON object:
+
+- ``cpu_us``: CPU microseconds per request of Gridlink, of the one-``HMGET``
+  app and of the constant-body app (``bench/constant_app.py``);
+- ``shares``: of Gridlink's profiled time per request, the parts spent in
+  the Redis call, the metrics, the log line and everything else.
+
+Environment: the ``GRIDLINK_*`` settings of a seeded, cached cluster,
+``BENCH_CONSTANT_BODY``, ``BENCH_FIRST_USER``/``BENCH_LAST_USER``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+# Before anything imports prometheus_client (gridlink.metrics does).
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="bench-metrics-"))
+
+import cProfile
+import io
+import logging
+import pstats
+import random
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
+
+from bench.constant_app import get_app as constant_app
+from bench.constant_app import get_redis_app
+from gridlink.app import get_app
+from gridlink.logs import JsonFormatter
+
+REQUESTS = 3000
+WsgiApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
+# Gridlink's parts, by the functions whose cumulative time they are.
+PARTS = {
+    "the Redis call (HMGET, parse)": (("cache.py", "get_profile"),),
+    "metrics (5 counter/histogram updates)": (
+        ("metrics.py", "observe_request"),
+        ("metrics.py", "observe_read"),
+        ("metrics.py", "observe_profile_lookup"),
+    ),
+    "the JSON log line": (("logs.py", "log_fields"),),
+}
+
+
+def environ(username: str) -> dict[str, Any]:
+    """The WSGI environ gunicorn makes for ``GET /api/users/<username>/`` (no token)."""
+    return {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": f"/api/users/{username}/",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": "127.0.0.1:8000",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        "wsgi.version": (1, 0),
+    }
+
+
+def serve(app: WsgiApp, usernames: list[str]) -> None:
+    def start_response(status: str, headers: list[tuple[str, str]], *args: Any) -> None:
+        if not status.startswith("200"):
+            raise RuntimeError(f"a cached read answered {status}")
+
+    for username in usernames:
+        b"".join(app(environ(username), start_response))
+
+
+def cpu_us_per_request(app: WsgiApp, usernames: list[str]) -> float:
+    serve(app, usernames)  # connections made, caches of the process filled
+    started = time.process_time()
+    serve(app, usernames)
+    return (time.process_time() - started) / len(usernames) * 1e6
+
+
+def shares(app: WsgiApp, usernames: list[str]) -> dict[str, float]:
+    profile = cProfile.Profile()
+    profile.enable()
+    serve(app, usernames)
+    profile.disable()
+    cumulative = {
+        (file.rpartition("/")[2], name): row[3]
+        for (file, _line, name), row in pstats.Stats(profile).stats.items()  # type: ignore[attr-defined]
+    }
+    total = cumulative[("app.py", "__call__")]
+    parts = {label: sum(cumulative.get(f, 0.0) for f in funcs) for label, funcs in PARTS.items()}
+    parts["everything else (routing, headers, the answer)"] = total - sum(parts.values())
+    return {label: spent / total for label, spent in parts.items()}
+
+
+def main() -> None:
+    handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("gridlink")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    rng = random.Random(11)
+    first, last = int(os.environ["BENCH_FIRST_USER"]), int(os.environ["BENCH_LAST_USER"])
+    usernames = [f"test_user_{rng.randint(first, last)}" for _ in range(REQUESTS)]
+    gridlink = get_app()
+    apps: dict[str, WsgiApp] = {
+        "Gridlink": gridlink,
+        "one-HMGET app": get_redis_app(),
+        "constant-body app": constant_app(),
+    }
+    result = {
+        "cpu_us": {label: cpu_us_per_request(app, usernames) for label, app in apps.items()},
+        "shares": shares(gridlink, usernames),
+    }
+    sys.stdout.write(orjson.dumps(result).decode() + "\n")
+
+
+if __name__ == "__main__":
+    main()
