@@ -138,13 +138,18 @@ def add_seed_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
 
 def cmd_users_set_admin(args: argparse.Namespace, settings: Settings) -> int:
     """Promote or demote one user; exit 1 if there is no such user."""
+    from functools import partial
+
     from gridlink.commands.accounts import set_admin
+    from gridlink.commands.unit_of_work import run_command
     from gridlink.errors import NotFound
     from gridlink.services import Services
 
     services = Services.connect(settings)
     try:
-        user = set_admin(services, username=args.username, is_admin=args.is_admin)
+        user = run_command(
+            services, partial(set_admin, username=args.username, is_admin=args.is_admin)
+        )
     except NotFound:
         print(f"gridlink: there is no user named {args.username!r}", file=sys.stderr)
         return 1

@@ -4,14 +4,23 @@ A password is only ever kept as its argon2id hash. Checking one takes the same
 time whether or not the account exists: an unknown account is checked against
 a dummy hash made with the same parameters, so neither the answer nor its
 timing tells an attacker which usernames or emails are registered.
+
+Hashing costs about 0.18 s of CPU and 64 MiB, so a process runs only a few
+at once (``HashSlots``, about one per core): a request that finds every slot
+taken is answered 503 at once instead of queueing CPU work behind a flood.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+
+from gridlink.errors import Unavailable
 
 # argon2-cffi's defaults are RFC 9106's low-memory profile (argon2id, t=3,
 # m=64 MiB, p=4); the hasher holds no state, so one instance serves all threads.
@@ -47,3 +56,33 @@ def needs_rehash(password_hash: str) -> bool:
 def _dummy_hash() -> str:
     # Made on first use, not at import: hashing costs about 0.1 s and 64 MiB.
     return hash_password("not a password: stands in for an account that does not exist")
+
+
+class HashSlots:
+    """At most ``size`` password hashes or checks at once in this process; never a queue."""
+
+    def __init__(self, size: int) -> None:
+        self._free = threading.BoundedSemaphore(size)
+
+    @contextmanager
+    def taken(self) -> Iterator[None]:
+        """Hold a slot for the block, or raise ``Unavailable`` (503) at once if none is free."""
+        if not self._free.acquire(blocking=False):
+            raise Unavailable(
+                "The server is busy checking passwords; try again in a moment.",
+                retry_after_seconds=1,
+            )
+        try:
+            yield
+        finally:
+            self._free.release()
+
+    def hash(self, password: str) -> str:
+        """``hash_password`` in a slot."""
+        with self.taken():
+            return hash_password(password)
+
+    def verify(self, password_hash: str | None, password: str) -> bool:
+        """``verify_password`` in a slot."""
+        with self.taken():
+            return verify_password(password_hash, password)

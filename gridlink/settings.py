@@ -9,6 +9,7 @@ up``) are used.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,14 @@ class Settings:
     password_resets_per_email: int = 3
     password_resets_per_address: int = 20
     password_reset_window_seconds: int = 3600
+    signups_per_address: int = 20  # per hour
+    signups_per_minute: int = 60  # from everyone together
+    # Password hashes run at once per process: about one per core (argon2 is CPU-bound).
+    concurrent_hashes: int = field(default_factory=lambda: os.cpu_count() or 1)
+    # Server processes sharing the limits when Redis is down (`gridlink serve` sets it).
+    server_processes: int = 1
+    max_tokens_per_user: int = 20
+    deleted_retention_days: int = 30
     # Exact origins (scheme://host[:port]) allowed to call the API from a browser.
     cors_origins: tuple[str, ...] = ()
 
@@ -114,6 +123,24 @@ class Settings:
                 "GRIDLINK_PASSWORD_RESET_WINDOW_SECONDS",
                 _positive_int,
                 defaults.password_reset_window_seconds,
+            ),
+            signups_per_address=reader.get(
+                "GRIDLINK_SIGNUPS_PER_ADDRESS", _positive_int, defaults.signups_per_address
+            ),
+            signups_per_minute=reader.get(
+                "GRIDLINK_SIGNUPS_PER_MINUTE", _positive_int, defaults.signups_per_minute
+            ),
+            concurrent_hashes=reader.get(
+                "GRIDLINK_CONCURRENT_HASHES", _positive_int, defaults.concurrent_hashes
+            ),
+            server_processes=reader.get(
+                "GRIDLINK_SERVER_PROCESSES", _positive_int, defaults.server_processes
+            ),
+            max_tokens_per_user=reader.get(
+                "GRIDLINK_MAX_TOKENS_PER_USER", _positive_int, defaults.max_tokens_per_user
+            ),
+            deleted_retention_days=reader.get(
+                "GRIDLINK_DELETED_RETENTION_DAYS", _positive_int, defaults.deleted_retention_days
             ),
             cors_origins=reader.get("GRIDLINK_CORS_ORIGINS", _origin_list, defaults.cors_origins),
         )

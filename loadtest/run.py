@@ -175,12 +175,15 @@ def ensure_seeded(settings: Settings) -> tuple[int, str]:
 
 
 def make_admin(settings: Settings, username: str) -> None:
+    from functools import partial
+
     from gridlink.commands.accounts import set_admin
+    from gridlink.commands.unit_of_work import run_command
     from gridlink.services import Services
 
     services = Services.connect(settings)
     try:
-        set_admin(services, username=username, is_admin=True)
+        run_command(services, partial(set_admin, username=username, is_admin=True))
     finally:
         services.close()
 

@@ -17,7 +17,7 @@ import orjson
 import pytest
 from sqlalchemy import text
 
-from gridlink.commands import accounts
+import gridlink.passwords
 from gridlink.passwords import hash_password
 from gridlink.services import Services
 from tests.conftest import ApiUser, sign_up
@@ -37,7 +37,7 @@ def fast_sign_up(client: falcon.testing.TestClient, prefix: str = "u") -> ApiUse
     cases; everything but the hashing is the real sign-up.
     """
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(accounts, "hash_password", lambda password: _fast_password_hash())
+        patch.setattr(gridlink.passwords, "hash_password", lambda password: _fast_password_hash())
         user = sign_up(client, prefix)
     return ApiUser(user.username, user.email, FAST_PASSWORD, user.token)
 

@@ -58,6 +58,9 @@ def running(layout: cluster.ClusterLayout) -> Iterator[cluster.ClusterLayout]:
         cluster.down(layout, purge=True)
 
 
+TEST_SIGNUP_LIMIT = 1_000_000
+
+
 @pytest.fixture(scope="session")
 def test_cluster() -> Iterator[cluster.ClusterLayout]:
     with running(cluster_layout("test-cluster")) as layout:
@@ -76,6 +79,10 @@ def settings(test_cluster: cluster.ClusterLayout, mail_dir: Path) -> Settings:
         replica_urls=test_cluster.replica_urls,
         redis_url=test_cluster.redis_url,
         mail_backend=MailBackend("file", directory=mail_dir),
+        # The suite signs up thousands of users from one test address; the
+        # sign-up limits are tested with settings of their own.
+        signups_per_address=TEST_SIGNUP_LIMIT,
+        signups_per_minute=TEST_SIGNUP_LIMIT,
     )
 
 

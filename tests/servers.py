@@ -128,6 +128,8 @@ def server_environment(settings: Settings, **extra: str) -> dict[str, str]:
         "GRIDLINK_REPLICA_URLS": ",".join(settings.replica_urls),
         "GRIDLINK_REDIS_URL": settings.redis_url,
         "GRIDLINK_MAX_REPLICA_LAG_SECONDS": str(settings.max_replica_lag_seconds),
+        "GRIDLINK_SIGNUPS_PER_ADDRESS": str(settings.signups_per_address),
+        "GRIDLINK_SIGNUPS_PER_MINUTE": str(settings.signups_per_minute),
     }
     if settings.mail_backend.directory is not None:
         environment["GRIDLINK_MAIL_BACKEND"] = f"file:{settings.mail_backend.directory}"

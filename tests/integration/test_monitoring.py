@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gridlink.app import create_app
 from gridlink.cli import main
 from gridlink.commands.accounts import set_admin
+from gridlink.commands.unit_of_work import run_command
 from gridlink.logs import JsonFormatter
 from gridlink.resources.monitoring import inline_policy
 from gridlink.services import Services
@@ -42,7 +44,7 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 def make_admin(client: falcon.testing.TestClient, services: Services) -> ApiUser:
     admin = sign_up(client, "admin")
-    set_admin(services, username=admin.username, is_admin=True)
+    run_command(services, partial(set_admin, username=admin.username, is_admin=True))
     return admin
 
 
