@@ -62,6 +62,19 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     os.execvp(argv[0], argv)
 
 
+def cmd_maintenance(args: argparse.Namespace, settings: Settings) -> int:
+    """Delete expired and retired rows in batches (idempotent: run it hourly)."""
+    from gridlink.maintenance import run_maintenance
+    from gridlink.services import make_engine
+
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        run_maintenance(engine, settings, lambda line: print(line, flush=True))
+    finally:
+        engine.dispose()
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from gridlink.demo import DEMO_USERNAME, load_demo
     from gridlink.services import Services
@@ -222,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"worker processes (default {multiprocessing.cpu_count() * 2}: twice the cores)",
     )
     serve.set_defaults(handler=cmd_serve)
+    commands.add_parser(
+        "maintenance",
+        help="delete expired tokens and keys, and soft-deleted rows past retention",
+    ).set_defaults(handler=cmd_maintenance)
     commands.add_parser("demo", help="load the demo profile (user `demo`)").set_defaults(
         handler=cmd_demo
     )
