@@ -5,8 +5,6 @@ from __future__ import annotations
 import functools
 import secrets
 
-import orjson
-
 from gridlink.commands.accounts import sign_up
 from gridlink.commands.grids import create_grid
 from gridlink.commands.links import create_link
@@ -49,7 +47,7 @@ def load_demo(services: Services) -> str | None:
     user_id = signed_in.user.id
     for title, links in DEMO_GRIDS.items():
         with UnitOfWork(services) as uow:
-            grid_slug = orjson.loads(create_grid(uow, user_id, title).body)["slug"]
+            grid_slug = create_grid(uow, user_id, title).slug
             for position, (link_title, url, background, width, height) in enumerate(links):
                 create_link(
                     uow,

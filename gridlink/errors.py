@@ -9,6 +9,7 @@ carries a stack trace, SQL or an internal id.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, ClassVar
 
 import falcon
@@ -17,6 +18,21 @@ import redis
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 log = logging.getLogger(__name__)
+
+# A client answered 429 or 503 is told to wait (Retry-After); the server
+# (infra/workers.py) also reads nothing more from its keep-alive connection
+# for this long, without holding a thread: a flood over kept-alive
+# connections then costs a request per connection per second, not a core.
+SLOW_DOWN_SECONDS = 1.0
+_slow_down = threading.local()
+
+
+def take_slow_down() -> float:
+    """Return (and clear) how long this thread's last answer asked its client to wait."""
+    seconds: float = getattr(_slow_down, "seconds", 0.0)
+    _slow_down.seconds = 0.0
+    return seconds
+
 
 FieldErrors = dict[str, list[str]]
 
@@ -155,6 +171,8 @@ def _render(resp: falcon.Response, status: int, body: bytes, headers: dict[str, 
 def handle_gridlink_error(
     req: falcon.Request, resp: falcon.Response, ex: GridlinkError, params: dict[str, Any]
 ) -> None:
+    if ex.status in (429, 503):
+        _slow_down.seconds = SLOW_DOWN_SECONDS
     _render(resp, ex.status, error_body(ex.type, ex.message, ex.fields), ex.headers)
 
 

@@ -12,9 +12,12 @@ taken is answered 503 at once instead of queueing CPU work behind a flood.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from argon2 import PasswordHasher
@@ -58,11 +61,30 @@ def _dummy_hash() -> str:
     return hash_password("not a password: stands in for an account that does not exist")
 
 
+# Hashing threads run at this niceness: a flood of logins and sign-ups then
+# takes the CPU only when nothing else (a cached read, say) wants it.
+HASHING_NICENESS = 10
+
+
+def _lower_priority() -> None:
+    # On Linux niceness is per thread: this lowers only the hashing thread.
+    # Elsewhere (or if refused) hashing runs at normal priority.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
+
+
 class HashSlots:
-    """At most ``size`` password hashes or checks at once in this process; never a queue."""
+    """At most ``size`` password hashes or checks at once in this process; never a queue.
+
+    The work runs on ``size`` threads of lower priority (argon2 releases the
+    GIL), while the request's thread waits for its answer.
+    """
 
     def __init__(self, size: int) -> None:
         self._free = threading.BoundedSemaphore(size)
+        self._threads = ThreadPoolExecutor(
+            size, thread_name_prefix="gridlink-hash", initializer=_lower_priority
+        )
 
     @contextmanager
     def taken(self) -> Iterator[None]:
@@ -80,9 +102,9 @@ class HashSlots:
     def hash(self, password: str) -> str:
         """``hash_password`` in a slot."""
         with self.taken():
-            return hash_password(password)
+            return self._threads.submit(lambda: hash_password(password)).result()
 
     def verify(self, password_hash: str | None, password: str) -> bool:
         """``verify_password`` in a slot."""
         with self.taken():
-            return verify_password(password_hash, password)
+            return self._threads.submit(lambda: verify_password(password_hash, password)).result()

@@ -78,7 +78,7 @@ class Services:
                 settings.database_url, settings.replica_urls, settings.max_replica_lag_seconds
             ),
             mail=MailPoller(primary, make_mailer(settings.mail_backend)),
-            passwords=HashSlots(settings.concurrent_hashes),
+            passwords=HashSlots(settings.hash_slots),
             limiter=Limiter(cache.client, settings.server_processes),
         )
 

@@ -61,8 +61,9 @@ class Settings:
     password_reset_window_seconds: int = 3600
     signups_per_address: int = 20  # per hour
     signups_per_minute: int = 60  # from everyone together
-    # Password hashes run at once per process: about one per core (argon2 is CPU-bound).
-    concurrent_hashes: int = field(default_factory=lambda: os.cpu_count() or 1)
+    # Password hashes run at once per process; 0: the cores shared among the
+    # server processes (at least 1), so the host runs about one per core.
+    concurrent_hashes: int = 0
     # Server processes sharing the limits when Redis is down (`gridlink serve` sets it).
     server_processes: int = 1
     max_tokens_per_user: int = 20
@@ -144,6 +145,13 @@ class Settings:
             ),
             cors_origins=reader.get("GRIDLINK_CORS_ORIGINS", _origin_list, defaults.cors_origins),
         )
+
+    @property
+    def hash_slots(self) -> int:
+        """Password hashes one process may run at once."""
+        if self.concurrent_hashes:
+            return self.concurrent_hashes
+        return max(1, (os.cpu_count() or 1) // self.server_processes)
 
     def replace(self, **changes: object) -> Settings:
         """Return a copy with ``changes`` applied (tests and the CLI use it)."""

@@ -4,7 +4,8 @@
   username and its email share one counter), per login as typed when there
   is no such account (so an unknown name is refused alike), and per client
   address. The attempt is reserved before the password is checked; a
-  success gives it back and clears the account's failures.
+  success gives it back and clears the account's failures; one the server
+  was too busy to check (503) still counts for the address, not the account.
 - **Password resets** count every request, per email (lowercased, as typed)
   and per client address, whether or not an account has the email: the 429
   tells nothing about which emails are registered.
@@ -51,8 +52,16 @@ class LoginThrottle:
         ]
         return self._limiter.reserve(windows, "Too many failed logins; try again later.")
 
+    def not_checked(self, reservation: Reservation) -> None:
+        """Uncount, for the account, an attempt whose password could not be checked (503).
+
+        The client address keeps it: a flood answered 503 fills its address's
+        window, and is then refused (429) before costing anything more.
+        """
+        self._limiter.give_back(reservation, reservation.keys[:1])
+
     def give_back(self, reservation: Reservation) -> None:
-        """Uncount an attempt that was not a failure (say, the check could not run)."""
+        """Uncount an attempt that was not a failure (the password was right)."""
         self._limiter.give_back(reservation)
 
     def succeeded(self, reservation: Reservation, account_id: int) -> None:

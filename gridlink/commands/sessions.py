@@ -53,7 +53,7 @@ def log_in(uow: UnitOfWork, *, login: str, password: str, address: str | None) -
     try:
         verified = uow.services.passwords.verify(user.password_hash if user else None, password)
     except Unavailable:
-        throttle.give_back(reservation)  # not checked, so not a failure
+        throttle.not_checked(reservation)
         raise
     if not verified:
         raise Unauthenticated("The username or password is not correct.")
@@ -88,7 +88,7 @@ def confirm_password(uow: UnitOfWork, user: User, password: str, *, field: str) 
     try:
         verified = uow.services.passwords.verify(user.password_hash, password)
     except Unavailable:
-        throttle.give_back(reservation)
+        throttle.not_checked(reservation)
         raise
     if not verified:
         raise InvalidRequest(

@@ -37,7 +37,7 @@ def app_with(services: Services, **changes: Any) -> falcon.testing.TestClient:
     tuned = dataclasses.replace(
         services,
         settings=settings,
-        passwords=HashSlots(settings.concurrent_hashes),
+        passwords=HashSlots(settings.hash_slots),
         limiter=Limiter(services.redis, settings.server_processes),
     )
     return falcon.testing.TestClient(create_app(settings, tuned))
