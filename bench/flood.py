@@ -69,31 +69,31 @@ function done(summary, latency, requests)
 end
 """
 
-SIGN_UP_FLOOD = (
-    _COUNTING
-    + """
-local sent = 0
-request = function()
-  sent = sent + 1
-  local name = string.format("fl_%x_%d", math.random(0, 0x3fffffff), sent)
-  local body = string.format(
-    '{"username": "%s", "email": "%s@example.com", "password": "flood password"}', name, name)
-  return wrk.format("POST", "/api/auth/signup/", {["Content-Type"] = "application/json"}, body)
-end
-"""
-)
 
-LOGIN_FLOOD = (
-    _COUNTING
-    + """
+def flood_script(path: str, name_prefix: str, body_format: str) -> str:
+    """A wrk script POSTing ``body_format`` (``%s``: a fresh name) to ``path``; counts answers."""
+    return (
+        _COUNTING
+        + f"""
 local sent = 0
 request = function()
   sent = sent + 1
-  local name = string.format("nobody_%x_%d", math.random(0, 0x3fffffff), sent)
-  local body = string.format('{"username": "%s", "password": "a wrong guess"}', name)
-  return wrk.format("POST", "/api/auth/login/", {["Content-Type"] = "application/json"}, body)
+  local name = string.format("{name_prefix}_%x_%d", math.random(0, 0x3fffffff), sent)
+  local body = string.format('{body_format}', name, name)
+  return wrk.format("POST", "{path}", {{["Content-Type"] = "application/json"}}, body)
 end
 """
+    )
+
+
+SIGN_UP_FLOOD = flood_script(
+    "/api/auth/signup/",
+    "fl",
+    '{"username": "%s", "email": "%s@example.com", "password": "flood password"}',
+)
+# string.format ignores the second name here.
+LOGIN_FLOOD = flood_script(
+    "/api/auth/login/", "nobody", '{"username": "%s", "password": "a wrong guess"}'
 )
 
 

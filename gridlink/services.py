@@ -77,7 +77,10 @@ class Services:
             router=ReplicaRouter(
                 settings.database_url, settings.replica_urls, settings.max_replica_lag_seconds
             ),
-            mail=MailPoller(primary, make_mailer(settings.mail_backend)),
+            # An engine of its own: delivery never takes a request's pooled connection.
+            mail=MailPoller(
+                make_engine(settings.database_url, pool_size=1), make_mailer(settings.mail_backend)
+            ),
             passwords=HashSlots(settings.hash_slots),
             limiter=Limiter(cache.client, settings.server_processes),
         )
@@ -90,6 +93,7 @@ class Services:
     def close(self) -> None:
         """Stop the mail poller and the router, return pooled connections (tests, worker exit)."""
         self.mail.stop()
+        self.mail.engine.dispose()
         self.router.stop()
         self.primary.dispose()
         for engine in self.replicas:

@@ -3,9 +3,11 @@
 - **Logins** count failures per account once the account is known (its
   username and its email share one counter), per login as typed when there
   is no such account (so an unknown name is refused alike), and per client
-  address. The attempt is reserved before the password is checked; a
-  success gives it back and clears the account's failures; one the server
-  was too busy to check (503) still counts for the address, not the account.
+  address. The address is counted first, before any query (a flood from one
+  address is refused at the cost of one Redis call), then the account; both
+  before the password is checked. A success gives the attempt back and
+  clears the account's failures; one the server was too busy to check (503)
+  still counts for the address, not the account.
 - **Password resets** count every request, per email (lowercased, as typed)
   and per client address, whether or not an account has the email: the 429
   tells nothing about which emails are registered.
@@ -35,39 +37,34 @@ class LoginThrottle:
         self._limiter = limiter
         self._settings = settings
 
-    def reserve(
-        self, login: str | None, account_id: int | None, address: str | None = None
-    ) -> Reservation:
-        """Count an attempt for the account (or ``login`` as typed) and ``address``, or 429."""
-        seconds = self._settings.login_window_seconds
-        windows = [
-            Window(
-                self.account_key(account_id)
-                if account_id is not None
-                else f"{_LOGIN}:login:{(login or '').lower()}",
-                self._settings.login_failures_per_username,
-                seconds,
-            ),
-            *_address_window(_LOGIN, address, self._settings.login_failures_per_address, seconds),
-        ]
+    def admit_address(self, address: str | None) -> Reservation | None:
+        """Count an attempt from ``address`` or raise 429: first, before any query."""
+        windows = _address_window(
+            _LOGIN,
+            address,
+            self._settings.login_failures_per_address,
+            self._settings.login_window_seconds,
+        )
+        return self._reserve(windows) if windows else None
+
+    def reserve(self, login: str | None, account_id: int | None) -> Reservation:
+        """Count an attempt for the account (or ``login`` as typed, without one), or raise 429."""
+        key = (
+            self.account_key(account_id)
+            if account_id is not None
+            else f"{_LOGIN}:login:{(login or '').lower()}"
+        )
+        limit = self._settings.login_failures_per_username
+        return self._reserve([Window(key, limit, self._settings.login_window_seconds)])
+
+    def give_back(self, *reservations: Reservation | None) -> None:
+        """Uncount attempts that were not failures (the password was right, or not checked)."""
+        for reservation in reservations:
+            if reservation is not None:
+                self._limiter.give_back(reservation)
+
+    def _reserve(self, windows: list[Window]) -> Reservation:
         return self._limiter.reserve(windows, "Too many failed logins; try again later.")
-
-    def not_checked(self, reservation: Reservation) -> None:
-        """Uncount, for the account, an attempt whose password could not be checked (503).
-
-        The client address keeps it: a flood answered 503 fills its address's
-        window, and is then refused (429) before costing anything more.
-        """
-        self._limiter.give_back(reservation, reservation.keys[:1])
-
-    def give_back(self, reservation: Reservation) -> None:
-        """Uncount an attempt that was not a failure (the password was right)."""
-        self._limiter.give_back(reservation)
-
-    def succeeded(self, reservation: Reservation, account_id: int) -> None:
-        """Uncount a successful attempt and clear the account's failures."""
-        self._limiter.give_back(reservation)
-        self.forget(account_id)
 
     def forget(self, account_id: int) -> None:
         """Clear the failures counted against the account (after a login or a reset)."""

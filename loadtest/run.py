@@ -88,6 +88,9 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         "GRIDLINK_DATABASE_URL": settings.database_url,
         "GRIDLINK_REPLICA_URLS": ",".join(settings.replica_urls),
         "GRIDLINK_REDIS_URL": settings.redis_url,
+        # Every simulated editor signs up from this machine's one address.
+        "GRIDLINK_SIGNUPS_PER_ADDRESS": "1000000",
+        "GRIDLINK_SIGNUPS_PER_MINUTE": "1000000",
     }
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, or_, select, update
 
 from gridlink.commands.unit_of_work import UnitOfWork
-from gridlink.errors import Conflict, InvalidRequest, Unauthenticated, Unavailable
+from gridlink.errors import Conflict, InvalidRequest, RateLimited, Unauthenticated, Unavailable
 from gridlink.models import AuthToken, User
 from gridlink.passwords import needs_rehash
 from gridlink.queries.tokens import cache_revoked_tokens, cache_token
@@ -44,16 +44,23 @@ def log_in(uow: UnitOfWork, *, login: str, password: str, address: str | None) -
     exists, and 429 once the account (or the login as typed, without one) or
     the client address failed too often.
     """
+    throttle = login_throttle(uow)
+    from_address = throttle.admit_address(address)
     user = uow.session.scalars(
         select(User).where(or_(same_text(User.username, login), same_text(User.email, login)))
     ).one_or_none()
     uow.end_reads()
-    throttle = login_throttle(uow)
-    reservation = throttle.reserve(login, user.id if user else None, address)
+    try:
+        reservation = throttle.reserve(login, user.id if user else None)
+    except RateLimited:
+        throttle.give_back(from_address)  # refused: not an attempt
+        raise
     try:
         verified = uow.services.passwords.verify(user.password_hash if user else None, password)
     except Unavailable:
-        throttle.not_checked(reservation)
+        # Not checked: not the account's failure. The address keeps it, so a
+        # flood answered 503 soon meets the address's limit (429, cheap).
+        throttle.give_back(reservation)
         raise
     if not verified:
         raise Unauthenticated("The username or password is not correct.")
@@ -62,7 +69,8 @@ def log_in(uow: UnitOfWork, *, login: str, password: str, address: str | None) -
         _rehash(uow, user, password)
     token = issue_token(uow, user)
     account_id = user.id
-    uow.after_commit(lambda: throttle.succeeded(reservation, account_id))
+    uow.after_commit(lambda: throttle.give_back(reservation, from_address))
+    uow.after_commit(lambda: throttle.forget(account_id))
     return SignedIn(user, token)
 
 
@@ -88,7 +96,7 @@ def confirm_password(uow: UnitOfWork, user: User, password: str, *, field: str) 
     try:
         verified = uow.services.passwords.verify(user.password_hash, password)
     except Unavailable:
-        throttle.not_checked(reservation)
+        throttle.give_back(reservation)
         raise
     if not verified:
         raise InvalidRequest(
