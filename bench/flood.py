@@ -334,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the cluster running afterwards")
     args = parser.parse_args(argv)
     wrk = ensure_wrk()
+    load_before = os.getloadavg()[0]
     layout = cluster.ClusterLayout(
         root=cluster.reachable_root(FLOOD_ROOT / "cluster"),
         pg_port=PG_PORT,
@@ -376,11 +377,16 @@ def main(argv: list[str] | None = None) -> int:
     baseline = rows[0].reader
     report = table(rows, baseline)
     print(report)
+    # Other work on the machine moves every figure: say how busy it was.
+    load = (
+        f"load average (1 min) {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    )
+    print(load)
     RESULTS.write_text(
         "# Flood benchmark (`make flood`)\n\n"
         f"{os.cpu_count()} cores; `gridlink serve` with its defaults; readers: wrk "
         f"-c{READER_CONNECTIONS} on one cached profile; flood: wrk -c{FLOOD_CONNECTIONS} "
-        f"for {FLOOD_SECONDS} s.\n\n{report}\n"
+        f"for {FLOOD_SECONDS} s; {load}.\n\n{report}\n"
     )
     log(f"wrote {RESULTS.relative_to(PROJECT_ROOT)}")
     return 0
