@@ -61,8 +61,7 @@ class Settings:
     password_reset_window_seconds: int = 3600
     signups_per_address: int = 20  # per hour
     signups_per_minute: int = 60  # from everyone together
-    # Password hashes run at once per process; 0: the cores shared among the
-    # server processes (at least 1), so the host runs about one per core.
+    # Password hashes run at once per process; 0: one per core.
     concurrent_hashes: int = 0
     # Server processes sharing the limits when Redis is down (`gridlink serve` sets it).
     server_processes: int = 1
@@ -149,9 +148,7 @@ class Settings:
     @property
     def hash_slots(self) -> int:
         """Password hashes one process may run at once."""
-        if self.concurrent_hashes:
-            return self.concurrent_hashes
-        return max(1, (os.cpu_count() or 1) // self.server_processes)
+        return self.concurrent_hashes or os.cpu_count() or 1
 
     def replace(self, **changes: object) -> Settings:
         """Return a copy with ``changes`` applied (tests and the CLI use it)."""
