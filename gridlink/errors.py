@@ -21,9 +21,10 @@ log = logging.getLogger(__name__)
 
 # A client answered 429 or 503 is told to wait (Retry-After); the server
 # (infra/workers.py) also reads nothing more from its keep-alive connection
-# for this long, without holding a thread: a flood over kept-alive
-# connections then costs a request per connection per second, not a core.
-SLOW_DOWN_SECONDS = 1.0
+# for a while, without holding a thread: a 429 for its Retry-After up to
+# 5 s, a 503 for 1 s. A flood over kept-alive connections then costs a few
+# requests per connection and second, not the server's cores.
+SLOW_DOWN_SECONDS = {429: 5.0, 503: 1.0}
 _slow_down = threading.local()
 
 
@@ -171,8 +172,9 @@ def _render(resp: falcon.Response, status: int, body: bytes, headers: dict[str, 
 def handle_gridlink_error(
     req: falcon.Request, resp: falcon.Response, ex: GridlinkError, params: dict[str, Any]
 ) -> None:
-    if ex.status in (429, 503):
-        _slow_down.seconds = SLOW_DOWN_SECONDS
+    if ex.status in SLOW_DOWN_SECONDS:
+        retry_after = float(ex.headers.get("Retry-After", 1))
+        _slow_down.seconds = min(retry_after, SLOW_DOWN_SECONDS[ex.status])
     _render(resp, ex.status, error_body(ex.type, ex.message, ex.fields), ex.headers)
 
 
