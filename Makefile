@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 BIND ?= 127.0.0.1:8000
 
-.PHONY: install run test soak lint format clean loadtest bench swarm
+.PHONY: install run test soak lint format clean loadtest bench swarm flood
 
 $(INSTALLED): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: on Debian/Ubuntu run 'apt-get install python3-venv'"; exit 1; }
@@ -42,6 +42,11 @@ loadtest: install
 ## Seed a bench cluster of its own (1,000,000 links) and measure; writes bench/results.md.
 bench: install
 	$(BIN)/python -m bench.bench
+
+## Cached profile reads while 200 connections flood sign-up, then login (bench/flood.md).
+## FLOOD_ARGS=--unthrottled also floods with the limits lifted (only the hash cap left).
+flood: install
+	$(BIN)/python -m bench.flood $(FLOOD_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -70,6 +70,8 @@ def create_app(settings: Settings, services: Services | None = None) -> App:
     app.resp_options.default_media_type = falcon.MEDIA_JSON
     add_error_handlers(app)
     resources.add_routes(app, services)
+    # Deliver the outbox from this process too: what a process that died left is sent.
+    services.mail.start()
     return app
 
 

@@ -127,6 +127,19 @@ def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_maintenance(args: argparse.Namespace, settings: Settings) -> int:
+    """Delete expired and retired rows in batches (idempotent: run it hourly)."""
+    from gridlink.maintenance import run_maintenance
+    from gridlink.services import make_engine
+
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        run_maintenance(engine, settings, lambda line: print(line, flush=True))
+    finally:
+        engine.dispose()
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from gridlink.demo import DEMO_USERNAME, load_demo
     from gridlink.services import Services
@@ -203,13 +216,18 @@ def add_seed_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
 
 def cmd_users_set_admin(args: argparse.Namespace, settings: Settings) -> int:
     """Promote or demote one user; exit 1 if there is no such user."""
+    from functools import partial
+
     from gridlink.commands.accounts import set_admin
+    from gridlink.commands.unit_of_work import run_command
     from gridlink.errors import NotFound
     from gridlink.services import Services
 
     services = Services.connect(settings)
     try:
-        user = set_admin(services, username=args.username, is_admin=args.is_admin)
+        user = run_command(
+            services, partial(set_admin, username=args.username, is_admin=args.is_admin)
+        )
     except NotFound:
         print(f"gridlink: there is no user named {args.username!r}", file=sys.stderr)
         return 1
@@ -289,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "relay", help="relay committed profile changes to Redis (the change stream)"
     ).set_defaults(handler=cmd_relay)
+    commands.add_parser(
+        "maintenance",
+        help="delete expired tokens and keys, and soft-deleted rows past retention",
+    ).set_defaults(handler=cmd_maintenance)
     commands.add_parser("demo", help="load the demo profile (user `demo`)").set_defaults(
         handler=cmd_demo
     )

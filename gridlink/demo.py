@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
-
-import orjson
 
 from gridlink.commands.accounts import sign_up
 from gridlink.commands.grids import create_grid
 from gridlink.commands.links import create_link
-from gridlink.commands.unit_of_work import UnitOfWork
+from gridlink.commands.unit_of_work import UnitOfWork, run_command
 from gridlink.errors import Conflict
 from gridlink.services import Services
 
@@ -32,19 +31,23 @@ def load_demo(services: Services) -> str | None:
     """Create the demo account and its grids; return its password, or None if it exists."""
     password = secrets.token_urlsafe(12)
     try:
-        signed_in = sign_up(
+        signed_in = run_command(
             services,
-            username=DEMO_USERNAME,
-            email="demo@example.com",
-            password=password,
-            display_name="Demo",
+            functools.partial(
+                sign_up,
+                username=DEMO_USERNAME,
+                email="demo@example.com",
+                password=password,
+                address=None,
+                display_name="Demo",
+            ),
         )
     except Conflict:
         return None
     user_id = signed_in.user.id
     for title, links in DEMO_GRIDS.items():
         with UnitOfWork(services) as uow:
-            grid_slug = orjson.loads(create_grid(uow, user_id, title).body)["slug"]
+            grid_slug = create_grid(uow, user_id, title).slug
             for position, (link_title, url, background, width, height) in enumerate(links):
                 create_link(
                     uow,

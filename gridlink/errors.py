@@ -9,6 +9,7 @@ carries a stack trace, SQL or an internal id.
 from __future__ import annotations
 
 import logging
+import threading
 import traceback
 from typing import Any, ClassVar
 
@@ -18,6 +19,22 @@ import redis
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 log = logging.getLogger(__name__)
+
+# A client answered 429 or 503 is told to wait (Retry-After); the server
+# (infra/workers.py) also reads nothing more from its keep-alive connection
+# for a while, without holding a thread: a 429 for its Retry-After up to
+# 5 s, a 503 for 1 s. A flood over kept-alive connections then costs a few
+# requests per connection and second, not the server's cores.
+SLOW_DOWN_SECONDS = {429: 5.0, 503: 1.0}
+_slow_down = threading.local()
+
+
+def take_slow_down() -> float:
+    """Return (and clear) how long this thread's last answer asked its client to wait."""
+    seconds: float = getattr(_slow_down, "seconds", 0.0)
+    _slow_down.seconds = 0.0
+    return seconds
+
 
 FieldErrors = dict[str, list[str]]
 
@@ -156,6 +173,9 @@ def _render(resp: falcon.Response, status: int, body: bytes, headers: dict[str, 
 def handle_gridlink_error(
     req: falcon.Request, resp: falcon.Response, ex: GridlinkError, params: dict[str, Any]
 ) -> None:
+    if ex.status in SLOW_DOWN_SECONDS:
+        retry_after = float(ex.headers.get("Retry-After", 1))
+        _slow_down.seconds = min(retry_after, SLOW_DOWN_SECONDS[ex.status])
     _render(resp, ex.status, error_body(ex.type, ex.message, ex.fields), ex.headers)
 
 

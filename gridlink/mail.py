@@ -1,13 +1,13 @@
-"""Outgoing mail through the backend named by ``GRIDLINK_MAIL_BACKEND``."""
+"""Outgoing mail through the backend named by ``GRIDLINK_MAIL_BACKEND``.
+
+Requests never send mail themselves: they queue it in the database
+(``gridlink.outbox``), and a poller hands it to one of these backends.
+"""
 
 from __future__ import annotations
 
-import logging
-import queue
 import smtplib
 import sys
-import threading
-import time
 import uuid
 from email.message import EmailMessage
 from pathlib import Path
@@ -16,11 +16,6 @@ from typing import Protocol
 from gridlink.settings import MailBackend
 
 FROM_ADDRESS = "Gridlink <no-reply@gridlink.invalid>"
-# Mails waiting to be sent, per process; past this a mail is dropped (and logged)
-# rather than let a flood of requests grow memory without bound.
-OUTBOX_CAPACITY = 1000
-
-log = logging.getLogger(__name__)
 
 
 class Mailer(Protocol):
@@ -70,57 +65,6 @@ class SmtpMailer:
     def send(self, to: str, subject: str, body: str) -> None:
         with smtplib.SMTP(self.host, self.port, timeout=10) as smtp:
             smtp.send_message(compose(to, subject, body))
-
-
-class MailOutbox:
-    """Send mail on a thread of its own: no request waits for the mail server.
-
-    A reset for a known email then answers as fast as one for an unknown
-    email (the answer's timing tells nothing), and a slow or dead SMTP server
-    cannot hold request threads. The thread starts on first use, in the
-    process that uses it (after gunicorn's fork).
-    """
-
-    def __init__(self, mailer: Mailer, capacity: int = OUTBOX_CAPACITY) -> None:
-        self.mailer = mailer
-        self._queue: queue.Queue[tuple[str, str, str]] = queue.Queue(maxsize=capacity)
-        self._start_lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def send(self, to: str, subject: str, body: str) -> None:
-        """Queue a mail; it is sent shortly, in order."""
-        self._start()
-        try:
-            self._queue.put_nowait((to, subject, body))
-        except queue.Full:
-            log.error("mail outbox full: a mail was dropped")
-
-    def drain(self, timeout: float = 10.0) -> bool:
-        """Wait until every queued mail has been handed over; tell whether that happened."""
-        deadline = time.monotonic() + timeout
-        with self._queue.all_tasks_done:
-            while self._queue.unfinished_tasks:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._queue.all_tasks_done.wait(remaining)
-        return True
-
-    def _start(self) -> None:
-        with self._start_lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="gridlink-mail", daemon=True)
-                self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            to, subject, body = self._queue.get()
-            try:
-                self.mailer.send(to, subject, body)
-            except Exception:
-                log.exception("mail not sent")
-            finally:
-                self._queue.task_done()
 
 
 def make_mailer(backend: MailBackend) -> Mailer:

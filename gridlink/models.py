@@ -71,7 +71,10 @@ class AuthToken(Base):
     """A login token; only the SHA-256 of the token is stored."""
 
     __tablename__ = "auth_tokens"
-    __table_args__ = (Index("ix_auth_tokens_user_id", "user_id"),)
+    __table_args__ = (
+        Index("ix_auth_tokens_user_id", "user_id"),
+        Index("ix_auth_tokens_expires_on", "expires_on"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
@@ -85,7 +88,10 @@ class PasswordReset(Base):
     """A single-use password reset token; only its SHA-256 is stored."""
 
     __tablename__ = "password_resets"
-    __table_args__ = (Index("ix_password_resets_user_id", "user_id"),)
+    __table_args__ = (
+        Index("ix_password_resets_user_id", "user_id"),
+        Index("ix_password_resets_expires_on", "expires_on"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
@@ -93,6 +99,38 @@ class PasswordReset(Base):
     created_on: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     expires_on: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     used_on: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class EmailChange(Base):
+    """A new email waiting for its owner to confirm a mailed token; only its SHA-256 is stored."""
+
+    __tablename__ = "email_changes"
+    __table_args__ = (
+        CheckConstraint("char_length(new_email) <= 254", name="new_email_length"),
+        Index("ix_email_changes_user_id", "user_id"),
+        Index("ix_email_changes_expires_on", "expires_on"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    new_email: Mapped[str] = mapped_column(String(254))
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    created_on: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_on: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_on: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class OutgoingMail(Base):
+    """A mail to send, written in the transaction that decided to send it (the outbox)."""
+
+    __tablename__ = "mail_outbox"
+    __table_args__ = (Index("ix_mail_outbox_created_on", "created_on"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    created_on: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    to_address: Mapped[str] = mapped_column(String(254))
+    subject: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
 
 
 class Grid(Base):
@@ -103,6 +141,8 @@ class Grid(Base):
         CheckConstraint("is_deleted = (deleted_on IS NOT NULL)", name="deleted_on_set"),
         # The owner's grids in creation order: lists, counts, profiles, cascades.
         Index("ix_grids_user_id", "user_id", "id"),
+        # What `gridlink maintenance` purges past the retention period.
+        Index("ix_grids_deleted_on", "deleted_on", postgresql_where=text("is_deleted")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -134,6 +174,7 @@ class Link(Base):
         Index("ix_links_grid_id", "grid_id", "position", "id"),
         # The owner's links across grids, for GET /api/links/.
         Index("ix_links_user_id", "user_id", "position", "id"),
+        Index("ix_links_deleted_on", "deleted_on", postgresql_where=text("is_deleted")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

@@ -1,22 +1,28 @@
-"""Throttling in Redis over sliding windows: failed logins, and password-reset requests.
+"""Sliding-window limits: attempts reserved atomically, in Redis or, without it, in the process.
 
-Each counted event is one member of a Redis sorted set scored by its time,
-one set per key (a username, an email, a client address). A set only keeps
-the events of the last window, so "more than N in the window" is counted
-exactly, without the double burst a fixed window allows at its edges.
-Throttling protects accounts but must never lock everyone out: with Redis
-unreachable, requests go through and a warning is logged.
+Each counted attempt is one member of a Redis sorted set scored by its time,
+one set per counter (an account, a login as typed, an email, a client
+address, every sign-up). A set only keeps the attempts of its window, so "N
+in the window" is counted exactly, without the double burst a fixed window
+allows at its edges.
 
-Logins count failures, per username (lowercased, as typed) and per client
-address. Password resets count every request, per email (lowercased, as
-typed) and per client address, whether or not an account has the email: the
-429 then tells nothing about which emails are registered.
+An attempt is *reserved* before the work it guards (one Lua script checks
+every counter and, only if all are under their limits, adds the attempt to
+each): 32 concurrent guesses against a limit of 5 let exactly 5 through. An
+attempt that turns out not to count (a login that succeeds, a check the
+server could not run) is given back.
+
+With Redis unreachable the same windows are kept in the process's memory,
+each process allowing its share of the limit (limit / server processes, at
+least 1): an outage of Redis, or one an attacker provokes, is never an open
+door.
 """
 
 from __future__ import annotations
 
 import math
 import secrets
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,162 +31,174 @@ import redis
 
 from gridlink.cache import log_redis_unavailable
 from gridlink.errors import RateLimited
-from gridlink.settings import Settings
 
-_KEY_PREFIX = "gl:login-failures"
-_RESET_KEY_PREFIX = "gl:password-resets"
+# At most this many counters are kept in memory per process while Redis is down.
+LOCAL_COUNTERS_CAPACITY = 20_000
+
+# KEYS: the counters; ARGV: now, the attempt's member, then limit and window per counter.
+# Returns 0 once the attempt is counted everywhere, else the longest wait in seconds.
+_RESERVE_SCRIPT = """
+local now = tonumber(ARGV[1])
+local member = ARGV[2]
+local wait = 0
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[1 + 2 * i])
+  local window = tonumber(ARGV[2 + 2 * i])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  local count = redis.call('ZCARD', key)
+  if count >= limit then
+    local releasing = redis.call('ZRANGE', key, count - limit, count - limit, 'WITHSCORES')
+    local until_free = math.ceil(tonumber(releasing[2]) + window - now)
+    wait = math.max(wait, until_free, 1)
+  end
+end
+if wait > 0 then
+  return wait
+end
+for i, key in ipairs(KEYS) do
+  redis.call('ZADD', key, now, member)
+  redis.call('EXPIRE', key, tonumber(ARGV[2 + 2 * i]))
+end
+return 0
+"""
 
 
 @dataclass(frozen=True)
-class _Counter:
+class Window:
+    """At most ``limit`` attempts counted under ``key`` in any ``seconds``."""
+
     key: str
     limit: int
+    seconds: int
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """One attempt counted under ``keys`` (in Redis, or in this process if ``local``)."""
+
+    keys: tuple[str, ...]
+    member: str
+    local: bool
 
 
 def retry_after_seconds(
-    failure_times: Sequence[float], limit: int, window_seconds: int, now: float
+    attempt_times: Sequence[float], limit: int, window_seconds: int, now: float
 ) -> int | None:
     """Return how long until another attempt is allowed, or ``None`` if it is allowed now.
 
-    ``failure_times`` are the failures of the current window; an attempt is
+    ``attempt_times`` are the attempts of the current window; another is
     allowed while fewer than ``limit`` of them remain.
     """
-    if len(failure_times) < limit:
+    if len(attempt_times) < limit:
         return None
-    ordered = sorted(failure_times)
-    # Enough failures must leave the window to drop below the limit: the
-    # attempt is allowed again once the (len - limit + 1)-th oldest is out.
+    ordered = sorted(attempt_times)
+    # Enough attempts must leave the window to drop below the limit: the
+    # next is allowed once the (len - limit + 1)-th oldest is out.
     releasing = ordered[len(ordered) - limit]
     return max(1, math.ceil(releasing + window_seconds - now))
 
 
-def refuse_if_over(
-    client: redis.Redis, counters: Sequence[_Counter], window: int, now: float, message: str
-) -> None:
-    """Raise ``RateLimited`` with the longest wait if any counter is at its limit."""
-    try:
-        with client.pipeline(transaction=True) as pipe:
-            for counter in counters:
-                pipe.zremrangebyscore(counter.key, "-inf", now - window)
-                pipe.zrange(counter.key, 0, -1, withscores=True)
-            replies = pipe.execute()
-    except redis.RedisError as problem:
-        log_redis_unavailable("throttling skipped", problem)
-        return
-    waits = []
-    # Each counter answered [removed, members]: its members are every other reply.
-    for counter, members in zip(counters, replies[1::2], strict=True):
-        event_times = [score for _, score in members]
-        wait = retry_after_seconds(event_times, counter.limit, window, now)
-        if wait is not None:
-            waits.append(wait)
-    if waits:
-        raise RateLimited(max(waits), message)
+class LocalWindows:
+    """The windows of one process, for when Redis cannot be asked.
+
+    Each limit is divided by the number of server processes (at least 1 is
+    allowed), so all processes together allow about what Redis would.
+    Memory is bounded: past ``capacity`` counters the oldest are forgotten.
+    """
+
+    def __init__(self, processes: int, capacity: int = LOCAL_COUNTERS_CAPACITY) -> None:
+        self._processes = max(1, processes)
+        self._capacity = capacity
+        self._lock = threading.Lock()
+        self._attempts: dict[str, dict[str, float]] = {}
+
+    def share(self, limit: int) -> int:
+        """This process's part of ``limit``."""
+        return max(1, limit // self._processes)
+
+    def reserve(self, windows: Sequence[Window], member: str, now: float) -> int:
+        """Count the attempt in every window and return 0, or return the wait (counting nothing)."""
+        with self._lock:
+            waits = []
+            for window in windows:
+                attempts = self._attempts.get(window.key, {})
+                live = {m: t for m, t in attempts.items() if t > now - window.seconds}
+                self._attempts[window.key] = live
+                wait = retry_after_seconds(
+                    list(live.values()), self.share(window.limit), window.seconds, now
+                )
+                if wait is not None:
+                    waits.append(wait)
+            if waits:
+                return max(waits)
+            for window in windows:
+                self._attempts.setdefault(window.key, {})[member] = now
+            while len(self._attempts) > self._capacity:
+                del self._attempts[next(iter(self._attempts))]
+            return 0
+
+    def release(self, keys: Sequence[str], member: str | None) -> None:
+        """Forget ``member`` under ``keys`` (every attempt if ``member`` is ``None``)."""
+        with self._lock:
+            for key in keys:
+                if member is None:
+                    self._attempts.pop(key, None)
+                else:
+                    self._attempts.get(key, {}).pop(member, None)
 
 
-def count_event(
-    client: redis.Redis, counters: Sequence[_Counter], window: int, now: float, lost: str
-) -> None:
-    """Count one event at ``now`` against every counter (``lost`` is logged if Redis is down)."""
-    # Unique members: two events in the same microsecond both count.
-    member = f"{now:.6f}:{secrets.token_hex(4)}"
-    try:
-        with client.pipeline(transaction=True) as pipe:
-            for counter in counters:
-                pipe.zadd(counter.key, {member: now})
-                pipe.zremrangebyscore(counter.key, "-inf", now - window)
-                pipe.expire(counter.key, window)
-            pipe.execute()
-    except redis.RedisError as problem:
-        log_redis_unavailable(lost, problem)
-
-
-class _Throttle:
-    """Counters in ``client``, limited by ``settings``, timed by ``clock``."""
+class Limiter:
+    """Reserve attempts against windows in ``client``, falling back to ``LocalWindows``."""
 
     def __init__(
-        self, client: redis.Redis, settings: Settings, clock: Callable[[], float] = time.time
+        self,
+        client: redis.Redis,
+        processes: int,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = client
-        self._settings = settings
+        self._reserve_script = client.register_script(_RESERVE_SCRIPT)
+        self._local = LocalWindows(processes)
         self._clock = clock
 
+    def reserve(self, windows: Sequence[Window], message: str) -> Reservation:
+        """Count one attempt in every window, or raise ``RateLimited`` (429) counting nothing."""
+        now = self._clock()
+        # Unique members: two attempts in the same microsecond both count.
+        member = f"{now:.6f}:{secrets.token_hex(4)}"
+        keys = tuple(window.key for window in windows)
+        local = False
+        try:
+            arguments: list[float | int | str] = [now, member]
+            for window in windows:
+                arguments += [window.limit, window.seconds]
+            wait = int(self._reserve_script(keys=list(keys), args=arguments))
+        except redis.RedisError as problem:
+            log_redis_unavailable("limits kept in this process", problem)
+            local = True
+            wait = self._local.reserve(windows, member, now)
+        if wait:
+            raise RateLimited(wait, message)
+        return Reservation(keys, member, local)
 
-def _counters(
-    prefix: str, kind: str, name: str, limit: int, address: str | None, address_limit: int
-) -> list[_Counter]:
-    """One counter for ``name`` (lowercased) and, if known, one for the client ``address``."""
-    counters = [_Counter(f"{prefix}:{kind}:{name.lower()}", limit)]
-    if address:
-        counters.append(_Counter(f"{prefix}:address:{address}", address_limit))
-    return counters
+    def give_back(self, reservation: Reservation, keys: Sequence[str] | None = None) -> None:
+        """Uncount a reserved attempt (under ``keys`` only, if given)."""
+        keys = reservation.keys if keys is None else keys
+        if reservation.local:
+            self._local.release(keys, reservation.member)
+            return
+        try:
+            with self._redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.zrem(key, reservation.member)
+                pipe.execute()
+        except redis.RedisError as problem:
+            log_redis_unavailable("attempt not given back", problem)
 
-
-class LoginThrottle(_Throttle):
-    """Refuse logins after too many failures for one username or from one address."""
-
-    def check(self, username: str, address: str | None = None) -> None:
-        """Raise ``RateLimited`` (429) if ``username`` or ``address`` has failed too often."""
-        refuse_if_over(
-            self._redis,
-            self._counters(username, address),
-            self._settings.login_window_seconds,
-            self._clock(),
-            "Too many failed logins; try again later.",
-        )
-
-    def record_failure(self, username: str, address: str | None = None) -> None:
-        """Count one failed attempt against ``username`` and ``address``."""
-        count_event(
-            self._redis,
-            self._counters(username, address),
-            self._settings.login_window_seconds,
-            self._clock(),
-            "failed login not counted",
-        )
-
-    def forget(self, *usernames: str) -> None:
-        """Clear the failures counted against ``usernames`` (after a successful login or reset)."""
-        keys = [self._username_key(username) for username in usernames]
+    def clear(self, *keys: str) -> None:
+        """Forget every attempt counted under ``keys``, wherever they were counted."""
+        self._local.release(keys, None)
         try:
             self._redis.delete(*keys)
         except redis.RedisError as problem:
-            log_redis_unavailable("login failures not cleared", problem)
-
-    def _counters(self, username: str, address: str | None) -> list[_Counter]:
-        return _counters(
-            _KEY_PREFIX,
-            "username",
-            username,
-            self._settings.login_failures_per_username,
-            address,
-            self._settings.login_failures_per_address,
-        )
-
-    @staticmethod
-    def _username_key(username: str) -> str:
-        return f"{_KEY_PREFIX}:username:{username.lower()}"
-
-
-class PasswordResetThrottle(_Throttle):
-    """Refuse reset requests past the limits per email and per client address."""
-
-    def admit(self, email: str, address: str | None = None) -> None:
-        """Count one request for ``email`` from ``address``, or raise 429 if past a limit.
-
-        A refused request is not counted: hammering does not push the end of
-        the wait further away.
-        """
-        counters = _counters(
-            _RESET_KEY_PREFIX,
-            "email",
-            email,
-            self._settings.password_resets_per_email,
-            address,
-            self._settings.password_resets_per_address,
-        )
-        window, now = self._settings.password_reset_window_seconds, self._clock()
-        refuse_if_over(
-            self._redis, counters, window, now, "Too many password resets; try again later."
-        )
-        count_event(self._redis, counters, window, now, "password reset not counted")
+            log_redis_unavailable("attempts not cleared", problem)

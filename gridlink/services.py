@@ -16,9 +16,12 @@ import redis
 from sqlalchemy import Engine, create_engine
 
 from gridlink.cache import ProfileCache
-from gridlink.mail import MailOutbox, make_mailer
+from gridlink.mail import make_mailer
 from gridlink.metrics import Metrics
+from gridlink.outbox import MailPoller
+from gridlink.passwords import HashSlots
 from gridlink.queries.router import ReplicaRouter
+from gridlink.ratelimit import Limiter
 from gridlink.settings import Settings
 from gridlink.tcp import dead_peer_options
 
@@ -59,27 +62,36 @@ class Services:
     replicas: list[Engine]
     cache: ProfileCache
     router: ReplicaRouter
-    mailer: MailOutbox
+    mail: MailPoller
+    passwords: HashSlots
+    limiter: Limiter
     # What this process counts for /metrics (its own registry: apps never share counts).
     metrics: Metrics = field(default_factory=Metrics)
 
     @classmethod
     def connect(cls, settings: Settings) -> Services:
+        primary = make_engine(settings.database_url)
+        cache = ProfileCache(
+            settings.redis_url,
+            # Long enough for any replica in rotation (lag <= the bound) to pass it.
+            write_mark_ttl=int(settings.max_replica_lag_seconds * 2) + 5,
+            fill_ttl=settings.cache_fill_ttl_seconds,
+            socket_timeout=_REDIS_TIMEOUT_SECONDS,
+        )
         return cls(
             settings=settings,
-            primary=make_engine(settings.database_url),
+            primary=primary,
             replicas=[make_engine(url) for url in settings.replica_urls],
-            cache=ProfileCache(
-                settings.redis_url,
-                # Long enough for any replica in rotation (lag <= the bound) to pass it.
-                write_mark_ttl=int(settings.max_replica_lag_seconds * 2) + 5,
-                fill_ttl=settings.cache_fill_ttl_seconds,
-                socket_timeout=_REDIS_TIMEOUT_SECONDS,
-            ),
+            cache=cache,
             router=ReplicaRouter(
                 settings.database_url, settings.replica_urls, settings.max_replica_lag_seconds
             ),
-            mailer=MailOutbox(make_mailer(settings.mail_backend)),
+            # An engine of its own: delivery never takes a request's pooled connection.
+            mail=MailPoller(
+                make_engine(settings.database_url, pool_size=1), make_mailer(settings.mail_backend)
+            ),
+            passwords=HashSlots(settings.hash_slots),
+            limiter=Limiter(cache.client, settings.server_processes),
         )
 
     @property
@@ -88,8 +100,9 @@ class Services:
         return self.cache.client
 
     def close(self) -> None:
-        """Send queued mail, stop the router, return pooled connections (tests, worker exit)."""
-        self.mailer.drain()
+        """Stop the mail poller and the router, return pooled connections (tests, worker exit)."""
+        self.mail.stop()
+        self.mail.engine.dispose()
         self.router.stop()
         self.primary.dispose()
         for engine in self.replicas:

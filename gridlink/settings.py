@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +115,14 @@ class Settings:
     password_resets_per_email: int = 3
     password_resets_per_address: int = 20
     password_reset_window_seconds: int = 3600
+    signups_per_address: int = 20  # per hour
+    signups_per_minute: int = 60  # from everyone together
+    # Password hashes run at once per process; 0: one per core.
+    concurrent_hashes: int = 0
+    # Server processes sharing the limits when Redis is down (`gridlink serve` sets it).
+    server_processes: int = 1
+    max_tokens_per_user: int = 20
+    deleted_retention_days: int = 30
     # Exact origins (scheme://host[:port]) allowed to call the API from a browser.
     cors_origins: tuple[str, ...] = ()
     # "development" (`make run`) or "production": a server outside development
@@ -182,6 +191,24 @@ class Settings:
                 _positive_int,
                 defaults.password_reset_window_seconds,
             ),
+            signups_per_address=reader.get(
+                "GRIDLINK_SIGNUPS_PER_ADDRESS", _positive_int, defaults.signups_per_address
+            ),
+            signups_per_minute=reader.get(
+                "GRIDLINK_SIGNUPS_PER_MINUTE", _positive_int, defaults.signups_per_minute
+            ),
+            concurrent_hashes=reader.get(
+                "GRIDLINK_CONCURRENT_HASHES", _positive_int, defaults.concurrent_hashes
+            ),
+            server_processes=reader.get(
+                "GRIDLINK_SERVER_PROCESSES", _positive_int, defaults.server_processes
+            ),
+            max_tokens_per_user=reader.get(
+                "GRIDLINK_MAX_TOKENS_PER_USER", _positive_int, defaults.max_tokens_per_user
+            ),
+            deleted_retention_days=reader.get(
+                "GRIDLINK_DELETED_RETENTION_DAYS", _positive_int, defaults.deleted_retention_days
+            ),
             cors_origins=reader.get("GRIDLINK_CORS_ORIGINS", _origin_list, defaults.cors_origins),
             trusted_proxies=reader.get(
                 "GRIDLINK_TRUSTED_PROXIES", TrustedProxies.parse, defaults.trusted_proxies
@@ -205,6 +232,11 @@ class Settings:
                 "backend writes reset tokens into the log",
             )
         return settings
+
+    @property
+    def hash_slots(self) -> int:
+        """Password hashes one process may run at once."""
+        return self.concurrent_hashes or os.cpu_count() or 1
 
     def replace(self, **changes: object) -> Settings:
         """Return a copy with ``changes`` applied (tests and the CLI use it)."""

@@ -49,6 +49,9 @@ proc_name = "gridlink"
 
 def on_starting(server: object) -> None:
     """Check the settings once in the master: a bad value stops start-up with one line."""
+    # Each worker keeps its share of the limits while Redis is down (gridlink.ratelimit).
+    workers_count = getattr(getattr(server, "cfg", None), "workers", workers)
+    os.environ.setdefault("GRIDLINK_SERVER_PROCESSES", str(workers_count))
     try:
         Settings.for_serving(os.environ)
     except SettingsError as problem:

@@ -13,6 +13,7 @@ import secrets
 import subprocess
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy import create_engine, select
@@ -88,10 +89,11 @@ def ensure_seeded(
 def make_admin(settings: Settings, username: str) -> None:
     """Make ``username`` an administrator (the locust admins poll the replica view)."""
     from gridlink.commands.accounts import set_admin
+    from gridlink.commands.unit_of_work import run_command
     from gridlink.services import Services
 
     services = Services.connect(settings)
     try:
-        set_admin(services, username=username, is_admin=True)
+        run_command(services, partial(set_admin, username=username, is_admin=True))
     finally:
         services.close()

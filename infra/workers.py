@@ -36,7 +36,7 @@ from gunicorn import util
 from gunicorn.glogging import Logger
 from gunicorn.workers.gthread import ThreadWorker
 
-from gridlink.errors import error_body
+from gridlink.errors import error_body, take_slow_down
 from gridlink.security import SECURITY_HEADERS
 
 # 64 KiB (the body limit) in 10 s is 6.5 KB/s: slower than any real client.
@@ -98,9 +98,40 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
             conn.sock = DeadlineSocket(conn.sock)
         super().enqueue_req(conn)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Kept-alive connections told to wait (429, 503), each with when it may go on.
+        self.slowed_conns: list[tuple[float, Any, Any]] = []
+
     def handle(self, conn: Any) -> Any:
         conn.sock.new_request()
-        return super().handle(conn)
+        take_slow_down()  # nothing left over from another connection's turn
+        result = super().handle(conn)
+        wait = take_slow_down()
+        conn.slow_down_until = time.monotonic() + wait if wait else 0.0
+        return result
+
+    def finish_request(self, conn: Any, fs: Any) -> None:
+        """Put a connection that was told to wait back in the poller only once it has waited.
+
+        Its client may send the next request at once; the bytes wait in the
+        kernel, and no thread is held meanwhile.
+        """
+        if getattr(conn, "slow_down_until", 0.0) > time.monotonic() and self.alive:
+            self.slowed_conns.append((conn.slow_down_until, conn, fs))
+            return
+        super().finish_request(conn, fs)
+
+    def murder_keepalived(self, *args: Any, **kwargs: Any) -> None:
+        """Release the slowed connections whose wait is over (the loop calls this each turn)."""
+        now, waiting = time.monotonic(), []
+        for until, conn, fs in self.slowed_conns:
+            if until <= now or not self.alive:
+                super().finish_request(conn, fs)
+            else:
+                waiting.append((until, conn, fs))
+        self.slowed_conns = waiting
+        super().murder_keepalived(*args, **kwargs)
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         """Log and count the error as gunicorn does, but answer in API.md's format."""

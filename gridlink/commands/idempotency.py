@@ -25,8 +25,16 @@ KEY_LIFETIME = "24 hours"
 
 
 @dataclass(frozen=True)
+class Created:
+    """What a creating command returns: the new object's slug and its JSON, ready to send."""
+
+    slug: str
+    body: bytes
+
+
+@dataclass(frozen=True)
 class Answer:
-    """What a creating command answers: status, ready JSON body, and Location."""
+    """The HTTP answer to a creating POST, as kept for replays: status, body, Location."""
 
     status: int
     body: bytes
@@ -76,15 +84,20 @@ def run_creating_command(
     services: Services,
     user_id: int,
     idempotency_key: IdempotencyKey | None,
-    create: Callable[[UnitOfWork], Answer],
+    create: Callable[[UnitOfWork], Created],
+    answer_for: Callable[[Created], Answer],
 ) -> Answer:
-    """Run ``create`` in one transaction, or replay its first answer for a repeated key."""
+    """Run ``create`` in one transaction, or replay its first answer for a repeated key.
+
+    ``answer_for`` (the resource's) makes the HTTP answer of what was created;
+    it is stored with the object, in the same transaction.
+    """
     with UnitOfWork(services) as uow:
         if idempotency_key is not None:
             stored = _claim(uow, user_id, idempotency_key)
             if stored is not None:
                 return stored
-        answer = create(uow)
+        answer = answer_for(create(uow))
         if idempotency_key is not None:
             uow.session.execute(
                 _STORE,

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 
 from gridlink.commands.grids import insert_with_new_slug, owned_grid_id
-from gridlink.commands.idempotency import Answer
+from gridlink.commands.idempotency import Created
 from gridlink.commands.profiles import lock_profile, refresh_profile
 from gridlink.commands.unit_of_work import UnitOfWork
 from gridlink.documents import LINK_BY_SLUG
@@ -18,7 +18,7 @@ from gridlink.slugs import LINK_PREFIX, is_slug
 MAX_POSITION = 10000
 
 
-def create_link(uow: UnitOfWork, user_id: int, fields: dict[str, Any]) -> Answer:
+def create_link(uow: UnitOfWork, user_id: int, fields: dict[str, Any]) -> Created:
     """Create a link in one of the caller's grids; ``position`` defaults to after the last."""
     lock_profile(uow, user_id)
     values = dict(fields)
@@ -32,7 +32,7 @@ def create_link(uow: UnitOfWork, user_id: int, fields: dict[str, Any]) -> Answer
         uow, Link, LINK_PREFIX, {**values, "grid_id": grid_id, "user_id": user_id}
     )
     refresh_profile(uow, user_id)
-    return Answer(status=201, body=link_body(uow, slug), location=f"/api/links/{slug}/")
+    return Created(slug, link_body(uow, slug))
 
 
 def change_link(uow: UnitOfWork, user_id: int, slug: str, changes: dict[str, Any]) -> bytes:

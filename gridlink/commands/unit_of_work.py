@@ -10,6 +10,7 @@ from typing import TypeVar
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from gridlink.outbox import queue_mail
 from gridlink.services import Services
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,21 @@ class UnitOfWork:
             pass  # the connection is already gone; nothing was committed
         finally:
             self.session.close()
+
+    def end_reads(self) -> None:
+        """End the transaction so far, which must only have read: slow work follows.
+
+        A password hash takes a fifth of a second; no transaction (let alone
+        a row lock) is held meanwhile. The next statement opens a new one.
+        """
+        if self.session.new or self.session.dirty or self.session.deleted:
+            raise RuntimeError("end_reads() after a write: commit or roll back instead")
+        self.session.commit()
+
+    def queue_mail(self, to: str, subject: str, body: str) -> None:
+        """Queue a mail in this transaction (``gridlink.outbox``): it is sent once this commits."""
+        queue_mail(self.session, to, subject, body)
+        self.after_commit(self.services.mail.nudge)
 
     def after_commit(self, action: Callable[[], None]) -> None:
         self._after_commit.append(action)

@@ -7,7 +7,8 @@ from functools import partial
 import falcon
 
 from gridlink.auth import require_principal
-from gridlink.commands import accounts
+from gridlink.commands import accounts, passwords, sessions
+from gridlink.commands.unit_of_work import run_command
 from gridlink.http import (
     App,
     client_address,
@@ -21,6 +22,7 @@ from gridlink.queries.reader import Reader
 from gridlink.resources.responses import READ_SOURCE_HEADER
 from gridlink.schemas.accounts import (
     AccountDeleteIn,
+    EmailConfirmIn,
     LoginIn,
     MeOut,
     MeUpdateIn,
@@ -34,13 +36,13 @@ from gridlink.schemas.base import NoBodyIn, load
 from gridlink.services import Services
 
 
-def send_signed_in(resp: falcon.Response, signed_in: accounts.SignedIn, status: int) -> None:
+def send_signed_in(resp: falcon.Response, signed_in: sessions.SignedIn, status: int) -> None:
     send_object(resp, SignedInOut().dump(signed_in), status)
 
 
 _SIGNED_IN = "The account and a new token."
 # A wrong password counts against the login throttle wherever it is checked.
-_THROTTLED = "Too many failed logins for this username or from this address."
+_THROTTLED = "Too many failed logins for this account or from this address."
 _TAG = "accounts"
 
 
@@ -60,6 +62,10 @@ def _revoking(operation_id: str, summary: str) -> Operation:
 class _AccountsResource:
     def __init__(self, services: Services) -> None:
         self._services = services
+
+    def _client(self, req: falcon.Request) -> str:
+        """The client's address, behind trusted proxies: what per-address limits count."""
+        return client_address(req, self._services.settings.trusted_proxies)
 
 
 class Signup(_AccountsResource):
@@ -84,13 +90,15 @@ class Signup(_AccountsResource):
             body=SignupIn,
             errors={
                 409: "The username or the email is taken (named in `fields`).",
-                429: "Too many sign-ups from this address, or from everyone, just now.",
+                429: "Too many sign-ups from this address, or from everyone, lately.",
             },
         )
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = load(SignupIn(), read_json_object(req))
-        signed_in = accounts.sign_up(self._services, **body)
+        signed_in = run_command(
+            self._services, partial(accounts.sign_up, **body, address=self._client(req))
+        )
         resp.location = f"/api/users/{signed_in.user.username}/"
         send_signed_in(resp, signed_in, 201)
 
@@ -111,11 +119,14 @@ class Login(_AccountsResource):
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = load(LoginIn(), read_json_object(req))
-        signed_in = accounts.log_in(
+        signed_in = run_command(
             self._services,
-            login=body["username"],
-            password=body["password"],
-            address=client_address(req, self._services.settings.trusted_proxies),
+            partial(
+                sessions.log_in,
+                login=body["username"],
+                password=body["password"],
+                address=self._client(req),
+            ),
         )
         send_signed_in(resp, signed_in, 200)
 
@@ -125,7 +136,7 @@ class Logout(_AccountsResource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         principal = require_principal(req)
         load(NoBodyIn(), read_optional_json_object(req))
-        accounts.log_out(self._services, principal)
+        run_command(self._services, partial(sessions.log_out, principal=principal))
         resp.status = falcon.HTTP_204
 
 
@@ -134,7 +145,7 @@ class LogoutEverywhere(_AccountsResource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         principal = require_principal(req)
         load(NoBodyIn(), read_optional_json_object(req))
-        accounts.log_out_everywhere(self._services, principal)
+        run_command(self._services, partial(sessions.log_out_everywhere, principal=principal))
         resp.status = falcon.HTTP_204
 
 
@@ -142,7 +153,7 @@ class PasswordChange(_AccountsResource):
     @documented(
         Operation(
             "changePassword",
-            "Change the password; every other token of the caller is revoked.",
+            "Change the password; every other token and every mailed token is revoked.",
             (Reply(204, "Changed."),),
             tag=_TAG,
             auth=Auth.REQUIRED,
@@ -153,7 +164,7 @@ class PasswordChange(_AccountsResource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         principal = require_principal(req)
         body = load(PasswordChangeIn(), read_json_object(req))
-        accounts.change_password(self._services, principal, **body)
+        run_command(self._services, partial(passwords.change_password, principal=principal, **body))
         resp.status = falcon.HTTP_204
 
 
@@ -170,10 +181,9 @@ class PasswordReset(_AccountsResource):
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = load(PasswordResetIn(), read_json_object(req))
-        accounts.request_password_reset(
+        run_command(
             self._services,
-            **body,
-            address=client_address(req, self._services.settings.trusted_proxies),
+            partial(passwords.request_password_reset, **body, address=self._client(req)),
         )
         resp.status = falcon.HTTP_202
 
@@ -191,7 +201,7 @@ class PasswordResetConfirm(_AccountsResource):
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = load(PasswordResetConfirmIn(), read_json_object(req))
-        accounts.confirm_password_reset(self._services, **body)
+        run_command(self._services, partial(passwords.confirm_password_reset, **body))
         resp.status = falcon.HTTP_204
 
 
@@ -220,18 +230,26 @@ class Me(_AccountsResource):
     @documented(
         Operation(
             "updateMe",
-            "Change the caller's display name or email.",
-            (Reply(200, "The account.", MeOut),),
+            "Change the caller's display name; ask to change the email "
+            "(with `current_password`: a token is mailed to the new address, "
+            "the old one is told).",
+            (Reply(200, "The account (with its email unchanged until confirmed).", MeOut),),
             tag=_TAG,
             auth=Auth.REQUIRED,
             body=MeUpdateIn,
-            errors={409: "The email is taken (named in `fields`)."},
+            errors={
+                400: "`current_password` is missing or not correct for an email change.",
+                409: "The email is taken (named in `fields`).",
+                429: _THROTTLED,
+            },
         )
     )
     def on_patch(self, req: falcon.Request, resp: falcon.Response) -> None:
         principal = require_principal(req)
         body = load(MeUpdateIn(), read_json_object(req))
-        user = accounts.update_me(self._services, principal, body)
+        user = run_command(
+            self._services, partial(accounts.update_me, principal=principal, changes=body)
+        )
         send_object(resp, MeOut().dump(user))
 
     @documented(
@@ -248,8 +266,32 @@ class Me(_AccountsResource):
     def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
         principal = require_principal(req)
         body = load(AccountDeleteIn(), read_optional_json_object(req))
-        accounts.delete_account(self._services, principal, **body)
+        run_command(self._services, partial(accounts.delete_account, principal=principal, **body))
         resp.status = falcon.HTTP_204
+
+
+class EmailConfirm(_AccountsResource):
+    @documented(
+        Operation(
+            "confirmEmailChange",
+            "Switch the caller's email to the new one, with the token mailed to it.",
+            (Reply(200, "The account, with its new email.", MeOut),),
+            tag=_TAG,
+            auth=Auth.REQUIRED,
+            body=EmailConfirmIn,
+            errors={
+                400: "The token is unknown, another account's, used or expired.",
+                409: "Another account took the email meanwhile.",
+            },
+        )
+    )
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        principal = require_principal(req)
+        body = load(EmailConfirmIn(), read_json_object(req))
+        user = run_command(
+            self._services, partial(accounts.confirm_email_change, principal=principal, **body)
+        )
+        send_object(resp, MeOut().dump(user))
 
 
 def add_routes(app: App, services: Services) -> None:
@@ -263,3 +305,4 @@ def add_routes(app: App, services: Services) -> None:
     app.add_route("/api/auth/password/reset/confirm", PasswordResetConfirm(services))
     # A literal segment: Falcon prefers it to the profiles' /api/users/{username}.
     app.add_route("/api/users/me", Me(services))
+    app.add_route("/api/users/me/email/confirm", EmailConfirm(services))

@@ -15,7 +15,7 @@ from gridlink.openapi import GRID_SLUG, Auth, Link, Operation, Reply, documented
 from gridlink.queries.grids import list_grids, read_grid
 from gridlink.queries.reader import Reader
 from gridlink.resources.params import idempotency_key, page_request
-from gridlink.resources.responses import send_answer, send_read
+from gridlink.resources.responses import created_at, send_answer, send_read
 from gridlink.schemas.base import NoBodyIn, load
 from gridlink.schemas.grids import GridIn, GridList, GridOut, GridPatch
 from gridlink.services import Services
@@ -89,6 +89,7 @@ class Grids:
             principal.user_id,
             idempotency_key(req, body),
             partial(create_grid, user_id=principal.user_id, title=fields["title"]),
+            created_at("/api/grids/"),
         )
         send_answer(resp, answer)
 

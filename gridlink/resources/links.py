@@ -15,7 +15,7 @@ from gridlink.openapi import GRID_SLUG, LINK_SLUG, Auth, Link, Operation, Reply,
 from gridlink.queries.links import list_grid_links, list_user_links, read_link
 from gridlink.queries.reader import Reader
 from gridlink.resources.params import idempotency_key, page_request
-from gridlink.resources.responses import send_answer, send_read
+from gridlink.resources.responses import created_at, send_answer, send_read
 from gridlink.schemas.base import NoBodyIn, load
 from gridlink.schemas.links import LinkIn, LinkList, LinkOut, LinkPatch
 from gridlink.services import Services
@@ -101,6 +101,7 @@ class Links:
             principal.user_id,
             idempotency_key(req, body),
             partial(create_link, user_id=principal.user_id, fields=fields),
+            created_at("/api/links/"),
         )
         send_answer(resp, answer)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import falcon
 
-from gridlink.commands.idempotency import Answer
+from gridlink.commands.idempotency import Answer, Created
 from gridlink.errors import NotFound
 from gridlink.http import send_json
 from gridlink.queries.reader import ReadSource
@@ -20,6 +22,11 @@ def send_read(
     if body is None:
         raise NotFound(missing)
     send_json(resp, body)
+
+
+def created_at(collection: str) -> Callable[[Created], Answer]:
+    """Answer a creation with 201 and the new object's ``Location`` under ``collection``."""
+    return lambda created: Answer(201, created.body, f"{collection}{created.slug}/")
 
 
 def send_answer(resp: falcon.Response, answer: Answer) -> None:

@@ -59,7 +59,13 @@ class PasswordResetConfirmIn(InputSchema):
 
 class MeUpdateIn(InputSchema):
     display_name = text_field(64)
+    # A new email needs the current password, and takes effect once confirmed.
     email = _email()
+    current_password = fields.String()
+
+
+class EmailConfirmIn(InputSchema):
+    token = fields.String(required=True, validate=validate.Length(min=1, max=256))
 
 
 class AccountDeleteIn(InputSchema):

@@ -13,12 +13,14 @@ import csv
 import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from gridlink.commands.accounts import set_admin
+from gridlink.commands.unit_of_work import run_command
 from gridlink.models import User
 from gridlink.seed import SeedPlan, SeedResult, seed
 from gridlink.services import Services
@@ -198,7 +200,7 @@ def test_a_distributed_run_is_judged_by_the_master_on_its_workers_requests(
 
 
 def test_admins_poll_the_replica_page(address, seeded, tmp_path, services: Services):
-    set_admin(services, username=seeded.username(seeded.first), is_admin=True)
+    run_command(services, partial(set_admin, username=seeded.username(seeded.first), is_admin=True))
 
     run = run_locust(
         address,

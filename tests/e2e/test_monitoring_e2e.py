@@ -8,6 +8,7 @@ import signal
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gridlink.commands.accounts import set_admin
+from gridlink.commands.unit_of_work import run_command
 from gridlink.services import Services
 from gridlink.settings import Settings
 from infra.cluster import wait_until
@@ -55,7 +57,7 @@ def admin_token(server: Server, services: Services) -> str:
     """An admin's token: /metrics is for admins only."""
     username = random_username("scraper")
     token = sign_up_at(server.address, username)
-    set_admin(services, username=username, is_admin=True)
+    run_command(services, partial(set_admin, username=username, is_admin=True))
     return token
 
 

@@ -150,7 +150,15 @@ def test_a_token_only_ever_acts_on_its_own_account(
 ) -> None:
     before = primary_state(services, scene.victim.username)
     for method, path, body in [
-        ("PATCH", "/api/users/me/", {"display_name": "pwned", "email": "evil@example.com"}),
+        (
+            "PATCH",
+            "/api/users/me/",
+            {
+                "display_name": "pwned",
+                "email": "evil@example.com",
+                "current_password": scene.attacker.password,
+            },
+        ),
         ("POST", "/api/auth/logout-all/", None),
     ]:
         result = client.simulate_request(method, path, json=body, headers=scene.attacker.headers)

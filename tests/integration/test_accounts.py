@@ -242,32 +242,6 @@ def test_patching_display_name_shows_in_me_and_in_the_profile(client, user):
     assert profile.json["display_name"] == "Grace H."
 
 
-def test_patching_email_moves_the_login_to_the_new_address(client, user):
-    new_email = f"new_{user.email}"
-    result = client.simulate_patch(
-        "/api/users/me/", headers=user.headers, json={"email": new_email}
-    )
-    assert result.status_code == 200, result.text
-    assert result.json["email"] == new_email
-    assert login(client, new_email, user.password).status_code == 200
-    assert login(client, user.email, user.password).status_code == 401
-
-
-def test_patching_ones_own_email_in_another_case_is_not_a_conflict(client, user):
-    result = client.simulate_patch(
-        "/api/users/me/", headers=user.headers, json={"email": user.email.upper()}
-    )
-    assert result.status_code == 200, result.text
-    assert result.json["email"] == user.email.upper()
-
-
-def test_patching_an_email_taken_in_another_case_is_a_conflict(client, user, other_user):
-    result = client.simulate_patch(
-        "/api/users/me/", headers=user.headers, json={"email": other_user.email.upper()}
-    )
-    assert set(assert_error(result, 409, "conflict")["fields"]) == {"email"}
-
-
 def test_an_empty_patch_changes_nothing(client, user):
     result = client.simulate_patch("/api/users/me/", headers=user.headers, json={})
     assert result.status_code == 200, result.text

@@ -31,8 +31,10 @@ CLUSTERS = {
     "monitoring-cluster": 120,  # integration/test_monitoring_faults.py
     "abuse-leaks": 140,  # integration/test_abuse_error_leaks.py
     "change-stream": 160,  # integration/test_change_stream.py
+    "mail-e2e": 180,  # e2e/test_mail_e2e.py
 }
 PORTS_PER_CLUSTER = 20
+TEST_SIGNUP_LIMIT = 1_000_000
 
 
 def cluster_layout(name: str, replicas: int = 1) -> cluster.ClusterLayout:
@@ -68,4 +70,8 @@ def settings_for(layout: cluster.ClusterLayout, mail_dir: Path) -> Settings:
         replica_urls=layout.replica_urls,
         redis_url=layout.redis_url,
         mail_backend=MailBackend("file", directory=mail_dir),
+        # The suite signs up thousands of users from one test address; the
+        # sign-up limits are tested with settings of their own.
+        signups_per_address=TEST_SIGNUP_LIMIT,
+        signups_per_minute=TEST_SIGNUP_LIMIT,
     )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import falcon.testing
 from prometheus_client.parser import text_string_to_metric_families
 
 from gridlink.commands.accounts import set_admin
+from gridlink.commands.unit_of_work import run_command
 from gridlink.services import Services
 from tests.support.api import ApiUser, sign_up
 
@@ -14,7 +17,7 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 def make_admin(client: falcon.testing.TestClient, services: Services) -> ApiUser:
     admin = sign_up(client, "admin")
-    set_admin(services, username=admin.username, is_admin=True)
+    run_command(services, partial(set_admin, username=admin.username, is_admin=True))
     return admin
 
 

@@ -144,6 +144,8 @@ def server_environment(settings: Settings, **extra: str) -> dict[str, str]:
         "GRIDLINK_MAX_REPLICA_LAG_SECONDS": str(settings.max_replica_lag_seconds),
         # Explicit, as a server outside development needs it.
         "GRIDLINK_MAIL_BACKEND": settings.mail_backend.variable,
+        "GRIDLINK_SIGNUPS_PER_ADDRESS": str(settings.signups_per_address),
+        "GRIDLINK_SIGNUPS_PER_MINUTE": str(settings.signups_per_minute),
     }
     environment.update(extra)
     return environment

@@ -1,0 +1,206 @@
+"""Logging in and out: tokens issued, capped and revoked, and the login throttle.
+
+Token cache entries are written only after the commit that makes them true
+(see ``gridlink.queries.tokens``): a new token is written through, so it
+works on the very next request; a revoked one is marked not valid, so every
+server process refuses it at once.
+
+A login looks the account up, reserves the attempt against the throttle
+(per account once it is known, so its username and email share one
+counter), and only then checks the password, outside any transaction; a
+success gives the attempt back.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, or_, select, update
+
+from gridlink.commands.unit_of_work import UnitOfWork
+from gridlink.errors import Conflict, InvalidRequest, RateLimited, Unauthenticated, Unavailable
+from gridlink.models import AuthToken, User
+from gridlink.passwords import needs_rehash
+from gridlink.queries.tokens import cache_revoked_tokens, cache_token
+from gridlink.throttles import LoginThrottle
+from gridlink.tokens import Principal, hash_token, new_token
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """An account and a token just issued for it (given to the client once)."""
+
+    user: User
+    token: str
+
+
+def log_in(uow: UnitOfWork, *, login: str, password: str, address: str | None) -> SignedIn:
+    """Check a username (or email) and password and issue a new token.
+
+    Raise 401 for wrong credentials, the same whether or not the account
+    exists, and 429 once the account (or the login as typed, without one) or
+    the client address failed too often.
+    """
+    throttle = login_throttle(uow)
+    from_address = throttle.admit_address(address)
+    user = uow.session.scalars(
+        select(User).where(or_(same_text(User.username, login), same_text(User.email, login)))
+    ).one_or_none()
+    uow.end_reads()
+    try:
+        reservation = throttle.reserve(login, user.id if user else None)
+    except RateLimited:
+        throttle.give_back(from_address)  # refused: not an attempt
+        raise
+    try:
+        verified = uow.services.passwords.verify(user.password_hash if user else None, password)
+    except Unavailable:
+        # Not checked: not the account's failure. The address keeps it, so a
+        # flood answered 503 soon meets the address's limit (429, cheap).
+        throttle.give_back(reservation)
+        raise
+    if not verified:
+        raise Unauthenticated("The username or password is not correct.")
+    assert user is not None  # verify says no without an account
+    if needs_rehash(user.password_hash):
+        _rehash(uow, user, password)
+    token = issue_token(uow, user)
+    account_id = user.id
+    uow.after_commit(lambda: throttle.give_back(reservation, from_address))
+    uow.after_commit(lambda: throttle.forget(account_id))
+    return SignedIn(user, token)
+
+
+def log_out(uow: UnitOfWork, principal: Principal) -> None:
+    """Revoke the token the caller used."""
+    revoke_tokens(uow, AuthToken.token_hash == principal.token_hash)
+
+
+def log_out_everywhere(uow: UnitOfWork, principal: Principal) -> None:
+    """Revoke every token of the caller, the one used included."""
+    revoke_tokens(uow, AuthToken.user_id == principal.user_id)
+
+
+def confirm_password(uow: UnitOfWork, user: User, password: str, *, field: str) -> None:
+    """Raise 400 naming ``field`` unless ``password`` is ``user``'s; call it outside a transaction.
+
+    A 400, not a 401: the token is fine and the client must not drop it; the
+    user mistyped a form field. Failures count against the account's login
+    throttle, so a stolen token cannot be used to guess the password either.
+    """
+    throttle = login_throttle(uow)
+    reservation = throttle.reserve(None, user.id)
+    try:
+        verified = uow.services.passwords.verify(user.password_hash, password)
+    except Unavailable:
+        throttle.give_back(reservation)
+        raise
+    if not verified:
+        raise InvalidRequest(
+            "The password is not correct.", fields={field: ["The password is not correct."]}
+        )
+    throttle.give_back(reservation)
+
+
+def lock_caller(uow: UnitOfWork, principal: Principal, checked_hash: str) -> User:
+    """Lock the caller's row; raise 409 if their password changed since it was checked."""
+    user = uow.session.scalars(
+        select(User)
+        .where(User.id == principal.user_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+    if user is None:
+        raise Unauthenticated("The token is not valid.")
+    if user.password_hash != checked_hash:
+        raise Conflict("The password changed meanwhile; try again.")
+    return user
+
+
+def caller(uow: UnitOfWork, principal: Principal) -> User:
+    """The caller's account; 401 if it was deleted since its token was checked."""
+    user = uow.session.get(User, principal.user_id)
+    if user is None:
+        # Deleted since its token was checked: the token went with it.
+        raise Unauthenticated("The token is not valid.")
+    return user
+
+
+def issue_token(uow: UnitOfWork, user: User) -> str:
+    """Add a token for ``user``, revoking their oldest live ones past the cap per user."""
+    token = new_token()
+    expires_on = datetime.now(UTC) + timedelta(days=uow.services.settings.token_ttl_days)
+    principal = principal_of(user, hash_token(token))
+    uow.session.add(
+        AuthToken(user_id=user.id, token_hash=principal.token_hash, expires_on=expires_on)
+    )
+    uow.session.flush()
+    beyond_cap = (
+        select(AuthToken.id)
+        .where(
+            AuthToken.user_id == user.id,
+            AuthToken.revoked_on.is_(None),
+            AuthToken.expires_on > func.now(),
+        )
+        .order_by(AuthToken.created_on.desc(), AuthToken.id.desc())
+        .offset(uow.services.settings.max_tokens_per_user)
+    )
+    revoke_tokens(uow, AuthToken.id.in_(beyond_cap.scalar_subquery()))
+    uow.after_commit(lambda: cache_token(uow.services, principal, expires_on))
+    return token
+
+
+def revoke_tokens(uow: UnitOfWork, *conditions: ColumnElement[bool]) -> None:
+    """Revoke the live tokens matching ``conditions``, in the database and then the cache."""
+    revoked = uow.session.scalars(
+        update(AuthToken)
+        .where(AuthToken.revoked_on.is_(None), *conditions)
+        .values(revoked_on=func.now())
+        .returning(AuthToken.token_hash)
+    ).all()
+    if revoked:
+        uow.after_commit(lambda: cache_revoked_tokens(uow.services, revoked))
+
+
+def recache_live_tokens(uow: UnitOfWork, user: User) -> None:
+    """Overwrite the cached callers of ``user``'s live tokens after the commit (admin rights)."""
+    live_tokens = uow.session.execute(
+        select(AuthToken.token_hash, AuthToken.expires_on).where(
+            AuthToken.user_id == user.id,
+            AuthToken.revoked_on.is_(None),
+            AuthToken.expires_on > func.now(),
+        )
+    ).all()
+    for token_hash, expires_on in live_tokens:
+        principal = principal_of(user, token_hash)
+        uow.after_commit(functools.partial(cache_token, uow.services, principal, expires_on))
+
+
+def login_throttle(uow: UnitOfWork) -> LoginThrottle:
+    return LoginThrottle(uow.services.limiter, uow.services.settings)
+
+
+def same_text(column: Any, value: str) -> ColumnElement[bool]:
+    """Compare ignoring case, the way the unique indexes on ``lower(...)`` do."""
+    comparison: ColumnElement[bool] = func.lower(column) == func.lower(value)
+    return comparison
+
+
+def principal_of(user: User, token_hash: bytes) -> Principal:
+    return Principal(
+        user_id=user.id, username=user.username, is_admin=user.is_admin, token_hash=token_hash
+    )
+
+
+def _rehash(uow: UnitOfWork, user: User, password: str) -> None:
+    """Store a hash made with today's parameters, unless the password changed meanwhile."""
+    old_hash = user.password_hash
+    new_hash = uow.services.passwords.hash(password)
+    uow.session.execute(
+        update(User)
+        .where(User.id == user.id, User.password_hash == old_hash)
+        .values(password_hash=new_hash)
+    )
