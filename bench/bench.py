@@ -52,6 +52,7 @@ import falcon.testing
 from sqlalchemy import text
 
 from gridlink.app import create_app
+from gridlink.cache.stream import ChangeRelay
 from gridlink.cli import GUNICORN_CONF, PROJECT_ROOT, migrate
 from gridlink.seed import SeedPlan, SeedResult, seed, warm_profiles
 from gridlink.services import Services
@@ -171,6 +172,9 @@ def prepare(name: str, database: str, redis_db: int, plan: SeedPlan) -> Dataset:
                 text("SELECT id FROM users WHERE username LIKE 'test\\_user\\_%' ORDER BY id")
             ).scalars()
         )
+    # The seed's documents reach Redis through the change relay: relay them now, so
+    # each measurement starts from the cache it flushes or warms, not a relay catching up.
+    ChangeRelay(settings.database_url, services.cache).drain()
     wait_for_replica(services, timeout=120)
     client = falcon.testing.TestClient(create_app(settings, services))
     return Dataset(name, settings, services, client, seeded, user_ids, seed_cpu)

@@ -11,6 +11,8 @@ on the primary:
   sign-up command uses (``gridlink.commands.profiles.CREATE_PROFILES``), per
   batch of users, with versions from the same sequence: a seeded profile is
   byte for byte what a write would have built;
+- the same transaction marks every new profile changed (``profile_changes``),
+  so the change relay carries the documents to Redis like any other write;
 - with ``warm``, after the commit, every new document is stored in Redis
   through the cache's store-if-newer script, pipelined.
 """
@@ -29,6 +31,7 @@ from psycopg2 import sql
 from sqlalchemy import bindparam, text
 from tqdm import tqdm
 
+from gridlink.cache.stream import MARK_USERS_CHANGED
 from gridlink.commands.profiles import CREATE_PROFILES
 from gridlink.passwords import hash_password
 from gridlink.services import Services
@@ -300,6 +303,7 @@ def _load(
         phases.start("profiles")
         for batch in _batches(user_ids, _PROFILE_BATCH):
             cursor.execute(f"{CREATE_PROFILES} WHERE u.id = ANY(%s)", (batch,))
+            cursor.execute(MARK_USERS_CHANGED, (batch,))
             phases.advance(len(batch) * plan.grids * plan.links)
         phases.start("commit")
         connection.commit()

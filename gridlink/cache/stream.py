@@ -69,6 +69,16 @@ MARK_CHANGED = text(
     """
 )
 
+# Written by `gridlink seed` for the users it made, in its transaction: their
+# documents reach Redis through the relay too, so a tombstone left by an
+# earlier account of the same name does not outlive the seed.
+MARK_USERS_CHANGED = f"""
+    INSERT INTO profile_changes (username_key, version)
+    SELECT lower(username), version FROM profile_documents, pg_notify('{CHANNEL}', '')
+    WHERE user_id = ANY(%s)
+    ON CONFLICT (username_key) DO UPDATE SET version = EXCLUDED.version
+"""
+
 _DIRTY = """
     SELECT c.username_key, c.version, d.version, d.document
     FROM profile_changes c
@@ -141,6 +151,22 @@ class ChangeRelay:
                     stopping.wait(backoff)
                     backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
                 self._run_tasks()
+        finally:
+            self._disconnect()
+
+    def drain(self) -> int:
+        """Take the stream, relay every pending change, and let go; return how many.
+
+        For tools that need the stream empty before they go on (the bench);
+        fails when another relay holds the stream.
+        """
+        if not self._hold_the_stream(threading.Event()):
+            raise RuntimeError("another change relay holds the stream")
+        try:
+            total = 0
+            while count := self.relay_once():
+                total += count
+            return total
         finally:
             self._disconnect()
 

@@ -212,7 +212,8 @@ def test_no_row_lock_is_held_while_a_password_is_checked(
     client, services, monkeypatch, method, path, body
 ):
     user = sign_up(client, "lock")
-    with hashing_paused(monkeypatch) as started, ThreadPoolExecutor(1) as pool:
+    # The pause ends (release) before the pool waits for the request to finish.
+    with ThreadPoolExecutor(1) as pool, hashing_paused(monkeypatch) as started:
         answer = pool.submit(
             client.simulate_request, method, path, json=body(user), headers=user.headers
         )
