@@ -40,9 +40,8 @@ AUTHORITATIVE_TTL_SECONDS = 24 * 3600
 DEFAULT_FILL_TTL_SECONDS = 3600
 SHORT_FILL_TTL_SECONDS = 1
 FILL_LOCK_MILLISECONDS = 2000
-# A reader that finds another filling the same miss waits this long, at most,
-# for the cache before reading the database itself.
-FILL_WAIT_STEPS = 10
+# A reader that finds another filling the same miss looks again this often, for
+# as long as the filler holds its lock (at most FILL_LOCK_MILLISECONDS).
 FILL_WAIT_SECONDS = 0.01
 
 # KEYS[1]: the entry; KEYS[2]: the stream's applied position; KEYS[3] (optional):
@@ -200,11 +199,23 @@ class ProfileCache:
                 self._release_fill_lock(username)
 
     def _wait_for_fill(self, username: str) -> CachedProfile | None:
-        """Give the reader that holds the fill lock a moment."""
-        for _ in range(FILL_WAIT_STEPS):
+        """Wait for the reader that holds the fill lock; None once it let go without an entry.
+
+        Waiting as long as the filler works (not a fixed moment) keeps a slow
+        replica or a busy process from turning one miss into a query per reader.
+        """
+        deadline = time.monotonic() + FILL_LOCK_MILLISECONDS / 1000
+        while time.monotonic() < deadline:
             time.sleep(FILL_WAIT_SECONDS)
+            try:
+                # The lock first: a filler that stores and lets go between the two
+                # calls is then seen by the read of the entry.
+                held = bool(self.client.exists(self._lock_key(username)))
+            except redis.RedisError as error:
+                log_redis_unavailable("lock", error)
+                return None
             cached = self.get_profile(username)
-            if cached is not None:
+            if cached is not None or not held:
                 return cached
         return None
 
