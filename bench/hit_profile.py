@@ -45,7 +45,7 @@ REQUESTS = 3000
 WsgiApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
 # Gridlink's parts, by the functions whose cumulative time they are.
 PARTS = {
-    "the Redis call (HMGET, parse)": (("cache.py", "get_profile"),),
+    "the Redis call (HMGET, parse)": (("profiles.py", "get_profile"),),
     "metrics (5 counter/histogram updates)": (
         ("metrics.py", "observe_request"),
         ("metrics.py", "observe_read"),
