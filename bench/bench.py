@@ -627,8 +627,8 @@ def throughput_section(large: Dataset, rates: list[Throughput]) -> list[str]:
         f"rounds in one run, each app in a fresh server warmed by {WARM_UP_SECONDS} s of `wrk` "
         "first (not counted). The steady state starts each round from `FLUSHALL`, with no "
         "`--warm`: once the server's change relay has set the stream's position again (the "
-        "flush took it), one anonymous read of every profile through the server (its warm-up), then "
-        "`wrk`. Worker CPU is what the gunicorn workers spent per answer (`/proc`): steadier "
+        "flush took it), one anonymous read of every profile through the server (its warm-up), "
+        "then `wrk`. Worker CPU is what the gunicorn workers spent per answer (`/proc`): steadier "
         "than requests/s on this shared machine.",
         "",
         "| app | requests/s | p50 | p99 | from the cache | worker CPU per answer "
