@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from gridlink.database_urls import sqlalchemy_url
+
 # The addresses of the local cluster that `gridlink cluster up` starts
 # (infra/cluster.py; a unit test keeps the two in step).
 LOCAL_DATABASE_URL = "postgresql+psycopg2://gridlink@127.0.0.1:15432/gridlink"
@@ -228,15 +230,8 @@ class _Reader:
 
 
 def _postgres_url(raw: str) -> str:
-    parts = urlsplit(raw)
-    if parts.scheme not in ("postgresql", "postgresql+psycopg2", "postgres") or not parts.hostname:
-        raise ValueError("must be a postgresql://user@host:port/database URL")
-    try:
-        parts.port  # noqa: B018 - parsing the port is the check
-    except ValueError:
-        raise ValueError("has a port that is not a number") from None
-    # Gridlink speaks psycopg2; SQLAlchemy would otherwise pick psycopg 3.
-    return parts._replace(scheme="postgresql+psycopg2").geturl()
+    # One host, or several as libpq lists them (h1:5432,h2:5432): see database_urls.
+    return sqlalchemy_url(raw)
 
 
 def _postgres_url_list(raw: str) -> tuple[str, ...]:

@@ -39,12 +39,13 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 import redis
-from sqlalchemy import Engine, make_url, text
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from gridlink.cache.lifetime import log_redis_unavailable
 from gridlink.cache.positions import RAISE_POSITION, applied_key, decode_position, encode_position
 from gridlink.cache.profiles import ProfileCache
+from gridlink.database_urls import libpq_url
 from gridlink.lsn import format_lsn, parse_lsn
 
 log = logging.getLogger(__name__)
@@ -90,11 +91,6 @@ _LAG = text(
     FROM profile_changes
     """
 )
-
-
-def libpq_url(database_url: str) -> str:
-    """Turn a SQLAlchemy database URL into one libpq (psycopg2.connect) accepts."""
-    return make_url(database_url).set(drivername="postgresql").render_as_string(False)
 
 
 class ChangeRelay:

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from gridlink.cache import CacheUnavailable
+from gridlink.routing.router import Replica
 from gridlink.services import Services
 from gridlink.tokens import Principal
 
@@ -79,18 +80,18 @@ class Reader:
         self, reader: Principal | None
     ) -> Iterator[tuple[Engine, ReadSource, int | None]]:
         services = self._services
-        chosen: tuple[int, int] | None = None
+        chosen: Replica | None = None
         try:
             min_lsn = None if reader is None else services.cache.marks.last(reader.user_id)
         except CacheUnavailable:
             pass  # a recent write cannot be ruled out: the primary it is
         else:
-            chosen = services.router.choose_with_position(min_lsn)
+            chosen = services.router.choose(min_lsn)
             if chosen is not None:
-                yield services.replicas[chosen[0]], REPLICA, chosen[1]
+                yield chosen.engine, REPLICA, chosen.replay_lsn
         yield services.primary, PRIMARY, None
         # The primary is down: any replica in rotation beats no answer.
         services.router.refresh_if_blind()
-        fallback = services.router.choose_with_position(None)
-        if fallback is not None and (chosen is None or fallback[0] != chosen[0]):
-            yield services.replicas[fallback[0]], REPLICA, fallback[1]
+        fallback = services.router.choose()
+        if fallback is not None and fallback != chosen:
+            yield fallback.engine, REPLICA, fallback.replay_lsn

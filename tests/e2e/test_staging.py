@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from gridlink.cli import PROJECT_ROOT
-from gridlink.queries.router import ReplicaRouter
+from gridlink.routing.router import ReplicaRouter
 from infra.files import reachable_root
 from infra.processes import process_alive, wait_until
 from infra.seeding import Seeded

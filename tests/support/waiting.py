@@ -37,7 +37,8 @@ def wait_for_replica(services: Services, timeout: float = 15) -> None:
                 ).scalar_one()
             if replayed is not None and parse_lsn(replayed) >= target:
                 services.router.refresh()
-                if services.router.choose(target) == 0:
+                chosen = services.router.choose(target)
+                if chosen is not None and chosen.name == "replica1":
                     return
         except OperationalError:  # the replica may still be starting
             services.router.refresh()

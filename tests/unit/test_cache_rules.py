@@ -9,7 +9,8 @@ import redis
 
 from gridlink.cache.lifetime import TIMEOUT_COOL_OFF_SECONDS, CoolOff
 from gridlink.cache.positions import decode_position, encode_position
-from gridlink.cache.stream import StreamReport, libpq_url
+from gridlink.cache.stream import StreamReport
+from gridlink.database_urls import libpq_url
 from gridlink.replicas_view import format_stream
 
 
