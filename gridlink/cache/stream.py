@@ -46,7 +46,7 @@ from gridlink.cache.lifetime import log_redis_unavailable
 from gridlink.cache.positions import RAISE_POSITION, applied_key, decode_position, encode_position
 from gridlink.cache.profiles import ProfileCache
 from gridlink.database_urls import libpq_url
-from gridlink.lsn import format_lsn, parse_lsn
+from gridlink.lsn import CURRENT_POSITION_SQL, Position, format_lsn, parse_lsn, position_from_row
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,6 @@ _DIRTY = """
     ORDER BY c.changed_at
     LIMIT %s
 """
-_CURRENT_LSN = "SELECT pg_current_wal_lsn()::text"
 _FORGET_APPLIED = """
     DELETE FROM profile_changes c
     USING unnest(%s::text[], %s::bigint[]) AS applied(username_key, version)
@@ -180,14 +179,14 @@ class ChangeRelay:
         with self._connection.cursor() as cursor:
             cursor.execute(_DIRTY, (self._batch_size,))
             rows = cursor.fetchall()
-            cursor.execute(_CURRENT_LSN)
-            (current,) = cursor.fetchone()
+            cursor.execute(CURRENT_POSITION_SQL)
+            current, timeline = cursor.fetchone()
         documents = [
             # No document: the account was retired; a tombstone at the change's version.
             (key, version, b"") if document is None else (key, document_version, bytes(document))
             for key, version, document_version, document in rows
         ]
-        self._apply(documents, parse_lsn(current))
+        self._apply(documents, position_from_row(current, timeline))
         if documents:
             with self._connection.cursor() as cursor:
                 cursor.execute(
@@ -196,7 +195,7 @@ class ChangeRelay:
                 )
         return len(documents)
 
-    def _apply(self, documents: list[tuple[str, int, bytes]], position: int) -> None:
+    def _apply(self, documents: list[tuple[str, int, bytes]], position: Position) -> None:
         """Store the documents and raise the applied position, all or nothing."""
         with self._cache.client.pipeline(transaction=True) as pipeline:
             self._cache.queue_stores(pipeline, documents)
@@ -255,5 +254,5 @@ def report_stream(primary: Engine, cache: ProfileCache) -> StreamReport:
             seconds,
             pending,
         )
-    lag_bytes = max(0, parse_lsn(current) - applied)
-    return StreamReport("ok", format_lsn(applied), lag_bytes, seconds, pending)
+    lag_bytes = max(0, parse_lsn(current) - applied.lsn)
+    return StreamReport("ok", format_lsn(applied.lsn), lag_bytes, seconds, pending)

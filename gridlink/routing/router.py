@@ -6,9 +6,9 @@ about once a second (``probes``), decides roles and rotation
 (``policy.decide``) and swaps in a new immutable state, so request threads
 read it without taking a lock.
 
-Reads spread over the replicas in rotation (round robin). ``choose(min_lsn)``
+Reads spread over the replicas in rotation (round robin). ``choose(written)``
 hands out a ``Replica`` (name, engine, replay position at the last probe)
-that has replayed ``min_lsn`` on the caller's timeline (read your writes);
+that has replayed ``written`` on its own timeline (read your writes);
 ``None`` means: read from the primary.
 
 The thread starts on first use in the process that uses the router, and again
@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine, create_engine
 
 from gridlink.database_urls import server_urls
+from gridlink.lsn import Position
 from gridlink.routing.policy import (
     PRIMARY,
     PrimarySighting,
@@ -93,6 +94,11 @@ class Replica:
     engine: Engine
     replay_lsn: int  # never past the snapshot a query started after the probe reads
     timeline: int | None
+
+    @property
+    def position(self) -> Position:
+        """Return the replay position on its timeline (timeline 0: unknown, proves nothing)."""
+        return Position(self.timeline or 0, self.replay_lsn)
 
 
 @dataclass(frozen=True)
@@ -326,25 +332,23 @@ class ReplicaRouter:
         self._ensure_running()
         return self._state.snapshot
 
-    def choose(self, min_lsn: int | None = None, *, timeline: int | None = None) -> Replica | None:
+    def choose(self, written: Position | None = None) -> Replica | None:
         """Return a replica to read from, or None for the primary.
 
-        Only replicas in rotation whose replay LSN, as of the last probe, is at
-        least ``min_lsn`` are candidates; they take turns. With ``timeline``
-        (the one ``min_lsn`` was written on), a replica on another timeline is
-        no candidate: the same position may belong to a branch that was lost.
+        Only replicas in rotation that, as of the last probe, have replayed
+        ``written`` on its own timeline are candidates; they take turns. A
+        replica on another timeline is none: after a failover the same LSN
+        may belong to a branch that was lost, so a writer's reads go to the
+        primary until their mark expires or they write on the new timeline.
         """
         self._ensure_running()
         state = self._state
         if time.monotonic() - state.completed_at > self._stale_after:
             return None
         candidates = state.rotation
-        if min_lsn is not None:
+        if written is not None:
             candidates = tuple(
-                replica
-                for replica in candidates
-                if replica.replay_lsn >= min_lsn
-                and (timeline is None or replica.timeline == timeline)
+                replica for replica in candidates if replica.position.proves(written)
             )
         if not candidates:
             return None

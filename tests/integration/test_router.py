@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from gridlink.lsn import parse_lsn
+from gridlink.lsn import Position, parse_lsn
 from gridlink.routing.router import ReplicaRouter, RouterSnapshot
 from infra import cluster
 from tests.support.clusters import cluster_layout
@@ -36,9 +36,9 @@ MARGIN = INTERVAL  # one probe interval of slack for a noisy machine
 REPLICA1, REPLICA2 = 0, 1  # positions in the replicas fixture and the snapshot
 
 
-def chosen(router: ReplicaRouter, min_lsn: int | None = None) -> str | None:
+def chosen(router: ReplicaRouter, written: Position | None = None) -> str | None:
     """Return the name of the replica the router hands out, None for the primary."""
-    replica = router.choose(min_lsn)
+    replica = router.choose(written)
     return None if replica is None else replica.name
 
 
@@ -313,8 +313,11 @@ def test_replica_that_has_not_replayed_a_users_write_is_skipped_for_that_user(
         written = write_row(primary)
         wait_for(lambda: replay_lsn(replicas[REPLICA2]) >= written, 5, "replica2 replays")
         snapshot = router.refresh()
+        timeline = snapshot.primary_timeline
+        assert timeline is not None
+        mark = Position(timeline, written)
 
-        chosen_for_writer = {chosen(router, written) for _ in range(10)}
+        chosen_for_writer = {chosen(router, mark) for _ in range(10)}
         chosen_for_others = {chosen(router) for _ in range(10)}
         still_behind = replay_lsn(replicas[REPLICA1]) < written
 
@@ -322,7 +325,10 @@ def test_replica_that_has_not_replayed_a_users_write_is_skipped_for_that_user(
     assert snapshot.in_rotation == ("replica1", "replica2")
     assert chosen_for_writer == {"replica2"}
     assert chosen_for_others == {"replica1", "replica2"}
-    assert router.choose(written + (1 << 40)) is None  # no replica has replayed it: primary
+    assert router.choose(Position(timeline, written + (1 << 40))) is None  # none has: primary
+    # A write on another timeline (a failover since) proves nothing about any replica.
+    assert router.choose(Position(timeline + 1, 0)) is None
+    assert router.choose(Position(timeline - 1, 0)) is None
 
 
 def test_stopped_replica_leaves_rotation_within_two_seconds_and_rejoins_after_restart(
@@ -347,7 +353,7 @@ def test_stopped_replica_leaves_rotation_within_two_seconds_and_rejoins_after_re
         cluster.stop_server(LAYOUT, "replica2")
         wait_for_rotation(router, (), timeout=PROMISE + MARGIN)
         assert router.choose() is None
-        assert router.choose(min_lsn=0) is None
+        assert router.choose(Position(1, 0)) is None
 
         cluster.start_server(LAYOUT, "replica1")
         cluster.start_server(LAYOUT, "replica2")
