@@ -32,6 +32,9 @@ SUBNET = ipaddress.ip_network("10.77.0.0/24")
 BRIDGE_ADDRESS = ipaddress.ip_address("10.77.0.1")  # the machine's own side
 
 POSTGRES_PORT = 5432
+ETCD_CLIENT_PORT = 2379
+ETCD_PEER_PORT = 2380
+PATRONI_PORT = 8008  # Patroni's REST API: /primary answers 200 on the leader only
 REDIS_PORT = 6379
 API_PORT = 8000
 LOAD_BALANCER_PORT = 80
@@ -84,6 +87,7 @@ class Inventory:
 
     @property
     def primary(self) -> Host:
+        """Return the database host Patroni bootstraps on; it picks the leader after that."""
         return self.one(PRIMARY)
 
     @property
@@ -104,6 +108,17 @@ class Inventory:
 
     def database_url(self, host: Host) -> str:
         return f"postgresql+psycopg2://{DATABASE_USER}@{host.address}:{POSTGRES_PORT}/{DATABASE}"
+
+    @property
+    def write_url(self) -> str:
+        """Return libpq's URL of every database host that connects to the one accepting writes."""
+        hosts = ",".join(f"{host.address}:{POSTGRES_PORT}" for host in self.databases)
+        return f"postgresql://{DATABASE_USER}@{hosts}/{DATABASE}?target_session_attrs=read-write"
+
+    @property
+    def etcd_hosts(self) -> str:
+        """Return the etcd members' client addresses (one member per database host)."""
+        return ",".join(f"{host.address}:{ETCD_CLIENT_PORT}" for host in self.databases)
 
     @property
     def redis_url(self) -> str:
