@@ -30,6 +30,15 @@ def sqlalchemy_url(raw: str) -> str:
         raise ValueError("must be a postgresql://user@host:port/database URL")
     authority, slash, tail = rest.partition("/")
     credentials, at, hosts = authority.rpartition("@")
+    if not hosts:  # perhaps SQLAlchemy's own form already: hosts as ?host=h1:p1&host=h2:p2
+        url = make_url(f"{_DRIVER}://{authority}{slash}{tail}")
+        listed = url.query.get("host") or ()
+        for address in (listed,) if isinstance(listed, str) else listed:
+            if not _host_and_port(address)[0]:
+                listed = ()
+        if not listed:
+            raise ValueError("must be a postgresql://user@host:port/database URL")
+        return url.render_as_string(False)
     addresses = [_host_and_port(part) for part in hosts.split(",")]
     if not all(host for host, _port in addresses):
         raise ValueError("must be a postgresql://user@host:port/database URL")

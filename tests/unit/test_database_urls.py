@@ -31,6 +31,12 @@ def test_several_hosts_go_back_to_libpq_as_written() -> None:
     assert libpq_url(sqlalchemy_url(MULTI)) == MULTI
 
 
+def test_a_url_already_in_sqlalchemys_form_is_read_again_unchanged() -> None:
+    # A child process (gridlink seed) gets the parent's settings back in its environment.
+    url = sqlalchemy_url(MULTI)
+    assert sqlalchemy_url(url) == url
+
+
 @pytest.mark.parametrize(
     "raw",
     ["mysql://x@h/db", "postgresql://gridlink@/gridlink", "postgresql://u@h1:5432,:5433/db"],
