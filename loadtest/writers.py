@@ -174,7 +174,7 @@ def lost_writes(write_url: str, log: WriteLog) -> list[str]:
     engine = create_engine(sqlalchemy_url(write_url))
     try:
         with engine.connect() as connection:
-            found = set(
+            found: set[str] = set(
                 connection.execute(
                     text("SELECT slug FROM grids WHERE slug = ANY(:slugs)"), {"slugs": slugs}
                 ).scalars()

@@ -271,6 +271,15 @@ def start_patroni(paths: Paths, host: Host, progress: Progress) -> None:
     _start_daemon(paths, host, "patroni", [*as_postgres, "patroni", str(config)], progress)
 
 
+def switchover(paths: Paths, leader: Host, candidate: Host) -> None:
+    """Hand the primary over from ``leader`` to ``candidate`` with ``patronictl switchover``."""
+    config = paths.etc(leader) / "patroni.yml"
+    command = ["patronictl", "-c", str(config), "switchover", "--leader", leader.name]
+    done = run([*command, "--candidate", candidate.name, "--force"], paths.root, START_TIMEOUT)
+    if done.returncode != 0:
+        raise ClusterError(f"patronictl switchover failed: {(done.stderr or done.stdout).strip()}")
+
+
 def stop_databases(inventory: Inventory, paths: Paths, progress: Progress) -> None:
     """Stop Patroni (it stops its PostgreSQL) on every host, then etcd."""
     for host in inventory.databases:

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -30,23 +27,11 @@ from infra.staging.inventory import BRIDGE, BRIDGE_ADDRESS, STAGING, SUBNET
 from infra.staging.network import NoNetem
 from infra.staging.services import Paths
 from loadtest.swarm import Swarm, SwarmPlan, reports_dir, set_delay
+from tests.support.staging import why_not_staging
 
 SEED_USERS = 40
 LB = STAGING.load_balancer_url
 LB_ADDRESS = STAGING.load_balancer_address
-
-
-def _why_not_staging() -> str | None:
-    if os.geteuid() != 0:
-        return "staging needs root (network namespaces)"
-    if (
-        shutil.which("ip") is None
-        or subprocess.run(["ip", "netns", "list"], capture_output=True, check=False).returncode
-    ):
-        return "staging needs `ip netns` (iproute2)"
-    if network.namespaces() or network.link_exists(BRIDGE):
-        return "a staging is already up on this machine; `gridlink staging down` first"
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +42,7 @@ def paths() -> Paths:
 @pytest.fixture(scope="module")
 def staging(paths: Paths) -> Iterator[Seeded]:
     """Bring staging up once for the module; take it down and purge it, pass or fail."""
-    reason = _why_not_staging()
+    reason = why_not_staging()
     if reason is not None:
         pytest.skip(reason)
     try:

@@ -1,0 +1,162 @@
+"""Failover on staging for real: Patroni and etcd on three database hosts, writers that keep score.
+
+Each test runs writers (``loadtest/writers.py``) through the load balancer,
+each grid created under its own ``Idempotency-Key`` and retried with it until
+acknowledged, injects one real fault, and then checks the promises: writes
+come back within the bound, every acknowledged grid is on the primary of the
+moment, no answer is a 5xx other than the contract's 503, and the old primary
+comes back as a replica that the API's router reads from. Staging's own data
+lives under ``var/test-staging-failover``; it is taken down and purged after
+the module, pass or fail.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import closing
+
+import psycopg2
+import pytest
+
+from gridlink.routing.router import ReplicaRouter
+from infra.files import reachable_root
+from infra.processes import wait_until
+from infra.seeding import Seeded
+from infra.staging import driver, faults, services
+from infra.staging.inventory import STAGING, Host
+from infra.staging.services import Paths
+from loadtest.writers import Writers, lost_writes
+from tests.support.staging import why_not_staging
+
+SEED_USERS = 40
+FAILOVER_PROMISE_SECONDS = 30.0  # issue 13: writes resume within 30 s without a person
+SWITCHOVER_PROMISE_SECONDS = 10.0
+WRITERS = 4
+
+
+@pytest.fixture(scope="module")
+def paths() -> Paths:
+    return Paths(reachable_root(services.PROJECT_ROOT / "var" / "test-staging-failover"))
+
+
+@pytest.fixture(scope="module")
+def staging(paths: Paths) -> Iterator[Seeded]:
+    reason = why_not_staging()
+    if reason is not None:
+        pytest.skip(reason)
+    try:
+        seeded = driver.up(paths, seed_users=SEED_USERS, progress=lambda _line: None)
+        assert seeded is not None
+        yield seeded
+    finally:
+        driver.down(paths, purge=True, progress=lambda _line: None)
+
+
+def writers(seeded: Seeded) -> Writers:
+    users = [f"test_user_{number}" for number in range(seeded.users)]
+    return Writers(STAGING.load_balancer_address, users, seeded.password, threads=WRITERS)
+
+
+def current_leader() -> Host:
+    found = services.leader(STAGING)
+    assert found is not None, "no database host answers as Patroni's leader"
+    return found
+
+
+def in_recovery(paths: Paths, host: Host) -> bool | None:
+    """Ask the host's PostgreSQL itself, over its unix socket (its link may be down)."""
+    try:
+        with (
+            closing(
+                psycopg2.connect(
+                    host=str(paths.data(host) / "run"),
+                    user="postgres",
+                    dbname="postgres",
+                    connect_timeout=2,
+                )
+            ) as connection,
+            connection.cursor() as cursor,
+        ):
+            cursor.execute("SELECT pg_is_in_recovery()")
+            row = cursor.fetchone()
+    except psycopg2.Error:
+        return None
+    return None if row is None else bool(row[0])
+
+
+def assert_nothing_lost(log_owner: Writers) -> None:
+    log = log_owner.log
+    assert log.acknowledged, "the writers wrote nothing"
+    assert lost_writes(STAGING.write_url, log) == []
+    assert log.server_errors == 0  # 503 while no primary accepts writes, never a 500
+
+
+def assert_rejoined_as_replica(paths: Paths, old: Host, new: Host) -> None:
+    """The old primary follows the new one, and the API's router reads from it again."""
+    assert wait_until(lambda: services.patroni_role(old) == "replica", 120)
+    router = ReplicaRouter(
+        driver.settings(STAGING).database_url, driver.settings(STAGING).replica_urls, 5.0
+    )
+    try:
+
+        def old_primary_serves_reads() -> bool:
+            snapshot = router.refresh()
+            roles = {server.host.split(":")[0]: server for server in snapshot.servers}
+            return (
+                roles[old.address].role == "replica"
+                and roles[old.address].in_rotation
+                and roles[new.address].role == "primary"
+                and not roles[new.address].in_rotation
+            )
+
+        assert wait_until(old_primary_serves_reads, 60)
+    finally:
+        router.stop()
+
+
+def test_primary_host_killed_writes_resume_and_nothing_acknowledged_is_lost(
+    staging: Seeded, paths: Paths
+) -> None:
+    old = current_leader()
+    with writers(staging) as running:
+        assert running.wait_for_writes(20, 60), "writes did not flow before the fault"
+        faults.kill_host(old)  # every process of the host: etcd, Patroni, PostgreSQL
+        assert running.wait_for_writes(10, FAILOVER_PROMISE_SECONDS)
+    new = current_leader()
+    assert new != old
+    assert_nothing_lost(running)
+    driver.up(paths, progress=lambda _line: None)  # the host boots again
+    assert_rejoined_as_replica(paths, old, new)
+
+
+def test_primary_link_cut_writes_resume_on_one_primary_only(staging: Seeded, paths: Paths) -> None:
+    old = current_leader()
+    with writers(staging) as running:
+        assert running.wait_for_writes(20, 60), "writes did not flow before the fault"
+        faults.cut_link(old)
+        try:
+            assert running.wait_for_writes(10, FAILOVER_PROMISE_SECONDS)
+            new = current_leader()
+            # Fencing: cut off from etcd, the old primary loses the leader key
+            # and demotes itself; it never keeps accepting writes beside the new one.
+            assert wait_until(lambda: in_recovery(paths, old) is True, 60)
+        finally:
+            faults.restore_link(old)
+    assert new != old
+    assert_nothing_lost(running)
+    assert_rejoined_as_replica(paths, old, new)
+
+
+def test_planned_switchover_writes_back_within_ten_seconds(staging: Seeded, paths: Paths) -> None:
+    old = current_leader()
+    candidate = next(host for host in STAGING.databases if host != old)
+    with writers(staging) as running:
+        assert running.wait_for_writes(20, 60), "writes did not flow before the switchover"
+        started = time.monotonic()
+        services.switchover(paths, old, candidate)
+        left = SWITCHOVER_PROMISE_SECONDS - (time.monotonic() - started)
+        assert running.wait_for_writes(5, max(left, 0.1))
+    assert current_leader() == candidate
+    assert_nothing_lost(running)
+    assert_rejoined_as_replica(paths, old, candidate)
