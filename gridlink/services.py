@@ -93,6 +93,8 @@ class Services:
                 write_mark_ttl=int(settings.max_replica_lag_seconds * 2) + 5,
                 fill_ttl=settings.cache_fill_ttl_seconds,
                 socket_timeout=_REDIS_TIMEOUT_SECONDS,
+                sentinels=settings.redis_sentinels,
+                service=settings.redis_service,
             ),
             router=ReplicaRouter(
                 settings.database_url,

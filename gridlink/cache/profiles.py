@@ -24,7 +24,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import cast
@@ -96,8 +96,12 @@ class ProfileCache:
         fill_ttl: int = DEFAULT_FILL_TTL_SECONDS,
         socket_timeout: float = 0.5,
         clock: Clock = time.monotonic,
+        sentinels: Sequence[tuple[str, int]] = (),
+        service: str = "gridlink",
     ) -> None:
-        self.lifetime = RedisLifetime(url, socket_timeout=socket_timeout, clock=clock)
+        self.lifetime = RedisLifetime(
+            url, socket_timeout=socket_timeout, clock=clock, sentinels=sentinels, service=service
+        )
         self.client = self.lifetime.client
         self.marks = WriteMarks(self.lifetime, ttl=write_mark_ttl)
         self.fill_ttl = fill_ttl

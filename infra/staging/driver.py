@@ -23,7 +23,15 @@ from infra.files import check_postgres_can_enter, reachable_root
 from infra.processes import wait_until
 from infra.seeding import Seeded, ensure_seeded
 from infra.staging import faults, network, services
-from infra.staging.inventory import API, BRIDGE, LOAD_BALANCER, REDIS, STAGING, Host, Inventory
+from infra.staging.inventory import (
+    API,
+    BRIDGE,
+    LOAD_BALANCER,
+    REDIS_SERVICE,
+    STAGING,
+    Host,
+    Inventory,
+)
 from infra.staging.services import Paths
 from infra.status import align_rows, database_rows
 
@@ -43,7 +51,14 @@ def settings(inventory: Inventory) -> Settings:
         database_url=sqlalchemy_url(inventory.write_url),
         replica_urls=tuple(inventory.database_url(host) for host in inventory.databases),
         redis_url=inventory.redis_url,
+        redis_sentinels=_addresses(inventory.sentinels),
+        redis_service=REDIS_SERVICE,
     )
+
+
+def _addresses(listed: str) -> tuple[tuple[str, int], ...]:
+    pairs = (address.rpartition(":") for address in listed.split(","))
+    return tuple((host, int(port)) for host, _, port in pairs)
 
 
 def seed_state(paths: Paths) -> Path:
@@ -78,7 +93,7 @@ def up(
     progress(f"configuration rendered under {paths.root / 'etc'}; hosts in {paths.inventory_file}")
     network.create(inventory.hosts, progress)
     services.start_databases(inventory, paths, progress)
-    redis_server.start(tools, services.redis(inventory, paths), progress)
+    services.start_redis(tools, inventory, paths, progress)
     from gridlink.cli import migrate  # the CLI imports this module: import it late
 
     migrate(settings(inventory).database_url)
@@ -140,12 +155,15 @@ def status(paths: Paths, inventory: Inventory = STAGING) -> list[HostStatus]:
             rows.append(HostStatus(host, service, row.pid, health, lag))
     else:
         rows += [HostStatus(host, "postgresql", None, _ABSENT) for host in inventory.databases]
-    redis = services.redis(inventory, paths)
-    redis_host = inventory.one(REDIS)
-    redis_health = _ABSENT
-    if redis_host.netns in up:
-        redis_health = "ok" if redis_server.answers(redis.host, redis.port) else "no answer"
-    rows.append(HostStatus(redis_host, "redis", redis_server.pid(redis), redis_health))
+    master = services.redis_master(inventory) if up else None
+    for redis_host in inventory.redis_hosts:
+        redis = services.redis(inventory, paths, redis_host)
+        redis_health = _ABSENT
+        if redis_host.netns in up:
+            redis_health = "ok" if redis_server.answers(redis.host, redis.port) else "no answer"
+        role = "master" if master == f"{redis.host}:{redis.port}" else "replica"
+        service = f"redis ({role}), sentinel"
+        rows.append(HostStatus(redis_host, service, redis_server.pid(redis), redis_health))
     lb_states = services.lb_servers(paths)
     for host in inventory.with_role(API):
         health = _ABSENT
@@ -207,7 +225,7 @@ def down(
         services.stop_api(paths, host, progress)
     if _configured(paths, inventory):
         services.stop_databases(inventory, paths, progress)
-    redis_server.stop(services.redis(inventory, paths), progress)
+    services.stop_redis(inventory, paths, progress)
     for host in inventory.hosts:
         if host.netns in network.namespaces():
             left = faults.kill_host(host)

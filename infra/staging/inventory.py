@@ -21,7 +21,9 @@ from infra.errors import ClusterError
 
 PRIMARY = "postgres-primary"
 REPLICA = "postgres-replica"
-REDIS = "redis"
+REDIS = "redis"  # the master Redis starts as; Sentinel decides after that
+REDIS_REPLICA = "redis-replica"
+SENTINEL = "sentinel"
 API = "api"
 LOAD_BALANCER = "load-balancer"
 LOAD_GENERATOR = "load-generator"
@@ -36,6 +38,8 @@ ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
 PATRONI_PORT = 8008  # Patroni's REST API: /primary answers 200 on the leader only
 REDIS_PORT = 6379
+SENTINEL_PORT = 26379
+REDIS_SERVICE = "gridlink"  # the master's name in Sentinel
 API_PORT = 8000
 LOAD_BALANCER_PORT = 80
 LOCUST_MASTER_PORT = 5557
@@ -124,6 +128,15 @@ class Inventory:
     def redis_url(self) -> str:
         return f"redis://{self.one(REDIS).address}:{REDIS_PORT}/0"
 
+    @property
+    def redis_hosts(self) -> list[Host]:
+        return [self.one(REDIS), *self.with_role(REDIS_REPLICA)]
+
+    @property
+    def sentinels(self) -> str:
+        """Return GRIDLINK_REDIS_SENTINELS: every Sentinel's host:port."""
+        return ",".join(f"{host.address}:{SENTINEL_PORT}" for host in self.with_role(SENTINEL))
+
     def as_json(self) -> str:
         """Return what ``var/staging/inventory.json`` holds: hosts, namespaces, the LB's URL."""
         document = {
@@ -152,7 +165,9 @@ STAGING = Inventory(
         Host("db1", "10.77.0.11", (PRIMARY,)),
         Host("db2", "10.77.0.12", (REPLICA,)),
         Host("db3", "10.77.0.13", (REPLICA,)),
-        Host("redis1", "10.77.0.21", (REDIS,)),
+        Host("redis1", "10.77.0.21", (REDIS, SENTINEL)),
+        Host("redis2", "10.77.0.22", (REDIS_REPLICA, SENTINEL)),
+        Host("redis3", "10.77.0.23", (REDIS_REPLICA, SENTINEL)),
         Host("api1", "10.77.0.31", (API,)),
         Host("api2", "10.77.0.32", (API,)),
         Host("lb1", "10.77.0.41", (LOAD_BALANCER,)),

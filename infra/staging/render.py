@@ -20,7 +20,10 @@ from infra.staging.inventory import (
     LOCUST_MASTER_PORT,
     PATRONI_PORT,
     POSTGRES_PORT,
+    REDIS,
     REDIS_PORT,
+    REDIS_SERVICE,
+    SENTINEL_PORT,
     SUBNET,
     Host,
     Inventory,
@@ -62,6 +65,19 @@ def postgresql_conf(host: Host, socket_dir: Path) -> str:
 
 def pg_hba_conf(host: Host) -> str:
     return render("pg_hba.conf", host=host.name, subnet=SUBNET)
+
+
+def sentinel_conf(inventory: Inventory, host: Host, directory: Path) -> str:
+    return render(
+        "sentinel.conf",
+        host=host.name,
+        address=host.address,
+        port=SENTINEL_PORT,
+        directory=directory,
+        service=REDIS_SERVICE,
+        master_address=inventory.one(REDIS).address,
+        master_port=REDIS_PORT,
+    )
 
 
 def etcd_conf(inventory: Inventory, host: Host, data_dir: Path) -> str:
@@ -139,6 +155,8 @@ def api_env(inventory: Inventory, host: Host, mail_dir: Path) -> str:
         database_url=inventory.write_url,
         replica_urls=",".join(inventory.database_url(db) for db in inventory.databases),
         redis_url=inventory.redis_url,
+        redis_sentinels=inventory.sentinels,
+        redis_service=REDIS_SERVICE,
         # Per-address limits must see the client, not the load balancer.
         trusted_proxies=inventory.one(LOAD_BALANCER).address,
         mail_dir=mail_dir,

@@ -21,7 +21,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra import postgres
+import redis as redis_lib
+
+from infra import postgres, redis_server
+from infra.binaries import Tools
 from infra.errors import ClusterError, Progress
 from infra.files import make_pg_dir
 from infra.postgres import PgServer
@@ -39,6 +42,9 @@ from infra.staging.inventory import (
     POSTGRES_PORT,
     REDIS,
     REDIS_PORT,
+    REDIS_SERVICE,
+    SENTINEL,
+    SENTINEL_PORT,
     Host,
     Inventory,
 )
@@ -92,8 +98,14 @@ def write_configuration(inventory: Inventory, paths: Paths, pg_bin: Path = DEFAU
             pgpass=paths.data(host) / "pgpass",
         )
         _write(paths.etc(host) / "patroni.yml", render.patroni_yml(inventory, host, files))
-    redis_host = inventory.one(REDIS)
-    _write(paths.etc(redis_host) / "redis.conf", render.redis_conf(redis_host))
+    for redis_host in inventory.redis_hosts:
+        _write(paths.etc(redis_host) / "redis.conf", render.redis_conf(redis_host))
+    for sentinel in inventory.with_role(SENTINEL):
+        directory = paths.data(sentinel)
+        _write(
+            paths.etc(sentinel) / "sentinel.conf",
+            render.sentinel_conf(inventory, sentinel, directory),
+        )
     lb = inventory.one(LOAD_BALANCER)
     _write(paths.etc(lb) / "haproxy.cfg", render.haproxy_cfg(inventory, _stats_socket(paths)))
     for host in inventory.with_role(API):
@@ -136,16 +148,65 @@ def pg_server(paths: Paths, host: Host) -> PgServer:
     )
 
 
-def redis(inventory: Inventory, paths: Paths) -> RedisServer:
-    host = inventory.one(REDIS)
+def redis(inventory: Inventory, paths: Paths, host: Host | None = None) -> RedisServer:
+    """Return the Redis of ``host`` (default: the one the master starts on).
+
+    The others start as its replicas; after that Sentinel decides who is the
+    master and rewires the rest (a restarted old master included).
+    """
+    master = inventory.one(REDIS)
+    host = master if host is None else host
+    follow = () if host == master else ("--replicaof", master.address, str(REDIS_PORT))
     return RedisServer(
         host.name,
         host.address,
         REDIS_PORT,
         paths.data(host),
         config_file=paths.etc(host) / "redis.conf",
+        settings=follow,
         netns=host.netns,
     )
+
+
+def start_redis(tools: Tools, inventory: Inventory, paths: Paths, progress: Progress) -> None:
+    """Start every Redis, then a Sentinel beside each (from a copy it may rewrite)."""
+    for host in inventory.redis_hosts:
+        redis_server.start(tools, redis(inventory, paths, host), progress)
+    for host in inventory.with_role(SENTINEL):
+        working = paths.data(host) / "sentinel.conf"
+        if not working.exists():
+            working.write_text((paths.etc(host) / "sentinel.conf").read_text())
+        command = [tools.redis_server, str(working), "--sentinel"]
+        _start_daemon(paths, host, "sentinel", command, progress)
+    if not wait_until(lambda: redis_master(inventory) is not None, START_TIMEOUT):
+        raise ClusterError("no Sentinel names a Redis master")
+
+
+def redis_master(inventory: Inventory) -> str | None:
+    """Return the address Sentinels give for the master ('host:port'), None if none answers."""
+    for host in inventory.with_role(SENTINEL):
+        client = redis_lib.Redis(host.address, SENTINEL_PORT, socket_timeout=1)
+        try:
+            answer = client.execute_command(  # type: ignore[no-untyped-call]
+                "SENTINEL", "get-master-addr-by-name", REDIS_SERVICE
+            )
+        except redis_lib.RedisError:
+            continue
+        finally:
+            client.close()
+        if answer:
+            address, port = (part.decode() for part in answer)
+            return f"{address}:{port}"
+    return None
+
+
+def stop_redis(inventory: Inventory, paths: Paths, progress: Progress) -> None:
+    for host in inventory.with_role(SENTINEL):
+        log = paths.data(host) / "sentinel.log"
+        pid = daemon_pid(paths, host, "sentinel")
+        stop_process(f"{host.name} sentinel", pid, signal.SIGTERM, "sentinel", log, progress)
+    for host in inventory.redis_hosts:
+        redis_server.stop(redis(inventory, paths, host), progress)
 
 
 def start_databases(inventory: Inventory, paths: Paths, progress: Progress) -> None:
