@@ -268,6 +268,14 @@ def patroni_role(host: Host) -> str | None:
     return None
 
 
+def sync_standby(inventory: Inventory) -> Host | None:
+    """Return the synchronous standby (the one Patroni may promote), if one answers as it."""
+    for host in inventory.databases:
+        if http_status(f"{host.address}:{PATRONI_PORT}", "/synchronous", timeout=1.0) == 200:
+            return host
+    return None
+
+
 def leader(inventory: Inventory) -> Host | None:
     """Return the database host Patroni made the primary, if one answers as it."""
     for host in inventory.databases:

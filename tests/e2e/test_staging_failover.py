@@ -150,7 +150,10 @@ def test_primary_link_cut_writes_resume_on_one_primary_only(staging: Seeded, pat
 
 def test_planned_switchover_writes_back_within_ten_seconds(staging: Seeded, paths: Paths) -> None:
     old = current_leader()
-    candidate = next(host for host in STAGING.databases if host != old)
+    # synchronous_mode: the standby that has every acknowledged commit is the one to promote.
+    assert wait_until(lambda: services.sync_standby(STAGING) is not None, 60)
+    candidate = services.sync_standby(STAGING)
+    assert candidate is not None
     with writers(staging) as running:
         assert running.wait_for_writes(20, 60), "writes did not flow before the switchover"
         started = time.monotonic()
