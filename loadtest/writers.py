@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import create_engine, text
 
@@ -58,17 +59,15 @@ class WriteLog:
         return max(later - earlier for earlier, later in itertools.pairwise(points))
 
 
-def _request(
+def call_api(
     address: str, method: str, path: str, body: object, headers: dict[str, str]
-) -> tuple[int, dict[str, object]]:
+) -> tuple[int, dict[str, Any]]:
+    """Send one JSON request (``body`` None: none) and return the status and the JSON object."""
     connection = http.client.HTTPConnection(address, timeout=REQUEST_TIMEOUT_SECONDS)
+    sent = None if body is None else json.dumps(body)
+    kind = {} if body is None else {"Content-Type": "application/json"}
     try:
-        connection.request(
-            method,
-            path,
-            body=json.dumps(body),
-            headers={"Content-Type": "application/json", **headers},
-        )
+        connection.request(method, path, body=sent, headers={**kind, **headers})
         answer = connection.getresponse()
         payload = answer.read()
     finally:
@@ -129,7 +128,7 @@ class Writers:
     def _login(self, username: str) -> str | None:
         while not self._stopping.is_set():
             try:
-                status, body = _request(
+                status, body = call_api(
                     self.address,
                     "POST",
                     "/api/auth/login/",
@@ -149,7 +148,7 @@ class Writers:
         headers = {"Authorization": f"Token {token}", "Idempotency-Key": key}
         while True:  # once sent, a key is retried until answered, even while stopping
             try:
-                status, body = _request(
+                status, body = call_api(
                     self.address, "POST", "/api/grids/", {"title": key[:12]}, headers
                 )
             except OSError:
