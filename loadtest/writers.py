@@ -13,7 +13,6 @@ from __future__ import annotations
 import http.client
 import itertools
 import json
-import statistics
 import threading
 import time
 import uuid
@@ -181,7 +180,3 @@ def lost_writes(write_url: str, log: WriteLog) -> list[str]:
     finally:
         engine.dispose()
     return [slug for slug in slugs if slug not in found]
-
-
-def percentile_50(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else 0.0
