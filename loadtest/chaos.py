@@ -80,14 +80,6 @@ class Readers:
             time.sleep(0.05)
 
 
-def _healthy() -> bool:
-    return (
-        services.leader(STAGING) is not None
-        and services.sync_standby(STAGING) is not None
-        and services.redis_master(STAGING) is not None
-    )
-
-
 def inject(kind: str, paths: Paths, writers: Writers) -> float:
     """Inject one fault, heal it once writes are back; return the seconds without writes."""
     started = time.monotonic()
@@ -116,7 +108,7 @@ def inject(kind: str, paths: Paths, writers: Writers) -> float:
         writers.wait_for_writes(5, RECOVERY_DEADLINE_SECONDS)
         driver.up(paths, progress=lambda _line: None)
     gap = writers.log.gap_around(started, RECOVERY_DEADLINE_SECONDS)
-    if not wait_until(_healthy, RECOVERY_DEADLINE_SECONDS):
+    if not wait_until(lambda: services.failover_ready(STAGING), RECOVERY_DEADLINE_SECONDS):
         print("  staging did not heal in time; going on", flush=True)
     return gap
 

@@ -276,6 +276,21 @@ def sync_standby(inventory: Inventory) -> Host | None:
     return None
 
 
+def failover_ready(inventory: Inventory) -> bool:
+    """Tell whether a failover could happen now: a leader, every host streaming, a sync standby.
+
+    In synchronous mode only the synchronous standby may be promoted: with
+    none (a replica that has just rejoined is catching up) Patroni would wait.
+    """
+    roles = [patroni_role(host) for host in inventory.databases]
+    return (
+        roles.count("primary") == 1
+        and roles.count("replica") == len(roles) - 1
+        and sync_standby(inventory) is not None
+        and redis_master(inventory) is not None
+    )
+
+
 def leader(inventory: Inventory) -> Host | None:
     """Return the database host Patroni made the primary, if one answers as it."""
     for host in inventory.databases:

@@ -59,6 +59,12 @@ def writers(seeded: Seeded) -> Writers:
     return Writers(STAGING.load_balancer_address, users, seeded.password, threads=WRITERS)
 
 
+def ready_leader() -> Host:
+    """Return the leader once a failover could happen (a sync standby, every host streaming)."""
+    assert wait_until(lambda: services.failover_ready(STAGING), 120), "staging is not healthy"
+    return current_leader()
+
+
 def current_leader() -> Host:
     found = services.leader(STAGING)
     assert found is not None, "no database host answers as Patroni's leader"
@@ -119,7 +125,7 @@ def assert_rejoined_as_replica(paths: Paths, old: Host, new: Host) -> None:
 def test_primary_host_killed_writes_resume_and_nothing_acknowledged_is_lost(
     staging: Seeded, paths: Paths
 ) -> None:
-    old = current_leader()
+    old = ready_leader()
     with writers(staging) as running:
         assert running.wait_for_writes(20, 60), "writes did not flow before the fault"
         faults.kill_host(old)  # every process of the host: etcd, Patroni, PostgreSQL
@@ -132,7 +138,7 @@ def test_primary_host_killed_writes_resume_and_nothing_acknowledged_is_lost(
 
 
 def test_primary_link_cut_writes_resume_on_one_primary_only(staging: Seeded, paths: Paths) -> None:
-    old = current_leader()
+    old = ready_leader()
     with writers(staging) as running:
         assert running.wait_for_writes(20, 60), "writes did not flow before the fault"
         faults.cut_link(old)
@@ -150,9 +156,8 @@ def test_primary_link_cut_writes_resume_on_one_primary_only(staging: Seeded, pat
 
 
 def test_planned_switchover_writes_back_within_ten_seconds(staging: Seeded, paths: Paths) -> None:
-    old = current_leader()
+    old = ready_leader()
     # synchronous_mode: the standby that has every acknowledged commit is the one to promote.
-    assert wait_until(lambda: services.sync_standby(STAGING) is not None, 60)
     candidate = services.sync_standby(STAGING)
     assert candidate is not None
     with writers(staging) as running:
@@ -195,6 +200,7 @@ def test_redis_master_host_killed_sentinel_promotes_and_no_profile_stays_stale(
         status, profile = call_api(address, "GET", "/api/users/test_user_1/", None, {})
         return status == 200 and slug in json.dumps(profile)
 
+    ready_leader()
     old = services.redis_master(STAGING)
     assert old is not None
     old_host = next(host for host in STAGING.redis_hosts if old == f"{host.address}:6379")
