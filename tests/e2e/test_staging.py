@@ -27,7 +27,7 @@ from infra.staging.inventory import BRIDGE, BRIDGE_ADDRESS, STAGING, SUBNET
 from infra.staging.network import NoNetem
 from infra.staging.services import Paths
 from loadtest.swarm import Swarm, SwarmPlan, reports_dir, set_delay
-from tests.support.staging import why_not_staging
+from tests.support.staging import staging_up
 
 SEED_USERS = 40
 LB = STAGING.load_balancer_url
@@ -42,15 +42,8 @@ def paths() -> Paths:
 @pytest.fixture(scope="module")
 def staging(paths: Paths) -> Iterator[Seeded]:
     """Bring staging up once for the module; take it down and purge it, pass or fail."""
-    reason = why_not_staging()
-    if reason is not None:
-        pytest.skip(reason)
-    try:
-        seeded = driver.up(paths, seed_users=SEED_USERS, progress=lambda _line: None)
-        assert seeded is not None
+    with staging_up(paths, SEED_USERS) as seeded:
         yield seeded
-    finally:
-        driver.down(paths, purge=True, progress=lambda _line: None)
 
 
 def _get(path: str, timeout: float = 10.0) -> tuple[int, bytes]:
@@ -110,18 +103,20 @@ def test_staging_up_builds_every_host_from_the_inventory(staging: Seeded, paths:
         assert [route.split()[0] for route in routes] == [str(SUBNET)], host.name
     for host in STAGING.with_role("api"):
         env = (paths.etc(host) / "api.env").read_text()
-        assert all(replica.address in env for replica in STAGING.replicas)
+        assert all(database.address in env for database in STAGING.databases)
     status, body = _get("/readyz")
     assert status == 200
-    assert json.loads(body)["checks"] == {
-        "primary": "ok",
-        "replica1": "ok",
-        "replica2": "ok",
-        "redis": "ok",
-    }
+    assert _all_checks_ok(body)
     assert all(state == "UP" for state in services.lb_servers(paths).values())
     table = driver.format_status(driver.status(paths))
     assert table.count("streaming") == 2
+
+
+def _all_checks_ok(readyz: bytes) -> bool:
+    """Every database host (by the router's names), Redis and the change stream answer ok."""
+    checks = json.loads(readyz)["checks"]
+    expected = {"primary", "replica1", "replica2", "replica3", "redis", "change_stream"}
+    return set(checks) == expected and all(state == "ok" for state in checks.values())
 
 
 def test_gridlink_replicas_shows_every_database_host_of_staging(staging: Seeded) -> None:
@@ -132,9 +127,11 @@ def test_gridlink_replicas_shows_every_database_host_of_staging(staging: Seeded)
     finally:
         router.stop()
     assert snapshot.primary_reachable
-    assert [replica.host for replica in snapshot.replicas] == [
-        f"{host.address}:5432" for host in STAGING.replicas
+    assert [server.host for server in snapshot.servers] == [
+        f"{host.address}:5432" for host in STAGING.databases
     ]
+    roles = sorted(server.role for server in snapshot.servers)
+    assert roles == ["primary", "replica", "replica"]  # whichever host Patroni made the leader
     assert all(replica.in_rotation for replica in snapshot.replicas)
 
 
@@ -208,7 +205,7 @@ def test_replica_host_link_cut_reads_go_on(staging: Seeded, paths: Paths) -> Non
     assert statuses == [200] * len(statuses)
     assert "lb: UP" in states["api1"]
     assert "lb: UP" in states["api2"]
-    assert wait_until(lambda: _get("/readyz")[1].count(b'"ok"') == 5, timeout=30)
+    assert wait_until(lambda: _all_checks_ok(_get("/readyz")[1]), timeout=30)
 
 
 def test_down_leaves_no_namespace_process_or_address_behind(staging: Seeded, paths: Paths) -> None:

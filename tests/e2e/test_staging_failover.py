@@ -28,7 +28,7 @@ from infra.staging import driver, faults, services
 from infra.staging.inventory import STAGING, Host
 from infra.staging.services import Paths
 from loadtest.writers import Writers, call_api, lost_writes
-from tests.support.staging import why_not_staging
+from tests.support.staging import staging_up
 
 SEED_USERS = 40
 FAILOVER_PROMISE_SECONDS = 30.0  # issue 13: writes resume within 30 s without a person
@@ -43,15 +43,9 @@ def paths() -> Paths:
 
 @pytest.fixture(scope="module")
 def staging(paths: Paths) -> Iterator[Seeded]:
-    reason = why_not_staging()
-    if reason is not None:
-        pytest.skip(reason)
-    try:
-        seeded = driver.up(paths, seed_users=SEED_USERS, progress=lambda _line: None)
-        assert seeded is not None
+    """Bring staging up once for the module; take it down and purge it, pass or fail."""
+    with staging_up(paths, SEED_USERS) as seeded:
         yield seeded
-    finally:
-        driver.down(paths, purge=True, progress=lambda _line: None)
 
 
 def writers(seeded: Seeded) -> Writers:
