@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 BIND ?= 127.0.0.1:8000
 
-.PHONY: install run test soak lint format clean loadtest bench swarm flood
+.PHONY: install run test soak lint format clean loadtest bench swarm flood chaos
 
 $(INSTALLED): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: on Debian/Ubuntu run 'apt-get install python3-venv'"; exit 1; }
@@ -67,3 +67,9 @@ clean:
 ## (SWARM_USERS, SWARM_RUN_TIME, SWARM_WORKERS, SWARM_DELAY=1ms); reports in var/staging/reports/.
 swarm: install
 	$(BIN)/python -m loadtest.swarm
+
+## Staging up (seeded), then random host kills, link cuts, switchovers and Redis master kills
+## for CHAOS_SECONDS (default 180) under writers and readers; prints the table, exit 1 on a lost write.
+CHAOS_SECONDS ?= 180
+chaos: install
+	CHAOS_SECONDS=$(CHAOS_SECONDS) $(BIN)/python -m loadtest.chaos

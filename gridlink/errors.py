@@ -194,6 +194,10 @@ def handle_http_error(
 def handle_unexpected_error(
     req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]
 ) -> None:
+    if isinstance(ex, DBAPIError) and ex.connection_invalidated:
+        # A connection SQLAlchemy threw away: a server went away or was demoted.
+        handle_backend_unreachable(req, resp, ex, params)
+        return
     where = {"request_id": getattr(req.context, "request_id", None), "path": req.path}
     if isinstance(ex, DBAPIError):
         _log_database_error(ex, where)

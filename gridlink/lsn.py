@@ -1,6 +1,47 @@
-"""PostgreSQL WAL positions (LSNs) as integers that order like the WAL."""
+"""PostgreSQL WAL positions (LSNs) as integers that order like the WAL, and their timelines.
+
+An LSN alone does not name a point in history: after a failover the new
+primary's timeline branches off at some LSN, and the same LSN further on
+means different data on either branch. A ``Position`` keeps the timeline with
+the LSN; two positions prove something about each other only on the same
+timeline.
+"""
 
 from __future__ import annotations
+
+from typing import NamedTuple
+
+from sqlalchemy import Connection, text
+
+# The primary's current WAL position and timeline (the one its WAL file is named after).
+CURRENT_POSITION = text(
+    "SELECT pg_current_wal_lsn()::text,"
+    " ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
+)
+# Spelled for a plain DB-API cursor (the change relay's).
+CURRENT_POSITION_SQL = str(CURRENT_POSITION)
+
+
+class Position(NamedTuple):
+    """A WAL position on a timeline; tuples order by timeline first, then LSN."""
+
+    timeline: int  # 0: unknown, matches no other position
+    lsn: int
+
+    def proves(self, other: Position) -> bool:
+        """Tell whether a server at ``self`` has everything up to ``other``."""
+        return self.timeline == other.timeline != 0 and self.lsn >= other.lsn
+
+
+def position_from_row(lsn: str, timeline: int) -> Position:
+    """Build a position from ``CURRENT_POSITION``'s row."""
+    return Position(int(timeline), parse_lsn(lsn))
+
+
+def current_position(connection: Connection) -> Position:
+    """Ask the primary ``connection`` reaches for its current position and timeline."""
+    row = connection.execute(CURRENT_POSITION).one()
+    return position_from_row(row[0], row[1])
 
 
 def parse_lsn(lsn: str) -> int:

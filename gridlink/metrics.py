@@ -24,7 +24,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from gridlink.cache.stream import StreamReport
-from gridlink.queries.router import ReplicaRouter, RouterSnapshot
+from gridlink.routing.router import ReplicaRouter, RouterSnapshot
 
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -12,7 +12,8 @@ from typing import TextIO
 
 from gridlink.cache.stream import StreamReport
 from gridlink.logs import utc_timestamp
-from gridlink.queries.router import ReplicaRouter, RouterSnapshot
+from gridlink.routing.policy import PRIMARY
+from gridlink.routing.router import ReplicaRouter, RouterSnapshot
 from infra.status import align_rows
 
 _RED = "\x1b[31m"
@@ -46,40 +47,64 @@ def format_stream(report: StreamReport) -> str:
 def format_snapshot(
     snapshot: RouterSnapshot, *, colour: bool, stream: StreamReport | None = None
 ) -> str:
-    """Render the primary on one line, then one aligned row per replica, then the stream.
+    """Render the primary on one line, one aligned row per database server, then the stream.
 
-    A replica out of rotation is red when ``colour`` is on; its ``no`` in the
-    ROTATION column says the same without colour.
+    Each server shows the role it answers with and its timeline. A server that
+    is not the primary and is out of rotation is red when ``colour`` is on; its
+    ``no`` in the ROTATION column says the same without colour. The last change
+    of primary this process saw follows the table.
     """
     checked = "never" if snapshot.checked_at is None else utc_timestamp(snapshot.checked_at)
     primary_state = (
-        f"reachable, WAL at {snapshot.primary_lsn}" if snapshot.primary_reachable else "UNREACHABLE"
+        f"reachable, WAL at {snapshot.primary_lsn}, timeline {_dash(snapshot.primary_timeline)}"
+        if snapshot.primary_reachable
+        else "UNREACHABLE"
     )
     header = (
         f"primary {snapshot.primary_host}: {primary_state}"
         f"  (lag bound {snapshot.max_lag_seconds:g} s, checked {checked})"
     )
-    rows = [("REPLICA", "HOST", "REACHABLE", "ROTATION", "LAG SECONDS", "LAG BYTES", "REPLAY LSN")]
+    rows = [
+        (
+            "SERVER",
+            "HOST",
+            "REACHABLE",
+            "ROTATION",
+            "LAG SECONDS",
+            "LAG BYTES",
+            "REPLAY LSN",
+            "ROLE",
+            "TIMELINE",
+        )
+    ]
     rows += [
         (
-            replica.name,
-            replica.host,
-            _yes_no(replica.reachable),
-            _yes_no(replica.in_rotation),
-            "-" if replica.lag_seconds is None else f"{replica.lag_seconds:.2f}",
-            _dash(replica.lag_bytes),
-            _dash(replica.replay_lsn),
+            server.name,
+            server.host,
+            _yes_no(server.reachable),
+            _yes_no(server.in_rotation),
+            "-" if server.lag_seconds is None else f"{server.lag_seconds:.2f}",
+            _dash(server.lag_bytes),
+            _dash(server.replay_lsn),
+            server.role,
+            _dash(server.timeline),
         )
-        for replica in snapshot.replicas
+        for server in snapshot.servers
     ]
     lines = align_rows(rows)
     if colour:
         lines[1:] = [
-            line if replica.in_rotation else f"{_RED}{line}{_RESET}"
-            for line, replica in zip(lines[1:], snapshot.replicas, strict=True)
+            line if server.in_rotation or server.role == PRIMARY else f"{_RED}{line}{_RESET}"
+            for line, server in zip(lines[1:], snapshot.servers, strict=True)
         ]
     if not snapshot.replicas:
         lines.append("(no replicas configured: every read goes to the primary)")
+    failover = snapshot.last_failover
+    if failover is not None:
+        lines.append(
+            f"last failover: {utc_timestamp(failover.at)}, {failover.old} -> {failover.new}"
+            f" (timeline {_dash(failover.timeline)})"
+        )
     if stream is not None:
         line = format_stream(stream)
         lines.append(line if not colour or stream.status == "ok" else f"{_RED}{line}{_RESET}")

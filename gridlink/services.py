@@ -13,15 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import redis
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import ExceptionContext
 
 from gridlink.cache import ProfileCache
 from gridlink.mail import make_mailer
 from gridlink.metrics import Metrics
 from gridlink.outbox import MailPoller
 from gridlink.passwords import HashSlots
-from gridlink.queries.router import ReplicaRouter
 from gridlink.ratelimit import Limiter
+from gridlink.routing.router import ReplicaRouter
 from gridlink.settings import Settings
 from gridlink.tcp import dead_peer_options
 
@@ -35,9 +36,14 @@ _REDIS_TIMEOUT_SECONDS = 0.5
 _TCP_USER_TIMEOUT_MS = 2000
 
 
+# SQLSTATE 25006, read_only_sql_transaction: the server this pooled connection
+# reaches is a replica now (a failover demoted it).
+_READ_ONLY_TRANSACTION = "25006"
+
+
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     """Create an engine with the timeouts and pool checks every server needs."""
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
@@ -53,13 +59,26 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
             **dead_peer_options(_TCP_USER_TIMEOUT_MS),
         },
     )
+    event.listen(engine, "handle_error", _discard_demoted)
+    return engine
+
+
+def _discard_demoted(context: ExceptionContext) -> None:
+    """Treat "read-only transaction" as a lost connection: the server was demoted.
+
+    SQLAlchemy then throws the connection away, and every connection pooled
+    before it (they reach the same demoted server); the next checkout connects
+    afresh, and a multi-host URL with ``target_session_attrs=read-write`` finds
+    the new primary. The request answers 503 with Retry-After (``errors``).
+    """
+    if getattr(context.original_exception, "pgcode", None) == _READ_ONLY_TRANSACTION:
+        context.is_disconnect = True
 
 
 @dataclass
 class Services:
     settings: Settings
-    primary: Engine
-    replicas: list[Engine]
+    primary: Engine  # follows the primary: every database host, target_session_attrs=read-write
     cache: ProfileCache
     router: ReplicaRouter
     mail: MailPoller
@@ -77,14 +96,18 @@ class Services:
             write_mark_ttl=int(settings.max_replica_lag_seconds * 2) + 5,
             fill_ttl=settings.cache_fill_ttl_seconds,
             socket_timeout=_REDIS_TIMEOUT_SECONDS,
+            sentinels=settings.redis_sentinels,
+            service=settings.redis_service,
         )
         return cls(
             settings=settings,
             primary=primary,
-            replicas=[make_engine(url) for url in settings.replica_urls],
             cache=cache,
             router=ReplicaRouter(
-                settings.database_url, settings.replica_urls, settings.max_replica_lag_seconds
+                settings.database_url,
+                settings.replica_urls,
+                settings.max_replica_lag_seconds,
+                engine_factory=make_engine,
             ),
             # An engine of its own: delivery never takes a request's pooled connection.
             mail=MailPoller(
@@ -95,6 +118,11 @@ class Services:
         )
 
     @property
+    def replicas(self) -> tuple[Engine, ...]:
+        """The pooled read engine of every configured database server (the router's)."""
+        return self.router.read_engines
+
+    @property
     def redis(self) -> redis.Redis:
         """The Redis client (shared with the profile cache: one pool per process)."""
         return self.cache.client
@@ -103,8 +131,6 @@ class Services:
         """Stop the mail poller and the router, return pooled connections (tests, worker exit)."""
         self.mail.stop()
         self.mail.engine.dispose()
-        self.router.stop()
+        self.router.close()
         self.primary.dispose()
-        for engine in self.replicas:
-            engine.dispose()
         self.cache.close()

@@ -11,11 +11,14 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
+
+from gridlink.database_urls import sqlalchemy_url
 
 # The addresses of the local cluster that `gridlink cluster up` starts
 # (infra/cluster.py; a unit test keeps the two in step).
@@ -100,6 +103,9 @@ class Settings:
     database_url: str = LOCAL_DATABASE_URL
     replica_urls: tuple[str, ...] = LOCAL_REPLICA_URLS
     redis_url: str = LOCAL_REDIS_URL
+    # With sentinels, they name the master of redis_service; redis_url gives only the db number.
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_service: str = "gridlink"
     max_replica_lag_seconds: float = 5.0
     # How long a fill from a replica stays cached when the change stream proves it current.
     cache_fill_ttl_seconds: int = 3600
@@ -142,6 +148,12 @@ class Settings:
                 "GRIDLINK_REPLICA_URLS", _postgres_url_list, defaults.replica_urls
             ),
             redis_url=reader.get("GRIDLINK_REDIS_URL", _redis_url, defaults.redis_url),
+            redis_sentinels=reader.get(
+                "GRIDLINK_REDIS_SENTINELS", _address_list, defaults.redis_sentinels
+            ),
+            redis_service=reader.get(
+                "GRIDLINK_REDIS_SERVICE", _service_name, defaults.redis_service
+            ),
             max_replica_lag_seconds=reader.get(
                 "GRIDLINK_MAX_REPLICA_LAG_SECONDS",
                 _positive_float,
@@ -260,15 +272,8 @@ class _Reader:
 
 
 def _postgres_url(raw: str) -> str:
-    parts = urlsplit(raw)
-    if parts.scheme not in ("postgresql", "postgresql+psycopg2", "postgres") or not parts.hostname:
-        raise ValueError("must be a postgresql://user@host:port/database URL")
-    try:
-        parts.port  # noqa: B018 - parsing the port is the check
-    except ValueError:
-        raise ValueError("has a port that is not a number") from None
-    # Gridlink speaks psycopg2; SQLAlchemy would otherwise pick psycopg 3.
-    return parts._replace(scheme="postgresql+psycopg2").geturl()
+    # One host, or several as libpq lists them (h1:5432,h2:5432): see database_urls.
+    return sqlalchemy_url(raw)
 
 
 def _postgres_url_list(raw: str) -> tuple[str, ...]:
@@ -281,6 +286,25 @@ def _redis_url(raw: str) -> str:
         raise ValueError("must be a redis://host:port/db URL")
     if parts.scheme != "unix" and not parts.hostname:
         raise ValueError("must name a host, as in redis://127.0.0.1:6379/0")
+    return raw
+
+
+def _address_list(raw: str) -> tuple[tuple[str, int], ...]:
+    """Parse comma-separated host:port addresses (Sentinels), e.g. 10.77.0.21:26379."""
+    addresses = []
+    for part in (piece.strip() for piece in raw.split(",")):
+        if not part:
+            continue
+        host, colon, port = part.rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port addresses separated by commas")
+        addresses.append((host.strip("[]"), int(port)))
+    return tuple(addresses)
+
+
+def _service_name(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", raw):
+        raise ValueError("must be a Sentinel master name (letters, digits, . _ -)")
     return raw
 
 

@@ -40,6 +40,8 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         "GRIDLINK_DATABASE_URL": settings.database_url,
         "GRIDLINK_REPLICA_URLS": ",".join(settings.replica_urls),
         "GRIDLINK_REDIS_URL": settings.redis_url,
+        "GRIDLINK_REDIS_SENTINELS": ",".join(f"{h}:{p}" for h, p in settings.redis_sentinels),
+        "GRIDLINK_REDIS_SERVICE": settings.redis_service,
         "GRIDLINK_MAIL_BACKEND": settings.mail_backend.variable,
     }
 

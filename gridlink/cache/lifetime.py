@@ -8,6 +8,12 @@
   fails at once for a moment (``TIMEOUT_COOL_OFF_SECONDS``), as if Redis
   were down: a frozen host or a black-holed network would otherwise cost
   every call its whole timeout, twice with the retry, several times a request.
+- **Sentinel.** With sentinels, the client asks them for the master of its
+  service and asks again whenever a connection fails, so it follows a
+  Sentinel failover without a restart. A promoted replica has its own
+  ``run_id``: it counts as a Redis that lost data (a new keyspace), so
+  nothing the old master held, possibly newer than what the replica got,
+  is trusted, and marks missing from it mean "a recent write" for a while.
 - **Redis is optional.** Callers turn Redis errors into "no answer" (a miss,
   a skipped store) and log them with ``log_redis_unavailable``.
 """
@@ -18,10 +24,12 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import redis
+import redis.sentinel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -90,21 +98,43 @@ class _RetryOnceUnlessCoolingOff(Retry):
 class RedisLifetime:
     """The process's Redis client and the key prefix of the server's current lifetime."""
 
-    def __init__(self, url: str, *, socket_timeout: float, clock: Clock) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        socket_timeout: float,
+        clock: Clock,
+        sentinels: Sequence[tuple[str, int]] = (),
+        service: str = "gridlink",
+    ) -> None:
         self.clock = clock
         self._keyspace: str | None = None
         self._keyspace_lock = threading.Lock()
         self._on_new_lifetime: list[Callable[[], None]] = []
         self._cool_off = CoolOff(clock)
-        self.client = redis.Redis.from_url(
-            url,
-            socket_connect_timeout=socket_timeout,
-            socket_timeout=socket_timeout,
-            health_check_interval=30,
-            decode_responses=False,
-            retry=_RetryOnceUnlessCoolingOff(self._cool_off),
-            redis_connect_func=self._on_connect,
-        )
+        options: dict[str, Any] = {
+            "socket_connect_timeout": socket_timeout,
+            "socket_timeout": socket_timeout,
+            "health_check_interval": 30,
+            "decode_responses": False,
+            "retry": _RetryOnceUnlessCoolingOff(self._cool_off),
+            "redis_connect_func": self._on_connect,
+        }
+        self.client: redis.Redis
+        if sentinels:
+            asked = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+                list(sentinels),
+                sentinel_kwargs={
+                    "socket_timeout": socket_timeout,
+                    "socket_connect_timeout": socket_timeout,
+                },
+            )
+            database = int(urlsplit(url).path.strip("/") or 0)
+            self.client = asked.master_for(  # type: ignore[no-untyped-call]
+                service, db=database, **options
+            )
+        else:
+            self.client = redis.Redis.from_url(url, **options)
 
     def on_new_lifetime(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` whenever Redis turns out to have restarted (a new run_id)."""

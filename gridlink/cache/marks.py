@@ -11,6 +11,7 @@ import redis
 
 from gridlink.cache.lifetime import CacheUnavailable, RedisLifetime, log_redis_unavailable
 from gridlink.cache.positions import RAISE_POSITION, decode_position, encode_position
+from gridlink.lsn import Position
 
 
 class WriteMarks:
@@ -29,15 +30,15 @@ class WriteMarks:
     def key(self, user_id: int) -> str:
         return self._lifetime.key("written", str(user_id))
 
-    def remember(self, user_id: int, lsn: int) -> None:
-        """Remember the primary's WAL position after ``user_id``'s latest write."""
+    def remember(self, user_id: int, position: Position) -> None:
+        """Remember the primary's WAL position (and timeline) after ``user_id``'s latest write."""
         try:
-            self._raise(keys=[self.key(user_id)], args=[encode_position(lsn), self.ttl, 1])
+            self._raise(keys=[self.key(user_id)], args=[encode_position(position), self.ttl, 1])
         except redis.RedisError as error:
             log_redis_unavailable("remember write", error)
             self.doubt()
 
-    def last(self, user_id: int) -> int | None:
+    def last(self, user_id: int) -> Position | None:
         """Return the WAL position of the user's last write, or None if none is remembered.
 
         Raises ``CacheUnavailable`` when Redis cannot say: the caller must then

@@ -1,13 +1,17 @@
 """WAL positions kept in Redis: the stream's applied position and the writers' marks.
 
 Lua numbers are doubles, too narrow for a 64-bit LSN, so a position is kept
-as 16 upper-case hex digits, zero-padded: then comparing two positions as
-strings compares them as numbers, in Lua and in Python alike.
+as 24 upper-case hex digits, zero-padded: the timeline (8), then the LSN
+(16). Comparing two positions as strings then orders them as the WAL does,
+newer timelines last, in Lua and in Python alike; the first 8 digits say
+whether two positions are on the same timeline at all.
 """
 
 from __future__ import annotations
 
-# KEYS[1]: the position; ARGV: a position (16 hex digits), seconds to live,
+from gridlink.lsn import Position
+
+# KEYS[1]: the position; ARGV: a position (24 hex digits), seconds to live,
 # '1' to raise the stored position to the given one, '0' to raise it only if
 # there is none. The larger position is kept; its lifetime starts again.
 RAISE_POSITION = """
@@ -21,13 +25,16 @@ return position
 """
 
 
-def encode_position(lsn: int) -> bytes:
-    """Write an LSN so that byte order is numeric order (16 hex digits)."""
-    return b"%016X" % lsn
+def encode_position(position: Position) -> bytes:
+    """Write a position so that byte order is WAL order (24 hex digits)."""
+    return b"%08X%016X" % position
 
 
-def decode_position(raw: bytes | None) -> int | None:
-    return None if raw is None else int(raw, 16)
+def decode_position(raw: bytes | None) -> Position | None:
+    """Read a position back; None for none, or for one kept in another form."""
+    if raw is None or len(raw) != 24:
+        return None
+    return Position(int(raw[:8], 16), int(raw[8:], 16))
 
 
 def applied_key(keyspace: str) -> str:

@@ -24,7 +24,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import cast
@@ -35,6 +35,7 @@ from redis.typing import EncodableT
 from gridlink.cache.lifetime import Clock, RedisLifetime, log_redis_unavailable
 from gridlink.cache.marks import WriteMarks
 from gridlink.cache.positions import applied_key, encode_position
+from gridlink.lsn import Position
 
 AUTHORITATIVE_TTL_SECONDS = 24 * 3600
 DEFAULT_FILL_TTL_SECONDS = 3600
@@ -47,7 +48,8 @@ FILL_WAIT_SECONDS = 0.01
 # KEYS[1]: the entry; KEYS[2]: the stream's applied position; KEYS[3] (optional):
 # a fill lock to release.
 # ARGV: version, payload, seconds to live, seconds to live without a proof,
-# the fill's replica position (16 hex digits; '' for an authoritative store).
+# the fill's replica position (24 hex digits; '' for an authoritative store).
+# A fill is proved only by an applied position of its own timeline.
 STORE_IF_NEWER = """
 if KEYS[3] then
   redis.call('DEL', KEYS[3])
@@ -59,7 +61,8 @@ end
 local ttl = ARGV[3]
 if ARGV[5] ~= '' then
   local applied = redis.call('GET', KEYS[2])
-  if not applied or ARGV[5] < applied then
+  if not applied or string.sub(ARGV[5], 1, 8) ~= string.sub(applied, 1, 8)
+     or ARGV[5] < applied then
     ttl = ARGV[4]
   end
 end
@@ -92,8 +95,12 @@ class ProfileCache:
         fill_ttl: int = DEFAULT_FILL_TTL_SECONDS,
         socket_timeout: float = 0.5,
         clock: Clock = time.monotonic,
+        sentinels: Sequence[tuple[str, int]] = (),
+        service: str = "gridlink",
     ) -> None:
-        self.lifetime = RedisLifetime(url, socket_timeout=socket_timeout, clock=clock)
+        self.lifetime = RedisLifetime(
+            url, socket_timeout=socket_timeout, clock=clock, sentinels=sentinels, service=service
+        )
         self.client = self.lifetime.client
         self.marks = WriteMarks(self.lifetime, ttl=write_mark_ttl)
         self.fill_ttl = fill_ttl
@@ -109,7 +116,7 @@ class ProfileCache:
         return self.lifetime.key("filling", username.lower())
 
     def store_arguments(
-        self, username: str, version: int, document: bytes, fill_position: int | None = None
+        self, username: str, version: int, document: bytes, fill_position: Position | None = None
     ) -> tuple[list[str], list[EncodableT]]:
         """Return the store script's keys and arguments (authoritative without a position)."""
         keys = [self.profile_key(username), applied_key(self.keyspace())]
@@ -138,11 +145,11 @@ class ProfileCache:
     # --- stores -----------------------------------------------------------------------
 
     def store_profile(
-        self, username: str, version: int, document: bytes, *, fill_position: int | None = None
+        self, username: str, version: int, document: bytes, *, fill_position: Position | None = None
     ) -> bool:
         """Store the document unless the same or a newer version is cached.
 
-        ``fill_position``: the replica's replay LSN for a fill from a replica
+        ``fill_position``: the replica's replay position for a fill from a replica
         (None: authoritative). Return False if Redis did not answer; a
         write-through it missed reaches it through the change stream.
         """
@@ -225,7 +232,9 @@ class ProfileCache:
         except redis.RedisError as error:
             log_redis_unavailable("unlock", error)
 
-    def _store_fill(self, turn: Fill, version: int, document: bytes, position: int | None) -> None:
+    def _store_fill(
+        self, turn: Fill, version: int, document: bytes, position: Position | None
+    ) -> None:
         keys, args = self.store_arguments(turn.username, version, document, position)
         if turn.holds_lock:
             keys.append(self._lock_key(turn.username))  # released by the same call
@@ -251,7 +260,7 @@ class Fill:
         self.holds_lock = holds_lock
         self.filled_by_another: CachedProfile | None = None
 
-    def store(self, version: int, document: bytes, position: int | None) -> None:
+    def store(self, version: int, document: bytes, position: Position | None) -> None:
         """Store what the database gave (``position``: the replica's; None: the primary's)."""
         self._cache._store_fill(self, version, document, position)
         self.holds_lock = False  # the store released it (or Redis is away and it expires)

@@ -39,13 +39,14 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 import redis
-from sqlalchemy import Engine, make_url, text
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from gridlink.cache.lifetime import log_redis_unavailable
 from gridlink.cache.positions import RAISE_POSITION, applied_key, decode_position, encode_position
 from gridlink.cache.profiles import ProfileCache
-from gridlink.lsn import format_lsn, parse_lsn
+from gridlink.database_urls import libpq_url
+from gridlink.lsn import CURRENT_POSITION_SQL, Position, format_lsn, parse_lsn, position_from_row
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,6 @@ _DIRTY = """
     ORDER BY c.changed_at
     LIMIT %s
 """
-_CURRENT_LSN = "SELECT pg_current_wal_lsn()::text"
 _FORGET_APPLIED = """
     DELETE FROM profile_changes c
     USING unnest(%s::text[], %s::bigint[]) AS applied(username_key, version)
@@ -100,11 +100,6 @@ _LAG = text(
     FROM profile_changes
     """
 )
-
-
-def libpq_url(database_url: str) -> str:
-    """Turn a SQLAlchemy database URL into one libpq (psycopg2.connect) accepts."""
-    return make_url(database_url).set(drivername="postgresql").render_as_string(False)
 
 
 class ChangeRelay:
@@ -210,14 +205,14 @@ class ChangeRelay:
         with self._connection.cursor() as cursor:
             cursor.execute(_DIRTY, (self._batch_size,))
             rows = cursor.fetchall()
-            cursor.execute(_CURRENT_LSN)
-            (current,) = cursor.fetchone()
+            cursor.execute(CURRENT_POSITION_SQL)
+            current, timeline = cursor.fetchone()
         documents = [
             # No document: the account was retired; a tombstone at the change's version.
             (key, version, b"") if document is None else (key, document_version, bytes(document))
             for key, version, document_version, document in rows
         ]
-        self._apply(documents, parse_lsn(current))
+        self._apply(documents, position_from_row(current, timeline))
         if documents:
             with self._connection.cursor() as cursor:
                 cursor.execute(
@@ -226,7 +221,7 @@ class ChangeRelay:
                 )
         return len(documents)
 
-    def _apply(self, documents: list[tuple[str, int, bytes]], position: int) -> None:
+    def _apply(self, documents: list[tuple[str, int, bytes]], position: Position) -> None:
         """Store the documents and raise the applied position, all or nothing."""
         with self._cache.client.pipeline(transaction=True) as pipeline:
             self._cache.queue_stores(pipeline, documents)
@@ -285,5 +280,5 @@ def report_stream(primary: Engine, cache: ProfileCache) -> StreamReport:
             seconds,
             pending,
         )
-    lag_bytes = max(0, parse_lsn(current) - applied)
-    return StreamReport("ok", format_lsn(applied), lag_bytes, seconds, pending)
+    lag_bytes = max(0, parse_lsn(current) - applied.lsn)
+    return StreamReport("ok", format_lsn(applied.lsn), lag_bytes, seconds, pending)

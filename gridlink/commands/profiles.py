@@ -29,7 +29,7 @@ from gridlink.cache.stream import MARK_CHANGED
 from gridlink.commands.unit_of_work import UnitOfWork
 from gridlink.documents import PROFILE_JSON
 from gridlink.errors import LimitReached
-from gridlink.lsn import parse_lsn
+from gridlink.lsn import current_position
 from gridlink.services import Services
 
 log = logging.getLogger(__name__)
@@ -77,9 +77,6 @@ _RETIRE = text(
 )
 
 
-_CURRENT_LSN = text("SELECT pg_current_wal_lsn()::text")
-
-
 def lock_profile(uow: UnitOfWork, user_id: int) -> None:
     """Hold the user's profile row until commit: one write per user at a time."""
     uow.session.execute(_LOCK, {"user_id": user_id})
@@ -125,8 +122,8 @@ def retire_profile(uow: UnitOfWork, user_id: int) -> ProfileDocument:
 def remember_write(services: Services, user_id: int) -> None:
     """Remember where the primary's WAL stands now, after ``user_id``'s commit."""
     with services.primary.connect() as connection:
-        lsn: str = connection.execute(_CURRENT_LSN).scalar_one()
-    services.cache.marks.remember(user_id, parse_lsn(lsn))
+        position = current_position(connection)
+    services.cache.marks.remember(user_id, position)
 
 
 def _document(uow: UnitOfWork, statement: TextClause, user_id: int) -> ProfileDocument:

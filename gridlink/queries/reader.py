@@ -22,6 +22,8 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from gridlink.cache import CacheUnavailable
+from gridlink.lsn import Position
+from gridlink.routing.router import Replica
 from gridlink.services import Services
 from gridlink.tokens import Principal
 
@@ -59,8 +61,8 @@ class Reader:
 
     def read_with_position(
         self, reader: Principal | None, query: Callable[[Connection], T]
-    ) -> tuple[T, ReadSource, int | None]:
-        """Read as ``read`` does; also return the replica's replay LSN before the query.
+    ) -> tuple[T, ReadSource, Position | None]:
+        """Read as ``read`` does; also return the replica's replay position before the query.
 
         The position is None when the primary answered (nothing is newer).
         """
@@ -77,20 +79,22 @@ class Reader:
 
     def _candidates(
         self, reader: Principal | None
-    ) -> Iterator[tuple[Engine, ReadSource, int | None]]:
+    ) -> Iterator[tuple[Engine, ReadSource, Position | None]]:
         services = self._services
-        chosen: tuple[int, int] | None = None
+        chosen: Replica | None = None
         try:
-            min_lsn = None if reader is None else services.cache.marks.last(reader.user_id)
+            written = None if reader is None else services.cache.marks.last(reader.user_id)
         except CacheUnavailable:
             pass  # a recent write cannot be ruled out: the primary it is
         else:
-            chosen = services.router.choose_with_position(min_lsn)
+            # A write on another timeline than the replica's may be on a lost
+            # branch, or not: the router only hands out a replica of the same one.
+            chosen = services.router.choose(written)
             if chosen is not None:
-                yield services.replicas[chosen[0]], REPLICA, chosen[1]
+                yield chosen.engine, REPLICA, chosen.position
         yield services.primary, PRIMARY, None
         # The primary is down: any replica in rotation beats no answer.
         services.router.refresh_if_blind()
-        fallback = services.router.choose_with_position(None)
-        if fallback is not None and (chosen is None or fallback[0] != chosen[0]):
-            yield services.replicas[fallback[0]], REPLICA, fallback[1]
+        fallback = services.router.choose()
+        if fallback is not None and fallback != chosen:
+            yield fallback.engine, REPLICA, fallback.position

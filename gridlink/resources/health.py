@@ -67,8 +67,12 @@ class Ready:
     )
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         checks = {"primary": check_database(self._services.primary)}
-        for number, engine in enumerate(self._services.replicas, start=1):
-            checks[f"replica{number}"] = check_database(engine)
+        # Every configured server; the write URL's own host, when no replica URL
+        # names it, is the router's "primary" and already checked above.
+        for server, engine in zip(
+            self._services.router.snapshot().servers, self._services.replicas, strict=True
+        ):
+            checks.setdefault(server.name, check_database(engine))
         checks["redis"] = check_redis(self._services.redis)
         # Down, it costs cache hits (short fills), never correctness or readiness.
         checks["change_stream"] = report_stream(self._services.primary, self._services.cache).status

@@ -15,7 +15,8 @@ from gridlink.http import App, send_object
 from gridlink.logs import utc_timestamp
 from gridlink.metrics import CONTENT_TYPE, current_snapshot, render
 from gridlink.openapi import Auth, Operation, Reply, documented
-from gridlink.queries.router import RouterSnapshot
+from gridlink.routing.policy import ServerStatus
+from gridlink.routing.router import Failover, RouterSnapshot
 from gridlink.schemas.operations import ReplicasOut
 from gridlink.security import content_security_policy, inline_source
 from gridlink.services import Services
@@ -34,11 +35,27 @@ def replicas_document(snapshot: RouterSnapshot, stream: StreamReport) -> dict[st
             "reachable": snapshot.primary_reachable,
             "lsn": snapshot.primary_lsn,
         },
-        "replicas": [dataclasses.asdict(replica) for replica in snapshot.replicas],
+        "replicas": [_replica(server) for server in snapshot.replicas],
         "max_lag_seconds": snapshot.max_lag_seconds,
         "checked_at": None if checked_at is None else utc_timestamp(checked_at),
         "stream": dataclasses.asdict(stream),
+        # Beyond API.md: every database host by role, and the last change of primary.
+        "servers": [dataclasses.asdict(server) for server in snapshot.servers],
+        "last_failover": _failover(snapshot.last_failover),
     }
+
+
+def _replica(server: ServerStatus) -> dict[str, Any]:
+    """Return a replica's fields exactly as API.md lists them."""
+    fields = dataclasses.asdict(server)
+    del fields["role"], fields["timeline"]
+    return fields
+
+
+def _failover(failover: Failover | None) -> dict[str, Any] | None:
+    if failover is None:
+        return None
+    return {**dataclasses.asdict(failover), "at": utc_timestamp(failover.at)}
 
 
 class Metrics:

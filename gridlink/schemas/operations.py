@@ -30,6 +30,22 @@ class ReplicaOut(Schema):
     replay_lsn = fields.String(required=True, allow_none=True)
 
 
+class ServerOut(ReplicaOut):
+    """A database host by the role it answers with: primary, replica, unreachable..."""
+
+    role = fields.String(required=True)
+    timeline = fields.Integer(required=True, allow_none=True)
+
+
+class FailoverOut(Schema):
+    """The last change of primary the answering process saw."""
+
+    at = fields.String(required=True)
+    old = fields.String(required=True)
+    new = fields.String(required=True)
+    timeline = fields.Integer(required=True, allow_none=True)
+
+
 class StreamOut(Schema):
     """The change stream: how far Redis is behind the primary's committed profile changes."""
 
@@ -48,6 +64,8 @@ class ReplicasOut(Schema):
     max_lag_seconds = fields.Float(required=True)
     stream = fields.Nested(StreamOut, required=True)
     checked_at = Timestamp(required=True, allow_none=True)
+    servers = fields.List(fields.Nested(ServerOut), required=True)
+    last_failover = fields.Nested(FailoverOut, required=True, allow_none=True)
 
 
 class OpenApiOut(Schema):

@@ -15,14 +15,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gridlink.database_urls import sqlalchemy_url
 from gridlink.settings import Settings
-from infra import binaries, postgres, redis_server
+from infra import binaries, redis_server
 from infra.errors import ClusterError, Progress
 from infra.files import check_postgres_can_enter, reachable_root
 from infra.processes import wait_until
 from infra.seeding import Seeded, ensure_seeded
 from infra.staging import faults, network, services
-from infra.staging.inventory import API, BRIDGE, LOAD_BALANCER, REDIS, STAGING, Host, Inventory
+from infra.staging.inventory import (
+    API,
+    BRIDGE,
+    LOAD_BALANCER,
+    REDIS_SERVICE,
+    STAGING,
+    Host,
+    Inventory,
+)
 from infra.staging.services import Paths
 from infra.status import align_rows, database_rows
 
@@ -39,10 +48,17 @@ def default_paths() -> Paths:
 def settings(inventory: Inventory) -> Settings:
     """Return settings that point this machine's processes (migrate, seed) at staging."""
     return Settings(
-        database_url=inventory.database_url(inventory.primary),
-        replica_urls=tuple(inventory.database_url(host) for host in inventory.replicas),
+        database_url=sqlalchemy_url(inventory.write_url),
+        replica_urls=tuple(inventory.database_url(host) for host in inventory.databases),
         redis_url=inventory.redis_url,
+        redis_sentinels=_addresses(inventory.sentinels),
+        redis_service=REDIS_SERVICE,
     )
+
+
+def _addresses(listed: str) -> tuple[tuple[str, int], ...]:
+    pairs = (address.rpartition(":") for address in listed.split(","))
+    return tuple((host, int(port)) for host, _, port in pairs)
 
 
 def seed_state(paths: Paths) -> Path:
@@ -70,12 +86,14 @@ def up(
     binaries.program("tc", "iproute2", progress)
     paths.root.mkdir(parents=True, exist_ok=True)
     check_postgres_can_enter(paths.root.resolve())
-    services.write_configuration(inventory, paths)
+    binaries.program("patroni", "patroni", progress)
+    binaries.program("etcd", "etcd-server", progress)
+    services.write_configuration(inventory, paths, Path(tools.initdb).parent)
     inventory.write(paths.inventory_file)
     progress(f"configuration rendered under {paths.root / 'etc'}; hosts in {paths.inventory_file}")
     network.create(inventory.hosts, progress)
-    services.start_databases(tools, inventory, paths, progress)
-    redis_server.start(tools, services.redis(inventory, paths), progress)
+    services.start_databases(inventory, paths, progress)
+    services.start_redis(tools, inventory, paths, progress)
     from gridlink.cli import migrate  # the CLI imports this module: import it late
 
     migrate(settings(inventory).database_url)
@@ -124,22 +142,28 @@ def status(paths: Paths, inventory: Inventory = STAGING) -> list[HostStatus]:
     """
     up = set(network.namespaces()) if network.link_exists(BRIDGE) else set()
     rows = []
-    servers = [services.pg_server(paths, host) for host in inventory.databases]
     if _configured(paths, inventory) and all(host.netns in up for host in inventory.databases):
-        for host, row in zip(
-            inventory.databases, database_rows(servers[0], servers[1:]), strict=True
-        ):
+        # The leader first: lag is measured against it, wherever Patroni put it.
+        leader = services.leader(inventory) or inventory.primary
+        hosts = [leader, *(host for host in inventory.databases if host != leader)]
+        servers = [services.pg_server(paths, host) for host in hosts]
+        for host, row in zip(hosts, database_rows(servers[0], servers[1:]), strict=True):
             health = row.state or ("running" if row.running else "stopped")
             lag = "-" if row.lag_seconds is None else f"{row.lag_seconds:.1f} s, {row.lag_bytes} B"
-            rows.append(HostStatus(host, f"postgresql ({row.role})", row.pid, health, lag))
+            patroni = services.patroni_role(host) or "no answer"
+            service = f"postgresql ({row.role}), patroni: {patroni}"
+            rows.append(HostStatus(host, service, row.pid, health, lag))
     else:
         rows += [HostStatus(host, "postgresql", None, _ABSENT) for host in inventory.databases]
-    redis = services.redis(inventory, paths)
-    redis_host = inventory.one(REDIS)
-    redis_health = _ABSENT
-    if redis_host.netns in up:
-        redis_health = "ok" if redis_server.answers(redis.host, redis.port) else "no answer"
-    rows.append(HostStatus(redis_host, "redis", redis_server.pid(redis), redis_health))
+    master = services.redis_master(inventory) if up else None
+    for redis_host in inventory.redis_hosts:
+        redis = services.redis(inventory, paths, redis_host)
+        redis_health = _ABSENT
+        if redis_host.netns in up:
+            redis_health = "ok" if redis_server.answers(redis.host, redis.port) else "no answer"
+        role = "master" if master == f"{redis.host}:{redis.port}" else "replica"
+        service = f"redis ({role}), sentinel"
+        rows.append(HostStatus(redis_host, service, redis_server.pid(redis), redis_health))
     lb_states = services.lb_servers(paths)
     for host in inventory.with_role(API):
         health = _ABSENT
@@ -200,9 +224,8 @@ def down(
     for host in inventory.with_role(API):
         services.stop_api(paths, host, progress)
     if _configured(paths, inventory):
-        for host in reversed(inventory.databases):
-            postgres.stop(services.pg_server(paths, host), progress)
-    redis_server.stop(services.redis(inventory, paths), progress)
+        services.stop_databases(inventory, paths, progress)
+    services.stop_redis(inventory, paths, progress)
     for host in inventory.hosts:
         if host.netns in network.namespaces():
             left = faults.kill_host(host)

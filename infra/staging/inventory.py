@@ -21,7 +21,9 @@ from infra.errors import ClusterError
 
 PRIMARY = "postgres-primary"
 REPLICA = "postgres-replica"
-REDIS = "redis"
+REDIS = "redis"  # the master Redis starts as; Sentinel decides after that
+REDIS_REPLICA = "redis-replica"
+SENTINEL = "sentinel"
 API = "api"
 LOAD_BALANCER = "load-balancer"
 LOAD_GENERATOR = "load-generator"
@@ -32,7 +34,12 @@ SUBNET = ipaddress.ip_network("10.77.0.0/24")
 BRIDGE_ADDRESS = ipaddress.ip_address("10.77.0.1")  # the machine's own side
 
 POSTGRES_PORT = 5432
+ETCD_CLIENT_PORT = 2379
+ETCD_PEER_PORT = 2380
+PATRONI_PORT = 8008  # Patroni's REST API: /primary answers 200 on the leader only
 REDIS_PORT = 6379
+SENTINEL_PORT = 26379
+REDIS_SERVICE = "gridlink"  # the master's name in Sentinel
 API_PORT = 8000
 LOAD_BALANCER_PORT = 80
 LOCUST_MASTER_PORT = 5557
@@ -84,6 +91,7 @@ class Inventory:
 
     @property
     def primary(self) -> Host:
+        """Return the database host Patroni bootstraps on; it picks the leader after that."""
         return self.one(PRIMARY)
 
     @property
@@ -106,8 +114,28 @@ class Inventory:
         return f"postgresql+psycopg2://{DATABASE_USER}@{host.address}:{POSTGRES_PORT}/{DATABASE}"
 
     @property
+    def write_url(self) -> str:
+        """Return libpq's URL of every database host that connects to the one accepting writes."""
+        hosts = ",".join(f"{host.address}:{POSTGRES_PORT}" for host in self.databases)
+        return f"postgresql://{DATABASE_USER}@{hosts}/{DATABASE}?target_session_attrs=read-write"
+
+    @property
+    def etcd_hosts(self) -> str:
+        """Return the etcd members' client addresses (one member per database host)."""
+        return ",".join(f"{host.address}:{ETCD_CLIENT_PORT}" for host in self.databases)
+
+    @property
     def redis_url(self) -> str:
         return f"redis://{self.one(REDIS).address}:{REDIS_PORT}/0"
+
+    @property
+    def redis_hosts(self) -> list[Host]:
+        return [self.one(REDIS), *self.with_role(REDIS_REPLICA)]
+
+    @property
+    def sentinels(self) -> str:
+        """Return GRIDLINK_REDIS_SENTINELS: every Sentinel's host:port."""
+        return ",".join(f"{host.address}:{SENTINEL_PORT}" for host in self.with_role(SENTINEL))
 
     def as_json(self) -> str:
         """Return what ``var/staging/inventory.json`` holds: hosts, namespaces, the LB's URL."""
@@ -137,7 +165,9 @@ STAGING = Inventory(
         Host("db1", "10.77.0.11", (PRIMARY,)),
         Host("db2", "10.77.0.12", (REPLICA,)),
         Host("db3", "10.77.0.13", (REPLICA,)),
-        Host("redis1", "10.77.0.21", (REDIS,)),
+        Host("redis1", "10.77.0.21", (REDIS, SENTINEL)),
+        Host("redis2", "10.77.0.22", (REDIS_REPLICA, SENTINEL)),
+        Host("redis3", "10.77.0.23", (REDIS_REPLICA, SENTINEL)),
         Host("api1", "10.77.0.31", (API,)),
         Host("api2", "10.77.0.32", (API,)),
         Host("lb1", "10.77.0.41", (LOAD_BALANCER,)),

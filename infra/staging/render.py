@@ -13,11 +13,17 @@ from string import Template
 from infra.staging.inventory import (
     API,
     API_PORT,
+    ETCD_CLIENT_PORT,
+    ETCD_PEER_PORT,
     LOAD_BALANCER,
     LOAD_BALANCER_PORT,
     LOCUST_MASTER_PORT,
+    PATRONI_PORT,
     POSTGRES_PORT,
+    REDIS,
     REDIS_PORT,
+    REDIS_SERVICE,
+    SENTINEL_PORT,
     SUBNET,
     Host,
     Inventory,
@@ -61,6 +67,63 @@ def pg_hba_conf(host: Host) -> str:
     return render("pg_hba.conf", host=host.name, subnet=SUBNET)
 
 
+def sentinel_conf(inventory: Inventory, host: Host, directory: Path) -> str:
+    return render(
+        "sentinel.conf",
+        host=host.name,
+        address=host.address,
+        port=SENTINEL_PORT,
+        directory=directory,
+        service=REDIS_SERVICE,
+        master_address=inventory.one(REDIS).address,
+        master_port=REDIS_PORT,
+    )
+
+
+def etcd_conf(inventory: Inventory, host: Host, data_dir: Path) -> str:
+    members = ",".join(
+        f"{db.name}=http://{db.address}:{ETCD_PEER_PORT}" for db in inventory.databases
+    )
+    return render(
+        "etcd.conf.yml",
+        host=host.name,
+        address=host.address,
+        data_dir=data_dir,
+        peer_port=ETCD_PEER_PORT,
+        client_port=ETCD_CLIENT_PORT,
+        initial_cluster=members,
+    )
+
+
+@dataclass(frozen=True)
+class PatroniFiles:
+    """Where Patroni on one host finds its PostgreSQL: data, binaries, the rendered files."""
+
+    data_dir: Path
+    bin_dir: Path
+    custom_conf: Path
+    hba_file: Path
+    socket_dir: Path
+    pgpass: Path  # Patroni writes one for its replicas; $HOME may not be the postgres user's
+
+
+def patroni_yml(inventory: Inventory, host: Host, files: PatroniFiles) -> str:
+    return render(
+        "patroni.yml",
+        host=host.name,
+        address=host.address,
+        rest_port=PATRONI_PORT,
+        port=POSTGRES_PORT,
+        etcd_hosts=inventory.etcd_hosts,
+        data_dir=files.data_dir,
+        bin_dir=files.bin_dir,
+        custom_conf=files.custom_conf,
+        hba_file=files.hba_file,
+        socket_dir=files.socket_dir,
+        pgpass=files.pgpass,
+    )
+
+
 def redis_conf(host: Host) -> str:
     return render("redis.conf", host=host.name, address=host.address, port=REDIS_PORT)
 
@@ -87,9 +150,13 @@ def api_env(inventory: Inventory, host: Host, mail_dir: Path) -> str:
         host=host.name,
         bind=f"{host.address}:{API_PORT}",
         workers=API_WORKERS,
-        database_url=inventory.database_url(inventory.primary),
-        replica_urls=",".join(inventory.database_url(r) for r in inventory.replicas),
+        # Every database host: libpq keeps the one that accepts writes (Patroni's leader),
+        # and the router finds each one's role by asking it.
+        database_url=inventory.write_url,
+        replica_urls=",".join(inventory.database_url(db) for db in inventory.databases),
         redis_url=inventory.redis_url,
+        redis_sentinels=inventory.sentinels,
+        redis_service=REDIS_SERVICE,
         # Per-address limits must see the client, not the load balancer.
         trusted_proxies=inventory.one(LOAD_BALANCER).address,
         mail_dir=mail_dir,

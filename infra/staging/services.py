@@ -1,8 +1,11 @@
 """Start, find and stop each staging host's services inside its namespace.
 
-PostgreSQL and Redis are driven by the same modules as the local cluster
-(``infra.postgres``, ``infra.redis_server``), only with a host's address,
-its rendered configuration and its namespace. The API (``gridlink serve``)
+PostgreSQL runs under Patroni on every database host, with an etcd member
+beside it (Patroni's store): Patroni initialises the cluster on the
+inventory's bootstrap host, clones the others, and from then on decides who
+is the primary. Redis is driven by the same module as the local cluster
+(``infra.redis_server``), only with a host's address, its rendered
+configuration and its namespace. etcd, Patroni, the API (``gridlink serve``)
 and HAProxy are started here, each with a pid file, so ``down`` stops exactly
 what ``up`` started.
 """
@@ -18,7 +21,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra import postgres
+import redis as redis_lib
+
+from infra import postgres, redis_server
 from infra.binaries import Tools
 from infra.errors import ClusterError, Progress
 from infra.files import make_pg_dir
@@ -31,10 +36,15 @@ from infra.staging.inventory import (
     API_PORT,
     DATABASE,
     DATABASE_USER,
+    ETCD_CLIENT_PORT,
     LOAD_BALANCER,
+    PATRONI_PORT,
     POSTGRES_PORT,
     REDIS,
     REDIS_PORT,
+    REDIS_SERVICE,
+    SENTINEL,
+    SENTINEL_PORT,
     Host,
     Inventory,
 )
@@ -66,13 +76,36 @@ class Paths:
 # --------------------------------------------------------------------------- rendering
 
 
-def write_configuration(inventory: Inventory, paths: Paths) -> None:
+# Debian's PostgreSQL 15, what a real database host runs; `up` passes the one it found.
+DEFAULT_PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def write_configuration(inventory: Inventory, paths: Paths, pg_bin: Path = DEFAULT_PG_BIN) -> None:
     """Render every host's configuration files under var/staging/etc/<host>/."""
     for host in inventory.databases:
         _write(paths.etc(host) / "postgresql.conf", _pg_conf(paths, host))
         _write(paths.etc(host) / "pg_hba.conf", render.pg_hba_conf(host))
-    redis_host = inventory.one(REDIS)
-    _write(paths.etc(redis_host) / "redis.conf", render.redis_conf(redis_host))
+        _write(
+            paths.etc(host) / "etcd.conf.yml",
+            render.etcd_conf(inventory, host, _etcd_data(paths, host)),
+        )
+        files = render.PatroniFiles(
+            data_dir=paths.data(host) / "pgdata",
+            bin_dir=pg_bin,
+            custom_conf=paths.etc(host) / "postgresql.conf",
+            hba_file=paths.etc(host) / "pg_hba.conf",
+            socket_dir=paths.data(host) / "run",
+            pgpass=paths.data(host) / "pgpass",
+        )
+        _write(paths.etc(host) / "patroni.yml", render.patroni_yml(inventory, host, files))
+    for redis_host in inventory.redis_hosts:
+        _write(paths.etc(redis_host) / "redis.conf", render.redis_conf(redis_host))
+    for sentinel in inventory.with_role(SENTINEL):
+        directory = paths.data(sentinel)
+        _write(
+            paths.etc(sentinel) / "sentinel.conf",
+            render.sentinel_conf(inventory, sentinel, directory),
+        )
     lb = inventory.one(LOAD_BALANCER)
     _write(paths.etc(lb) / "haproxy.cfg", render.haproxy_cfg(inventory, _stats_socket(paths)))
     for host in inventory.with_role(API):
@@ -115,30 +148,234 @@ def pg_server(paths: Paths, host: Host) -> PgServer:
     )
 
 
-def redis(inventory: Inventory, paths: Paths) -> RedisServer:
-    host = inventory.one(REDIS)
+def redis(inventory: Inventory, paths: Paths, host: Host | None = None) -> RedisServer:
+    """Return the Redis of ``host`` (default: the one the master starts on).
+
+    The others start as its replicas; after that Sentinel decides who is the
+    master and rewires the rest (a restarted old master included).
+    """
+    master = inventory.one(REDIS)
+    host = master if host is None else host
+    follow = () if host == master else ("--replicaof", master.address, str(REDIS_PORT))
     return RedisServer(
         host.name,
         host.address,
         REDIS_PORT,
         paths.data(host),
         config_file=paths.etc(host) / "redis.conf",
+        settings=follow,
         netns=host.netns,
     )
 
 
-def start_databases(tools: Tools, inventory: Inventory, paths: Paths, progress: Progress) -> None:
-    """Start the primary (initdb the first time), the app database, then each replica."""
-    primary = pg_server(paths, inventory.primary)
+def start_redis(tools: Tools, inventory: Inventory, paths: Paths, progress: Progress) -> None:
+    """Start every Redis, then a Sentinel beside each (from a copy it may rewrite)."""
+    for host in inventory.redis_hosts:
+        redis_server.start(tools, redis(inventory, paths, host), progress)
+    for host in inventory.with_role(SENTINEL):
+        working = paths.data(host) / "sentinel.conf"
+        if not working.exists():
+            working.write_text((paths.etc(host) / "sentinel.conf").read_text())
+        command = [tools.redis_server, str(working), "--sentinel"]
+        _start_daemon(paths, host, "sentinel", command, progress)
+    if not wait_until(lambda: redis_master(inventory) is not None, START_TIMEOUT):
+        raise ClusterError("no Sentinel names a Redis master")
+
+
+def redis_master(inventory: Inventory) -> str | None:
+    """Return the address Sentinels give for the master ('host:port'), None if none answers."""
+    for host in inventory.with_role(SENTINEL):
+        client = redis_lib.Redis(host.address, SENTINEL_PORT, socket_timeout=1)
+        try:
+            answer = client.execute_command(  # type: ignore[no-untyped-call]
+                "SENTINEL", "get-master-addr-by-name", REDIS_SERVICE
+            )
+        except redis_lib.RedisError:
+            continue
+        finally:
+            client.close()
+        if answer:
+            address, port = (part.decode() for part in answer)
+            return f"{address}:{port}"
+    return None
+
+
+def stop_redis(inventory: Inventory, paths: Paths, progress: Progress) -> None:
+    for host in inventory.with_role(SENTINEL):
+        log = paths.data(host) / "sentinel.log"
+        pid = daemon_pid(paths, host, "sentinel")
+        stop_process(f"{host.name} sentinel", pid, signal.SIGTERM, "sentinel", log, progress)
+    for host in inventory.redis_hosts:
+        redis_server.stop(redis(inventory, paths, host), progress)
+
+
+def start_databases(inventory: Inventory, paths: Paths, progress: Progress) -> None:
+    """Start etcd and Patroni on every database host; wait for a leader and every replica.
+
+    Patroni initialises the cluster on the bootstrap host the first time (it
+    starts first), clones it onto the others, and restarts whatever was
+    running before. The application's role and database are then made on
+    whichever host leads.
+    """
     for host in inventory.databases:
         make_pg_dir(paths.data(host), 0o755)
         make_pg_dir(paths.data(host) / "run", 0o755)
-    postgres.ensure(tools, primary, "initdb", postgres.initdb_command(tools), progress)
-    postgres.ensure_app_database(primary, DATABASE, DATABASE_USER, progress)
-    for host in inventory.replicas:
-        replica = pg_server(paths, host)
-        build = postgres.basebackup_command(tools, primary, replica)
-        postgres.ensure(tools, replica, "pg_basebackup (in its namespace)", build, progress)
+        _etcd_data(paths, host).parent.mkdir(parents=True, exist_ok=True)
+    for host in inventory.databases:
+        start_etcd(paths, host, progress)
+    if not wait_until(
+        lambda: all(etcd_answers(host) for host in inventory.databases), START_TIMEOUT
+    ):
+        raise ClusterError(
+            f"etcd did not answer on every database host within {START_TIMEOUT:.0f} s; see "
+            f"{paths.data(inventory.primary) / 'etcd.log'}"
+        )
+    for host in [inventory.primary, *inventory.replicas]:  # the bootstrap host first
+        start_patroni(paths, host, progress)
+        if host == inventory.primary:
+            wait_for_leader(inventory, paths)
+    if not wait_until(
+        lambda: all(patroni_role(host) is not None for host in inventory.databases),
+        3 * START_TIMEOUT,
+    ):
+        raise ClusterError(
+            "Patroni did not bring every database host up within "
+            f"{3 * START_TIMEOUT:.0f} s: {[(h.name, patroni_role(h)) for h in inventory.databases]}"
+        )
+    leader = wait_for_leader(inventory, paths)
+    postgres.ensure_app_database(pg_server(paths, leader), DATABASE, DATABASE_USER, progress)
+    progress(
+        f"patroni: {leader.name} leads; "
+        + ", ".join(f"{host.name} {patroni_role(host)}" for host in inventory.databases)
+    )
+
+
+def _etcd_data(paths: Paths, host: Host) -> Path:
+    return paths.data(host) / "etcd" / "data"
+
+
+def etcd_answers(host: Host) -> bool:
+    return http_status(f"{host.address}:{ETCD_CLIENT_PORT}", "/health") == 200
+
+
+def patroni_role(host: Host) -> str | None:
+    """Return 'primary' or 'replica' as Patroni's REST API says, None if it does not answer."""
+    address = f"{host.address}:{PATRONI_PORT}"
+    if http_status(address, "/primary", timeout=1.0) == 200:
+        return "primary"
+    if http_status(address, "/replica", timeout=1.0) == 200:
+        return "replica"
+    return None
+
+
+def sync_standby(inventory: Inventory) -> Host | None:
+    """Return the synchronous standby (the one Patroni may promote), if one answers as it."""
+    for host in inventory.databases:
+        if http_status(f"{host.address}:{PATRONI_PORT}", "/synchronous", timeout=1.0) == 200:
+            return host
+    return None
+
+
+def failover_ready(inventory: Inventory) -> bool:
+    """Tell whether a failover could happen now: a leader, every host streaming, a sync standby.
+
+    In synchronous mode only the synchronous standby may be promoted: with
+    none (a replica that has just rejoined is catching up) Patroni would wait.
+    """
+    roles = [patroni_role(host) for host in inventory.databases]
+    return (
+        roles.count("primary") == 1
+        and roles.count("replica") == len(roles) - 1
+        and sync_standby(inventory) is not None
+        and redis_master(inventory) is not None
+    )
+
+
+def leader(inventory: Inventory) -> Host | None:
+    """Return the database host Patroni made the primary, if one answers as it."""
+    for host in inventory.databases:
+        if patroni_role(host) == "primary":
+            return host
+    return None
+
+
+def wait_for_leader(inventory: Inventory, paths: Paths) -> Host:
+    found: list[Host] = []
+
+    def has_leader() -> bool:
+        host = leader(inventory)
+        if host is not None:
+            found.append(host)
+        return host is not None
+
+    if not wait_until(has_leader, 3 * START_TIMEOUT):
+        log = paths.data(inventory.primary) / "patroni.log"
+        raise ClusterError(f"Patroni elected no primary; {log} ends with:\n{log_tail(log)}")
+    return found[-1]
+
+
+def _daemon_pid_file(paths: Paths, host: Host, program: str) -> Path:
+    return paths.data(host) / f"{program}.pid"
+
+
+def daemon_pid(paths: Paths, host: Host, program: str) -> int | None:
+    """Return the pid of the host's etcd or patroni, if it runs."""
+    return live_pid(_daemon_pid_file(paths, host, program), program)
+
+
+def _start_daemon(
+    paths: Paths, host: Host, program: str, command: list[str], progress: Progress
+) -> None:
+    running = daemon_pid(paths, host, program)
+    if running is not None:
+        progress(f"{host.name}: {program} already running (pid {running})")
+        return
+    log = paths.data(host) / f"{program}.log"
+    with log.open("ab") as output:
+        started = subprocess.Popen(  # `ip netns exec` and setpriv exec: this pid is the program's
+            in_namespace(host.netns, command),
+            cwd=paths.root,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    _daemon_pid_file(paths, host, program).write_text(f"{started.pid}\n")
+    progress(f"{host.name}: {program} started (pid {started.pid}, log {log})")
+
+
+def start_etcd(paths: Paths, host: Host, progress: Progress) -> None:
+    config = paths.etc(host) / "etcd.conf.yml"
+    _start_daemon(paths, host, "etcd", ["etcd", "--config-file", str(config)], progress)
+
+
+def start_patroni(paths: Paths, host: Host, progress: Progress) -> None:
+    """Run Patroni as the postgres user (PostgreSQL refuses root) in the host's namespace."""
+    config = paths.etc(host) / "patroni.yml"
+    as_postgres = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
+    _start_daemon(paths, host, "patroni", [*as_postgres, "patroni", str(config)], progress)
+
+
+def switchover(paths: Paths, leader: Host, candidate: Host) -> None:
+    """Hand the primary over from ``leader`` to ``candidate`` with ``patronictl switchover``."""
+    config = paths.etc(leader) / "patroni.yml"
+    command = ["patronictl", "-c", str(config), "switchover", "--leader", leader.name]
+    done = run([*command, "--candidate", candidate.name, "--force"], paths.root, START_TIMEOUT)
+    if done.returncode != 0:
+        raise ClusterError(f"patronictl switchover failed: {(done.stderr or done.stdout).strip()}")
+
+
+def stop_databases(inventory: Inventory, paths: Paths, progress: Progress) -> None:
+    """Stop Patroni (it stops its PostgreSQL) on every host, then etcd."""
+    for host in inventory.databases:
+        log = paths.data(host) / "patroni.log"
+        pid = daemon_pid(paths, host, "patroni")
+        stop_process(f"{host.name} patroni", pid, signal.SIGTERM, "patroni", log, progress)
+    for host in inventory.databases:
+        postgres.stop(pg_server(paths, host), progress)  # a PostgreSQL Patroni left behind
+    for host in inventory.databases:
+        log = paths.data(host) / "etcd.log"
+        pid = daemon_pid(paths, host, "etcd")
+        stop_process(f"{host.name} etcd", pid, signal.SIGTERM, "etcd", log, progress)
 
 
 # --------------------------------------------------------------------------- the API

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -21,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from gridlink.cli import PROJECT_ROOT
-from gridlink.queries.router import ReplicaRouter
+from gridlink.routing.router import ReplicaRouter
 from infra.files import reachable_root
 from infra.processes import process_alive, wait_until
 from infra.seeding import Seeded
@@ -30,23 +27,11 @@ from infra.staging.inventory import BRIDGE, BRIDGE_ADDRESS, STAGING, SUBNET
 from infra.staging.network import NoNetem
 from infra.staging.services import Paths
 from loadtest.swarm import Swarm, SwarmPlan, reports_dir, set_delay
+from tests.support.staging import staging_up
 
 SEED_USERS = 40
 LB = STAGING.load_balancer_url
 LB_ADDRESS = STAGING.load_balancer_address
-
-
-def _why_not_staging() -> str | None:
-    if os.geteuid() != 0:
-        return "staging needs root (network namespaces)"
-    if (
-        shutil.which("ip") is None
-        or subprocess.run(["ip", "netns", "list"], capture_output=True, check=False).returncode
-    ):
-        return "staging needs `ip netns` (iproute2)"
-    if network.namespaces() or network.link_exists(BRIDGE):
-        return "a staging is already up on this machine; `gridlink staging down` first"
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -57,15 +42,8 @@ def paths() -> Paths:
 @pytest.fixture(scope="module")
 def staging(paths: Paths) -> Iterator[Seeded]:
     """Bring staging up once for the module; take it down and purge it, pass or fail."""
-    reason = _why_not_staging()
-    if reason is not None:
-        pytest.skip(reason)
-    try:
-        seeded = driver.up(paths, seed_users=SEED_USERS, progress=lambda _line: None)
-        assert seeded is not None
+    with staging_up(paths, SEED_USERS) as seeded:
         yield seeded
-    finally:
-        driver.down(paths, purge=True, progress=lambda _line: None)
 
 
 def _get(path: str, timeout: float = 10.0) -> tuple[int, bytes]:
@@ -125,18 +103,20 @@ def test_staging_up_builds_every_host_from_the_inventory(staging: Seeded, paths:
         assert [route.split()[0] for route in routes] == [str(SUBNET)], host.name
     for host in STAGING.with_role("api"):
         env = (paths.etc(host) / "api.env").read_text()
-        assert all(replica.address in env for replica in STAGING.replicas)
+        assert all(database.address in env for database in STAGING.databases)
     status, body = _get("/readyz")
     assert status == 200
-    assert json.loads(body)["checks"] == {
-        "primary": "ok",
-        "replica1": "ok",
-        "replica2": "ok",
-        "redis": "ok",
-    }
+    assert _all_checks_ok(body)
     assert all(state == "UP" for state in services.lb_servers(paths).values())
     table = driver.format_status(driver.status(paths))
     assert table.count("streaming") == 2
+
+
+def _all_checks_ok(readyz: bytes) -> bool:
+    """Every database host (by the router's names), Redis and the change stream answer ok."""
+    checks = json.loads(readyz)["checks"]
+    expected = {"primary", "replica1", "replica2", "replica3", "redis", "change_stream"}
+    return set(checks) == expected and all(state == "ok" for state in checks.values())
 
 
 def test_gridlink_replicas_shows_every_database_host_of_staging(staging: Seeded) -> None:
@@ -147,9 +127,11 @@ def test_gridlink_replicas_shows_every_database_host_of_staging(staging: Seeded)
     finally:
         router.stop()
     assert snapshot.primary_reachable
-    assert [replica.host for replica in snapshot.replicas] == [
-        f"{host.address}:5432" for host in STAGING.replicas
+    assert [server.host for server in snapshot.servers] == [
+        f"{host.address}:5432" for host in STAGING.databases
     ]
+    roles = sorted(server.role for server in snapshot.servers)
+    assert roles == ["primary", "replica", "replica"]  # whichever host Patroni made the leader
     assert all(replica.in_rotation for replica in snapshot.replicas)
 
 
@@ -223,7 +205,7 @@ def test_replica_host_link_cut_reads_go_on(staging: Seeded, paths: Paths) -> Non
     assert statuses == [200] * len(statuses)
     assert "lb: UP" in states["api1"]
     assert "lb: UP" in states["api2"]
-    assert wait_until(lambda: _get("/readyz")[1].count(b'"ok"') == 5, timeout=30)
+    assert wait_until(lambda: _all_checks_ok(_get("/readyz")[1]), timeout=30)
 
 
 def test_down_leaves_no_namespace_process_or_address_behind(staging: Seeded, paths: Paths) -> None:

@@ -18,6 +18,7 @@ from gridlink.cache import (
     ProfileCache,
 )
 from gridlink.cache.positions import RAISE_POSITION, applied_key, encode_position
+from gridlink.lsn import Position
 from gridlink.settings import Settings
 from tests.support.api import random_username
 
@@ -48,12 +49,13 @@ def cache(settings: Settings, clock: FakeClock) -> Iterator[ProfileCache]:
 
 
 @pytest.fixture
-def set_applied(cache: ProfileCache) -> Callable[[int], None]:
-    """Raise the stream's applied position as the relay does."""
+def set_applied(cache: ProfileCache) -> Callable[..., None]:
+    """Raise the stream's applied position as the relay does (on timeline 1 unless told)."""
     raise_position = cache.client.register_script(RAISE_POSITION)
 
-    def set_position(lsn: int) -> None:
-        raise_position(keys=[applied_key(cache.keyspace())], args=[encode_position(lsn), 60, 1])
+    def set_position(lsn: int, timeline: int = 1) -> None:
+        position = encode_position(Position(timeline, lsn))
+        raise_position(keys=[applied_key(cache.keyspace())], args=[position, 60, 1])
 
     return set_position
 
@@ -63,9 +65,13 @@ def ttl(cache: ProfileCache, username: str) -> int:
     return seconds
 
 
-def fill(cache: ProfileCache, username: str, version: int, position: int | None) -> None:
+def fill(
+    cache: ProfileCache, username: str, version: int, lsn: int | None, timeline: int = 1
+) -> None:
+    """Fill as a reader does: from a replica at ``lsn`` on ``timeline``, or the primary (None)."""
     with cache.fill(username) as turn:
         assert turn.filled_by_another is None
+        position = None if lsn is None else Position(timeline, lsn)
         turn.store(version, b'{"v":%d}' % version, position)
 
 
@@ -85,7 +91,7 @@ def test_an_authoritative_store_lives_long_and_a_newer_version_always_wins(
 
 
 def test_a_fill_at_or_past_the_applied_position_lives_long(
-    cache: ProfileCache, set_applied: Callable[[int], None]
+    cache: ProfileCache, set_applied: Callable[..., None]
 ) -> None:
     set_applied(2**53 + 1)
     at, past = random_username("at"), random_username("past")
@@ -96,12 +102,27 @@ def test_a_fill_at_or_past_the_applied_position_lives_long(
 
 
 def test_a_fill_behind_the_applied_position_lives_one_second_even_where_doubles_are_equal(
-    cache: ProfileCache, set_applied: Callable[[int], None]
+    cache: ProfileCache, set_applied: Callable[..., None]
 ) -> None:
     set_applied(2**53 + 1)
     username = random_username("behind")
     fill(cache, username, 1, 2**53)  # equal to 2**53 + 1 as a Lua number
     assert 0 < ttl(cache, username) <= SHORT_FILL_TTL_SECONDS
+
+
+def test_a_fill_from_another_timeline_than_the_applied_position_lives_one_second(
+    cache: ProfileCache, set_applied: Callable[..., None]
+) -> None:
+    set_applied(1000, timeline=2)  # the relay applied changes on the new primary
+    old_branch, newer = random_username("oldtl"), random_username("newtl")
+    fill(cache, old_branch, 1, 2**60, timeline=1)  # far along, but on the branch left behind
+    fill(cache, newer, 1, 2**60, timeline=3)  # proves nothing about what timeline 2 applied
+    assert 0 < ttl(cache, old_branch) <= SHORT_FILL_TTL_SECONDS
+    assert 0 < ttl(cache, newer) <= SHORT_FILL_TTL_SECONDS
+    set_applied(2**40, timeline=1)  # an old relay, still cut off, cannot go back a timeline
+    same = random_username("sametl")
+    fill(cache, same, 1, 1000, timeline=2)
+    assert FILL_TTL - 5 < ttl(cache, same) <= FILL_TTL
 
 
 def test_without_an_applied_position_a_fill_from_a_replica_lives_one_second(
@@ -142,6 +163,8 @@ def test_a_missing_write_mark_is_distrusted_for_a_mark_lifetime_after_a_doubt(
         cache.marks.last(10**12)
     clock.now += 0.1
     assert cache.marks.last(10**12) is None
-    cache.marks.remember(10**12, 2**60 + 7)
-    cache.marks.remember(10**12, 2**60 + 6)  # an older position never replaces a newer one
-    assert cache.marks.last(10**12) == 2**60 + 7
+    cache.marks.remember(10**12, Position(1, 2**60 + 7))
+    cache.marks.remember(10**12, Position(1, 2**60 + 6))  # an older one never replaces it
+    assert cache.marks.last(10**12) == Position(1, 2**60 + 7)
+    cache.marks.remember(10**12, Position(2, 5))  # a write on a newer timeline does
+    assert cache.marks.last(10**12) == Position(2, 5)

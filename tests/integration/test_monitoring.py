@@ -62,7 +62,15 @@ def test_admin_sees_the_primary_and_every_replica_of_the_healthy_cluster(
     result = client.simulate_get("/api/admin/replicas", headers=admin.headers)
     assert result.status_code == 200, result.text
     body = result.json
-    assert set(body) == {"primary", "replicas", "max_lag_seconds", "checked_at", "stream"}
+    assert set(body) == {
+        "primary",
+        "replicas",
+        "max_lag_seconds",
+        "checked_at",
+        "stream",
+        "servers",
+        "last_failover",
+    }
     stream = body["stream"]  # the session's relay runs
     assert stream["status"] == "ok", stream
     assert LSN.match(stream["applied_lsn"])
@@ -100,25 +108,34 @@ def test_the_replicas_command_prints_the_cluster_without_colour_into_a_pipe(
     use_settings_environment(monkeypatch, settings)
     assert main(["replicas"]) == 0
     printed = capsys.readouterr().out
-    header, columns, replica_row, stream = printed.splitlines()
+    header, columns, *server_rows, stream = printed.splitlines()
     assert stream.startswith("change stream: ok, applied "), stream
     assert header.startswith("primary 127.0.0.1:")
     assert "reachable, WAL at " in header
+    assert ", timeline " in header
     assert re.split(r"\s{2,}", columns) == [
-        "REPLICA",
+        "SERVER",
         "HOST",
         "REACHABLE",
         "ROTATION",
         "LAG SECONDS",
         "LAG BYTES",
         "REPLAY LSN",
+        "ROLE",
+        "TIMELINE",
     ]
-    name, host, reachable, rotation, lag_seconds, lag_bytes, replay_lsn = replica_row.split()
-    assert (name, reachable, rotation) == ("replica1", "yes", "yes")
+    rows = {row.split()[0]: row.split() for row in server_rows}
+    assert set(rows) == {"replica1", "primary"}  # the write URL's host is probed too
+    name, host, reachable, rotation, lag_seconds, lag_bytes, replay_lsn, role, timeline = rows[
+        "replica1"
+    ]
+    assert (name, reachable, rotation, role) == ("replica1", "yes", "yes", "replica")
     assert host == settings.replica_urls[0].split("@")[1].split("/")[0]
     assert float(lag_seconds) <= settings.max_replica_lag_seconds
     assert int(lag_bytes) >= 0
     assert LSN.match(replay_lsn)
+    assert int(timeline) >= 1
+    assert rows["primary"][7] == "primary"
     assert "\x1b[" not in printed
 
 

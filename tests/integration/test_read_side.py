@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from gridlink.app import create_app
+from gridlink.lsn import Position
 from gridlink.services import Services
 from infra import cluster
 from tests.support.api import ApiUser, sign_up
@@ -143,8 +144,12 @@ def test_a_stale_fill_never_replaces_a_newer_version(
     version = cached_version(services, user.username)
     current = client.simulate_get(f"/api/users/{user.username}/")
 
-    services.cache.store_profile(user.username, version - 1, b'{"stale":true}', fill_position=0)
-    services.cache.store_profile(user.username, version, b'{"stale":true}', fill_position=0)
+    services.cache.store_profile(
+        user.username, version - 1, b'{"stale":true}', fill_position=Position(1, 0)
+    )
+    services.cache.store_profile(
+        user.username, version, b'{"stale":true}', fill_position=Position(1, 0)
+    )
 
     result = client.simulate_get(f"/api/users/{user.username}/")
     assert result.status_code == 200
@@ -167,7 +172,9 @@ def test_a_deleted_account_stays_deleted_despite_stale_stores(
     assert result.status_code == 204, result.text
     assert client.simulate_get(f"/api/users/{user.username}/").status_code == 404
 
-    services.cache.store_profile(user.username, old_version, live.content, fill_position=0)
+    services.cache.store_profile(
+        user.username, old_version, live.content, fill_position=Position(1, 0)
+    )
     services.cache.store_profile(user.username, old_version, live.content)
     result = client.simulate_get(f"/api/users/{user.username}/")
     assert result.status_code == 404

@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from gridlink.lsn import parse_lsn
-from gridlink.queries.router import ReplicaRouter, RouterSnapshot
+from gridlink.lsn import Position, parse_lsn
+from gridlink.routing.router import ReplicaRouter, RouterSnapshot
 from infra import cluster
 from tests.support.clusters import cluster_layout
 from tests.support.faults import write_row, writes_flowing
@@ -33,7 +33,14 @@ LAYOUT = cluster_layout("router-cluster", replicas=2)
 INTERVAL = 1.0
 PROMISE = 2.0  # seconds within which a replica leaves rotation (API.md, promise 5)
 MARGIN = INTERVAL  # one probe interval of slack for a noisy machine
-REPLICA1, REPLICA2 = 0, 1
+REPLICA1, REPLICA2 = 0, 1  # positions in the replicas fixture and the snapshot
+
+
+def chosen(router: ReplicaRouter, written: Position | None = None) -> str | None:
+    """Return the name of the replica the router hands out, None for the primary."""
+    replica = router.choose(written)
+    return None if replica is None else replica.name
+
 
 # The CASE postgres_exporter uses, asked of the replica itself: the test's own
 # measure of when a replica really lags, independent of the router's view.
@@ -161,7 +168,10 @@ def test_healthy_replicas_take_turns_serving_reads(make_router) -> None:
     snapshot = router.refresh()
 
     assert snapshot.in_rotation == ("replica1", "replica2")
-    assert [router.choose() for _ in range(6)] in ([0, 1] * 3, [1, 0] * 3)
+    assert [chosen(router) for _ in range(6)] in (
+        ["replica1", "replica2"] * 3,
+        ["replica2", "replica1"] * 3,
+    )
 
 
 def test_snapshot_describes_every_server_for_operators(make_router) -> None:
@@ -283,7 +293,7 @@ def test_lagging_replica_leaves_rotation_within_two_seconds_and_rejoins_once_cau
         assert lagging_since is not None
         assert left_at - lagging_since <= PROMISE + MARGIN, left_at - lagging_since
         assert serving(router) == ("replica2",)
-        assert {router.choose() for _ in range(10)} == {REPLICA2}
+        assert {chosen(router) for _ in range(10)} == {"replica2"}
 
     # Writes have stopped and replay is no longer held back: replica1 catches up.
     wait_for_rotation(router, ("replica1", "replica2"), timeout=10)
@@ -303,22 +313,28 @@ def test_replica_that_has_not_replayed_a_users_write_is_skipped_for_that_user(
         written = write_row(primary)
         wait_for(lambda: replay_lsn(replicas[REPLICA2]) >= written, 5, "replica2 replays")
         snapshot = router.refresh()
+        timeline = snapshot.primary_timeline
+        assert timeline is not None
+        mark = Position(timeline, written)
 
-        chosen_for_writer = {router.choose(written) for _ in range(10)}
-        chosen_for_others = {router.choose() for _ in range(10)}
+        chosen_for_writer = {chosen(router, mark) for _ in range(10)}
+        chosen_for_others = {chosen(router) for _ in range(10)}
         still_behind = replay_lsn(replicas[REPLICA1]) < written
 
     assert still_behind, "replica1 replayed the write before the check; the test proved nothing"
     assert snapshot.in_rotation == ("replica1", "replica2")
-    assert chosen_for_writer == {REPLICA2}
-    assert chosen_for_others == {REPLICA1, REPLICA2}
-    assert router.choose(written + (1 << 40)) is None  # no replica has replayed it: primary
+    assert chosen_for_writer == {"replica2"}
+    assert chosen_for_others == {"replica1", "replica2"}
+    assert router.choose(Position(timeline, written + (1 << 40))) is None  # none has: primary
+    # A write on another timeline (a failover since) proves nothing about any replica.
+    assert router.choose(Position(timeline + 1, 0)) is None
+    assert router.choose(Position(timeline - 1, 0)) is None
 
 
 def test_stopped_replica_leaves_rotation_within_two_seconds_and_rejoins_after_restart(
     make_router, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="gridlink.queries.router")
+    caplog.set_level(logging.INFO, logger="gridlink.routing.router")
     router = make_router(5.0)
     router.start()
     wait_for_rotation(router, ("replica1", "replica2"), timeout=5)
@@ -332,12 +348,12 @@ def test_stopped_replica_leaves_rotation_within_two_seconds_and_rejoins_after_re
         assert left_after <= PROMISE + MARGIN, f"left after {left_after:.1f} s"
         assert not router.snapshot().replicas[REPLICA1].reachable
         assert serving(router) == ("replica2",)
-        assert {router.choose() for _ in range(10)} == {REPLICA2}
+        assert {chosen(router) for _ in range(10)} == {"replica2"}
 
         cluster.stop_server(LAYOUT, "replica2")
         wait_for_rotation(router, (), timeout=PROMISE + MARGIN)
         assert router.choose() is None
-        assert router.choose(min_lsn=0) is None
+        assert router.choose(Position(1, 0)) is None
 
         cluster.start_server(LAYOUT, "replica1")
         cluster.start_server(LAYOUT, "replica2")
@@ -356,7 +372,7 @@ def test_forked_worker_runs_its_own_probe_thread_without_breaking_the_parents(
     make_router, caplog: pytest.LogCaptureFixture
 ) -> None:
     # gunicorn forks workers from a master; a forked child inherits no thread.
-    caplog.set_level(logging.INFO, logger="gridlink.queries.router")
+    caplog.set_level(logging.INFO, logger="gridlink.routing.router")
     router = make_router(5.0)
     router.start()
     wait_for_rotation(router, ("replica1", "replica2"), timeout=5)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from gridlink.lsn import parse_lsn
+from gridlink.lsn import current_position, parse_lsn
 from gridlink.services import Services
 
 
@@ -25,9 +25,7 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
 def wait_for_replica(services: Services, timeout: float = 15) -> None:
     """Wait until replica1 has replayed everything the primary has now, and the router knows."""
     with services.primary.connect() as connection:
-        target = parse_lsn(
-            connection.execute(text("SELECT pg_current_wal_lsn()::text")).scalar_one()
-        )
+        target = current_position(connection)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -35,9 +33,10 @@ def wait_for_replica(services: Services, timeout: float = 15) -> None:
                 replayed: str | None = connection.execute(
                     text("SELECT pg_last_wal_replay_lsn()::text")
                 ).scalar_one()
-            if replayed is not None and parse_lsn(replayed) >= target:
+            if replayed is not None and parse_lsn(replayed) >= target.lsn:
                 services.router.refresh()
-                if services.router.choose(target) == 0:
+                chosen = services.router.choose(target)
+                if chosen is not None and chosen.name == "replica1":
                     return
         except OperationalError:  # the replica may still be starting
             services.router.refresh()

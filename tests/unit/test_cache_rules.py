@@ -9,7 +9,9 @@ import redis
 
 from gridlink.cache.lifetime import TIMEOUT_COOL_OFF_SECONDS, CoolOff
 from gridlink.cache.positions import decode_position, encode_position
-from gridlink.cache.stream import StreamReport, libpq_url
+from gridlink.cache.stream import StreamReport
+from gridlink.database_urls import libpq_url
+from gridlink.lsn import Position
 from gridlink.replicas_view import format_stream
 
 
@@ -18,11 +20,21 @@ def test_positions_compare_as_strings_exactly_as_they_compare_as_numbers() -> No
     # Around 2**53, where a Lua number (a double) can no longer tell neighbours apart.
     edges = [2**53 - 1, 2**53, 2**53 + 1, 2**64 - 1, 0, 1]
     lsns = edges + [generator.randrange(2**64) for _ in range(1000)]
-    assert sorted(lsns) == sorted(lsns, key=encode_position)
-    for lsn in lsns:
-        assert len(encode_position(lsn)) == 16
-        assert decode_position(encode_position(lsn)) == lsn
+    positions = [Position(generator.choice([1, 2, 0xFFFFFFFF]), lsn) for lsn in lsns]
+    # Newer timelines sort last, whatever their LSN: a raise never goes back a timeline.
+    assert sorted(positions) == sorted(positions, key=encode_position)
+    for position in positions:
+        assert len(encode_position(position)) == 24
+        assert decode_position(encode_position(position)) == position
     assert decode_position(None) is None
+    assert decode_position(b"0000000003000148") is None  # the former 16-digit form: no proof
+
+
+def test_a_position_proves_another_only_on_the_same_known_timeline() -> None:
+    assert Position(2, 100).proves(Position(2, 100))
+    assert not Position(2, 99).proves(Position(2, 100))
+    assert not Position(3, 500).proves(Position(2, 100))  # another branch: no proof
+    assert not Position(0, 500).proves(Position(0, 100))  # timeline unknown
 
 
 def test_after_a_timeout_redis_is_not_asked_until_the_cool_off_ends() -> None:

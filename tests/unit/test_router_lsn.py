@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gridlink.lsn import format_lsn, parse_lsn
-from gridlink.queries.router import stays_in_rotation
+from gridlink.routing.policy import stays_in_rotation
 
 
 @pytest.mark.parametrize(

@@ -58,6 +58,9 @@ def test_file_mail_backend_names_a_directory() -> None:
         ("GRIDLINK_DATABASE_URL", "postgresql://x@y:port/z", "port"),
         ("GRIDLINK_REPLICA_URLS", "postgresql://a@b/c,nonsense", "postgresql://"),
         ("GRIDLINK_REDIS_URL", "http://cache", "redis://"),
+        ("GRIDLINK_REDIS_SENTINELS", "10.77.0.21", "host:port"),
+        ("GRIDLINK_REDIS_SENTINELS", "10.77.0.21:sentinel", "host:port"),
+        ("GRIDLINK_REDIS_SERVICE", "grid link", "Sentinel master name"),
         ("GRIDLINK_MAX_REPLICA_LAG_SECONDS", "soon", "number"),
         ("GRIDLINK_MAX_REPLICA_LAG_SECONDS", "-1", "positive"),
         ("GRIDLINK_MAIL_BACKEND", "pigeon", "console, file:<directory> or smtp://"),
@@ -95,3 +98,19 @@ def test_the_profile_size_bound_is_read_and_checked() -> None:
     assert Settings.from_env({"GRIDLINK_MAX_PROFILE_BYTES": "65536"}).max_profile_bytes == 65536
     with pytest.raises(SettingsError, match=r"^GRIDLINK_MAX_PROFILE_BYTES: must be a positive"):
         Settings.from_env({"GRIDLINK_MAX_PROFILE_BYTES": "0"})
+
+
+def test_sentinels_and_their_service_are_read_as_addresses_and_a_name() -> None:
+    settings = Settings.from_env(
+        {
+            "GRIDLINK_REDIS_SENTINELS": "10.77.0.21:26379, 10.77.0.22:26379,[::1]:26380",
+            "GRIDLINK_REDIS_SERVICE": "gridlink",
+        }
+    )
+    assert settings.redis_sentinels == (
+        ("10.77.0.21", 26379),
+        ("10.77.0.22", 26379),
+        ("::1", 26380),
+    )
+    assert settings.redis_service == "gridlink"
+    assert Settings.from_env({}).redis_sentinels == ()  # no sentinels: GRIDLINK_REDIS_URL

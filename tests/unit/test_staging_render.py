@@ -40,14 +40,19 @@ def test_haproxy_checks_readyz_on_every_api_host() -> None:
     assert "bind 10.77.0.41:80" in config
 
 
-def test_api_environment_lists_both_replicas_and_trusts_only_the_load_balancer() -> None:
+def test_api_environment_lists_every_database_host_and_trusts_only_the_load_balancer() -> None:
     variables = render.parse_env(
         render.api_env(STAGING, STAGING.named("api2"), Path("/var/mail/gridlink"))
     )
     assert variables["GRIDLINK_BIND"] == "10.77.0.32:8000"
-    assert variables["GRIDLINK_DATABASE_URL"].endswith("@10.77.0.11:5432/gridlink")
+    # Writes: whichever host accepts them (Patroni's leader); reads: each host by its role.
+    assert variables["GRIDLINK_DATABASE_URL"] == (
+        "postgresql://gridlink@10.77.0.11:5432,10.77.0.12:5432,10.77.0.13:5432/gridlink"
+        "?target_session_attrs=read-write"
+    )
     replicas = variables["GRIDLINK_REPLICA_URLS"].split(",")
     assert [url.split("@")[1] for url in replicas] == [
+        "10.77.0.11:5432/gridlink",
         "10.77.0.12:5432/gridlink",
         "10.77.0.13:5432/gridlink",
     ]
@@ -92,3 +97,27 @@ def test_swarm_run_time_reads_as_locust_does(text: str, seconds: int) -> None:
 def test_swarm_run_time_that_locust_would_refuse_is_refused() -> None:
     with pytest.raises(LoadTestError, match="SWARM_RUN_TIME"):
         run_time_seconds("soon")
+
+
+def test_patroni_and_etcd_run_on_every_database_host_in_synchronous_mode() -> None:
+    db2 = STAGING.named("db2")
+    files = render.PatroniFiles(
+        data_dir=Path("/data/pg"),
+        bin_dir=Path("/usr/lib/postgresql/15/bin"),
+        custom_conf=Path("/etc/gl/postgresql.conf"),
+        hba_file=Path("/etc/gl/pg_hba.conf"),
+        socket_dir=Path("/run/pg"),
+        pgpass=Path("/data/pgpass"),
+    )
+    patroni = render.patroni_yml(STAGING, db2, files)
+    etcd = render.etcd_conf(STAGING, db2, Path("/data/etcd"))
+
+    assert "hosts: '10.77.0.11:2379,10.77.0.12:2379,10.77.0.13:2379'" in patroni
+    assert "synchronous_mode: true" in patroni
+    assert "use_pg_rewind: true" in patroni
+    assert "listen: '10.77.0.12:5432'" in patroni
+    assert (
+        "initial-cluster: 'db1=http://10.77.0.11:2380,db2=http://10.77.0.12:2380,"
+        "db3=http://10.77.0.13:2380'" in etcd
+    )
+    assert "enable-grpc-gateway: true" in etcd

@@ -1,0 +1,166 @@
+"""``make chaos``: random host kills, partitions and switchovers on staging, under traffic.
+
+Steps, each announced on stdout:
+
+1. ``gridlink staging up --seed CHAOS_SEED_USERS`` (idempotent);
+2. writers (``loadtest/writers.py``: every grid under its own
+   ``Idempotency-Key``, retried until acknowledged) and readers of public
+   profiles run through the load balancer for ``CHAOS_SECONDS``;
+3. meanwhile, one fault at a time, drawn at random (``CHAOS_RANDOM_SEED``):
+   the primary's host killed, the primary's link cut, a planned switchover,
+   or the Redis master's host killed; each is healed (the host booted again
+   with ``staging up``, the link restored) once writes are back, and the
+   next waits for a synchronous standby and a Redis master;
+4. the table: faults, seconds without writes (p50, max), acknowledged
+   writes, lost writes (acknowledged but not on the primary: must be 0),
+   503 answers (the contract's while no primary accepts writes) and other
+   5xx answers (must be 0).
+
+Exit status 1 when a write was lost or another 5xx was answered.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from infra.processes import wait_until
+from infra.staging import driver, faults, services
+from infra.staging.inventory import REDIS_PORT, STAGING
+from infra.staging.services import Paths
+from loadtest.writers import Writers, call_api, lost_writes
+
+FAULTS = ("kill primary host", "cut primary link", "switchover", "kill redis master host")
+RECOVERY_DEADLINE_SECONDS = 90.0
+
+
+@dataclass
+class Readers:
+    """Threads reading public profiles through the load balancer, counting 5xx answers."""
+
+    address: str
+    users: int
+    threads: int = 2
+    server_errors: int = 0
+    reads: int = 0
+    _stopping: threading.Event = field(default_factory=threading.Event)
+    _running: list[threading.Thread] = field(default_factory=list)
+
+    def __enter__(self) -> Readers:
+        for index in range(self.threads):
+            thread = threading.Thread(target=self._read, args=(index,), daemon=True)
+            thread.start()
+            self._running.append(thread)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stopping.set()
+        for thread in self._running:
+            thread.join(20)
+
+    def _read(self, index: int) -> None:
+        turn = index
+        while not self._stopping.is_set():
+            try:
+                status, _ = call_api(
+                    self.address, "GET", f"/api/users/test_user_{turn % self.users}/", None, {}
+                )
+            except OSError:
+                status = 0
+            self.reads += 1
+            if status >= 500:
+                self.server_errors += 1
+            turn += self.threads
+            time.sleep(0.05)
+
+
+def inject(kind: str, paths: Paths, writers: Writers) -> float:
+    """Inject one fault, heal it once writes are back; return the seconds without writes."""
+    started = time.monotonic()
+    if kind == "kill primary host":
+        host = services.leader(STAGING)
+        assert host is not None
+        faults.kill_host(host)
+        writers.wait_for_writes(5, RECOVERY_DEADLINE_SECONDS)
+        driver.up(paths, progress=lambda _line: None)
+    elif kind == "cut primary link":
+        host = services.leader(STAGING)
+        assert host is not None
+        faults.cut_link(host)
+        writers.wait_for_writes(5, RECOVERY_DEADLINE_SECONDS)
+        faults.restore_link(host)
+    elif kind == "switchover":
+        leader, standby = services.leader(STAGING), services.sync_standby(STAGING)
+        assert leader is not None
+        assert standby is not None
+        services.switchover(paths, leader, standby)
+        writers.wait_for_writes(5, RECOVERY_DEADLINE_SECONDS)
+    else:
+        master = services.redis_master(STAGING)
+        host = next(h for h in STAGING.redis_hosts if master == f"{h.address}:{REDIS_PORT}")
+        faults.kill_host(host)
+        writers.wait_for_writes(5, RECOVERY_DEADLINE_SECONDS)
+        driver.up(paths, progress=lambda _line: None)
+    gap = writers.log.gap_around(started, RECOVERY_DEADLINE_SECONDS)
+    if not wait_until(lambda: services.failover_ready(STAGING), RECOVERY_DEADLINE_SECONDS):
+        print("  staging did not heal in time; going on", flush=True)
+    return gap
+
+
+def main() -> int:
+    seconds = float(os.environ.get("CHAOS_SECONDS", "180"))
+    seed_users = int(os.environ.get("CHAOS_SEED_USERS", "200"))
+    draw = random.Random(int(os.environ.get("CHAOS_RANDOM_SEED", str(time.time_ns()))))
+    paths = driver.default_paths()
+    print(f"chaos: staging up, {seed_users} seeded users", flush=True)
+    seeded = driver.up(paths, seed_users=seed_users)
+    assert seeded is not None
+    users = [f"test_user_{number}" for number in range(seeded.users)]
+    address = STAGING.load_balancer_address
+    counted: Counter[str] = Counter()
+    gaps: list[float] = []
+    with (
+        Writers(address, users, seeded.password, threads=4) as writers,
+        Readers(address, seeded.users) as readers,
+    ):
+        if not writers.wait_for_writes(20, 60):
+            print("chaos: writes do not flow before any fault", file=sys.stderr)
+            return 1
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            kind = draw.choice(FAULTS)
+            print(f"chaos: {kind}", flush=True)
+            gap = inject(kind, paths, writers)
+            counted[kind] += 1
+            gaps.append(gap)
+            print(f"  {gap:.1f} s without writes", flush=True)
+    lost = lost_writes(STAGING.write_url, writers.log)
+    log = writers.log
+    rows = [
+        ("faults", ", ".join(f"{kind} x {n}" for kind, n in counted.items()) or "none"),
+        ("seconds without writes, p50 / max", _p50_max(gaps)),
+        ("acknowledged writes", str(len(log.acknowledged))),
+        ("lost writes (must be 0)", str(len(lost))),
+        ("503 answers to writes (no primary yet)", str(log.unavailable)),
+        ("other 5xx answers (must be 0)", str(log.server_errors + readers.server_errors)),
+        ("profile reads", str(readers.reads)),
+    ]
+    width = max(len(name) for name, _ in rows)
+    print("\n".join(f"{name:<{width}}  {value}" for name, value in rows))
+    return 1 if lost or log.server_errors or readers.server_errors else 0
+
+
+def _p50_max(gaps: list[float]) -> str:
+    if not gaps:
+        return "-"
+    return f"{statistics.median(gaps):.1f} / {max(gaps):.1f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

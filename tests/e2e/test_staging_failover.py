@@ -1,0 +1,214 @@
+"""Failover on staging for real: Patroni and etcd on three database hosts, writers that keep score.
+
+Each test runs writers (``loadtest/writers.py``) through the load balancer,
+each grid created under its own ``Idempotency-Key`` and retried with it until
+acknowledged, injects one real fault, and then checks the promises: writes
+come back within the bound, every acknowledged grid is on the primary of the
+moment, no answer is a 5xx other than the contract's 503, and the old primary
+comes back as a replica that the API's router reads from. Staging's own data
+lives under ``var/test-staging-failover``; it is taken down and purged after
+the module, pass or fail.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import closing
+
+import psycopg2
+import pytest
+
+from gridlink.routing.router import ReplicaRouter
+from infra.files import reachable_root
+from infra.processes import wait_until
+from infra.seeding import Seeded
+from infra.staging import driver, faults, services
+from infra.staging.inventory import STAGING, Host
+from infra.staging.services import Paths
+from loadtest.writers import Writers, call_api, lost_writes
+from tests.support.staging import staging_up
+
+SEED_USERS = 40
+FAILOVER_PROMISE_SECONDS = 30.0  # issue 13: writes resume within 30 s without a person
+SWITCHOVER_PROMISE_SECONDS = 10.0
+WRITERS = 4
+
+
+@pytest.fixture(scope="module")
+def paths() -> Paths:
+    return Paths(reachable_root(services.PROJECT_ROOT / "var" / "test-staging-failover"))
+
+
+@pytest.fixture(scope="module")
+def staging(paths: Paths) -> Iterator[Seeded]:
+    """Bring staging up once for the module; take it down and purge it, pass or fail."""
+    with staging_up(paths, SEED_USERS) as seeded:
+        yield seeded
+
+
+def writers(seeded: Seeded) -> Writers:
+    # test_user_0 is the Redis test's own: the writers may fill their users' grids up.
+    users = [f"test_user_{number}" for number in range(1, seeded.users)]
+    return Writers(STAGING.load_balancer_address, users, seeded.password, threads=WRITERS)
+
+
+def ready_leader() -> Host:
+    """Return the leader once a failover could happen (a sync standby, every host streaming)."""
+    assert wait_until(lambda: services.failover_ready(STAGING), 120), "staging is not healthy"
+    return current_leader()
+
+
+def current_leader() -> Host:
+    found = services.leader(STAGING)
+    assert found is not None, "no database host answers as Patroni's leader"
+    return found
+
+
+def in_recovery(paths: Paths, host: Host) -> bool | None:
+    """Ask the host's PostgreSQL itself, over its unix socket (its link may be down)."""
+    try:
+        with (
+            closing(
+                psycopg2.connect(
+                    host=str(paths.data(host) / "run"),
+                    user="postgres",
+                    dbname="postgres",
+                    connect_timeout=2,
+                )
+            ) as connection,
+            connection.cursor() as cursor,
+        ):
+            cursor.execute("SELECT pg_is_in_recovery()")
+            row = cursor.fetchone()
+    except psycopg2.Error:
+        return None
+    return None if row is None else bool(row[0])
+
+
+def assert_nothing_lost(log_owner: Writers) -> None:
+    log = log_owner.log
+    assert log.acknowledged, "the writers wrote nothing"
+    assert lost_writes(STAGING.write_url, log) == []
+    assert log.server_errors == 0  # 503 while no primary accepts writes, never a 500
+
+
+def assert_rejoined_as_replica(paths: Paths, old: Host, new: Host) -> None:
+    """The old primary follows the new one, and the API's router reads from it again."""
+    assert wait_until(lambda: services.patroni_role(old) == "replica", 120)
+    router = ReplicaRouter(
+        driver.settings(STAGING).database_url, driver.settings(STAGING).replica_urls, 5.0
+    )
+    try:
+
+        def old_primary_serves_reads() -> bool:
+            snapshot = router.refresh()
+            roles = {server.host.split(":")[0]: server for server in snapshot.servers}
+            return (
+                roles[old.address].role == "replica"
+                and roles[old.address].in_rotation
+                and roles[new.address].role == "primary"
+                and not roles[new.address].in_rotation
+            )
+
+        assert wait_until(old_primary_serves_reads, 60)
+    finally:
+        router.stop()
+
+
+def test_primary_host_killed_writes_resume_and_nothing_acknowledged_is_lost(
+    staging: Seeded, paths: Paths
+) -> None:
+    old = ready_leader()
+    with writers(staging) as running:
+        assert running.wait_for_writes(20, 60), "writes did not flow before the fault"
+        faults.kill_host(old)  # every process of the host: etcd, Patroni, PostgreSQL
+        assert running.wait_for_writes(10, FAILOVER_PROMISE_SECONDS)
+    new = current_leader()
+    assert new != old
+    assert_nothing_lost(running)
+    driver.up(paths, progress=lambda _line: None)  # the host boots again
+    assert_rejoined_as_replica(paths, old, new)
+
+
+def test_primary_link_cut_writes_resume_on_one_primary_only(staging: Seeded, paths: Paths) -> None:
+    old = ready_leader()
+    with writers(staging) as running:
+        assert running.wait_for_writes(20, 60), "writes did not flow before the fault"
+        faults.cut_link(old)
+        try:
+            assert running.wait_for_writes(10, FAILOVER_PROMISE_SECONDS)
+            new = current_leader()
+            # Fencing: cut off from etcd, the old primary loses the leader key
+            # and demotes itself; it never keeps accepting writes beside the new one.
+            assert wait_until(lambda: in_recovery(paths, old) is True, 60)
+        finally:
+            faults.restore_link(old)
+    assert new != old
+    assert_nothing_lost(running)
+    assert_rejoined_as_replica(paths, old, new)
+
+
+def test_planned_switchover_writes_back_within_ten_seconds(staging: Seeded, paths: Paths) -> None:
+    old = ready_leader()
+    # synchronous_mode: the standby that has every acknowledged commit is the one to promote.
+    candidate = services.sync_standby(STAGING)
+    assert candidate is not None
+    with writers(staging) as running:
+        assert running.wait_for_writes(20, 60), "writes did not flow before the switchover"
+        started = time.monotonic()
+        services.switchover(paths, old, candidate)
+        left = SWITCHOVER_PROMISE_SECONDS - (time.monotonic() - started)
+        assert running.wait_for_writes(5, max(left, 0.1))
+    assert current_leader() == candidate
+    assert_nothing_lost(running)
+    assert_rejoined_as_replica(paths, old, candidate)
+
+
+SENTINEL_PROMISE_SECONDS = 10.0  # issue 13: Sentinel promotes within 10 s
+STALENESS_BOUND_SECONDS = 5.0 + 2.0  # API.md: max_lag_seconds plus 2 s, whatever the cache does
+
+
+def test_redis_master_host_killed_sentinel_promotes_and_no_profile_stays_stale(
+    staging: Seeded, paths: Paths
+) -> None:
+    address = STAGING.load_balancer_address
+    status, body = call_api(
+        address,
+        "POST",
+        "/api/auth/login/",
+        {"username": "test_user_0", "password": staging.password},
+        {},
+    )
+    assert status == 200
+    headers = {"Authorization": f"Token {body['token']}"}
+
+    def create_grid(title: str) -> str:
+        status, grid = call_api(
+            address, "POST", "/api/grids/", {"title": title}, {**headers, "Idempotency-Key": title}
+        )
+        assert status == 201, grid
+        return str(grid["slug"])
+
+    def profile_shows(slug: str) -> bool:
+        status, profile = call_api(address, "GET", "/api/users/test_user_0/", None, {})
+        return status == 200 and slug in json.dumps(profile)
+
+    ready_leader()
+    old = services.redis_master(STAGING)
+    assert old is not None
+    old_host = next(host for host in STAGING.redis_hosts if old == f"{host.address}:6379")
+    before = create_grid(f"before-{time.time_ns()}")  # perhaps not replicated when the host dies
+    faults.kill_host(old_host)
+    assert wait_until(
+        lambda: services.redis_master(STAGING) not in (None, old), SENTINEL_PROMISE_SECONDS
+    )
+    after = create_grid(f"after-{time.time_ns()}")
+    # A new master is a Redis that lost data (a new run_id, a new keyspace): nothing it
+    # missed is served past the bound, and what is written now is seen at once or within it.
+    assert wait_until(
+        lambda: profile_shows(before) and profile_shows(after), STALENESS_BOUND_SECONDS
+    )
+    driver.up(paths, progress=lambda _line: None)  # the host boots again
+    assert wait_until(lambda: services.redis_master(STAGING) != old, 30)

@@ -1,0 +1,86 @@
+"""The write engine follows the primary; a pooled connection to a demoted server is dropped.
+
+Against the session cluster's real primary and replica: the write URL lists
+both hosts, replica first, with ``target_session_attrs=read-write`` (the
+staging setting), and the router names the primary by what each server
+answers. A write engine whose server answers "read-only transaction"
+(SQLSTATE 25006), as a demoted primary does, answers 503 with Retry-After and
+throws its pooled connections away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import falcon.testing
+import pytest
+from sqlalchemy import text
+
+from gridlink.app import create_app
+from gridlink.database_urls import sqlalchemy_url
+from gridlink.services import Services
+from gridlink.settings import Settings
+from infra import cluster
+from infra.processes import LOOPBACK
+from tests.support.api import assert_error, signup_body
+
+
+@pytest.fixture
+def app_on(settings: Settings) -> Iterator[Any]:
+    made: list[Services] = []
+
+    def make(database_url: str) -> tuple[falcon.testing.TestClient, Services]:
+        configured = replace(settings, database_url=database_url)
+        services = Services.connect(configured)
+        made.append(services)
+        return falcon.testing.TestClient(create_app(configured, services)), services
+
+    yield make
+    for services in made:
+        services.close()
+
+
+def test_a_write_url_listing_every_host_writes_on_the_one_that_accepts_writes(
+    test_cluster: cluster.ClusterLayout, app_on: Any
+) -> None:
+    replica, primary = test_cluster.replica_port(1), test_cluster.pg_port
+    hosts = f"{LOOPBACK}:{replica},{LOOPBACK}:{primary}"
+    client, services = app_on(
+        sqlalchemy_url(
+            f"postgresql://{test_cluster.user}@{hosts}/{test_cluster.database}"
+            "?target_session_attrs=read-write"
+        )
+    )
+
+    created = client.simulate_post("/api/auth/signup/", json=signup_body())
+    snapshot = services.router.refresh()
+
+    assert created.status_code == 201, created.text
+    roles = {server.host: server.role for server in snapshot.servers}
+    assert roles == {
+        f"{LOOPBACK}:{replica}": "replica",
+        f"{LOOPBACK}:{primary}": "primary",
+    }
+    assert snapshot.primary_host == f"{LOOPBACK}:{primary}"
+    assert snapshot.in_rotation == ("replica1",)
+
+
+def test_a_write_on_a_server_that_is_a_replica_now_answers_503_and_drops_the_pool(
+    test_cluster: cluster.ClusterLayout, app_on: Any
+) -> None:
+    # The write engine reaches a server in recovery, as a pooled connection to
+    # a demoted primary does after a failover.
+    client, services = app_on(test_cluster.replica_urls[0])
+    with services.primary.connect() as connection:
+        before = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+
+    refused = client.simulate_post("/api/auth/signup/", json=signup_body())
+
+    error = assert_error(refused, 503, "unavailable")
+    assert refused.headers.get("Retry-After")
+    assert "read-only" not in error["message"]
+    with services.primary.connect() as connection:
+        after = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    assert after != before  # the pooled connection was thrown away, not reused
