@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 BIND ?= 127.0.0.1:8000
 
-.PHONY: install run test soak lint format clean loadtest bench swarm flood chaos
+.PHONY: install run test soak lint format clean loadtest bench swarm flood chaos failover-test
 
 $(INSTALLED): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: on Debian/Ubuntu run 'apt-get install python3-venv'"; exit 1; }
@@ -33,6 +33,10 @@ test: lint
 SOAK_SECONDS ?= 120
 soak: install
 	SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/pytest -m soak -s tests/e2e/test_soak.py
+
+## Failovers on staging (as root): primary killed, link cut, switchover, Redis master killed.
+failover-test: install
+	$(BIN)/pytest -m failover tests/e2e/test_staging_failover.py
 
 ## Load-test a seeded cluster of its own with locust (LOADTEST_USERS, LOADTEST_RUN_TIME);
 ## reports in var/loadtest/reports/, exit status non-zero on failures or a slow p95.
