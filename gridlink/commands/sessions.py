@@ -46,6 +46,7 @@ def log_in(uow: UnitOfWork, *, login: str, password: str, address: str | None) -
     """
     throttle = login_throttle(uow)
     from_address = throttle.admit_address(address)
+    uow.after_database_failure(lambda: throttle.give_back(from_address))
     user = uow.session.scalars(
         select(User).where(or_(same_text(User.username, login), same_text(User.email, login)))
     ).one_or_none()
@@ -55,6 +56,7 @@ def log_in(uow: UnitOfWork, *, login: str, password: str, address: str | None) -
     except RateLimited:
         throttle.give_back(from_address)  # refused: not an attempt
         raise
+    uow.after_database_failure(lambda: throttle.give_back(reservation))
     try:
         verified = uow.services.passwords.verify(user.password_hash if user else None, password)
     except Unavailable:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TypeVar
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from gridlink.outbox import queue_mail
@@ -33,6 +33,7 @@ class UnitOfWork:
         self.services = services
         self.session = Session(services.primary, expire_on_commit=False, autoflush=True)
         self._after_commit: list[Callable[[], None]] = []
+        self._after_database_failure: list[Callable[[], None]] = []
         self._committed = False
 
     def __enter__(self) -> UnitOfWork:
@@ -51,6 +52,12 @@ class UnitOfWork:
             pass  # the connection is already gone; nothing was committed
         finally:
             self.session.close()
+        if not self._committed and _database_went_away(exc):
+            for action in self._after_database_failure:
+                try:
+                    action()
+                except Exception:
+                    log.exception("after-database-failure action failed")
 
     def end_reads(self) -> None:
         """End the transaction so far, which must only have read: slow work follows.
@@ -70,6 +77,14 @@ class UnitOfWork:
     def after_commit(self, action: Callable[[], None]) -> None:
         self._after_commit.append(action)
 
+    def after_database_failure(self, action: Callable[[], None]) -> None:
+        """Run ``action`` if the command fails because the database went away (a 503).
+
+        What the command counted against the client (a login attempt) is then
+        given back: an outage is not the client's failure.
+        """
+        self._after_database_failure.append(action)
+
     def commit(self) -> None:
         self.session.commit()
         self._committed = True
@@ -80,6 +95,13 @@ class UnitOfWork:
                 # The write is committed and will be answered 2xx; what follows
                 # (cache write-through, read-your-writes mark) is best effort.
                 log.exception("after-commit action failed")
+
+
+def _database_went_away(exc: BaseException | None) -> bool:
+    """Tell whether ``exc`` is the database being unreachable (answered 503), not a refusal."""
+    return isinstance(exc, OperationalError | InterfaceError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
 
 
 def run_command(services: Services, command: Callable[[UnitOfWork], T]) -> T:

@@ -8,6 +8,7 @@ from gridlink.queries.tokens import TOKEN_CACHE_SECONDS, authenticate, token_cac
 from gridlink.services import Services
 from gridlink.tokens import hash_token
 from infra import cluster
+from tests.support.abuse import an_address, app_with
 from tests.support.api import assert_error, login, me_status, random_username, sign_up, signup_body
 from tests.support.faults import stopped
 from tests.support.queries import count_queries
@@ -116,3 +117,24 @@ def test_with_the_primary_down_tokens_still_authenticate_reads_and_writes_answer
         assert me_status(client, "never-issued-" + random_username()) == 401
     assert cluster.wait_until(lambda: replicas_streaming(test_cluster), 30)
     assert me_status(client, user.token) == 200  # the failed logout revoked nothing
+
+
+def test_logins_answered_503_while_the_primary_is_down_do_not_count_against_the_address(
+    services, test_cluster
+):
+    client = app_with(services, login_failures_per_address=3)
+    user = sign_up(client)
+    address = an_address()
+
+    def log_in() -> int:
+        return client.simulate_post(
+            "/api/auth/login/",
+            json={"username": user.username, "password": user.password},
+            remote_addr=address,
+        ).status_code
+
+    with stopped(test_cluster, "primary"):
+        # More than the address may fail: an outage is not the client's failure.
+        assert [log_in() for _ in range(5)] == [503] * 5
+    assert cluster.wait_until(lambda: replicas_streaming(test_cluster), 30)
+    assert log_in() == 200
