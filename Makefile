@@ -8,15 +8,27 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 BIND ?= 127.0.0.1:8000
 
-.PHONY: install run test soak lint format clean loadtest bench swarm flood chaos failover-test
+.PHONY: install upgrade run test soak lint format clean loadtest bench swarm flood chaos failover-test
 
-$(INSTALLED): setup.cfg pyproject.toml
+# constraints.txt pins every package to the versions the suite last passed
+# with: a fresh clone installs what was tested, not whatever is newest today.
+# Refresh it on purpose: `make upgrade`, then `make test`.
+$(INSTALLED): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: on Debian/Ubuntu run 'apt-get install python3-venv'"; exit 1; }
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
 install: $(INSTALLED)
+
+## Re-resolve every package to its newest allowed version and pin the result in constraints.txt.
+upgrade:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --upgrade -e '.[dev]'
+	{ echo "# Pinned by make upgrade: the versions make test last passed with."; \
+	  $(BIN)/pip freeze --exclude-editable; } > constraints.txt
+	touch $(INSTALLED)
 
 ## Start the local cluster, migrate, load the demo profile and serve the API on $(BIND).
 run: install

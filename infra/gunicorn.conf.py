@@ -91,7 +91,7 @@ def child_exit(server: object, worker: object) -> None:
     """Drop a dead worker's live-only gauges; its counts stay in the sums."""
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined,no-untyped-call,unused-ignore]
 
 
 def on_exit(server: object) -> None:

@@ -6,6 +6,7 @@ Create Date: 2026-11-28 21:50:00
 """
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -16,7 +17,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def _created_on() -> sa.Column[sa.DateTime]:
+def _created_on() -> sa.Column[datetime]:
     return sa.Column(
         "created_on", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
     )

@@ -26,7 +26,6 @@ from sqlalchemy import text
 
 from gridlink.app import create_app
 from gridlink.cache import SHORT_FILL_TTL_SECONDS
-from gridlink.cache.positions import applied_key
 from gridlink.cache.stream import RELAY_LOCK_KEY
 from gridlink.seed import SeedPlan, seed
 from gridlink.services import Services
@@ -35,7 +34,7 @@ from infra import cluster, redis_server
 from infra.relay_supervisor import RELAY_COMMAND
 from tests.support.api import sign_up
 from tests.support.clusters import cluster_layout, running, settings_for
-from tests.support.faults import cached_version, redis_client, redis_frozen, replay_paused
+from tests.support.faults import cached_version, redis_frozen, replay_paused
 from tests.support.metrics import make_admin, scrape, value
 from tests.support.profile_reads import (
     SOURCE,
@@ -47,7 +46,7 @@ from tests.support.profile_reads import (
     rename_grid,
 )
 from tests.support.queries import count_queries
-from tests.support.relay import relay_running
+from tests.support.relay import applied_position, pending_changes, relay_running, wait_for_stream
 from tests.support.servers import server_environment
 from tests.support.waiting import wait_for, wait_for_replica
 
@@ -99,28 +98,6 @@ def primary_version(services: Services, username: str) -> int:
 def entry_ttl_ms(services: Services, username: str) -> int:
     ttl: int = services.cache.client.pttl(services.cache.profile_key(username))
     return ttl
-
-
-def applied_position(services: Services) -> bytes | None:
-    """Read the stream's position with a client of the test's own (no cool-off)."""
-    with redis_client(services.settings) as client:
-        raw: bytes | None = client.get(applied_key(services.cache.keyspace()))  # type: ignore[assignment]
-    return raw
-
-
-def pending_changes(services: Services) -> int:
-    with services.primary.connect() as connection:
-        count: int = connection.execute(text("SELECT count(*) FROM profile_changes")).scalar_one()
-    return count
-
-
-def wait_for_stream(services: Services) -> None:
-    """Wait until the relay has drained every change and holds a position in Redis."""
-    wait_for(
-        lambda: pending_changes(services) == 0 and applied_position(services) is not None,
-        15,
-        "the relay drains the change stream",
-    )
 
 
 def fill_from_replica(
