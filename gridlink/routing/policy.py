@@ -97,17 +97,29 @@ def _timeline_and_position(facts: ProbeFacts | None) -> tuple[int, int]:
     return facts.timeline or 0, facts.current_lsn or 0
 
 
-def staleness_bound(facts: ProbeFacts, history: Sequence[PrimarySighting]) -> float | None:
+def staleness_bound(
+    facts: ProbeFacts, history: Sequence[PrimarySighting], *, primary_answered: bool = True
+) -> float | None:
     """Return the seconds since the primary was last seen at or before the replica's replay.
 
     Every commit acknowledged before that moment had a WAL position at or
     below the one the primary reported, so the replica has replayed it.
+
+    When the primary did not answer this round (down, cut off, being
+    replaced), the bound stops growing at its last sighting: this process
+    acknowledges nothing through a primary it cannot reach, so a replica that
+    had caught up with it then is as fresh as any answer the process could
+    give, and reads go on from it (API.md, promise 6). A replica's receive
+    position may stay ahead of its replay for good here: the stream can end
+    in the middle of a record. Not covered: a primary cut off from this
+    process but still acknowledging writes through another one.
     """
-    if facts.replay_lsn is None:
+    if facts.replay_lsn is None or not history:
         return None
+    until = facts.answered_at if primary_answered else history[-1].asked_at
     for seen in reversed(history):
         if seen.lsn <= facts.replay_lsn:
-            return max(0.0, facts.answered_at - seen.asked_at)
+            return max(0.0, until - seen.asked_at)
     return None
 
 
@@ -155,7 +167,7 @@ def _status(
         receive_lsn=facts.receive_lsn,
         primary_lsn=primary_lsn,
         seconds_since_replayed_commit=facts.seconds_since_replayed_commit,
-        staleness_bound=staleness_bound(facts, history),
+        staleness_bound=staleness_bound(facts, history, primary_answered=primary is not None),
     )
     in_rotation = not on_an_older_timeline(facts, primary_facts) and stays_in_rotation(
         was_in_rotation=server.was_in_rotation,

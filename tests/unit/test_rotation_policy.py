@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from gridlink.routing.policy import (
     PRIMARY,
     REPLICA,
@@ -113,6 +115,30 @@ def test_with_no_primary_answering_replicas_keep_serving_by_their_own_lag() -> N
         "db1": (UNREACHABLE, False),
         "db2": (REPLICA, True),
     }
+
+
+def test_with_the_primary_gone_a_replica_caught_up_with_its_last_sighting_keeps_serving() -> None:
+    # The primary was last seen at 200, 2 s ago, then vanished (killed, cut off).
+    history = (
+        PrimarySighting(lsn=100, asked_at=NOW - 10.0),
+        PrimarySighting(lsn=200, asked_at=NOW - 2.0),
+    )
+    # Both replicas received part of a record the stream never finished (receive > replay),
+    # and no commit has been replayed for a long time: the primary is gone.
+    caught_up = replace(replica_facts(200, since_commit=60.0), receive_lsn=210)
+    behind = replace(replica_facts(100, since_commit=60.0), receive_lsn=110)
+
+    decision = decide(
+        [server("db1", None), server("db2", caught_up), server("db3", behind)],
+        history=history,
+        max_lag_seconds=5.0,
+    )
+
+    by_name = {status.name: status for status in decision.servers}
+    assert by_name["db2"].lag_seconds == 0.0  # frozen at the last sighting, not 2 s and growing
+    assert by_name["db2"].in_rotation
+    assert by_name["db3"].lag_seconds == 8.0  # 8 s behind when the primary was last seen
+    assert not by_name["db3"].in_rotation
 
 
 def test_lag_against_the_primary_decides_rotation_with_hysteresis() -> None:
