@@ -13,8 +13,9 @@ Steps, each announced on stdout:
    next waits for a synchronous standby and a Redis master;
 4. the table: faults, seconds without writes (p50, max), acknowledged
    writes, lost writes (acknowledged but not on the primary: must be 0),
-   503 answers (the contract's while no primary accepts writes) and other
-   5xx answers (must be 0).
+   503 answers to writes (the contract's while no primary accepts writes),
+   other 5xx answers to writes and any 5xx answer to a read (must be 0:
+   reads go on from replicas and the cache while there is no primary).
 
 Exit status 1 when a write was lost or another 5xx was answered.
 """
@@ -107,10 +108,11 @@ def inject(kind: str, paths: Paths, writers: Writers) -> float:
         faults.kill_host(host)
         writers.wait_for_writes(5, RECOVERY_DEADLINE_SECONDS)
         driver.up(paths, progress=lambda _line: None)
-    gap = writers.log.gap_around(started, RECOVERY_DEADLINE_SECONDS)
     if not wait_until(lambda: services.failover_ready(STAGING), RECOVERY_DEADLINE_SECONDS):
         print("  staging did not heal in time; going on", flush=True)
-    return gap
+    # Every pause from the fault until staging is whole again (the old primary
+    # rejoining can pause commits too), and no further: the next fault's are its own.
+    return writers.log.gap_around(started, time.monotonic() - started)
 
 
 def main() -> int:
@@ -132,28 +134,45 @@ def main() -> int:
         if not writers.wait_for_writes(20, 60):
             print("chaos: writes do not flow before any fault", file=sys.stderr)
             return 1
-        deadline = time.monotonic() + seconds
+        began = time.monotonic()
+        deadline = began + seconds
         while time.monotonic() < deadline:
             kind = draw.choice(FAULTS)
-            print(f"chaos: {kind}", flush=True)
+            print(f"chaos: {time.monotonic() - began:6.1f} s  {kind}", flush=True)
             gap = inject(kind, paths, writers)
             counted[kind] += 1
             gaps.append(gap)
             print(f"  {gap:.1f} s without writes", flush=True)
     lost = lost_writes(STAGING.write_url, writers.log)
     log = writers.log
+    if lost:
+        _print_when_lost(log.acknowledged, set(lost), began, paths)
     rows = [
         ("faults", ", ".join(f"{kind} x {n}" for kind, n in counted.items()) or "none"),
         ("seconds without writes, p50 / max", _p50_max(gaps)),
         ("acknowledged writes", str(len(log.acknowledged))),
         ("lost writes (must be 0)", str(len(lost))),
         ("503 answers to writes (no primary yet)", str(log.unavailable)),
-        ("other 5xx answers (must be 0)", str(log.server_errors + readers.server_errors)),
+        ("other 5xx answers to writes (must be 0)", str(log.server_errors)),
         ("profile reads", str(readers.reads)),
+        ("5xx answers to reads (must be 0)", str(readers.server_errors)),
     ]
     width = max(len(name) for name, _ in rows)
     print("\n".join(f"{name:<{width}}  {value}" for name, value in rows))
     return 1 if lost or log.server_errors or readers.server_errors else 0
+
+
+def _print_when_lost(
+    acknowledged: list[tuple[float, str]], lost: set[str], began: float, paths: Paths
+) -> None:
+    """Say when the lost writes were acknowledged, beside the faults' times printed before."""
+    moments = sorted(moment - began for moment, slug in acknowledged if slug in lost)
+    print(
+        f"chaos: {len(moments)} lost writes acknowledged between {moments[0]:.1f} s and "
+        f"{moments[-1]:.1f} s; the database hosts' logs: "
+        + ", ".join(str(paths.data(host) / "patroni.log") for host in STAGING.databases),
+        file=sys.stderr,
+    )
 
 
 def _p50_max(gaps: list[float]) -> str:

@@ -32,6 +32,7 @@ from infra.staging.inventory import (
     Host,
     Inventory,
 )
+from infra.staging.patroni import patroni_bin
 from infra.staging.services import Paths
 from infra.status import align_rows, database_rows
 
@@ -86,17 +87,19 @@ def up(
     binaries.program("tc", "iproute2", progress)
     paths.root.mkdir(parents=True, exist_ok=True)
     check_postgres_can_enter(paths.root.resolve())
-    binaries.program("patroni", "patroni", progress)
+    patroni_bin(progress)
     binaries.program("etcd", "etcd-server", progress)
     services.write_configuration(inventory, paths, Path(tools.initdb).parent)
     inventory.write(paths.inventory_file)
     progress(f"configuration rendered under {paths.root / 'etc'}; hosts in {paths.inventory_file}")
     network.create(inventory.hosts, progress)
-    services.start_databases(inventory, paths, progress)
+    leader = services.start_databases(inventory, paths, progress)
     services.start_redis(tools, inventory, paths, progress)
     from gridlink.cli import migrate  # the CLI imports this module: import it late
 
-    migrate(settings(inventory).database_url)
+    # The leader itself, not the multi-host URL: a host booting again may
+    # accept a connection and close it while it starts, and libpq gives up there.
+    migrate(sqlalchemy_url(inventory.database_url(leader)))
     progress("migrated the primary")
     seeded = None
     if seed_users is not None:

@@ -48,6 +48,7 @@ from infra.staging.inventory import (
     Host,
     Inventory,
 )
+from infra.staging.patroni import patroni_bin
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 GRIDLINK = Path(sys.executable).with_name("gridlink")
@@ -209,8 +210,8 @@ def stop_redis(inventory: Inventory, paths: Paths, progress: Progress) -> None:
         redis_server.stop(redis(inventory, paths, host), progress)
 
 
-def start_databases(inventory: Inventory, paths: Paths, progress: Progress) -> None:
-    """Start etcd and Patroni on every database host; wait for a leader and every replica.
+def start_databases(inventory: Inventory, paths: Paths, progress: Progress) -> Host:
+    """Start etcd and Patroni on every database host; wait for a leader and return it.
 
     Patroni initialises the cluster on the bootstrap host the first time (it
     starts first), clones it onto the others, and restarts whatever was
@@ -248,6 +249,7 @@ def start_databases(inventory: Inventory, paths: Paths, progress: Progress) -> N
         f"patroni: {leader.name} leads; "
         + ", ".join(f"{host.name} {patroni_role(host)}" for host in inventory.databases)
     )
+    return leader
 
 
 def _etcd_data(paths: Paths, host: Host) -> Path:
@@ -352,13 +354,15 @@ def start_patroni(paths: Paths, host: Host, progress: Progress) -> None:
     """Run Patroni as the postgres user (PostgreSQL refuses root) in the host's namespace."""
     config = paths.etc(host) / "patroni.yml"
     as_postgres = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
-    _start_daemon(paths, host, "patroni", [*as_postgres, "patroni", str(config)], progress)
+    patroni = str(patroni_bin(progress) / "patroni")
+    _start_daemon(paths, host, "patroni", [*as_postgres, patroni, str(config)], progress)
 
 
 def switchover(paths: Paths, leader: Host, candidate: Host) -> None:
     """Hand the primary over from ``leader`` to ``candidate`` with ``patronictl switchover``."""
     config = paths.etc(leader) / "patroni.yml"
-    command = ["patronictl", "-c", str(config), "switchover", "--leader", leader.name]
+    patronictl = str(patroni_bin(lambda _line: None) / "patronictl")
+    command = [patronictl, "-c", str(config), "switchover", "--leader", leader.name]
     done = run([*command, "--candidate", candidate.name, "--force"], paths.root, START_TIMEOUT)
     if done.returncode != 0:
         raise ClusterError(f"patronictl switchover failed: {(done.stderr or done.stdout).strip()}")

@@ -114,6 +114,9 @@ def test_patroni_and_etcd_run_on_every_database_host_in_synchronous_mode() -> No
 
     assert "hosts: '10.77.0.11:2379,10.77.0.12:2379,10.77.0.13:2379'" in patroni
     assert "synchronous_mode: true" in patroni
+    # Never a primary acknowledging alone: no standby, no commit.
+    assert "synchronous_mode_strict: true" in patroni
+    assert "failsafe_mode: true" in patroni
     assert "use_pg_rewind: true" in patroni
     assert "listen: '10.77.0.12:5432'" in patroni
     assert (
