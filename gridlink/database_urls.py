@@ -11,6 +11,8 @@ router probes each of them).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from sqlalchemy import URL, make_url
@@ -90,3 +92,30 @@ def libpq_url(url: str) -> str:
     rest = {k: v for k, v in parsed.query.items() if k != "host"}
     query = f"?{urlencode(rest, doseq=True)}" if rest else ""
     return f"postgresql://{credentials}{','.join(listed)}/{parsed.database or ''}{query}"
+
+
+def prefer_hosts(params: dict[str, Any], order: Sequence[str]) -> None:
+    """Reorder a multi-host connection's ``host`` and ``port`` lists in place.
+
+    ``params`` are the keyword arguments SQLAlchemy's psycopg2 dialect hands
+    to ``psycopg2.connect`` (comma-separated ``host`` and ``port``); the
+    addresses (``host:port``) named in ``order`` come first, in its order,
+    the others after them as they were. libpq still tries every host and
+    keeps the first that accepts writes: the order only decides which are
+    tried first. A single host, or an address ``order`` does not name, is
+    left alone.
+    """
+    hosts, ports = str(params.get("host", "")).split(","), str(params.get("port", "")).split(",")
+    if len(hosts) < 2 or len(ports) != len(hosts) or not order:
+        return
+    rank = {address: index for index, address in enumerate(order)}
+    pairs = sorted(
+        zip(hosts, ports, strict=True),
+        key=lambda pair: rank.get(f"{_bracketed(pair[0])}:{pair[1] or 5432}", len(rank)),
+    )
+    params["host"] = ",".join(host for host, _port in pairs)
+    params["port"] = ",".join(port for _host, port in pairs)
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -11,12 +11,14 @@ uses it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext
 
 from gridlink.cache import ProfileCache
+from gridlink.database_urls import prefer_hosts
 from gridlink.mail import make_mailer
 from gridlink.metrics import Metrics
 from gridlink.outbox import MailPoller
@@ -75,6 +77,21 @@ def _discard_demoted(context: ExceptionContext) -> None:
         context.is_disconnect = True
 
 
+def follow_the_router(engine: Engine, router: ReplicaRouter) -> None:
+    """Let a write engine's new connections try the primary the router last saw first.
+
+    libpq tries a multi-host URL's hosts in the order given; a host that is
+    cut off costs a whole connect timeout before the next one is tried. The
+    router probes every host each second, so after a failover it knows the
+    new primary (and the unreachable hosts) before a fresh connection would.
+    """
+
+    def reorder(_dialect: object, _record: object, _args: object, params: dict[str, Any]) -> None:
+        prefer_hosts(params, router.connect_order())
+
+    event.listen(engine, "do_connect", reorder)
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -99,20 +116,22 @@ class Services:
             sentinels=settings.redis_sentinels,
             service=settings.redis_service,
         )
+        router = ReplicaRouter(
+            settings.database_url,
+            settings.replica_urls,
+            settings.max_replica_lag_seconds,
+            engine_factory=make_engine,
+        )
+        # An engine of its own: delivery never takes a request's pooled connection.
+        mail_engine = make_engine(settings.database_url, pool_size=1)
+        for engine in (primary, mail_engine):
+            follow_the_router(engine, router)
         return cls(
             settings=settings,
             primary=primary,
             cache=cache,
-            router=ReplicaRouter(
-                settings.database_url,
-                settings.replica_urls,
-                settings.max_replica_lag_seconds,
-                engine_factory=make_engine,
-            ),
-            # An engine of its own: delivery never takes a request's pooled connection.
-            mail=MailPoller(
-                make_engine(settings.database_url, pool_size=1), make_mailer(settings.mail_backend)
-            ),
+            router=router,
+            mail=MailPoller(mail_engine, make_mailer(settings.mail_backend)),
             passwords=HashSlots(settings.hash_slots),
             limiter=Limiter(cache.client, settings.server_processes),
         )

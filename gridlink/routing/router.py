@@ -354,6 +354,25 @@ class ReplicaRouter:
             return None
         return candidates[next(self._turns) % len(candidates)]
 
+    def connect_order(self) -> tuple[str, ...]:
+        """Return the database hosts (``host:port``) in the order a new write connection tries them.
+
+        The primary the last round found comes first, the other reachable
+        servers next, the unreachable last: after a failover a new
+        connection reaches the new primary at once instead of waiting out a
+        connect timeout on a host that is down or cut off. Empty before the
+        first round (the configured order then stands). Never starts the
+        probe thread: it only reads the view a running router keeps.
+        """
+        snapshot = self._state.snapshot
+        if snapshot.checked_at is None:
+            return ()
+        ranked = sorted(
+            snapshot.servers,
+            key=lambda server: (server.role != PRIMARY, not server.reachable),
+        )
+        return tuple(server.host for server in ranked)
+
     def refresh_if_blind(self) -> None:
         """Probe now, in the caller's thread, unless a recent round gave a view.
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import falcon.testing
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from gridlink.app import create_app
 from gridlink.database_urls import sqlalchemy_url
@@ -84,3 +84,31 @@ def test_a_write_on_a_server_that_is_a_replica_now_answers_503_and_drops_the_poo
     with services.primary.connect() as connection:
         after = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
     assert after != before  # the pooled connection was thrown away, not reused
+
+
+def test_new_write_connections_try_the_primary_the_router_saw_first_and_unreachable_hosts_last(
+    test_cluster: cluster.ClusterLayout, app_on: Any
+) -> None:
+    # Port 1 on loopback: nothing listens there, so the router finds it unreachable.
+    replica, primary = test_cluster.replica_port(1), test_cluster.pg_port
+    hosts = f"{LOOPBACK}:1,{LOOPBACK}:{replica},{LOOPBACK}:{primary}"
+    _client, services = app_on(
+        sqlalchemy_url(
+            f"postgresql://{test_cluster.user}@{hosts}/{test_cluster.database}"
+            "?target_session_attrs=read-write"
+        )
+    )
+    tried: list[str] = []
+
+    @event.listens_for(services.primary, "do_connect")
+    def record(_dialect: object, _record: object, _args: object, params: dict[str, Any]) -> None:
+        tried.append(f"{params['host']} {params['port']}")
+
+    services.router.refresh()
+    services.primary.dispose()  # the next checkout connects afresh
+    with services.primary.connect() as connection:
+        port = connection.execute(text("SELECT inet_server_port()")).scalar_one()
+
+    assert port == primary
+    loopback = ",".join([LOOPBACK] * 3)
+    assert tried == [f"{loopback} {primary},{replica},1"]

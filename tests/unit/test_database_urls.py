@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gridlink.database_urls import libpq_url, server_urls, sqlalchemy_url
+from gridlink.database_urls import libpq_url, prefer_hosts, server_urls, sqlalchemy_url
 
 MULTI = "postgresql://gridlink:s%40cret@10.77.0.21:5432,10.77.0.22:5432,10.77.0.23/gridlink?target_session_attrs=read-write"
 
@@ -49,3 +49,31 @@ def test_a_url_without_a_host_or_of_another_scheme_is_refused(raw: str) -> None:
 def test_a_port_that_is_not_a_number_is_refused() -> None:
     with pytest.raises(ValueError, match="port"):
         sqlalchemy_url("postgresql://u@h1:5432,h2:often/db")
+
+
+def test_preferred_hosts_come_first_in_their_order_and_the_rest_keep_theirs() -> None:
+    params = {"host": "db1,db2,db3,db4", "port": "5432,5433,5432,"}
+
+    prefer_hosts(params, ["db3:5432", "db2:5433"])
+
+    assert params == {"host": "db3,db2,db1,db4", "port": "5432,5433,5432,"}
+
+
+def test_an_ipv6_host_is_matched_by_its_bracketed_address() -> None:
+    params = {"host": "db1,::1", "port": "5432,5433"}
+
+    prefer_hosts(params, ["[::1]:5433"])
+
+    assert params == {"host": "::1,db1", "port": "5433,5432"}
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"host": "db1", "port": "5432"}, {"host": "db1,db2", "port": "5432"}, {"dbname": "x"}],
+)
+def test_one_host_or_lists_that_do_not_pair_up_are_left_alone(params: dict[str, str]) -> None:
+    before = dict(params)
+
+    prefer_hosts(params, ["db2:5432"])
+
+    assert params == before
