@@ -12,6 +12,7 @@ what ``up`` started.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -20,6 +21,7 @@ import sys
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis as redis_lib
 
@@ -279,18 +281,41 @@ def sync_standby(inventory: Inventory) -> Host | None:
 
 
 def failover_ready(inventory: Inventory) -> bool:
-    """Tell whether a failover could happen now: a leader, every host streaming, a sync standby.
+    """Tell whether staging is whole: one failover could happen now and nothing is still healing.
 
-    In synchronous mode only the synchronous standby may be promoted: with
-    none (a replica that has just rejoined is catching up) Patroni would wait.
+    Patroni's own view (the leader's ``/cluster``): a leader, a synchronous
+    standby (in synchronous mode only it may be promoted), and every other
+    member streaming on the leader's timeline. A member still rewinding or
+    restarting is not: a second fault then would be two at once. And a
+    Redis master.
     """
-    roles = [patroni_role(host) for host in inventory.databases]
+    host = leader(inventory)
+    cluster = None if host is None else _patroni_json(host, "/cluster")
+    if cluster is None:
+        return False
+    members = cluster.get("members", [])
+    leaders = [m for m in members if m.get("role") == "leader"]
+    if len(leaders) != 1 or len(members) != len(inventory.databases):
+        return False
+    timeline = leaders[0].get("timeline")
+    standbys = [m for m in members if m.get("role") != "leader"]
     return (
-        roles.count("primary") == 1
-        and roles.count("replica") == len(roles) - 1
-        and sync_standby(inventory) is not None
+        all(m.get("state") == "streaming" and m.get("timeline") == timeline for m in standbys)
+        and any(m.get("role") == "sync_standby" for m in standbys)
         and redis_master(inventory) is not None
     )
+
+
+def _patroni_json(host: Host, path: str) -> dict[str, Any] | None:
+    """Return the JSON object Patroni's REST API answers at ``path``, None if it does not."""
+    try:
+        with urllib.request.urlopen(
+            f"http://{host.address}:{PATRONI_PORT}{path}", timeout=2.0
+        ) as answer:
+            document = json.loads(answer.read())
+    except (OSError, ValueError):
+        return None
+    return document if isinstance(document, dict) else None
 
 
 def leader(inventory: Inventory) -> Host | None:
