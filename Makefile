@@ -46,7 +46,7 @@ SOAK_SECONDS ?= 120
 soak: install
 	SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/pytest -m soak -s tests/e2e/test_soak.py
 
-## Failovers on staging (as root): primary killed, link cut, switchover, Redis master killed.
+## Only the failovers on staging (as root): primary killed, link cut, switchover, Redis master killed (make test runs them too).
 failover-test: install
 	$(BIN)/pytest -m failover tests/e2e/test_staging_failover.py
 

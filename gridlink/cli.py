@@ -56,6 +56,8 @@ def cmd_staging(args: argparse.Namespace, settings: Settings) -> int:
         print(driver.format_status(driver.status(paths)))
     elif args.staging_command == "down":
         driver.down(paths, purge=args.purge)
+    elif args.staging_command == "switchover":
+        driver.switchover(paths, args.to)
     else:
         driver.fault(paths, args.action, args.hosts, delay=args.delay)
     return 0
@@ -69,6 +71,12 @@ def add_staging_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
     staging_commands.add_parser("status", help="each host: service, health, lag")
     down = staging_commands.add_parser("down", help="stop everything, remove the namespaces")
     down.add_argument("--purge", action="store_true", help="also delete the data")
+    switchover = staging_commands.add_parser(
+        "switchover", help="hand the primary over (patronictl switchover), writes back in seconds"
+    )
+    switchover.add_argument(
+        "--to", metavar="HOST", help="the database host to promote (default: the sync standby)"
+    )
     fault = staging_commands.add_parser("fault", help="kill a host, cut or slow its link, restore")
     fault.add_argument("action", choices=("kill", "cut", "restore", "delay"))
     fault.add_argument("hosts", nargs="+", help="host names from the inventory, or 'all'")

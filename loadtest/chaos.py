@@ -97,10 +97,7 @@ def inject(kind: str, paths: Paths, writers: Writers) -> float:
         writers.wait_for_writes(5, RECOVERY_DEADLINE_SECONDS)
         faults.restore_link(host)
     elif kind == "switchover":
-        leader, standby = services.leader(STAGING), services.sync_standby(STAGING)
-        assert leader is not None
-        assert standby is not None
-        services.switchover(paths, leader, standby)
+        driver.switchover(paths, progress=lambda _line: None)  # to the synchronous standby
         writers.wait_for_writes(5, RECOVERY_DEADLINE_SECONDS)
     else:
         master = services.redis_master(STAGING)

@@ -16,6 +16,7 @@ import json
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,11 +37,23 @@ class WriteLog:
     unavailable: int = 0  # 503: the contract's answer while no primary accepts writes
     server_errors: int = 0  # any other 5xx: a bug
     refused_connections: int = 0
+    # Every answer that was not an acknowledgement, by what was asked: why writes stall.
+    other_answers: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def ack(self, slug: str) -> None:
         with self.lock:
             self.acknowledged.append((time.monotonic(), slug))
+
+    def note(self, request: str, status: int) -> None:
+        with self.lock:
+            self.other_answers[f"{request} {status or 'no answer'}"] += 1
+
+    def summary(self) -> str:
+        """Say what the writers got: acknowledgements, and every other answer by kind."""
+        with self.lock:
+            others = ", ".join(f"{what} x {n}" for what, n in self.other_answers.most_common())
+        return f"{len(self.acknowledged)} acknowledged; other answers: {others or 'none'}"
 
     def gap_around(self, moment: float, horizon: float = 60.0) -> float:
         """Return the longest time without an acknowledged write from ``moment`` on.
@@ -138,6 +151,7 @@ class Writers:
                 status, body = 0, {}
             if status == 200:
                 return str(body["token"])
+            self.log.note("login", status)
             time.sleep(RETRY_PAUSE_SECONDS)
         return None
 
@@ -156,6 +170,7 @@ class Writers:
             if status == 201:
                 self.log.ack(str(body["slug"]))
                 return True
+            self.log.note("create grid", status)
             error = body.get("error")
             if status == 409 and isinstance(error, dict) and error.get("type") == "limit_reached":
                 return False

@@ -243,6 +243,28 @@ def down(
 FAULTS = ("kill", "cut", "restore", "delay")
 
 
+def switchover(
+    paths: Paths,
+    candidate_name: str | None = None,
+    progress: Progress = print,
+    inventory: Inventory = STAGING,
+) -> None:
+    """Hand the primary over to ``candidate_name`` (default: the synchronous standby)."""
+    _require_root()
+    leader = services.leader(inventory)
+    if leader is None:
+        raise ClusterError("no database host answers as Patroni's leader; nothing to hand over.")
+    candidate = (
+        services.sync_standby(inventory)
+        if candidate_name is None
+        else inventory.named(candidate_name)
+    )
+    if candidate is None:
+        raise ClusterError("no synchronous standby to hand over to; name one with --to.")
+    services.switchover(paths, leader, candidate)
+    progress(f"switchover: {candidate.name} leads (was {leader.name})")
+
+
 def fault(
     paths: Paths,
     action: str,

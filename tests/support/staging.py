@@ -7,11 +7,12 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
 from infra.seeding import Seeded
-from infra.staging import driver, network
+from infra.staging import driver, network, services
 from infra.staging.inventory import BRIDGE
 from infra.staging.services import Paths
 
@@ -40,4 +41,22 @@ def staging_up(paths: Paths, seed_users: int) -> Iterator[Seeded]:
         assert seeded is not None
         yield seeded
     finally:
+        driver.down(paths, purge=False, progress=lambda _line: None)
+        keep_logs(paths)
         driver.down(paths, purge=True, progress=lambda _line: None)
+
+
+def keep_logs(paths: Paths) -> Path:
+    """Copy every host's logs out of a staging about to be purged; return where they went.
+
+    Into ``var/test-logs/<staging root's name>/<host>/``, replacing the last
+    run's: after a failing run (in CI too), what Patroni, etcd, PostgreSQL and
+    the API hosts said is still there to read.
+    """
+    kept = services.PROJECT_ROOT / "var" / "test-logs" / paths.root.name
+    shutil.rmtree(kept, ignore_errors=True)
+    for log in sorted((paths.root / "hosts").glob("*/*.log")):
+        target = kept / log.parent.name / log.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(log, target)
+    return kept
