@@ -8,9 +8,10 @@ Steps, each announced on stdout:
    profiles run through the load balancer for ``CHAOS_SECONDS``;
 3. meanwhile, one fault at a time, drawn at random (``CHAOS_RANDOM_SEED``):
    the primary's host killed, the primary's link cut, a planned switchover,
-   or the Redis master's host killed; each is healed (the host booted again
-   with ``staging up``, the link restored) once writes are back, and the
-   next waits for a synchronous standby and a Redis master;
+   the Redis master's host killed, or the synchronous standby's host
+   killed; each is healed (the host booted again with ``staging up``, the
+   link restored) once writes are back, and the next waits until staging
+   is whole again (``services.failover_ready``);
 4. the table: faults, seconds without writes (p50, max), acknowledged
    writes, lost writes (acknowledged but not on the primary: must be 0),
    503 answers to writes (the contract's while no primary accepts writes),
@@ -37,7 +38,13 @@ from infra.staging.inventory import REDIS_PORT, STAGING
 from infra.staging.services import Paths
 from loadtest.writers import Writers, call_api, lost_writes
 
-FAULTS = ("kill primary host", "cut primary link", "switchover", "kill redis master host")
+FAULTS = (
+    "kill primary host",
+    "cut primary link",
+    "switchover",
+    "kill redis master host",
+    "kill sync standby host",  # strict mode: commits wait until the other replica takes over
+)
 RECOVERY_DEADLINE_SECONDS = 90.0
 
 
@@ -96,6 +103,12 @@ def inject(kind: str, paths: Paths, writers: Writers) -> float:
         faults.cut_link(host)
         writers.wait_for_writes(5, RECOVERY_DEADLINE_SECONDS)
         faults.restore_link(host)
+    elif kind == "kill sync standby host":
+        host = services.sync_standby(STAGING)
+        assert host is not None
+        faults.kill_host(host)
+        writers.wait_for_writes(5, RECOVERY_DEADLINE_SECONDS)
+        driver.up(paths, progress=lambda _line: None)
     elif kind == "switchover":
         driver.switchover(paths, progress=lambda _line: None)  # to the synchronous standby
         writers.wait_for_writes(5, RECOVERY_DEADLINE_SECONDS)

@@ -273,11 +273,23 @@ def patroni_role(host: Host) -> str | None:
 
 
 def sync_standby(inventory: Inventory) -> Host | None:
-    """Return the synchronous standby (the one Patroni may promote), if one answers as it."""
-    for host in inventory.databases:
-        if http_status(f"{host.address}:{PATRONI_PORT}", "/synchronous", timeout=1.0) == 200:
-            return host
-    return None
+    """Return the synchronous standby (the one Patroni may promote), as the leader sees it.
+
+    The leader's ``/cluster`` rather than each member's own ``/synchronous``:
+    a member learns that it became the standby a loop later, and the leader's
+    view is the one ``failover_ready`` trusts too.
+    """
+    members = _cluster_members(inventory)
+    names = [m.get("name") for m in members if m.get("role") == "sync_standby"]
+    return next((host for host in inventory.databases if host.name in names), None)
+
+
+def _cluster_members(inventory: Inventory) -> list[dict[str, Any]]:
+    """Return the members of the leader's ``/cluster`` answer (none without a leader)."""
+    host = leader(inventory)
+    cluster = None if host is None else _patroni_json(host, "/cluster")
+    members = [] if cluster is None else cluster.get("members", [])
+    return [m for m in members if isinstance(m, dict)]
 
 
 def failover_ready(inventory: Inventory) -> bool:
@@ -289,11 +301,7 @@ def failover_ready(inventory: Inventory) -> bool:
     restarting is not: a second fault then would be two at once. And a
     Redis master.
     """
-    host = leader(inventory)
-    cluster = None if host is None else _patroni_json(host, "/cluster")
-    if cluster is None:
-        return False
-    members = cluster.get("members", [])
+    members = _cluster_members(inventory)
     leaders = [m for m in members if m.get("role") == "leader"]
     if len(leaders) != 1 or len(members) != len(inventory.databases):
         return False

@@ -42,17 +42,19 @@ def app_on(settings: Settings) -> Iterator[Any]:
         services.close()
 
 
+def write_url(layout: cluster.ClusterLayout, *ports: int) -> str:
+    """Return a write URL listing the loopback servers on ``ports``, as staging lists its hosts."""
+    hosts = ",".join(f"{LOOPBACK}:{port}" for port in ports)
+    return sqlalchemy_url(
+        f"postgresql://{layout.user}@{hosts}/{layout.database}?target_session_attrs=read-write"
+    )
+
+
 def test_a_write_url_listing_every_host_writes_on_the_one_that_accepts_writes(
     test_cluster: cluster.ClusterLayout, app_on: Any
 ) -> None:
     replica, primary = test_cluster.replica_port(1), test_cluster.pg_port
-    hosts = f"{LOOPBACK}:{replica},{LOOPBACK}:{primary}"
-    client, services = app_on(
-        sqlalchemy_url(
-            f"postgresql://{test_cluster.user}@{hosts}/{test_cluster.database}"
-            "?target_session_attrs=read-write"
-        )
-    )
+    client, services = app_on(write_url(test_cluster, replica, primary))
 
     created = client.simulate_post("/api/auth/signup/", json=signup_body())
     snapshot = services.router.refresh()
@@ -91,13 +93,7 @@ def test_new_write_connections_try_the_primary_the_router_saw_first_and_unreacha
 ) -> None:
     # Port 1 on loopback: nothing listens there, so the router finds it unreachable.
     replica, primary = test_cluster.replica_port(1), test_cluster.pg_port
-    hosts = f"{LOOPBACK}:1,{LOOPBACK}:{replica},{LOOPBACK}:{primary}"
-    _client, services = app_on(
-        sqlalchemy_url(
-            f"postgresql://{test_cluster.user}@{hosts}/{test_cluster.database}"
-            "?target_session_attrs=read-write"
-        )
-    )
+    _client, services = app_on(write_url(test_cluster, 1, replica, primary))
     tried: list[str] = []
 
     @event.listens_for(services.primary, "do_connect")
