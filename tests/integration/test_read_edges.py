@@ -7,15 +7,9 @@ import pytest
 
 from gridlink.services import Services
 from tests.support.api import sign_up
-from tests.support.queries import count_queries
+from tests.support.queries import count_queries, count_redis_round_trips
 
 KELVIN_SIGN = "\u212a"  # lowercases to "k", as does "K"
-
-
-def redis_commands(services: Services) -> int:
-    """Commands Redis has run so far, other than the INFO that asks."""
-    stats = services.redis.info("commandstats")
-    return sum(int(figures["calls"]) for name, figures in stats.items() if name != "cmdstat_info")
 
 
 def test_a_username_that_cannot_exist_is_404_without_asking_redis_or_the_database(
@@ -29,14 +23,13 @@ def test_a_username_that_cannot_exist_is_404_without_asking_redis_or_the_databas
     lookalike = KELVIN_SIGN + owner.username[1:]
     assert lookalike.lower() == owner.username.lower()
     engines = (services.primary, *services.replicas)
-    before = redis_commands(services)
-    with count_queries(*engines) as queries:
+    with count_queries(*engines) as queries, count_redis_round_trips() as redis_calls:
         result = client.simulate_get(f"/api/users/{lookalike}/")
     assert result.status_code == 404
     assert result.json["error"]["type"] == "not_found"
     assert owner.username not in result.text
     assert queries.count == 0, queries.statements
-    assert redis_commands(services) == before
+    assert redis_calls == []
 
 
 def get_paths(client: falcon.testing.TestClient) -> list[tuple[str, dict[str, str]]]:
