@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from infra.processes import wait_until
 from infra.staging import driver, faults, services
-from infra.staging.inventory import REDIS_PORT, STAGING
+from infra.staging.inventory import REDIS_PORT, STAGING, Host
 from infra.staging.services import Paths
 from loadtest.writers import Writers, call_api, lost_writes
 
@@ -91,31 +91,17 @@ class Readers:
 def inject(kind: str, paths: Paths, writers: Writers) -> float:
     """Inject one fault, heal it once writes are back; return the seconds without writes."""
     started = time.monotonic()
-    if kind == "kill primary host":
-        host = services.leader(STAGING)
-        assert host is not None
-        faults.kill_host(host)
-        writers.wait_for_writes(5, RECOVERY_DEADLINE_SECONDS)
-        driver.up(paths, progress=lambda _line: None)
-    elif kind == "cut primary link":
+    if kind == "cut primary link":
         host = services.leader(STAGING)
         assert host is not None
         faults.cut_link(host)
         writers.wait_for_writes(5, RECOVERY_DEADLINE_SECONDS)
         faults.restore_link(host)
-    elif kind == "kill sync standby host":
-        host = services.sync_standby(STAGING)
-        assert host is not None
-        faults.kill_host(host)
-        writers.wait_for_writes(5, RECOVERY_DEADLINE_SECONDS)
-        driver.up(paths, progress=lambda _line: None)
     elif kind == "switchover":
         driver.switchover(paths, progress=lambda _line: None)  # to the synchronous standby
         writers.wait_for_writes(5, RECOVERY_DEADLINE_SECONDS)
-    else:
-        master = services.redis_master(STAGING)
-        host = next(h for h in STAGING.redis_hosts if master == f"{h.address}:{REDIS_PORT}")
-        faults.kill_host(host)
+    else:  # a host killed, as a power cut would, and booted again once writes are back
+        faults.kill_host(_host_to_kill(kind))
         writers.wait_for_writes(5, RECOVERY_DEADLINE_SECONDS)
         driver.up(paths, progress=lambda _line: None)
     if not wait_until(lambda: services.failover_ready(STAGING), RECOVERY_DEADLINE_SECONDS):
@@ -123,6 +109,18 @@ def inject(kind: str, paths: Paths, writers: Writers) -> float:
     # Every pause from the fault until staging is whole again (the old primary
     # rejoining can pause commits too), and no further: the next fault's are its own.
     return writers.log.gap_around(started, time.monotonic() - started)
+
+
+def _host_to_kill(kind: str) -> Host:
+    if kind == "kill primary host":
+        host = services.leader(STAGING)
+    elif kind == "kill sync standby host":
+        host = services.sync_standby(STAGING)
+    else:
+        master = services.redis_master(STAGING)
+        host = next(h for h in STAGING.redis_hosts if master == f"{h.address}:{REDIS_PORT}")
+    assert host is not None, f"{kind}: no such host right now"
+    return host
 
 
 def main() -> int:
