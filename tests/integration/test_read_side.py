@@ -30,7 +30,7 @@ from tests.support.profile_reads import (
     rename_grid,
 )
 from tests.support.queries import count_queries
-from tests.support.relay import relay_running
+from tests.support.relay import relay_running, wait_for_stream
 from tests.support.waiting import wait_for_replica
 
 
@@ -216,6 +216,10 @@ def test_concurrent_misses_fill_the_cache_once(
 ) -> None:
     path = f"/api/users/{user.username}/"
     client.simulate_get(path)
+    # The fill must be one that stays (the relay holds a position the replica has
+    # replayed): a 1 s fill could expire before a busy machine ran every waiter,
+    # and a waiter that then finds neither lock nor entry fills again, rightly.
+    wait_for_stream(services)
     wait_for_replica(services)  # as above: the misses may read the replica
     services.cache.client.delete(services.cache.profile_key(user.username))
     start = threading.Barrier(20)
