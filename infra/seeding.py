@@ -56,6 +56,24 @@ def user_exists(settings: Settings, username: str) -> bool:
     return found is not None
 
 
+def seed_command(shape: tuple[int, int, int], password: str) -> list[str]:
+    """Return the ``gridlink seed`` command line for ``shape``, cache warmed.
+
+    ``--password=...`` in one word: a random password may start with "-"
+    (``token_urlsafe``), which argparse would take for an option.
+    """
+    users, grids, links = shape
+    return [
+        str(GRIDLINK),
+        "seed",
+        f"--users={users}",
+        f"--grids={grids}",
+        f"--links={links}",
+        "--warm",
+        f"--password={password}",
+    ]
+
+
 def ensure_seeded(
     settings: Settings, state_file: Path, shape: tuple[int, int, int], progress: Progress
 ) -> Seeded:
@@ -74,9 +92,8 @@ def ensure_seeded(
         )
     seeded = Seeded(users, secrets.token_urlsafe(12))
     progress(f"seeding {users:,} users x {grids} grids x {links} links, cache warmed")
-    command = [str(GRIDLINK), "seed", f"--users={users}", f"--grids={grids}", f"--links={links}"]
     result = subprocess.run(
-        [*command, "--warm", "--password", seeded.password],
+        seed_command((users, grids, links), seeded.password),
         env={**os.environ, **settings_environment(settings)},
         check=False,
     )
