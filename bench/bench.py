@@ -54,18 +54,19 @@ from sqlalchemy import text
 from gridlink.app import create_app
 from gridlink.cache.positions import applied_key
 from gridlink.cache.stream import ChangeRelay
-from gridlink.cli import GUNICORN_CONF, PROJECT_ROOT, migrate
+from gridlink.migrate import migrate
+from gridlink.project import PROJECT_ROOT, VAR
 from gridlink.seed import SeedPlan, SeedResult, seed, warm_profiles
 from gridlink.services import Services
 from gridlink.settings import Settings
 from infra import cluster
-from tests.support.queries import count_queries
-from tests.support.servers import Server, server_environment, start_server
-from tests.support.waiting import wait_for_replica
+from infra.diagnostics import count_queries, wait_for_replica
+from infra.processes import free_port
+from infra.serving import GUNICORN_CONF, ApiServer, environment_for, serve
 
-BENCH_ROOT = PROJECT_ROOT / "var" / "bench"
+BENCH_ROOT = VAR / "bench"
 # The wrk script and the constant body: beside the cluster, which owns its directory.
-WORK_DIR = PROJECT_ROOT / "var" / "bench-work"
+WORK_DIR = VAR / "bench-work"
 RESULTS = Path(__file__).with_name("results.md")
 TUNING = Path(__file__).with_name("tuning.md")
 PG_PORT = int(os.environ.get("GRIDLINK_BENCH_PG_PORT", "25432"))
@@ -304,19 +305,22 @@ def ensure_wrk() -> str:
 @contextmanager
 def gunicorn(
     settings: Settings, options: Sequence[str], app: str | None = None, **environment: str
-) -> Iterator[Server]:
-    server = start_server(
+) -> Iterator[ApiServer]:
+    server = serve(
         settings,
+        bind=f"127.0.0.1:{free_port()}",
         workers=(os.cpu_count() or 2) * 2,  # as infra/gunicorn.conf.py says
-        environment=server_environment(settings, **environment),
+        environment=environment_for(settings, **environment),
         app=app,
         options=options,
+        pid_file=WORK_DIR / "gunicorn.pid",
+        log=Path(os.devnull),  # a log line per request would be measured too
     )
+    server.start(log)
     try:
-        server.wait_until_serving()
         yield server
     finally:
-        server.stop()
+        server.stop(log)
 
 
 @dataclass(frozen=True)
@@ -352,7 +356,7 @@ def median_throughput(runs: Sequence[Throughput]) -> Throughput:
     )
 
 
-def run_wrk(wrk: str, server: Server, script: Path, seconds: int = WRK_SECONDS) -> Throughput:
+def run_wrk(wrk: str, server: ApiServer, script: Path, seconds: int = WRK_SECONDS) -> Throughput:
     """Run wrk against ``server`` (refuse any error answer) and say what it measured."""
     workers_before = sum(cpu_ticks(pid) for pid in server.worker_pids())
     done = subprocess.run(
@@ -435,7 +439,7 @@ def await_stream_position(dataset: Dataset, timeout: float = 15) -> None:
         raise SystemExit(f"no change relay set the stream's position within {timeout:.0f} s")
 
 
-def read_every_profile(dataset: Dataset, server: Server, connections: int = 8) -> None:
+def read_every_profile(dataset: Dataset, server: ApiServer, connections: int = 8) -> None:
     """Read each seeded profile once through ``server``, anonymously, as a cold start would."""
     usernames = [
         dataset.seeded.username(n) for n in range(dataset.seeded.first, dataset.seeded.last + 1)
@@ -525,7 +529,7 @@ def hit_path_profile(dataset: Dataset) -> dict[str, Any]:
     """Run ``bench/hit_profile.py`` in a process of its own against the cached dataset."""
     warm_profiles(dataset.services, dataset.user_ids)
     log("hit path: CPU per request in process, and its profile")
-    environment = server_environment(
+    environment = environment_for(
         dataset.settings,
         BENCH_CONSTANT_BODY=str(WORK_DIR / "constant-body.json"),
         BENCH_FIRST_USER=str(dataset.seeded.first),

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -35,20 +34,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.bench import ensure_wrk
-from gridlink.cli import PROJECT_ROOT, migrate
-from gridlink.settings import Settings
+from gridlink.migrate import migrate
+from gridlink.project import PROJECT_ROOT, VAR
+from gridlink.settings import MailBackend, Settings
 from infra import cluster
-from tests.support.servers import api_request, server_environment
+from infra.http_client import api_request
+from infra.processes import wait_until
+from infra.serving import http_status, serve
 
 PORT_BASE = int(os.environ.get("FLOOD_PORT_BASE", "17470"))
 PG_PORT, REDIS_PORT, HTTP_PORT = PORT_BASE, PORT_BASE + 10, PORT_BASE + 20
-FLOOD_ROOT = PROJECT_ROOT / "var" / f"flood-{PORT_BASE}"
+FLOOD_ROOT = VAR / f"flood-{PORT_BASE}"
 RESULTS = Path(__file__).with_name("flood.md")
 FLOOD_CONNECTIONS = 200
 FLOOD_SECONDS = int(os.environ.get("FLOOD_SECONDS", "30"))
 READER_CONNECTIONS = 8
 BASELINE_SECONDS = 15
-UNLIMITED = "100000000"
+UNLIMITED = 100_000_000
 
 # Counts the flood's answers by status; ``done`` prints them for this script to read.
 _COUNTING = """
@@ -197,41 +199,25 @@ def rss_sampled(master: int) -> Iterator[list[float]]:
 
 
 @contextmanager
-def gridlink_serve(settings: Settings, **environment: str) -> Iterator[int]:
-    """Run ``gridlink serve`` on ``HTTP_PORT``; yield the master's pid once it answers."""
-    env = server_environment(settings, **environment)
-    env["GRIDLINK_MAIL_BACKEND"] = f"file:{FLOOD_ROOT / 'mail'}"
-    process = subprocess.Popen(
-        [
-            str(PROJECT_ROOT / ".venv" / "bin" / "gridlink"),
-            "serve",
-            "--bind",
-            f"127.0.0.1:{HTTP_PORT}",
-        ],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+def gridlink_serve(settings: Settings) -> Iterator[int]:
+    """Serve the API on ``HTTP_PORT`` as ``gridlink serve`` does; yield the master's pid once
+    it is ready."""
+    server = serve(
+        settings.replace(mail_backend=MailBackend("file", directory=FLOOD_ROOT / "mail")),
+        bind=f"127.0.0.1:{HTTP_PORT}",
+        pid_file=FLOOD_ROOT / "gunicorn.pid",
+        log=FLOOD_ROOT / "gunicorn.log",
     )
+    server.start(log)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if api_request(f"127.0.0.1:{HTTP_PORT}", "GET", "/readyz").status == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("gridlink serve did not become ready")
-            time.sleep(0.3)
-        yield process.pid
+        address = server.address
+        if not wait_until(lambda: http_status(address, "/readyz") == 200, 60):
+            raise RuntimeError("gridlink serve did not become ready")
+        master = server.pid()
+        assert master is not None
+        yield master
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        server.stop(log)
 
 
 def profile_owner(address: str) -> str:
@@ -312,10 +298,8 @@ def table(rows: list[Row], baseline: ReaderRun) -> str:
     return "\n".join(lines)
 
 
-def run_floods(
-    wrk: str, settings: Settings, scripts: Mapping[str, Path], label: str, **environment: str
-) -> list[Row]:
-    with gridlink_serve(settings, **environment) as master:
+def run_floods(wrk: str, settings: Settings, scripts: Mapping[str, Path], label: str) -> list[Row]:
+    with gridlink_serve(settings) as master:
         address = f"127.0.0.1:{HTTP_PORT}"
         username = profile_owner(address)
         reader_script = FLOOD_ROOT / "reader.lua"
@@ -361,16 +345,13 @@ def main(argv: list[str] | None = None) -> int:
             scripts[name] = script
         rows = run_floods(wrk, settings, scripts, "default limits")
         if args.unthrottled:
-            rows += run_floods(
-                wrk,
-                settings,
-                scripts,
-                "limits lifted",
-                GRIDLINK_SIGNUPS_PER_ADDRESS=UNLIMITED,
-                GRIDLINK_SIGNUPS_PER_MINUTE=UNLIMITED,
-                GRIDLINK_LOGIN_FAILURES_PER_ADDRESS=UNLIMITED,
-                GRIDLINK_LOGIN_FAILURES_PER_USERNAME=UNLIMITED,
+            unthrottled = settings.replace(
+                signups_per_address=UNLIMITED,
+                signups_per_minute=UNLIMITED,
+                login_failures_per_address=UNLIMITED,
+                login_failures_per_username=UNLIMITED,
             )
+            rows += run_floods(wrk, unthrottled, scripts, "limits lifted")
     finally:
         if not args.keep:
             cluster.down(layout, purge=True, progress=log)

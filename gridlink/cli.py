@@ -7,19 +7,17 @@ import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gridlink.migrate import migrate
+from gridlink.project import VAR
 from gridlink.settings import Settings, SettingsError
 from infra import cluster
 
 if TYPE_CHECKING:
     from gridlink.cache.stream import StreamReport
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
-GUNICORN_CONF = PROJECT_ROOT / "infra" / "gunicorn.conf.py"
-LOCAL_CLUSTER_ROOT = PROJECT_ROOT / "var" / "cluster"
+LOCAL_CLUSTER_ROOT = VAR / "cluster"
 
 
 def local_cluster(replicas: int = 1) -> cluster.ClusterLayout:
@@ -84,16 +82,6 @@ def add_staging_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
     staging.set_defaults(handler=cmd_staging)
 
 
-def migrate(database_url: str) -> None:
-    """Apply every Alembic migration to the database at ``database_url``."""
-    from alembic import command
-    from alembic.config import Config
-
-    config = Config(str(ALEMBIC_INI))
-    config.attributes["database_url"] = database_url
-    command.upgrade(config, "head")
-
-
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     migrate(settings.database_url)
     print("migrated the primary to the newest schema")
@@ -101,16 +89,16 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.serving import gunicorn_command
+
     try:
         Settings.for_serving(os.environ)
     except SettingsError as problem:
         print(f"gridlink: {problem}", file=sys.stderr)
         return 2
-    argv = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "--bind", args.bind]
-    if args.workers:
-        argv += ["--workers", str(args.workers)]
+    argv = gunicorn_command(args.bind or settings.bind, args.workers or settings.workers)
     # Replace this process: signals and the exit status are gunicorn's own.
-    os.execvp(argv[0], argv)
+    os.execv(argv[0], argv)
 
 
 def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
@@ -304,12 +292,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     serve = commands.add_parser("serve", help="run the API under gunicorn")
-    serve.add_argument("--bind", default="127.0.0.1:8000", help="address:port to listen on")
+    serve.add_argument(
+        "--bind", default=None, help="address:port to listen on (default: GRIDLINK_BIND)"
+    )
     serve.add_argument(
         "--workers",
         type=int,
         default=None,
-        help=f"worker processes (default {multiprocessing.cpu_count() * 2}: twice the cores)",
+        help=(
+            "worker processes (default: GRIDLINK_WORKERS, else "
+            f"{multiprocessing.cpu_count() * 2}: twice the cores)"
+        ),
     )
     serve.set_defaults(handler=cmd_serve)
     commands.add_parser(

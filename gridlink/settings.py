@@ -15,10 +15,10 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
-from gridlink.database_urls import sqlalchemy_url
+from gridlink.database_urls import libpq_url, sqlalchemy_url
 
 # The addresses of the local cluster that `gridlink cluster up` starts
 # (infra/cluster.py; a unit test keeps the two in step).
@@ -50,9 +50,8 @@ class MailBackend:
     host: str | None = None
     port: int | None = None
 
-    @property
-    def variable(self) -> str:
-        """This backend as ``GRIDLINK_MAIL_BACKEND`` writes it."""
+    def render(self) -> str:
+        """Return this backend as ``GRIDLINK_MAIL_BACKEND`` writes it."""
         if self.kind == "file":
             return f"file:{self.directory}"
         if self.kind == "smtp":
@@ -88,6 +87,16 @@ class TrustedProxies:
                 ) from None
         return cls(tuple(networks), unix_socket)
 
+    def render(self) -> str:
+        """Return these proxies as ``GRIDLINK_TRUSTED_PROXIES`` writes them."""
+        entries = [
+            str(network.network_address)
+            if network.prefixlen == network.max_prefixlen
+            else str(network)
+            for network in self.networks
+        ]
+        return ",".join([*entries, UNIX_SOCKET_PEER] if self.unix_socket else entries)
+
     def __contains__(self, address: object) -> bool:
         return isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address) and any(
             address in network for network in self.networks
@@ -98,177 +107,7 @@ DEVELOPMENT = "development"
 PRODUCTION = "production"
 
 
-@dataclass(frozen=True)
-class Settings:
-    database_url: str = LOCAL_DATABASE_URL
-    replica_urls: tuple[str, ...] = LOCAL_REPLICA_URLS
-    redis_url: str = LOCAL_REDIS_URL
-    # With sentinels, they name the master of redis_service; redis_url gives only the db number.
-    redis_sentinels: tuple[tuple[str, int], ...] = ()
-    redis_service: str = "gridlink"
-    max_replica_lag_seconds: float = 5.0
-    # How long a fill from a replica stays cached when the change stream proves it current.
-    cache_fill_ttl_seconds: int = 3600
-    mail_backend: MailBackend = field(default_factory=lambda: MailBackend("console"))
-    token_ttl_days: int = 30
-    login_failures_per_username: int = 5
-    login_failures_per_address: int = 50
-    login_window_seconds: int = 900
-    max_grids_per_user: int = 100
-    max_links_per_grid: int = 100
-    # A profile document is re-rendered on every write and sent whole on every read.
-    max_profile_bytes: int = 512 * 1024
-    password_resets_per_email: int = 3
-    password_resets_per_address: int = 20
-    password_reset_window_seconds: int = 3600
-    signups_per_address: int = 20  # per hour
-    signups_per_minute: int = 60  # from everyone together
-    # Password hashes run at once per process; 0: one per core.
-    concurrent_hashes: int = 0
-    # Server processes sharing the limits when Redis is down (`gridlink serve` sets it).
-    server_processes: int = 1
-    max_tokens_per_user: int = 20
-    deleted_retention_days: int = 30
-    # Exact origins (scheme://host[:port]) allowed to call the API from a browser.
-    cors_origins: tuple[str, ...] = ()
-    # "development" (`make run`) or "production": a server outside development
-    # refuses to start without an explicit mail backend (see ``for_serving``).
-    environment: str = PRODUCTION
-    # Peers whose X-Forwarded-For names the client (addresses or networks; "unix").
-    trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies)
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> Settings:
-        """Build the settings from ``environ``; raise ``SettingsError`` on the first bad value."""
-        defaults = cls()
-        reader = _Reader(environ)
-        return cls(
-            database_url=reader.get("GRIDLINK_DATABASE_URL", _postgres_url, defaults.database_url),
-            replica_urls=reader.get(
-                "GRIDLINK_REPLICA_URLS", _postgres_url_list, defaults.replica_urls
-            ),
-            redis_url=reader.get("GRIDLINK_REDIS_URL", _redis_url, defaults.redis_url),
-            redis_sentinels=reader.get(
-                "GRIDLINK_REDIS_SENTINELS", _address_list, defaults.redis_sentinels
-            ),
-            redis_service=reader.get(
-                "GRIDLINK_REDIS_SERVICE", _service_name, defaults.redis_service
-            ),
-            max_replica_lag_seconds=reader.get(
-                "GRIDLINK_MAX_REPLICA_LAG_SECONDS",
-                _positive_float,
-                defaults.max_replica_lag_seconds,
-            ),
-            cache_fill_ttl_seconds=reader.get(
-                "GRIDLINK_CACHE_FILL_TTL_SECONDS", _positive_int, defaults.cache_fill_ttl_seconds
-            ),
-            mail_backend=reader.get("GRIDLINK_MAIL_BACKEND", _mail_backend, defaults.mail_backend),
-            token_ttl_days=reader.get(
-                "GRIDLINK_TOKEN_TTL_DAYS", _positive_int, defaults.token_ttl_days
-            ),
-            login_failures_per_username=reader.get(
-                "GRIDLINK_LOGIN_FAILURES_PER_USERNAME",
-                _positive_int,
-                defaults.login_failures_per_username,
-            ),
-            login_failures_per_address=reader.get(
-                "GRIDLINK_LOGIN_FAILURES_PER_ADDRESS",
-                _positive_int,
-                defaults.login_failures_per_address,
-            ),
-            login_window_seconds=reader.get(
-                "GRIDLINK_LOGIN_WINDOW_SECONDS", _positive_int, defaults.login_window_seconds
-            ),
-            max_grids_per_user=reader.get(
-                "GRIDLINK_MAX_GRIDS_PER_USER", _positive_int, defaults.max_grids_per_user
-            ),
-            max_links_per_grid=reader.get(
-                "GRIDLINK_MAX_LINKS_PER_GRID", _positive_int, defaults.max_links_per_grid
-            ),
-            max_profile_bytes=reader.get(
-                "GRIDLINK_MAX_PROFILE_BYTES", _positive_int, defaults.max_profile_bytes
-            ),
-            password_resets_per_email=reader.get(
-                "GRIDLINK_PASSWORD_RESETS_PER_EMAIL",
-                _positive_int,
-                defaults.password_resets_per_email,
-            ),
-            password_resets_per_address=reader.get(
-                "GRIDLINK_PASSWORD_RESETS_PER_ADDRESS",
-                _positive_int,
-                defaults.password_resets_per_address,
-            ),
-            password_reset_window_seconds=reader.get(
-                "GRIDLINK_PASSWORD_RESET_WINDOW_SECONDS",
-                _positive_int,
-                defaults.password_reset_window_seconds,
-            ),
-            signups_per_address=reader.get(
-                "GRIDLINK_SIGNUPS_PER_ADDRESS", _positive_int, defaults.signups_per_address
-            ),
-            signups_per_minute=reader.get(
-                "GRIDLINK_SIGNUPS_PER_MINUTE", _positive_int, defaults.signups_per_minute
-            ),
-            concurrent_hashes=reader.get(
-                "GRIDLINK_CONCURRENT_HASHES", _positive_int, defaults.concurrent_hashes
-            ),
-            server_processes=reader.get(
-                "GRIDLINK_SERVER_PROCESSES", _positive_int, defaults.server_processes
-            ),
-            max_tokens_per_user=reader.get(
-                "GRIDLINK_MAX_TOKENS_PER_USER", _positive_int, defaults.max_tokens_per_user
-            ),
-            deleted_retention_days=reader.get(
-                "GRIDLINK_DELETED_RETENTION_DAYS", _positive_int, defaults.deleted_retention_days
-            ),
-            cors_origins=reader.get("GRIDLINK_CORS_ORIGINS", _origin_list, defaults.cors_origins),
-            trusted_proxies=reader.get(
-                "GRIDLINK_TRUSTED_PROXIES", TrustedProxies.parse, defaults.trusted_proxies
-            ),
-            environment=reader.get("GRIDLINK_ENV", _environment, defaults.environment),
-        )
-
-    @classmethod
-    def for_serving(cls, environ: Mapping[str, str]) -> Settings:
-        """Build the settings a server starts with, refusing what is unsafe outside development.
-
-        The console mail backend, the default, writes reset tokens into the
-        server's log: in production the backend must be chosen explicitly.
-        """
-        settings = cls.from_env(environ)
-        if settings.environment != DEVELOPMENT and not environ.get("GRIDLINK_MAIL_BACKEND"):
-            raise SettingsError(
-                "GRIDLINK_MAIL_BACKEND",
-                "must be set outside development (console, file:<directory> or "
-                "smtp://host:port; or GRIDLINK_ENV=development): the default console "
-                "backend writes reset tokens into the log",
-            )
-        return settings
-
-    @property
-    def hash_slots(self) -> int:
-        """Password hashes one process may run at once."""
-        return self.concurrent_hashes or os.cpu_count() or 1
-
-    def replace(self, **changes: object) -> Settings:
-        """Return a copy with ``changes`` applied (tests and the CLI use it)."""
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
-
-
-class _Reader:
-    """Read one variable at a time, naming the variable in any error."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
-
-    def get(self, variable: str, parse: Callable[[str], T], default: T) -> T:
-        raw = self._environ.get(variable)
-        if raw is None:
-            return default
-        try:
-            return parse(raw.strip())
-        except ValueError as problem:
-            raise SettingsError(variable, f"{problem} (got {raw!r})") from None
+# --------------------------------------------------------------------------- parsers
 
 
 def _postgres_url(raw: str) -> str:
@@ -378,3 +217,176 @@ def _mail_backend(raw: str) -> MailBackend:
             raise ValueError("smtp:// needs a host, as in smtp://127.0.0.1:25")
         return MailBackend("smtp", host=parts.hostname, port=port)
     raise ValueError("must be console, file:<directory> or smtp://host:port")
+
+
+def _count(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError("must be a whole number") from None
+    if value < 0:
+        raise ValueError("must be 0 or a positive whole number")
+    return value
+
+
+def _bind_address(raw: str) -> str:
+    host, colon, port = raw.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("must be address:port, as in 127.0.0.1:8000")
+    return raw
+
+
+def _render_addresses(addresses: tuple[tuple[str, int], ...]) -> str:
+    return ",".join(
+        f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in addresses
+    )
+
+
+def _render_urls(urls: tuple[str, ...]) -> str:
+    return ",".join(libpq_url(url) for url in urls)
+
+
+def _joined(values: tuple[str, ...]) -> str:
+    return ",".join(values)
+
+
+# --------------------------------------------------------------------------- the settings
+
+
+@dataclass(frozen=True)
+class Variable(Generic[T]):
+    """How one setting is read from, and written back to, its ``GRIDLINK_*`` variable."""
+
+    name: str
+    parse: Callable[[str], T]
+    render: Callable[[T], str] = str
+
+
+def setting(
+    name: str, default: T, parse: Callable[[str], T], render: Callable[[T], str] = str
+) -> T:
+    """Declare a ``Settings`` field: its variable, parser and renderer beside its default."""
+    variable = Variable(name, parse, render)
+    return field(default=default, metadata={_VARIABLE: variable})
+
+
+_VARIABLE = "variable"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting, each declared once with its variable; ``from_env`` and ``to_environ``
+    follow from the declarations."""
+
+    database_url: str = setting(
+        "GRIDLINK_DATABASE_URL", LOCAL_DATABASE_URL, _postgres_url, libpq_url
+    )
+    replica_urls: tuple[str, ...] = setting(
+        "GRIDLINK_REPLICA_URLS", LOCAL_REPLICA_URLS, _postgres_url_list, _render_urls
+    )
+    redis_url: str = setting("GRIDLINK_REDIS_URL", LOCAL_REDIS_URL, _redis_url)
+    # With sentinels, they name the master of redis_service; redis_url gives only the db number.
+    redis_sentinels: tuple[tuple[str, int], ...] = setting(
+        "GRIDLINK_REDIS_SENTINELS", (), _address_list, _render_addresses
+    )
+    redis_service: str = setting("GRIDLINK_REDIS_SERVICE", "gridlink", _service_name)
+    max_replica_lag_seconds: float = setting(
+        "GRIDLINK_MAX_REPLICA_LAG_SECONDS", 5.0, _positive_float, repr
+    )
+    # How long a fill from a replica stays cached when the change stream proves it current.
+    cache_fill_ttl_seconds: int = setting("GRIDLINK_CACHE_FILL_TTL_SECONDS", 3600, _positive_int)
+    mail_backend: MailBackend = setting(
+        "GRIDLINK_MAIL_BACKEND", MailBackend("console"), _mail_backend, MailBackend.render
+    )
+    token_ttl_days: int = setting("GRIDLINK_TOKEN_TTL_DAYS", 30, _positive_int)
+    login_failures_per_username: int = setting(
+        "GRIDLINK_LOGIN_FAILURES_PER_USERNAME", 5, _positive_int
+    )
+    login_failures_per_address: int = setting(
+        "GRIDLINK_LOGIN_FAILURES_PER_ADDRESS", 50, _positive_int
+    )
+    login_window_seconds: int = setting("GRIDLINK_LOGIN_WINDOW_SECONDS", 900, _positive_int)
+    max_grids_per_user: int = setting("GRIDLINK_MAX_GRIDS_PER_USER", 100, _positive_int)
+    max_links_per_grid: int = setting("GRIDLINK_MAX_LINKS_PER_GRID", 100, _positive_int)
+    # A profile document is re-rendered on every write and sent whole on every read.
+    max_profile_bytes: int = setting("GRIDLINK_MAX_PROFILE_BYTES", 512 * 1024, _positive_int)
+    password_resets_per_email: int = setting("GRIDLINK_PASSWORD_RESETS_PER_EMAIL", 3, _positive_int)
+    password_resets_per_address: int = setting(
+        "GRIDLINK_PASSWORD_RESETS_PER_ADDRESS", 20, _positive_int
+    )
+    password_reset_window_seconds: int = setting(
+        "GRIDLINK_PASSWORD_RESET_WINDOW_SECONDS", 3600, _positive_int
+    )
+    signups_per_address: int = setting("GRIDLINK_SIGNUPS_PER_ADDRESS", 20, _positive_int)  # an hour
+    # From everyone together.
+    signups_per_minute: int = setting("GRIDLINK_SIGNUPS_PER_MINUTE", 60, _positive_int)
+    # Password hashes run at once per process; 0: one per core.
+    concurrent_hashes: int = setting("GRIDLINK_CONCURRENT_HASHES", 0, _count)
+    # Server processes sharing the limits when Redis is down (`gridlink serve` sets it).
+    server_processes: int = setting("GRIDLINK_SERVER_PROCESSES", 1, _positive_int)
+    max_tokens_per_user: int = setting("GRIDLINK_MAX_TOKENS_PER_USER", 20, _positive_int)
+    deleted_retention_days: int = setting("GRIDLINK_DELETED_RETENTION_DAYS", 30, _positive_int)
+    # Exact origins (scheme://host[:port]) allowed to call the API from a browser.
+    cors_origins: tuple[str, ...] = setting("GRIDLINK_CORS_ORIGINS", (), _origin_list, _joined)
+    # "development" (`make run`) or "production": a server outside development
+    # refuses to start without an explicit mail backend (see ``for_serving``).
+    environment: str = setting("GRIDLINK_ENV", PRODUCTION, _environment)
+    # Peers whose X-Forwarded-For names the client (addresses or networks; "unix").
+    trusted_proxies: TrustedProxies = setting(
+        "GRIDLINK_TRUSTED_PROXIES", TrustedProxies(), TrustedProxies.parse, TrustedProxies.render
+    )
+    # Where `gridlink serve` listens, and its worker processes (0: twice the cores).
+    bind: str = setting("GRIDLINK_BIND", "127.0.0.1:8000", _bind_address)
+    workers: int = setting("GRIDLINK_WORKERS", 0, _count)
+
+    @classmethod
+    def variables(cls) -> dict[str, Variable[Any]]:
+        """Return each field's variable, by field name, in declaration order."""
+        return {each.name: each.metadata[_VARIABLE] for each in dataclasses.fields(cls)}
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Build the settings from ``environ``; raise ``SettingsError`` on the first bad value."""
+        values = {}
+        for name, variable in cls.variables().items():
+            raw = environ.get(variable.name)
+            if raw is None:
+                continue
+            try:
+                values[name] = variable.parse(raw.strip())
+            except ValueError as problem:
+                raise SettingsError(variable.name, f"{problem} (got {raw!r})") from None
+        return cls(**values)
+
+    def to_environ(self) -> dict[str, str]:
+        """Return every ``GRIDLINK_*`` variable that gives a child process these settings."""
+        return {
+            variable.name: variable.render(getattr(self, name))
+            for name, variable in self.variables().items()
+        }
+
+    @classmethod
+    def for_serving(cls, environ: Mapping[str, str]) -> Settings:
+        """Build the settings a server starts with, refusing what is unsafe outside development.
+
+        The console mail backend, the default, writes reset tokens into the
+        server's log: in production the backend must be chosen explicitly.
+        """
+        settings = cls.from_env(environ)
+        if settings.environment != DEVELOPMENT and not environ.get("GRIDLINK_MAIL_BACKEND"):
+            raise SettingsError(
+                "GRIDLINK_MAIL_BACKEND",
+                "must be set outside development (console, file:<directory> or "
+                "smtp://host:port; or GRIDLINK_ENV=development): the default console "
+                "backend writes reset tokens into the log",
+            )
+        return settings
+
+    @property
+    def hash_slots(self) -> int:
+        """Password hashes one process may run at once."""
+        return self.concurrent_hashes or os.cpu_count() or 1
+
+    def replace(self, **changes: object) -> Settings:
+        """Return a copy with ``changes`` applied (tests and the CLI use it)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

@@ -1,7 +1,9 @@
 """gunicorn settings for Gridlink (``gridlink serve`` passes this file with ``-c``).
 
-Each value can be overridden on gunicorn's command line; ``gridlink serve``
-sets ``--bind`` and ``--workers`` from its own options.
+Each value can be overridden on gunicorn's command line; ``infra.serving``
+(``gridlink serve`` and every other launcher) sets ``--bind`` and ``--workers``.
+The address and worker count default to the settings' (``GRIDLINK_BIND``,
+``GRIDLINK_WORKERS``).
 """
 
 import multiprocessing
@@ -21,8 +23,13 @@ from infra.relay_supervisor import RelaySupervisor
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 created_metrics_dirs: list[str] = []  # made by this master, removed when it exits
 
+try:
+    _settings = Settings.from_env(os.environ)
+except SettingsError:
+    _settings = Settings()  # on_starting names the bad value in one line and stops
+
 wsgi_app = "gridlink.app:get_app()"
-bind = os.environ.get("GRIDLINK_BIND", "127.0.0.1:8000")
+bind = _settings.bind
 # Threads per worker: a slow client holds one thread, not a whole process,
 # and keep-alive connections are served (sync workers close every one).
 # gthread, with a deadline for reading each request (infra/workers.py): a
@@ -30,7 +37,7 @@ bind = os.environ.get("GRIDLINK_BIND", "127.0.0.1:8000")
 # wait on sockets and the database, so 8 per worker cost little and leave
 # room for slow clients; production still puts a buffering proxy in front.
 worker_class = "infra.workers.DeadlineThreadWorker"
-workers = multiprocessing.cpu_count() * 2
+workers = _settings.workers or multiprocessing.cpu_count() * 2
 threads = 8
 keepalive = 5
 # No preload: each worker builds its own app, engines and background thread
@@ -49,9 +56,10 @@ proc_name = "gridlink"
 
 def on_starting(server: object) -> None:
     """Check the settings once in the master: a bad value stops start-up with one line."""
-    # Each worker keeps its share of the limits while Redis is down (gridlink.ratelimit).
+    # Each worker keeps its share of the limits while Redis is down (gridlink.ratelimit):
+    # this server's own count, whatever an inherited environment said.
     workers_count = getattr(getattr(server, "cfg", None), "workers", workers)
-    os.environ.setdefault("GRIDLINK_SERVER_PROCESSES", str(workers_count))
+    os.environ["GRIDLINK_SERVER_PROCESSES"] = str(workers_count)
     try:
         Settings.for_serving(os.environ)
     except SettingsError as problem:

@@ -99,6 +99,14 @@ def port_answers(port: int, host: str = LOOPBACK) -> bool:
         return False
 
 
+def free_port(host: str = LOOPBACK) -> int:
+    """Return a port nothing listens on now (the kernel's pick)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def ensure_port_free(port: int, name: str, host: str = LOOPBACK) -> None:
     if port_answers(port, host):
         raise ClusterError(

@@ -8,7 +8,6 @@ deployment's data, so a second run finds them instead of seeding again.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from sqlalchemy import create_engine, select
 from gridlink.models import User
 from gridlink.settings import Settings
 from infra.errors import ClusterError, Progress
+from infra.serving import environment_for
 
 GRIDLINK = Path(sys.executable).with_name("gridlink")
 ADMIN_USERNAME = "test_user_0"
@@ -32,18 +32,6 @@ class Seeded:
 
     users: int
     password: str
-
-
-def settings_environment(settings: Settings) -> dict[str, str]:
-    """Return the ``GRIDLINK_*`` variables that point a process at ``settings``' servers."""
-    return {
-        "GRIDLINK_DATABASE_URL": settings.database_url,
-        "GRIDLINK_REPLICA_URLS": ",".join(settings.replica_urls),
-        "GRIDLINK_REDIS_URL": settings.redis_url,
-        "GRIDLINK_REDIS_SENTINELS": ",".join(f"{h}:{p}" for h, p in settings.redis_sentinels),
-        "GRIDLINK_REDIS_SERVICE": settings.redis_service,
-        "GRIDLINK_MAIL_BACKEND": settings.mail_backend.variable,
-    }
 
 
 def user_exists(settings: Settings, username: str) -> bool:
@@ -94,7 +82,7 @@ def ensure_seeded(
     progress(f"seeding {users:,} users x {grids} grids x {links} links, cache warmed")
     result = subprocess.run(
         seed_command((users, grids, links), seeded.password),
-        env={**os.environ, **settings_environment(settings)},
+        env=environment_for(settings),
         check=False,
     )
     if result.returncode != 0:

@@ -11,7 +11,7 @@ Steps, each announced on stdout:
    the Redis master's host killed, or the synchronous standby's host
    killed; each is healed (the host booted again with ``staging up``, the
    link restored) once writes are back, and the next waits until staging
-   is whole again (``services.failover_ready``);
+   is whole again (``hosts.failover_ready``);
 4. the table: faults, seconds without writes (p50, max), acknowledged
    writes, lost writes (acknowledged but not on the primary: must be 0),
    503 answers to writes (the contract's while no primary accepts writes),
@@ -33,9 +33,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from infra.processes import wait_until
-from infra.staging import driver, faults, services
+from infra.staging import driver, faults, hosts, patroni
 from infra.staging.inventory import REDIS_PORT, STAGING, Host
-from infra.staging.services import Paths
+from infra.staging.paths import Paths
 from loadtest.writers import Writers, call_api, lost_writes
 
 FAULTS = (
@@ -92,7 +92,7 @@ def inject(kind: str, paths: Paths, writers: Writers) -> float:
     """Inject one fault, heal it once writes are back; return the seconds without writes."""
     started = time.monotonic()
     if kind == "cut primary link":
-        host = services.leader(STAGING)
+        host = patroni.leader(STAGING)
         assert host is not None
         faults.cut_link(host)
         writers.wait_for_writes(5, RECOVERY_DEADLINE_SECONDS)
@@ -104,7 +104,7 @@ def inject(kind: str, paths: Paths, writers: Writers) -> float:
         faults.kill_host(_host_to_kill(kind))
         writers.wait_for_writes(5, RECOVERY_DEADLINE_SECONDS)
         driver.up(paths, progress=lambda _line: None)
-    if not wait_until(lambda: services.failover_ready(STAGING), RECOVERY_DEADLINE_SECONDS):
+    if not wait_until(lambda: hosts.failover_ready(STAGING), RECOVERY_DEADLINE_SECONDS):
         print("  staging did not heal in time; going on", flush=True)
     # Every pause from the fault until staging is whole again (the old primary
     # rejoining can pause commits too), and no further: the next fault's are its own.
@@ -113,11 +113,11 @@ def inject(kind: str, paths: Paths, writers: Writers) -> float:
 
 def _host_to_kill(kind: str) -> Host:
     if kind == "kill primary host":
-        host = services.leader(STAGING)
+        host = patroni.leader(STAGING)
     elif kind == "kill sync standby host":
-        host = services.sync_standby(STAGING)
+        host = patroni.sync_standby(STAGING)
     else:
-        master = services.redis_master(STAGING)
+        master = hosts.redis_master(STAGING)
         host = next(h for h in STAGING.redis_hosts if master == f"{h.address}:{REDIS_PORT}")
     assert host is not None, f"{kind}: no such host right now"
     return host

@@ -7,7 +7,7 @@ Steps, each announced on stdout:
 2. seed it (``gridlink seed --warm``) unless an earlier run did: the seeded users'
    count and password are kept in ``var/loadtest/seeded.json``;
 3. make ``test_user_0`` an administrator (for the ``Admin`` users);
-4. serve the API with ``gridlink serve`` on 127.0.0.1:27480 (log in
+4. serve the API (``infra.serving``, as ``gridlink serve``) on 127.0.0.1:27480 (log in
    ``var/loadtest/gunicorn.log``);
 5. run ``loadtest/locustfile.py`` headless (LOADTEST_USERS users,
    LOADTEST_SPAWN_RATE per second, for LOADTEST_RUN_TIME), writing the HTML and
@@ -22,29 +22,27 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from gridlink.cli import PROJECT_ROOT, migrate
+from gridlink.migrate import migrate
+from gridlink.project import PROJECT_ROOT, VAR
 from gridlink.settings import Settings
 from infra import cluster
-from infra.seeding import ensure_seeded, settings_environment
+from infra.seeding import ensure_seeded
+from infra.serving import serve
 
 LOCUSTFILE = PROJECT_ROOT / "loadtest" / "locustfile.py"
 LOCUST = Path(sys.executable).with_name("locust")
-GRIDLINK = Path(sys.executable).with_name("gridlink")
-LOADTEST_DIR = PROJECT_ROOT / "var" / "loadtest"
+LOADTEST_DIR = VAR / "loadtest"
 REPORTS_DIR = LOADTEST_DIR / "reports"
 SEED_STATE = LOADTEST_DIR / "seeded.json"
 SERVER_LOG = LOADTEST_DIR / "gunicorn.log"
 STOP_HINT = ".venv/bin/python -m loadtest.run --down"
 SERVER_PORT = 27480
 SERVER_START_SECONDS = 60.0
-SERVER_STOP_SECONDS = 20.0
 # A modest dataset: seeded in seconds, yet profiles of a realistic size
 # (4 grids of 5 links) and more users than the run can read twice.
 SEED_USERS = 10_000
@@ -122,44 +120,6 @@ def locust_environment(profile_users: int, seeded_password: str, **extra: str) -
     }
 
 
-def healthy(address: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{address}/healthz", timeout=2) as answer:
-            return bool(answer.status == 200)
-    except OSError:
-        return False
-
-
-def start_server(settings: Settings, address: str) -> subprocess.Popen[bytes]:
-    """Run ``gridlink serve`` on ``address`` and wait until it answers /healthz."""
-    port = int(address.rsplit(":", 1)[1])
-    if cluster.port_answers(port):
-        raise LoadTestError(f"Port {port} is taken; stop what listens there first.")
-    with SERVER_LOG.open("ab") as log:
-        server = subprocess.Popen(
-            [str(GRIDLINK), "serve", "--bind", address],
-            cwd=PROJECT_ROOT,
-            env={**os.environ, **settings_environment(settings)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    cluster.wait_until(lambda: server.poll() is not None or healthy(address), SERVER_START_SECONDS)
-    if server.poll() is not None or not healthy(address):
-        stop_server(server)
-        raise LoadTestError(f"gunicorn did not start on {address}; see {SERVER_LOG}.")
-    return server
-
-
-def stop_server(server: subprocess.Popen[bytes]) -> None:
-    if server.poll() is None:
-        server.send_signal(signal.SIGTERM)
-    try:
-        server.wait(timeout=SERVER_STOP_SECONDS)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
-
-
 def positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
     raw = environ.get(name, str(default))
     if not raw.isdigit() or int(raw) < 1:
@@ -182,7 +142,10 @@ def run_load_test(environ: Mapping[str, str]) -> int:
     profile_users, password = seeded.users, seeded.password
     address = f"127.0.0.1:{SERVER_PORT}"
     say(f"starting gunicorn on {address} (log: {SERVER_LOG})")
-    server = start_server(settings, address)
+    if cluster.port_answers(SERVER_PORT):
+        raise LoadTestError(f"Port {SERVER_PORT} is taken; stop what listens there first.")
+    server = serve(settings, bind=address, pid_file=LOADTEST_DIR / "gunicorn.pid", log=SERVER_LOG)
+    server.start(say, SERVER_START_SECONDS)
     try:
         command = locust_command(
             f"http://{address}",
@@ -197,8 +160,7 @@ def run_load_test(environ: Mapping[str, str]) -> int:
             command, env=locust_environment(profile_users, password), check=False
         ).returncode
     finally:
-        say("stopping gunicorn")
-        stop_server(server)
+        server.stop(say)
     say(f"reports: {REPORTS_DIR}/loadtest.html and loadtest_*.csv")
     say(f"locust exited with {status}; the cluster keeps running (stop: {STOP_HINT})")
     return status

@@ -37,7 +37,7 @@ from infra.errors import ClusterError
 from infra.seeding import Seeded
 from infra.staging import driver, faults, render, statements
 from infra.staging.inventory import LOAD_GENERATOR, STAGING, Inventory
-from infra.staging.services import Paths
+from infra.staging.paths import Paths
 from loadtest.run import LOCUST, LOCUSTFILE, LoadTestError, locust_environment, positive_int
 
 MASTER_EXTRA_SECONDS = 120  # locust's own start and stop around the run time

@@ -16,27 +16,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gridlink.database_urls import sqlalchemy_url
-from gridlink.settings import Settings
+from gridlink.migrate import migrate
+from gridlink.project import VAR
 from infra import binaries, redis_server
 from infra.errors import ClusterError, Progress
 from infra.files import check_postgres_can_enter, reachable_root
 from infra.processes import wait_until
 from infra.seeding import Seeded, ensure_seeded
-from infra.staging import faults, network, services
-from infra.staging.inventory import (
-    API,
-    BRIDGE,
-    LOAD_BALANCER,
-    REDIS_SERVICE,
-    STAGING,
-    Host,
-    Inventory,
-)
-from infra.staging.patroni import patroni_bin
-from infra.staging.services import Paths
+from infra.serving import http_status
+from infra.staging import faults, hosts, network, patroni, render
+from infra.staging.inventory import API, BRIDGE, LOAD_BALANCER, STAGING, Host, Inventory
+from infra.staging.paths import Paths
 from infra.status import align_rows, database_rows
 
-STAGING_ROOT = services.PROJECT_ROOT / "var" / "staging"
+STAGING_ROOT = VAR / "staging"
 READY_TIMEOUT = 60.0
 _ABSENT = "host not up"
 SEED_SHAPE = (4, 5)  # grids per user, links per grid: `make loadtest`'s profiles
@@ -44,22 +37,6 @@ SEED_SHAPE = (4, 5)  # grids per user, links per grid: `make loadtest`'s profile
 
 def default_paths() -> Paths:
     return Paths(reachable_root(STAGING_ROOT))
-
-
-def settings(inventory: Inventory) -> Settings:
-    """Return settings that point this machine's processes (migrate, seed) at staging."""
-    return Settings(
-        database_url=sqlalchemy_url(inventory.write_url),
-        replica_urls=tuple(inventory.database_url(host) for host in inventory.databases),
-        redis_url=inventory.redis_url,
-        redis_sentinels=_addresses(inventory.sentinels),
-        redis_service=REDIS_SERVICE,
-    )
-
-
-def _addresses(listed: str) -> tuple[tuple[str, int], ...]:
-    pairs = (address.rpartition(":") for address in listed.split(","))
-    return tuple((host, int(port)) for host, _, port in pairs)
 
 
 def seed_state(paths: Paths) -> Path:
@@ -87,16 +64,14 @@ def up(
     binaries.program("tc", "iproute2", progress)
     paths.root.mkdir(parents=True, exist_ok=True)
     check_postgres_can_enter(paths.root.resolve())
-    patroni_bin(progress)
+    patroni.patroni_bin(progress)
     binaries.program("etcd", "etcd-server", progress)
-    services.write_configuration(inventory, paths, Path(tools.initdb).parent)
+    render.write_configuration(inventory, paths, Path(tools.initdb).parent)
     inventory.write(paths.inventory_file)
     progress(f"configuration rendered under {paths.root / 'etc'}; hosts in {paths.inventory_file}")
     network.create(inventory.hosts, progress)
-    leader = services.start_databases(inventory, paths, progress)
-    services.start_redis(tools, inventory, paths, progress)
-    from gridlink.cli import migrate  # the CLI imports this module: import it late
-
+    leader = hosts.start_databases(inventory, paths, progress)
+    hosts.start_redis(tools, inventory, paths, progress)
     # The leader itself, not the multi-host URL: a host booting again may
     # accept a connection and close it while it starts, and libpq gives up there.
     migrate(sqlalchemy_url(inventory.database_url(leader)))
@@ -104,15 +79,16 @@ def up(
     seeded = None
     if seed_users is not None:
         shape = (seed_users, *SEED_SHAPE)
-        seeded = ensure_seeded(settings(inventory), seed_state(paths), shape, progress)
+        settings = render.staging_settings(inventory)
+        seeded = ensure_seeded(settings, seed_state(paths), shape, progress)
     for host in inventory.with_role(API):
-        services.start_api(paths, host, progress)
-    lb = inventory.one(LOAD_BALANCER)
-    services.start_lb(haproxy, paths, lb, progress)
+        paths.mail(host).mkdir(parents=True, exist_ok=True)
+        hosts.api_server(paths, host).start(progress)
+    hosts.load_balancer(paths, inventory, haproxy).start(progress)
     if not wait_until(lambda: _lb_ready(inventory, paths), READY_TIMEOUT):
         raise ClusterError(
             f"the load balancer did not find every API host healthy within {READY_TIMEOUT:.0f} s: "
-            f"{services.lb_servers(paths)}"
+            f"{hosts.lb_servers(paths)}"
         )
     progress(f"staging is up: {inventory.load_balancer_url}")
     return seeded
@@ -120,9 +96,9 @@ def up(
 
 def _lb_ready(inventory: Inventory, paths: Paths) -> bool:
     apis = {host.name for host in inventory.with_role(API)}
-    states = services.lb_servers(paths)
+    states = hosts.lb_servers(paths)
     return all(states.get(name) == "UP" for name in apis) and (
-        services.http_status(inventory.load_balancer_address, "/readyz") == 200
+        http_status(inventory.load_balancer_address, "/readyz") == 200
     )
 
 
@@ -147,39 +123,40 @@ def status(paths: Paths, inventory: Inventory = STAGING) -> list[HostStatus]:
     rows = []
     if _configured(paths, inventory) and all(host.netns in up for host in inventory.databases):
         # The leader first: lag is measured against it, wherever Patroni put it.
-        leader = services.leader(inventory) or inventory.primary
-        hosts = [leader, *(host for host in inventory.databases if host != leader)]
-        servers = [services.pg_server(paths, host) for host in hosts]
-        for host, row in zip(hosts, database_rows(servers[0], servers[1:]), strict=True):
+        leader = patroni.leader(inventory) or inventory.primary
+        databases = [leader, *(host for host in inventory.databases if host != leader)]
+        servers = [hosts.pg_server(paths, host) for host in databases]
+        for host, row in zip(databases, database_rows(servers[0], servers[1:]), strict=True):
             health = row.state or ("running" if row.running else "stopped")
             lag = "-" if row.lag_seconds is None else f"{row.lag_seconds:.1f} s, {row.lag_bytes} B"
-            patroni = services.patroni_role(host) or "no answer"
-            service = f"postgresql ({row.role}), patroni: {patroni}"
+            role = patroni.patroni_role(host) or "no answer"
+            service = f"postgresql ({row.role}), patroni: {role}"
             rows.append(HostStatus(host, service, row.pid, health, lag))
     else:
         rows += [HostStatus(host, "postgresql", None, _ABSENT) for host in inventory.databases]
-    master = services.redis_master(inventory) if up else None
+    master = hosts.redis_master(inventory) if up else None
     for redis_host in inventory.redis_hosts:
-        redis = services.redis(inventory, paths, redis_host)
+        redis = hosts.redis(inventory, paths, redis_host)
         redis_health = _ABSENT
         if redis_host.netns in up:
             redis_health = "ok" if redis_server.answers(redis.host, redis.port) else "no answer"
         role = "master" if master == f"{redis.host}:{redis.port}" else "replica"
         service = f"redis ({role}), sentinel"
         rows.append(HostStatus(redis_host, service, redis_server.pid(redis), redis_health))
-    lb_states = services.lb_servers(paths)
+    lb_states = hosts.lb_servers(paths)
     for host in inventory.with_role(API):
         health = _ABSENT
         if host.netns in up:
-            ready = services.api_answers(host, "/readyz")
+            ready = hosts.api_answers(host, "/readyz")
             health = f"readyz {ready or 'no answer'}, lb: {lb_states.get(host.name, '?')}"
-        rows.append(HostStatus(host, "gridlink serve", services.api_pid(paths, host), health))
+        api_pid = hosts.api_server(paths, host).pid() if _configured(paths, inventory) else None
+        rows.append(HostStatus(host, "gridlink serve", api_pid, health))
     lb = inventory.one(LOAD_BALANCER)
     health = _ABSENT
     if lb.netns in up:
-        ready = services.http_status(inventory.load_balancer_address, "/readyz")
+        ready = http_status(inventory.load_balancer_address, "/readyz")
         health = f"readyz {ready or 'no answer'}"
-    rows.append(HostStatus(lb, "haproxy", services.lb_pid(paths, lb), health))
+    rows.append(HostStatus(lb, "haproxy", hosts.load_balancer(paths, inventory).pid(), health))
     return rows
 
 
@@ -222,13 +199,12 @@ def down(
     for host in inventory.hosts:
         if host.netns in network.namespaces():
             network.set_link(host, up=True)  # a cut link must not hold up a clean shutdown
-    lb = inventory.one(LOAD_BALANCER)
-    services.stop_lb(paths, lb, progress)
-    for host in inventory.with_role(API):
-        services.stop_api(paths, host, progress)
+    hosts.load_balancer(paths, inventory).stop(progress)
     if _configured(paths, inventory):
-        services.stop_databases(inventory, paths, progress)
-    services.stop_redis(inventory, paths, progress)
+        for host in inventory.with_role(API):
+            hosts.api_server(paths, host).stop(progress)
+        hosts.stop_databases(inventory, paths, progress)
+    hosts.stop_redis(inventory, paths, progress)
     for host in inventory.hosts:
         if host.netns in network.namespaces():
             left = faults.kill_host(host)
@@ -251,17 +227,17 @@ def switchover(
 ) -> None:
     """Hand the primary over to ``candidate_name`` (default: the synchronous standby)."""
     _require_root()
-    leader = services.leader(inventory)
+    leader = patroni.leader(inventory)
     if leader is None:
         raise ClusterError("no database host answers as Patroni's leader; nothing to hand over.")
     candidate = (
-        services.sync_standby(inventory)
+        patroni.sync_standby(inventory)
         if candidate_name is None
         else inventory.named(candidate_name)
     )
     if candidate is None:
         raise ClusterError("no synchronous standby to hand over to; name one with --to.")
-    services.switchover(paths, leader, candidate)
+    patroni.switchover(paths.etc(leader) / "patroni.yml", leader, candidate, READY_TIMEOUT)
     progress(f"switchover: {candidate.name} leads (was {leader.name})")
 
 

@@ -133,9 +133,9 @@ class Inventory:
         return [self.one(REDIS), *self.with_role(REDIS_REPLICA)]
 
     @property
-    def sentinels(self) -> str:
-        """Return GRIDLINK_REDIS_SENTINELS: every Sentinel's host:port."""
-        return ",".join(f"{host.address}:{SENTINEL_PORT}" for host in self.with_role(SENTINEL))
+    def sentinels(self) -> tuple[tuple[str, int], ...]:
+        """Return every Sentinel's address and port (GRIDLINK_REDIS_SENTINELS)."""
+        return tuple((host.address, SENTINEL_PORT) for host in self.with_role(SENTINEL))
 
     def as_json(self) -> str:
         """Return what ``var/staging/inventory.json`` holds: hosts, namespaces, the LB's URL."""

@@ -1,4 +1,5 @@
-"""Patroni for staging, pinned, in a virtualenv of its own that the postgres user can run.
+"""Patroni for staging: installed pinned, in a virtualenv the postgres user can run; asked
+through its REST API.
 
 Debian's package is Patroni 3.0.2, whose synchronous mode has since been
 fixed in ways this project depends on (a ``/sync`` key out of step with
@@ -14,26 +15,35 @@ a home the postgres user cannot enter. A new pin makes a new virtualenv.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
+import urllib.request
 from pathlib import Path
+from typing import Any
 
+from gridlink.project import VAR
 from infra.binaries import apt_install
 from infra.errors import ClusterError, Progress
 from infra.files import reachable_root
+from infra.processes import run
+from infra.serving import http_status
+from infra.staging.inventory import PATRONI_PORT, Host, Inventory
 
 REQUIREMENTS = Path(__file__).with_name("patroni-requirements.txt")
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = Path("/usr/bin/python3")
+
+
+def patroni_venv() -> Path:
+    """Return the virtualenv the pinned Patroni is (or will be) installed in."""
+    pinned = REQUIREMENTS.read_bytes()
+    return reachable_root(VAR / "tools") / f"patroni-{hashlib.sha256(pinned).hexdigest()[:12]}"
 
 
 def patroni_bin(progress: Progress) -> Path:
     """Return the bin folder holding ``patroni`` and ``patronictl``, installing them once."""
-    pinned = REQUIREMENTS.read_bytes()
-    venv = reachable_root(PROJECT_ROOT / "var" / "tools") / (
-        f"patroni-{hashlib.sha256(pinned).hexdigest()[:12]}"
-    )
+    venv = patroni_venv()
     complete = venv / ".complete"
     if complete.exists():
         return venv / "bin"
@@ -64,3 +74,65 @@ def _make_venv(path: Path, progress: Progress) -> None:
             f"{made.stderr.decode(errors='replace').strip()} (install python3-venv)"
         )
     path.chmod(0o755)
+
+
+# --------------------------------------------------------------------------- its REST API
+
+
+def patroni_role(host: Host) -> str | None:
+    """Return 'primary' or 'replica' as Patroni's REST API says, None if it does not answer."""
+    address = f"{host.address}:{PATRONI_PORT}"
+    if http_status(address, "/primary", timeout=1.0) == 200:
+        return "primary"
+    if http_status(address, "/replica", timeout=1.0) == 200:
+        return "replica"
+    return None
+
+
+def leader(inventory: Inventory) -> Host | None:
+    """Return the database host Patroni made the primary, if one answers as it."""
+    for host in inventory.databases:
+        if patroni_role(host) == "primary":
+            return host
+    return None
+
+
+def cluster_members(inventory: Inventory) -> list[dict[str, Any]]:
+    """Return the members of the leader's ``/cluster`` answer (none without a leader)."""
+    host = leader(inventory)
+    cluster = None if host is None else _patroni_json(host, "/cluster")
+    members = [] if cluster is None else cluster.get("members", [])
+    return [m for m in members if isinstance(m, dict)]
+
+
+def sync_standby(inventory: Inventory) -> Host | None:
+    """Return the synchronous standby (the one Patroni may promote), as the leader sees it.
+
+    The leader's ``/cluster`` rather than each member's own ``/synchronous``:
+    a member learns that it became the standby a loop later, and the leader's
+    view is the one ``infra.staging.hosts.failover_ready`` trusts too.
+    """
+    members = cluster_members(inventory)
+    names = [m.get("name") for m in members if m.get("role") == "sync_standby"]
+    return next((host for host in inventory.databases if host.name in names), None)
+
+
+def switchover(config: Path, leader: Host, candidate: Host, timeout: float) -> None:
+    """Hand the primary over from ``leader`` to ``candidate`` with ``patronictl switchover``."""
+    patronictl = str(patroni_bin(lambda _line: None) / "patronictl")
+    command = [patronictl, "-c", str(config), "switchover", "--leader", leader.name]
+    done = run([*command, "--candidate", candidate.name, "--force"], config.parent, timeout)
+    if done.returncode != 0:
+        raise ClusterError(f"patronictl switchover failed: {(done.stderr or done.stdout).strip()}")
+
+
+def _patroni_json(host: Host, path: str) -> dict[str, Any] | None:
+    """Return the JSON object Patroni's REST API answers at ``path``, None if it does not."""
+    try:
+        with urllib.request.urlopen(
+            f"http://{host.address}:{PATRONI_PORT}{path}", timeout=2.0
+        ) as answer:
+            document = json.loads(answer.read())
+    except (OSError, ValueError):
+        return None
+    return document if isinstance(document, dict) else None

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from gridlink.database_urls import sqlalchemy_url
+from gridlink.settings import PRODUCTION, MailBackend, Settings, TrustedProxies
 from infra.staging.inventory import (
     API,
     API_PORT,
@@ -23,11 +25,13 @@ from infra.staging.inventory import (
     REDIS,
     REDIS_PORT,
     REDIS_SERVICE,
+    SENTINEL,
     SENTINEL_PORT,
     SUBNET,
     Host,
     Inventory,
 )
+from infra.staging.paths import Paths
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 API_WORKERS = 2  # per API host: two hosts share this machine's two cores
@@ -144,22 +148,36 @@ def haproxy_cfg(inventory: Inventory, stats_socket: Path) -> str:
     )
 
 
-def api_env(inventory: Inventory, host: Host, mail_dir: Path) -> str:
-    return render(
-        "api.env",
-        host=host.name,
-        bind=f"{host.address}:{API_PORT}",
-        workers=API_WORKERS,
+def staging_settings(inventory: Inventory) -> Settings:
+    """Return the settings that point a process at staging's servers (migrate, seed, the API)."""
+    return Settings(
         # Every database host: libpq keeps the one that accepts writes (Patroni's leader),
         # and the router finds each one's role by asking it.
-        database_url=inventory.write_url,
-        replica_urls=",".join(inventory.database_url(db) for db in inventory.databases),
+        database_url=sqlalchemy_url(inventory.write_url),
+        replica_urls=tuple(inventory.database_url(host) for host in inventory.databases),
         redis_url=inventory.redis_url,
         redis_sentinels=inventory.sentinels,
         redis_service=REDIS_SERVICE,
+    )
+
+
+def api_settings(inventory: Inventory, host: Host, mail_dir: Path) -> Settings:
+    """Return the settings an API host serves with."""
+    return staging_settings(inventory).replace(
+        bind=f"{host.address}:{API_PORT}",
+        workers=API_WORKERS,
         # Per-address limits must see the client, not the load balancer.
-        trusted_proxies=inventory.one(LOAD_BALANCER).address,
-        mail_dir=mail_dir,
+        trusted_proxies=TrustedProxies.parse(inventory.one(LOAD_BALANCER).address),
+        environment=PRODUCTION,
+        mail_backend=MailBackend("file", directory=mail_dir),
+    )
+
+
+def api_env(inventory: Inventory, host: Host, mail_dir: Path) -> str:
+    """Return the API host's environment file: every setting, as ``Settings.to_environ`` has it."""
+    variables = api_settings(inventory, host, mail_dir).to_environ()
+    return render("api.env", host=host.name) + "".join(
+        f"{name}={value}\n" for name, value in variables.items()
     )
 
 
@@ -202,3 +220,41 @@ def parse_env(text: str) -> dict[str, str]:
             key, _, value = stripped.partition("=")
             variables[key.strip()] = value.strip()
     return variables
+
+
+# Debian's PostgreSQL 15, what a real database host runs; `up` passes the one it found.
+DEFAULT_PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def write_configuration(inventory: Inventory, paths: Paths, pg_bin: Path = DEFAULT_PG_BIN) -> None:
+    """Render every host's configuration files under var/staging/etc/<host>/."""
+    for host in inventory.databases:
+        _write(paths.etc(host) / "postgresql.conf", postgresql_conf(host, paths.data(host) / "run"))
+        _write(paths.etc(host) / "pg_hba.conf", pg_hba_conf(host))
+        _write(paths.etc(host) / "etcd.conf.yml", etcd_conf(inventory, host, paths.etcd_data(host)))
+        files = PatroniFiles(
+            data_dir=paths.data(host) / "pgdata",
+            bin_dir=pg_bin,
+            custom_conf=paths.etc(host) / "postgresql.conf",
+            hba_file=paths.etc(host) / "pg_hba.conf",
+            socket_dir=paths.data(host) / "run",
+            pgpass=paths.data(host) / "pgpass",
+        )
+        _write(paths.etc(host) / "patroni.yml", patroni_yml(inventory, host, files))
+    for redis_host in inventory.redis_hosts:
+        _write(paths.etc(redis_host) / "redis.conf", redis_conf(redis_host))
+    for sentinel in inventory.with_role(SENTINEL):
+        _write(
+            paths.etc(sentinel) / "sentinel.conf",
+            sentinel_conf(inventory, sentinel, paths.data(sentinel)),
+        )
+    lb = inventory.one(LOAD_BALANCER)
+    _write(paths.etc(lb) / "haproxy.cfg", haproxy_cfg(inventory, paths.stats_socket))
+    for host in inventory.with_role(API):
+        _write(paths.etc(host) / "api.env", api_env(inventory, host, paths.mail(host)))
+        _write(paths.etc(host) / "gridlink-api.service", api_unit(host))
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

@@ -18,8 +18,8 @@ import falcon.testing
 import orjson
 import pytest
 
-from gridlink.cli import GUNICORN_CONF
 from gridlink.settings import Settings
+from infra.serving import GUNICORN_CONF
 from infra.workers import REQUEST_READ_SECONDS
 from tests.support.abuse import assert_clean_error
 from tests.support.api import ApiUser, sign_up

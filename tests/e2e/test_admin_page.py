@@ -19,13 +19,15 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from gridlink.cli import PROJECT_ROOT, main
+from gridlink.cli import main
+from gridlink.project import VAR
 from gridlink.settings import Settings
 from infra import cluster
+from infra.serving import ApiServer
 from tests.support.api import random_username
-from tests.support.servers import Server, call, serving, use_settings_environment
+from tests.support.servers import call, serving, use_settings_environment
 
-SCREENSHOT = PROJECT_ROOT / "var" / "test-output" / "admin-page.png"
+SCREENSHOT = VAR / "test-output" / "admin-page.png"
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -56,7 +58,7 @@ def chromium_and_driver() -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def server(settings: Settings) -> Iterator[Server]:
+def server(settings: Settings) -> Iterator[ApiServer]:
     with serving(settings, workers=2) as (started,):
         yield started
 
@@ -78,7 +80,7 @@ def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
         driver.quit()
 
 
-def sign_up_over_http(server: Server) -> tuple[str, str, str]:
+def sign_up_over_http(server: ApiServer) -> tuple[str, str, str]:
     username = random_username("page")
     password = "a page password"
     status, body = call(

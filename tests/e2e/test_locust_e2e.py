@@ -25,8 +25,9 @@ from gridlink.models import User
 from gridlink.seed import SeedPlan, SeedResult, seed
 from gridlink.services import Services
 from gridlink.settings import Settings
+from infra.processes import free_port
 from loadtest.run import LOCUST, LOCUSTFILE, locust_command, locust_environment
-from tests.support.servers import call, free_port, serving
+from tests.support.servers import call, serving
 
 PROFILE = "/api/users/[username]/"
 SEEDED_USERS = 3

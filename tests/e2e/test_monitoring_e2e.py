@@ -20,8 +20,9 @@ from gridlink.commands.unit_of_work import run_command
 from gridlink.services import Services
 from gridlink.settings import Settings
 from infra.cluster import wait_until
+from infra.serving import ApiServer
 from tests.support.api import random_username
-from tests.support.servers import Server, call, serving, sign_up_at
+from tests.support.servers import call, serving, sign_up_at
 
 PROFILE_ROUTE = "/api/users/{username}"
 BATCH = 40
@@ -34,7 +35,7 @@ def log_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(settings: Settings, log_file: Path) -> Iterator[Server]:
+def server(settings: Settings, log_file: Path) -> Iterator[ApiServer]:
     with serving(settings, workers=2, log=log_file) as (started,):
         yield started
 
@@ -53,7 +54,7 @@ def profile_requests_served(log_file: Path, username: str) -> list[dict[str, Any
 
 
 @pytest.fixture(scope="module")
-def admin_token(server: Server, services: Services) -> str:
+def admin_token(server: ApiServer, services: Services) -> str:
     """An admin's token: /metrics is for admins only."""
     username = random_username("scraper")
     token = sign_up_at(server.address, username)
@@ -61,7 +62,7 @@ def admin_token(server: Server, services: Services) -> str:
     return token
 
 
-def counted(server: Server, admin_token: str, name: str, **labels: str) -> float:
+def counted(server: ApiServer, admin_token: str, name: str, **labels: str) -> float:
     status, body = call(server.address, "GET", "/metrics", token=admin_token)
     assert status == 200
     return sum(
@@ -109,7 +110,7 @@ def test_one_scrape_counts_the_requests_every_worker_served(server, log_file, ad
         lambda: victim not in server.worker_pids() and len(server.worker_pids()) == 2,
         timeout=30,
     )
-    server.wait_until_serving()
+    server.wait_until_answering()
     assert counted(server, admin_token, "gridlink_http_requests_total", route=PROFILE_ROUTE) == sent
 
 

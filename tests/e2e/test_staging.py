@@ -17,15 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from gridlink.cli import PROJECT_ROOT
+from gridlink.project import VAR
 from gridlink.routing.router import ReplicaRouter
 from infra.files import reachable_root
 from infra.processes import process_alive, wait_until
 from infra.seeding import Seeded
-from infra.staging import driver, faults, network, services
+from infra.staging import driver, faults, hosts, network, render
 from infra.staging.inventory import BRIDGE, BRIDGE_ADDRESS, STAGING, SUBNET
 from infra.staging.network import NoNetem
-from infra.staging.services import Paths
+from infra.staging.paths import Paths
 from loadtest.swarm import Swarm, SwarmPlan, reports_dir, set_delay
 from tests.support.staging import staging_up
 
@@ -36,7 +36,7 @@ LB_ADDRESS = STAGING.load_balancer_address
 
 @pytest.fixture(scope="module")
 def paths() -> Paths:
-    return Paths(reachable_root(PROJECT_ROOT / "var" / "test-staging"))
+    return Paths(reachable_root(VAR / "test-staging"))
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_staging_up_builds_every_host_from_the_inventory(staging: Seeded, paths:
     status, body = _get("/readyz")
     assert status == 200
     assert _all_checks_ok(body)
-    assert all(state == "UP" for state in services.lb_servers(paths).values())
+    assert all(state == "UP" for state in hosts.lb_servers(paths).values())
     table = driver.format_status(driver.status(paths))
     assert table.count("streaming") == 2
 
@@ -120,7 +120,7 @@ def _all_checks_ok(readyz: bytes) -> bool:
 
 
 def test_gridlink_replicas_shows_every_database_host_of_staging(staging: Seeded) -> None:
-    settings = driver.settings(STAGING)
+    settings = render.staging_settings(STAGING)
     router = ReplicaRouter(settings.database_url, settings.replica_urls, 5)
     try:
         snapshot = router.refresh()
@@ -171,14 +171,14 @@ def test_api_host_killed_mid_swarm_leaves_the_lb_and_nothing_fails_after(
     try:
         assert wait_until(lambda: _requests_so_far(paths) > 50, timeout=30)
         assert faults.kill_host(api1)
-        assert wait_until(lambda: services.lb_servers(paths).get("api1") == "DOWN", timeout=10)
+        assert wait_until(lambda: hosts.lb_servers(paths).get("api1") == "DOWN", timeout=10)
         noticed = time.time()
         # Our own reads through the load balancer, right after it noticed.
         answers = [_get("/readyz")[0] for _ in range(50)]
         _, figures = swarm.wait()
     finally:
         swarm.stop()
-        services.start_api(paths, api1, lambda _line: None)
+        hosts.api_server(paths, api1).start(lambda _line: None)
     assert answers == [200] * 50
     # Workers report to the master every 3 s and the CSV is written every second.
     settled = [
@@ -187,7 +187,7 @@ def test_api_host_killed_mid_swarm_leaves_the_lb_and_nothing_fails_after(
     assert settled, "the swarm ended before the load balancer noticed"
     assert settled[-1][1] == settled[0][1] == figures.failures
     assert settled[-1][0] > settled[0][0]  # and it went on serving the swarm through api2
-    assert wait_until(lambda: services.lb_servers(paths).get("api1") == "UP", timeout=30)
+    assert wait_until(lambda: hosts.lb_servers(paths).get("api1") == "UP", timeout=30)
 
 
 def test_replica_host_link_cut_reads_go_on(staging: Seeded, paths: Paths) -> None:

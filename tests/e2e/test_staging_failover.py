@@ -20,13 +20,14 @@ from contextlib import closing
 import psycopg2
 import pytest
 
+from gridlink.project import VAR
 from gridlink.routing.router import ReplicaRouter
 from infra.files import reachable_root
 from infra.processes import wait_until
 from infra.seeding import Seeded
-from infra.staging import driver, faults, services
+from infra.staging import driver, faults, hosts, patroni, render
 from infra.staging.inventory import STAGING, Host
-from infra.staging.services import Paths
+from infra.staging.paths import Paths
 from loadtest.writers import Writers, call_api, lost_writes
 from tests.support.staging import staging_up
 
@@ -43,7 +44,7 @@ WRITERS = 4
 
 @pytest.fixture(scope="module")
 def paths() -> Paths:
-    return Paths(reachable_root(services.PROJECT_ROOT / "var" / "test-staging-failover"))
+    return Paths(reachable_root(VAR / "test-staging-failover"))
 
 
 @pytest.fixture(scope="module")
@@ -66,12 +67,12 @@ def writers(seeded: Seeded, test: int) -> Writers:
 
 def ready_leader() -> Host:
     """Return the leader once a failover could happen (a sync standby, every host streaming)."""
-    assert wait_until(lambda: services.failover_ready(STAGING), 120), "staging is not healthy"
+    assert wait_until(lambda: hosts.failover_ready(STAGING), 120), "staging is not healthy"
     return current_leader()
 
 
 def current_leader() -> Host:
-    found = services.leader(STAGING)
+    found = patroni.leader(STAGING)
     assert found is not None, "no database host answers as Patroni's leader"
     return found
 
@@ -106,9 +107,11 @@ def assert_nothing_lost(log_owner: Writers) -> None:
 
 def assert_rejoined_as_replica(paths: Paths, old: Host, new: Host) -> None:
     """The old primary follows the new one, and the API's router reads from it again."""
-    assert wait_until(lambda: services.patroni_role(old) == "replica", 120)
+    assert wait_until(lambda: patroni.patroni_role(old) == "replica", 120)
     router = ReplicaRouter(
-        driver.settings(STAGING).database_url, driver.settings(STAGING).replica_urls, 5.0
+        render.staging_settings(STAGING).database_url,
+        render.staging_settings(STAGING).replica_urls,
+        5.0,
     )
     try:
 
@@ -163,7 +166,7 @@ def test_primary_link_cut_writes_resume_on_one_primary_only(staging: Seeded, pat
 def test_planned_switchover_writes_back_within_ten_seconds(staging: Seeded, paths: Paths) -> None:
     old = ready_leader()
     # synchronous_mode: the standby that has every acknowledged commit is the one to promote.
-    candidate = services.sync_standby(STAGING)
+    candidate = patroni.sync_standby(STAGING)
     assert candidate is not None
     with writers(staging, 3) as running:
         assert running.wait_for_writes(20, 60), running.log.summary()
@@ -206,13 +209,13 @@ def test_redis_master_host_killed_sentinel_promotes_and_no_profile_stays_stale(
         return status == 200 and slug in json.dumps(profile)
 
     ready_leader()
-    old = services.redis_master(STAGING)
+    old = hosts.redis_master(STAGING)
     assert old is not None
     old_host = next(host for host in STAGING.redis_hosts if old == f"{host.address}:6379")
     before = create_grid(f"before-{time.time_ns()}")  # perhaps not replicated when the host dies
     faults.kill_host(old_host)
     assert wait_until(
-        lambda: services.redis_master(STAGING) not in (None, old), SENTINEL_PROMISE_SECONDS
+        lambda: hosts.redis_master(STAGING) not in (None, old), SENTINEL_PROMISE_SECONDS
     )
     after = create_grid(f"after-{time.time_ns()}")
     # A new master is a Redis that lost data (a new run_id, a new keyspace): nothing it
@@ -221,4 +224,4 @@ def test_redis_master_host_killed_sentinel_promotes_and_no_profile_stays_stale(
         lambda: profile_shows(before) and profile_shows(after), STALENESS_BOUND_SECONDS
     )
     driver.up(paths, progress=lambda _line: None)  # the host boots again
-    assert wait_until(lambda: services.redis_master(STAGING) != old, 30)
+    assert wait_until(lambda: hosts.redis_master(STAGING) != old, 30)

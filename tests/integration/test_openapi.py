@@ -13,8 +13,8 @@ import pytest
 from openapi_spec_validator import validate
 
 from gridlink.app import create_app
-from gridlink.cli import PROJECT_ROOT
 from gridlink.openapi import build_document, documented_path
+from gridlink.project import PROJECT_ROOT
 from gridlink.resources import docs
 from gridlink.services import Services
 from gridlink.settings import Settings

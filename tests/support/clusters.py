@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from gridlink.cli import PROJECT_ROOT, migrate
+from gridlink.migrate import migrate
+from gridlink.project import VAR
 from gridlink.settings import MailBackend, Settings
 from infra import cluster
 
@@ -45,7 +46,7 @@ def cluster_layout(name: str, replicas: int = 1) -> cluster.ClusterLayout:
         raise ValueError(f"{name}: {replicas} replicas do not fit in {PORTS_PER_CLUSTER} ports.")
     port = PORT_BASE + CLUSTERS[name]
     return cluster.ClusterLayout(
-        root=cluster.reachable_root(PROJECT_ROOT / "var" / f"{name}-{port}"),
+        root=cluster.reachable_root(VAR / f"{name}-{port}"),
         pg_port=port,
         redis_port=port + 1000,
         replicas=replicas,

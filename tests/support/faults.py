@@ -32,9 +32,10 @@ from gridlink.cache import RedisLifetime
 from gridlink.lsn import parse_lsn
 from gridlink.settings import Settings
 from infra import cluster
+from infra.serving import ApiServer
 from tests.support.api import random_username
 from tests.support.clusters import cluster_layout, running, settings_for
-from tests.support.servers import Reply, Server, api_request, json_body, server_environment, serving
+from tests.support.servers import Reply, api_request, json_body, server_environment, serving
 from tests.support.waiting import wait_for
 
 # Writers create far more than the default 100 grids and links; the limits are not under test.
@@ -55,7 +56,7 @@ class FaultRig:
 
     layout: cluster.ClusterLayout
     settings: Settings
-    server: Server
+    server: ApiServer
     primary: Engine
 
     @property
@@ -505,7 +506,7 @@ def _socket_inodes_by_local_port() -> dict[int, str]:
     return inodes
 
 
-def worker_with_connection_from(server: Server, local_port: int) -> int | None:
+def worker_with_connection_from(server: ApiServer, local_port: int) -> int | None:
     """Return the worker whose socket has ``local_port``: the one a database backend serves."""
     inode = _socket_inodes_by_local_port().get(local_port)
     if inode is None:
@@ -541,7 +542,7 @@ def writes_held_up(primary: Engine, account: Account) -> Iterator[Callable[[], l
 
 
 def _worker_in_a_waiting_write(
-    server: Server, waiting_client_ports: Callable[[], list[int]], timeout: float
+    server: ApiServer, waiting_client_ports: Callable[[], list[int]], timeout: float
 ) -> int | None:
     """Return the worker whose write waits on the held lock, once one does (None: not in time)."""
     deadline = time.monotonic() + timeout
@@ -554,7 +555,7 @@ def _worker_in_a_waiting_write(
     return None
 
 
-def _is_gone(server: Server, pid: int) -> bool:
+def _is_gone(server: ApiServer, pid: int) -> bool:
     return pid not in server.worker_pids()
 
 

@@ -5,38 +5,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from redis.connection import AbstractConnection
-from sqlalchemy import Engine, event
 
+from infra.diagnostics import QueryCount, count_queries
 
-@dataclass
-class QueryCount:
-    statements: list[str]
-
-    @property
-    def count(self) -> int:
-        return len(self.statements)
-
-
-@contextmanager
-def count_queries(*engines: Engine) -> Iterator[QueryCount]:
-    """Count the SQL statements sent on ``engines`` inside the block."""
-    counted = QueryCount(statements=[])
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        counted.statements.append(statement)
-
-    for engine in engines:
-        event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield counted
-    finally:
-        for engine in engines:
-            event.remove(engine, "before_cursor_execute", record)
+__all__ = ["QueryCount", "count_queries", "count_redis_round_trips"]
 
 
 @contextmanager

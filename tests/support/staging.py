@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from gridlink.project import VAR
 from infra.seeding import Seeded
-from infra.staging import driver, network, services
+from infra.staging import driver, network
 from infra.staging.inventory import BRIDGE
-from infra.staging.services import Paths
+from infra.staging.paths import Paths
 
 
 def why_not_staging() -> str | None:
@@ -53,7 +54,7 @@ def keep_logs(paths: Paths) -> Path:
     run's: after a failing run (in CI too), what Patroni, etcd, PostgreSQL and
     the API hosts said is still there to read.
     """
-    kept = services.PROJECT_ROOT / "var" / "test-logs" / paths.root.name
+    kept = VAR / "test-logs" / paths.root.name
     shutil.rmtree(kept, ignore_errors=True)
     for log in sorted((paths.root / "hosts").glob("*/*.log")):
         target = kept / log.parent.name / log.name

@@ -5,11 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
+from infra.diagnostics import wait_for_replica
 
-from gridlink.lsn import current_position, parse_lsn
-from gridlink.services import Services
+__all__ = ["wait_for", "wait_for_replica"]
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
@@ -20,25 +18,3 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
         assert elapsed < timeout, f"{what}: not after {elapsed:.1f} s"
         time.sleep(0.05)
     return time.monotonic() - started
-
-
-def wait_for_replica(services: Services, timeout: float = 15) -> None:
-    """Wait until replica1 has replayed everything the primary has now, and the router knows."""
-    with services.primary.connect() as connection:
-        target = current_position(connection)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with services.replicas[0].connect() as connection:
-                replayed: str | None = connection.execute(
-                    text("SELECT pg_last_wal_replay_lsn()::text")
-                ).scalar_one()
-            if replayed is not None and parse_lsn(replayed) >= target.lsn:
-                services.router.refresh()
-                chosen = services.router.choose(target)
-                if chosen is not None and chosen.name == "replica1":
-                    return
-        except OperationalError:  # the replica may still be starting
-            services.router.refresh()
-        time.sleep(0.1)
-    raise AssertionError("replica1 did not catch up in time")

@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
-from gridlink.cli import GUNICORN_CONF, PROJECT_ROOT
+from gridlink.project import PROJECT_ROOT
 from gridlink.settings import Settings, SettingsError
+from infra.serving import GUNICORN_CONF
 
 # A port of this run's own (GRIDLINK_TEST_PORT_BASE), never bound when the refusal works.
 PORT = int(os.environ.get("GRIDLINK_TEST_PORT_BASE", "15442")) + 95

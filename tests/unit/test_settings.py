@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from gridlink.settings import Settings, SettingsError
+from gridlink.database_urls import sqlalchemy_url
+from gridlink.project import PROJECT_ROOT
+from gridlink.settings import MailBackend, Settings, SettingsError, TrustedProxies
 from infra.cluster import ClusterLayout
 
 
@@ -114,3 +118,83 @@ def test_sentinels_and_their_service_are_read_as_addresses_and_a_name() -> None:
     )
     assert settings.redis_service == "gridlink"
     assert Settings.from_env({}).redis_sentinels == ()  # no sentinels: GRIDLINK_REDIS_URL
+
+
+def _every_field_changed() -> Settings:
+    return Settings(
+        # As from_env stores a multi-host URL (SQLAlchemy's form).
+        database_url=sqlalchemy_url(
+            "postgresql://app:secret@10.0.0.1:5432,10.0.0.2:5433/grid"
+            "?target_session_attrs=read-write"
+        ),
+        replica_urls=(
+            "postgresql+psycopg2://app@r1:5432/grid",
+            "postgresql+psycopg2://app@r2:5432/grid",
+        ),
+        redis_url="redis://cache:6380/2",
+        redis_sentinels=(("10.77.0.21", 26379), ("::1", 26380)),
+        redis_service="other",
+        max_replica_lag_seconds=2.5,
+        cache_fill_ttl_seconds=60,
+        mail_backend=MailBackend("smtp", host="mail.example", port=2525),
+        token_ttl_days=7,
+        login_failures_per_username=3,
+        login_failures_per_address=30,
+        login_window_seconds=60,
+        max_grids_per_user=10,
+        max_links_per_grid=20,
+        max_profile_bytes=65536,
+        password_resets_per_email=2,
+        password_resets_per_address=10,
+        password_reset_window_seconds=600,
+        signups_per_address=5,
+        signups_per_minute=30,
+        concurrent_hashes=3,
+        server_processes=4,
+        max_tokens_per_user=5,
+        deleted_retention_days=7,
+        cors_origins=("https://app.example", "http://localhost:3000"),
+        environment="development",
+        trusted_proxies=TrustedProxies.parse("10.0.0.5, 10.1.0.0/16, fd00::/8, unix"),
+        bind="0.0.0.0:9000",
+        workers=3,
+    )
+
+
+def test_every_setting_is_written_back_to_its_variable_and_read_again() -> None:
+    changed = _every_field_changed()
+    defaults = Settings()
+    unchanged = [
+        f.name for f in fields(Settings) if getattr(changed, f.name) == getattr(defaults, f.name)
+    ]
+    assert unchanged == [], "give these fields a value of their own above"
+    assert Settings.from_env(changed.to_environ()) == changed
+    assert Settings.from_env(defaults.to_environ()) == defaults
+
+
+def test_each_variable_is_named_once_and_for_one_field() -> None:
+    names = [variable.name for variable in Settings.variables().values()]
+    assert len(names) == len(set(names)) == len(fields(Settings))
+    assert all(name.startswith("GRIDLINK_") for name in names)
+
+
+def _readme_configuration_rows() -> dict[str, str]:
+    """Return the README's configuration table: each variable's default column."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and re.fullmatch(r"`GRIDLINK_[A-Z_]+`", cells[0]):
+            rows[cells[0].strip("`")] = cells[1]
+    return rows
+
+
+def test_the_readme_table_lists_every_variable_with_its_default() -> None:
+    rows = _readme_configuration_rows()
+    declared = Settings().to_environ()
+    assert sorted(rows) == sorted(declared)
+    for name, default in rows.items():
+        literal = re.fullmatch(r"`([^`]*)`", default)
+        if literal is not None:
+            assert literal.group(1) == declared[name], name

@@ -1,0 +1,325 @@
+"""Start, find and stop each staging host's programs inside its namespace.
+
+PostgreSQL runs under Patroni on every database host, with an etcd member
+beside it (Patroni's store): Patroni initialises the cluster on the
+inventory's bootstrap host, clones the others, and from then on decides who
+is the primary. Redis is driven by the same module as the local cluster
+(``infra.redis_server``), only with a host's address, its rendered
+configuration and its namespace. etcd, Patroni, Sentinel, the API and HAProxy
+are each a ``Daemon`` (``infra.daemons``): started in the foreground of the
+host's namespace with a pid file and a log, so ``down`` stops exactly what
+``up`` started.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import redis as redis_lib
+
+from gridlink.settings import Settings
+from infra import postgres, redis_server
+from infra.binaries import Tools
+from infra.daemons import START_TIMEOUT, Daemon
+from infra.errors import ClusterError, Progress
+from infra.files import make_pg_dir
+from infra.postgres import PgServer
+from infra.processes import log_tail, port_answers, run, wait_until
+from infra.redis_server import RedisServer
+from infra.serving import ApiServer, http_status, serve
+from infra.staging import render
+from infra.staging.inventory import (
+    API_PORT,
+    DATABASE,
+    DATABASE_USER,
+    ETCD_CLIENT_PORT,
+    LOAD_BALANCER,
+    LOAD_BALANCER_PORT,
+    POSTGRES_PORT,
+    REDIS,
+    REDIS_PORT,
+    REDIS_SERVICE,
+    SENTINEL,
+    SENTINEL_PORT,
+    Host,
+    Inventory,
+)
+from infra.staging.paths import Paths
+from infra.staging.patroni import cluster_members, leader, patroni_role, patroni_venv
+
+
+class HostDaemon(Daemon):
+    """A program on one staging host: pid file and log in the host's data folder."""
+
+    def __init__(self, paths: Paths, host: Host, command: list[str]) -> None:
+        super().__init__(
+            f"{host.name} {self.program}",
+            command,
+            pid_file=paths.data(host) / f"{self.program}.pid",
+            log=paths.data(host) / f"{self.program}.log",
+            cwd=paths.root,
+            netns=host.netns,
+        )
+        self.host = host
+
+
+class Etcd(HostDaemon):
+    program = "etcd"
+
+    def __init__(self, paths: Paths, host: Host) -> None:
+        config = paths.etc(host) / "etcd.conf.yml"
+        super().__init__(paths, host, ["etcd", "--config-file", str(config)])
+
+    def answers(self) -> bool:
+        return http_status(f"{self.host.address}:{ETCD_CLIENT_PORT}", "/health") == 200
+
+
+class Patroni(HostDaemon):
+    """Patroni as the postgres user (PostgreSQL refuses root); it runs the host's PostgreSQL."""
+
+    program = "patroni"
+
+    def __init__(self, paths: Paths, host: Host) -> None:
+        as_postgres = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
+        patroni = str(patroni_venv() / "bin" / "patroni")  # `staging up` installs it first
+        super().__init__(paths, host, [*as_postgres, patroni, str(paths.etc(host) / "patroni.yml")])
+
+
+class Sentinel(HostDaemon):
+    """A Redis Sentinel, run from a copy of its rendered file (Sentinel rewrites it)."""
+
+    program = "sentinel"
+
+    def __init__(self, paths: Paths, host: Host, redis_server_binary: str = "redis-server") -> None:
+        self.working_config = paths.data(host) / "sentinel.conf"
+        self.rendered_config = paths.etc(host) / "sentinel.conf"
+        super().__init__(paths, host, [redis_server_binary, str(self.working_config), "--sentinel"])
+
+    def launch(self) -> int:
+        if not self.working_config.exists():
+            self.working_config.write_text(self.rendered_config.read_text())
+        return super().launch()
+
+
+class HAProxy(HostDaemon):
+    """HAProxy in the foreground (``-db``), once ``haproxy -c`` accepts the rendered file."""
+
+    program = "haproxy"
+
+    def __init__(self, paths: Paths, host: Host, haproxy_binary: str = "haproxy") -> None:
+        self.config = paths.etc(host) / "haproxy.cfg"
+        self.binary = haproxy_binary
+        super().__init__(paths, host, [haproxy_binary, "-f", str(self.config), "-db"])
+
+    def launch(self) -> int:
+        checked = run([self.binary, "-c", "-q", "-f", str(self.config)], self.cwd, timeout=30)
+        if checked.returncode != 0:
+            raise ClusterError(f"haproxy refuses {self.config}:\n{checked.stderr.strip()}")
+        return super().launch()
+
+    def answers(self) -> bool:
+        return port_answers(LOAD_BALANCER_PORT, self.host.address)
+
+
+def api_server(paths: Paths, host: Host) -> ApiServer:
+    """Return the host's API server, serving with its rendered environment file.
+
+    Only what a real host's unit would have: its env file, no GRIDLINK_* of ours.
+    """
+    variables = render.parse_env((paths.etc(host) / "api.env").read_text())
+    return serve(
+        Settings.from_env(variables),
+        pid_file=paths.data(host) / "gunicorn.pid",
+        log=paths.data(host) / "gunicorn.log",
+        netns=host.netns,
+    )
+
+
+# --------------------------------------------------------------------------- PostgreSQL, Redis
+
+
+def pg_server(paths: Paths, host: Host) -> PgServer:
+    """Return the PostgreSQL server of a database host, configured from its rendered files."""
+    return PgServer(
+        name=host.name,
+        host=host.address,
+        port=POSTGRES_PORT,
+        data_dir=paths.data(host) / "pgdata",
+        conf=(paths.etc(host) / "postgresql.conf").read_text(),
+        hba=(paths.etc(host) / "pg_hba.conf").read_text(),
+        socket_dir=paths.data(host) / "run",
+        netns=host.netns,
+    )
+
+
+def redis(inventory: Inventory, paths: Paths, host: Host | None = None) -> RedisServer:
+    """Return the Redis of ``host`` (default: the one the master starts on).
+
+    The others start as its replicas; after that Sentinel decides who is the
+    master and rewires the rest (a restarted old master included).
+    """
+    master = inventory.one(REDIS)
+    host = master if host is None else host
+    follow = () if host == master else ("--replicaof", master.address, str(REDIS_PORT))
+    return RedisServer(
+        host.name,
+        host.address,
+        REDIS_PORT,
+        paths.data(host),
+        config_file=paths.etc(host) / "redis.conf",
+        settings=follow,
+        netns=host.netns,
+    )
+
+
+def start_redis(tools: Tools, inventory: Inventory, paths: Paths, progress: Progress) -> None:
+    """Start every Redis, then a Sentinel beside each."""
+    for host in inventory.redis_hosts:
+        redis_server.start(tools, redis(inventory, paths, host), progress)
+    for host in inventory.with_role(SENTINEL):
+        Sentinel(paths, host, tools.redis_server).start(progress)
+    if not wait_until(lambda: redis_master(inventory) is not None, START_TIMEOUT):
+        raise ClusterError("no Sentinel names a Redis master")
+
+
+def redis_master(inventory: Inventory) -> str | None:
+    """Return the address Sentinels give for the master ('host:port'), None if none answers."""
+    for host in inventory.with_role(SENTINEL):
+        client = redis_lib.Redis(host.address, SENTINEL_PORT, socket_timeout=1)
+        try:
+            answer = client.execute_command(  # type: ignore[no-untyped-call]
+                "SENTINEL", "get-master-addr-by-name", REDIS_SERVICE
+            )
+        except redis_lib.RedisError:
+            continue
+        finally:
+            client.close()
+        if answer:
+            address, port = (part.decode() for part in answer)
+            return f"{address}:{port}"
+    return None
+
+
+def stop_redis(inventory: Inventory, paths: Paths, progress: Progress) -> None:
+    for host in inventory.with_role(SENTINEL):
+        Sentinel(paths, host, "redis-server").stop(progress)
+    for host in inventory.redis_hosts:
+        redis_server.stop(redis(inventory, paths, host), progress)
+
+
+def start_databases(inventory: Inventory, paths: Paths, progress: Progress) -> Host:
+    """Start etcd and Patroni on every database host; wait for a leader and return it.
+
+    Patroni initialises the cluster on the bootstrap host the first time (it
+    starts first), clones it onto the others, and restarts whatever was
+    running before. The application's role and database are then made on
+    whichever host leads.
+    """
+    for host in inventory.databases:
+        make_pg_dir(paths.data(host), 0o755)
+        make_pg_dir(paths.data(host) / "run", 0o755)
+        paths.etcd_data(host).parent.mkdir(parents=True, exist_ok=True)
+    members = [Etcd(paths, host) for host in inventory.databases]
+    for etcd in members:  # a member answers only once a quorum has formed: start all first
+        etcd.start(progress, wait=False)
+    for etcd in members:
+        etcd.wait_until_answering()
+    for host in [inventory.primary, *inventory.replicas]:  # the bootstrap host first
+        Patroni(paths, host).start(progress)
+        if host == inventory.primary:
+            wait_for_leader(inventory, paths)
+    if not wait_until(
+        lambda: all(patroni_role(host) is not None for host in inventory.databases),
+        3 * START_TIMEOUT,
+    ):
+        raise ClusterError(
+            "Patroni did not bring every database host up within "
+            f"{3 * START_TIMEOUT:.0f} s: {[(h.name, patroni_role(h)) for h in inventory.databases]}"
+        )
+    found = wait_for_leader(inventory, paths)
+    postgres.ensure_app_database(pg_server(paths, found), DATABASE, DATABASE_USER, progress)
+    progress(
+        f"patroni: {found.name} leads; "
+        + ", ".join(f"{host.name} {patroni_role(host)}" for host in inventory.databases)
+    )
+    return found
+
+
+def failover_ready(inventory: Inventory) -> bool:
+    """Tell whether staging is whole: one failover could happen now and nothing is still healing.
+
+    Patroni's own view (the leader's ``/cluster``): a leader, a synchronous
+    standby (in synchronous mode only it may be promoted), and every other
+    member streaming on the leader's timeline. A member still rewinding or
+    restarting is not: a second fault then would be two at once. And a
+    Redis master.
+    """
+    members = cluster_members(inventory)
+    leaders = [m for m in members if m.get("role") == "leader"]
+    if len(leaders) != 1 or len(members) != len(inventory.databases):
+        return False
+    timeline = leaders[0].get("timeline")
+    standbys = [m for m in members if m.get("role") != "leader"]
+    return (
+        all(m.get("state") == "streaming" and m.get("timeline") == timeline for m in standbys)
+        and any(m.get("role") == "sync_standby" for m in standbys)
+        and redis_master(inventory) is not None
+    )
+
+
+def wait_for_leader(inventory: Inventory, paths: Paths) -> Host:
+    found: list[Host] = []
+
+    def has_leader() -> bool:
+        host = leader(inventory)
+        if host is not None:
+            found.append(host)
+        return host is not None
+
+    if not wait_until(has_leader, 3 * START_TIMEOUT):
+        log = paths.data(inventory.primary) / "patroni.log"
+        raise ClusterError(f"Patroni elected no primary; {log} ends with:\n{log_tail(log)}")
+    return found[-1]
+
+
+def stop_databases(inventory: Inventory, paths: Paths, progress: Progress) -> None:
+    """Stop Patroni (it stops its PostgreSQL) on every host, then etcd."""
+    for host in inventory.databases:
+        Patroni(paths, host).stop(progress)
+    for host in inventory.databases:
+        postgres.stop(pg_server(paths, host), progress)  # a PostgreSQL Patroni left behind
+    for host in inventory.databases:
+        Etcd(paths, host).stop(progress)
+
+
+# --------------------------------------------------------------------------- the API and the LB
+
+
+def api_answers(host: Host, path: str = "/healthz") -> int | None:
+    """Return the HTTP status of ``path`` on the host's API, or None if it does not answer."""
+    return http_status(f"{host.address}:{API_PORT}", path)
+
+
+def load_balancer(paths: Paths, inventory: Inventory, haproxy_binary: str = "haproxy") -> HAProxy:
+    return HAProxy(paths, inventory.one(LOAD_BALANCER), haproxy_binary)
+
+
+def lb_servers(paths: Paths) -> dict[str, str]:
+    """Return HAProxy's view of each API host: 'UP', 'DOWN', ... (empty if it cannot say)."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stats:
+            stats.settimeout(2)
+            stats.connect(str(paths.stats_socket))
+            stats.sendall(b"show stat\n")
+            answer = b""
+            while chunk := stats.recv(65536):
+                answer += chunk
+    except OSError:
+        return {}
+    states = {}
+    for line in answer.decode().splitlines():
+        fields = line.split(",")
+        # haproxy.cfg's backend is named "api"; column 17 is each server's status.
+        if len(fields) > 17 and fields[0] == "api" and fields[1] not in ("FRONTEND", "BACKEND"):
+            states[fields[1]] = fields[17]
+    return states
