@@ -14,7 +14,7 @@ from gridlink.cache.stream import StreamReport
 from gridlink.logs import utc_timestamp
 from gridlink.routing.policy import PRIMARY
 from gridlink.routing.router import ReplicaRouter, RouterSnapshot
-from infra.status import align_rows
+from gridlink.text_table import align_rows
 
 _RED = "\x1b[31m"
 _RESET = "\x1b[0m"

@@ -22,6 +22,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from gridlink.text_table import align_rows
 from infra import binaries, faults, postgres, redis_server
 from infra.binaries import apt_install
 from infra.errors import ClusterError, Progress, silent
@@ -29,7 +30,7 @@ from infra.files import as_root, check_postgres_can_enter, make_pg_dir, reachabl
 from infra.postgres import PgServer
 from infra.processes import LOOPBACK, port_answers, wait_until
 from infra.redis_server import RedisServer
-from infra.status import ServerStatus, align_rows, database_rows, format_status
+from infra.status import ServerStatus, database_rows, format_status
 
 __all__ = [
     "ClusterError",

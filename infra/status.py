@@ -10,6 +10,7 @@ import psycopg2
 
 from gridlink.lag import replica_lag_bytes, replica_lag_seconds
 from gridlink.lsn import parse_lsn
+from gridlink.text_table import align_rows
 from infra import postgres
 from infra.postgres import PgServer
 
@@ -144,15 +145,6 @@ def format_status(statuses: list[ServerStatus]) -> str:
         for s in statuses
     ]
     return "\n".join(align_rows(rows))
-
-
-def align_rows(rows: Sequence[Sequence[str]]) -> list[str]:
-    """Pad every cell to its column's width; return one line per row."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
 
 
 def _dash(value: object) -> str:

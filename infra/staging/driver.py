@@ -17,6 +17,7 @@ from pathlib import Path
 
 from gridlink.database_urls import sqlalchemy_url
 from gridlink.settings import Settings
+from gridlink.text_table import align_rows
 from infra import binaries, redis_server
 from infra.errors import ClusterError, Progress
 from infra.files import check_postgres_can_enter, reachable_root
@@ -34,7 +35,7 @@ from infra.staging.inventory import (
 )
 from infra.staging.patroni import patroni_bin
 from infra.staging.services import Paths
-from infra.status import align_rows, database_rows
+from infra.status import database_rows
 
 STAGING_ROOT = services.PROJECT_ROOT / "var" / "staging"
 READY_TIMEOUT = 60.0
