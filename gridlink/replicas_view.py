@@ -85,7 +85,7 @@ def format_snapshot(
             _yes_no(server.in_rotation),
             "-" if server.lag_seconds is None else f"{server.lag_seconds:.2f}",
             _dash(server.lag_bytes),
-            _dash(server.replay_lsn),
+            _dash(server.lsn),
             server.role,
             _dash(server.timeline),
         )

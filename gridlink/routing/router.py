@@ -425,7 +425,7 @@ class ReplicaRouter:
         snapshot = RouterSnapshot(
             primary_host=self._write_hosts if primary is None else primary.host,
             primary_reachable=primary is not None,
-            primary_lsn=None if primary is None else primary.replay_lsn,
+            primary_lsn=None if primary is None else primary.lsn,
             servers=decision.servers,
             checked_at=datetime.now(UTC),
             max_lag_seconds=self._max_lag_seconds,

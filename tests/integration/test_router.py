@@ -196,8 +196,8 @@ def test_snapshot_describes_every_server_for_operators(make_router) -> None:
         assert replica.in_rotation
         assert replica.lag_bytes == 0
         assert replica.lag_seconds == 0.0
-        assert replica.replay_lsn is not None
-        assert parse_lsn(replica.replay_lsn) >= parse_lsn(snapshot.primary_lsn)
+        assert replica.lsn is not None
+        assert parse_lsn(replica.lsn) >= parse_lsn(snapshot.primary_lsn)
     with pytest.raises(AttributeError):
         snapshot.primary_reachable = False  # type: ignore[misc]
 
