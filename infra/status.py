@@ -20,8 +20,13 @@ from infra.postgres import PgServer
 
 
 @dataclass(frozen=True)
-class ServerStatus:
-    """Describe one server of the cluster as `status` found it."""
+class ServerProcessStatus:
+    """Describe one server process the cluster drivers started, as `status` found it.
+
+    Not ``gridlink.routing.policy.ServerStatus``, the router's view over the
+    network: here the role is the one the layout gave the server, and the
+    facts come from its pid file and ``pg_stat_replication``.
+    """
 
     name: str
     role: str  # "primary" | "replica" | "redis" | ...
@@ -74,10 +79,10 @@ def primary_facts(primary: PgServer) -> PrimaryFacts | None:
 
 def replica_status(
     replica: PgServer, facts: ProbeFacts | None, primary: PrimaryFacts | None
-) -> ServerStatus:
+) -> ServerProcessStatus:
     """Turn what a replica and the primary said into the replica's row."""
     pid = postgres.pid(replica)
-    base = ServerStatus(replica.name, "replica", replica.port, pid is not None, pid)
+    base = ServerProcessStatus(replica.name, "replica", replica.port, pid is not None, pid)
     if pid is None:
         return replace(base, state="stopped" if replica.initialised else "absent")
     if facts is None:
@@ -99,7 +104,7 @@ def replica_status(
     )
 
 
-def database_rows(primary: PgServer, replicas: Sequence[PgServer]) -> list[ServerStatus]:
+def database_rows(primary: PgServer, replicas: Sequence[PgServer]) -> list[ServerProcessStatus]:
     """Report the primary and each replica, asking the replicas first.
 
     The primary's current LSN is then never older than a replica's replay LSN,
@@ -109,11 +114,11 @@ def database_rows(primary: PgServer, replicas: Sequence[PgServer]) -> list[Serve
     primary_pid = postgres.pid(primary)
     current = primary_facts(primary) if primary_pid is not None else None
     running = primary_pid is not None
-    rows = [ServerStatus(primary.name, "primary", primary.port, running, primary_pid)]
+    rows = [ServerProcessStatus(primary.name, "primary", primary.port, running, primary_pid)]
     return rows + [replica_status(r, facts[r.name], current) for r in replicas]
 
 
-def format_status(statuses: list[ServerStatus]) -> str:
+def format_status(statuses: list[ServerProcessStatus]) -> str:
     """Render statuses as an aligned text table, one server per line."""
     header = ("NAME", "ROLE", "PORT", "RUNNING", "PID", "STATE", "LAG BYTES", "LAG SECONDS")
     rows = [header] + [

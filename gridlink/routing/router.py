@@ -48,8 +48,6 @@ from gridlink.routing.probes import PROBE_DEADLINE_SECONDS, ProbeFacts, host_of,
 
 logger = logging.getLogger(__name__)
 
-ReplicaStatus = ServerStatus  # the monitoring name of a server that is not the primary
-
 
 @dataclass(frozen=True)
 class Failover:
