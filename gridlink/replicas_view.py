@@ -14,7 +14,7 @@ from gridlink.cache.stream import StreamReport
 from gridlink.logs import utc_timestamp
 from gridlink.routing.policy import PRIMARY
 from gridlink.routing.router import ReplicaRouter, RouterSnapshot
-from infra.status import align_rows
+from gridlink.text_table import align_rows
 
 _RED = "\x1b[31m"
 _RESET = "\x1b[0m"
@@ -85,7 +85,7 @@ def format_snapshot(
             _yes_no(server.in_rotation),
             "-" if server.lag_seconds is None else f"{server.lag_seconds:.2f}",
             _dash(server.lag_bytes),
-            _dash(server.replay_lsn),
+            _dash(server.lsn),
             server.role,
             _dash(server.timeline),
         )

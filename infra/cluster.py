@@ -22,6 +22,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from gridlink.text_table import align_rows
 from infra import binaries, faults, postgres, redis_server
 from infra.binaries import apt_install
 from infra.errors import ClusterError, Progress, silent
@@ -29,12 +30,12 @@ from infra.files import as_root, check_postgres_can_enter, make_pg_dir, reachabl
 from infra.postgres import PgServer
 from infra.processes import LOOPBACK, port_answers, wait_until
 from infra.redis_server import RedisServer
-from infra.status import ServerStatus, align_rows, database_rows, format_status
+from infra.status import ServerProcessStatus, database_rows, format_status
 
 __all__ = [
     "ClusterError",
     "ClusterLayout",
-    "ServerStatus",
+    "ServerProcessStatus",
     "align_rows",
     "apt_install",
     "down",
@@ -111,7 +112,7 @@ class ClusterLayout:
 # --------------------------------------------------------------------------- public API
 
 
-def up(layout: ClusterLayout, progress: Progress = print) -> list[ServerStatus]:
+def up(layout: ClusterLayout, progress: Progress = print) -> list[ServerProcessStatus]:
     """Create and start whatever part of the cluster is missing or stopped; return its status."""
     tools = binaries.tools(progress)
     _prepare_root(layout)
@@ -125,11 +126,13 @@ def up(layout: ClusterLayout, progress: Progress = print) -> list[ServerStatus]:
     return status(layout)
 
 
-def status(layout: ClusterLayout) -> list[ServerStatus]:
+def status(layout: ClusterLayout) -> list[ServerProcessStatus]:
     """Report every server under the layout's root, including stopped ones, without raising."""
     rows = database_rows(_primary(layout), _replicas(layout, discover=True))
     redis_pid = redis_server.pid(_redis(layout))
-    rows.append(ServerStatus("redis", "redis", layout.redis_port, redis_pid is not None, redis_pid))
+    rows.append(
+        ServerProcessStatus("redis", "redis", layout.redis_port, redis_pid is not None, redis_pid)
+    )
     return rows
 
 

@@ -1,4 +1,8 @@
-"""What each server of a cluster is doing: running, replication state and lag, as a table."""
+"""What each server of a cluster is doing: running, replication state and lag, as a table.
+
+The database servers are asked the replica router's own probe
+(``gridlink.routing.probes``), and their lag follows ``gridlink.lag``'s rule.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,20 @@ from dataclasses import dataclass, replace
 import psycopg2
 
 from gridlink.lag import replica_lag_bytes, replica_lag_seconds
-from gridlink.lsn import parse_lsn
+from gridlink.routing.probes import ProbeFacts, probe_with_cursor
+from gridlink.text_table import align_rows
 from infra import postgres
 from infra.postgres import PgServer
 
 
 @dataclass(frozen=True)
-class ServerStatus:
-    """Describe one server of the cluster as `status` found it."""
+class ServerProcessStatus:
+    """Describe one server process the cluster drivers started, as `status` found it.
+
+    Not ``gridlink.routing.policy.ServerStatus``, the router's view over the
+    network: here the role is the one the layout gave the server, and the
+    facts come from its pid file and ``pg_stat_replication``.
+    """
 
     name: str
     role: str  # "primary" | "replica" | "redis" | ...
@@ -29,16 +39,6 @@ class ServerStatus:
 
 
 @dataclass(frozen=True)
-class ReplicaFacts:
-    """Hold what a running replica says about its own recovery."""
-
-    in_recovery: bool
-    replay_lsn: int | None
-    receive_lsn: int | None
-    seconds_since_replay: float | None
-
-
-@dataclass(frozen=True)
 class PrimaryFacts:
     """Hold what the primary says about its WAL position and its standbys."""
 
@@ -46,11 +46,7 @@ class PrimaryFacts:
     states: dict[str, str]  # application_name -> pg_stat_replication.state
 
 
-def _lsn(text: str | None) -> int | None:
-    return None if text is None else parse_lsn(text)
-
-
-def replica_facts(replica: PgServer) -> ReplicaFacts | None:
+def replica_facts(replica: PgServer) -> ProbeFacts | None:
     """Ask a running replica how far it has received and replayed; None if it cannot say."""
     if postgres.pid(replica) is None:
         return None
@@ -59,15 +55,9 @@ def replica_facts(replica: PgServer) -> ReplicaFacts | None:
             closing(postgres.connect(replica.host, replica.port)) as connection,
             connection.cursor() as cursor,
         ):
-            cursor.execute(
-                "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text,"
-                " pg_last_wal_receive_lsn()::text,"
-                " EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8"
-            )
-            in_recovery, replay, receive, since_replay = cursor.fetchone()
+            return probe_with_cursor(cursor)
     except psycopg2.Error:
         return None
-    return ReplicaFacts(in_recovery, _lsn(replay), _lsn(receive), since_replay)
 
 
 def primary_facts(primary: PgServer) -> PrimaryFacts | None:
@@ -77,21 +67,22 @@ def primary_facts(primary: PgServer) -> PrimaryFacts | None:
             closing(postgres.connect(primary.host, primary.port)) as connection,
             connection.cursor() as cursor,
         ):
-            cursor.execute("SELECT pg_current_wal_lsn()::text")
-            (current,) = cursor.fetchone()
+            facts = probe_with_cursor(cursor)
             cursor.execute("SELECT application_name, state FROM pg_stat_replication")
             states = {str(name): str(state) for name, state in cursor.fetchall()}
     except psycopg2.Error:
         return None
-    return PrimaryFacts(parse_lsn(current), states)
+    if facts.current_lsn is None:  # in recovery: it is no primary, whatever its name
+        return None
+    return PrimaryFacts(facts.current_lsn, states)
 
 
 def replica_status(
-    replica: PgServer, facts: ReplicaFacts | None, primary: PrimaryFacts | None
-) -> ServerStatus:
+    replica: PgServer, facts: ProbeFacts | None, primary: PrimaryFacts | None
+) -> ServerProcessStatus:
     """Turn what a replica and the primary said into the replica's row."""
     pid = postgres.pid(replica)
-    base = ServerStatus(replica.name, "replica", replica.port, pid is not None, pid)
+    base = ServerProcessStatus(replica.name, "replica", replica.port, pid is not None, pid)
     if pid is None:
         return replace(base, state="stopped" if replica.initialised else "absent")
     if facts is None:
@@ -108,12 +99,12 @@ def replica_status(
             replay_lsn=facts.replay_lsn,
             receive_lsn=facts.receive_lsn,
             primary_lsn=primary_lsn,
-            seconds_since_replayed_commit=facts.seconds_since_replay,
+            seconds_since_replayed_commit=facts.seconds_since_replayed_commit,
         ),
     )
 
 
-def database_rows(primary: PgServer, replicas: Sequence[PgServer]) -> list[ServerStatus]:
+def database_rows(primary: PgServer, replicas: Sequence[PgServer]) -> list[ServerProcessStatus]:
     """Report the primary and each replica, asking the replicas first.
 
     The primary's current LSN is then never older than a replica's replay LSN,
@@ -123,11 +114,11 @@ def database_rows(primary: PgServer, replicas: Sequence[PgServer]) -> list[Serve
     primary_pid = postgres.pid(primary)
     current = primary_facts(primary) if primary_pid is not None else None
     running = primary_pid is not None
-    rows = [ServerStatus(primary.name, "primary", primary.port, running, primary_pid)]
+    rows = [ServerProcessStatus(primary.name, "primary", primary.port, running, primary_pid)]
     return rows + [replica_status(r, facts[r.name], current) for r in replicas]
 
 
-def format_status(statuses: list[ServerStatus]) -> str:
+def format_status(statuses: list[ServerProcessStatus]) -> str:
     """Render statuses as an aligned text table, one server per line."""
     header = ("NAME", "ROLE", "PORT", "RUNNING", "PID", "STATE", "LAG BYTES", "LAG SECONDS")
     rows = [header] + [
@@ -144,15 +135,6 @@ def format_status(statuses: list[ServerStatus]) -> str:
         for s in statuses
     ]
     return "\n".join(align_rows(rows))
-
-
-def align_rows(rows: Sequence[Sequence[str]]) -> list[str]:
-    """Pad every cell to its column's width; return one line per row."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
 
 
 def _dash(value: object) -> str:

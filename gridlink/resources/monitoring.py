@@ -40,14 +40,22 @@ def replicas_document(snapshot: RouterSnapshot, stream: StreamReport) -> dict[st
         "checked_at": None if checked_at is None else utc_timestamp(checked_at),
         "stream": dataclasses.asdict(stream),
         # Beyond API.md: every database host by role, and the last change of primary.
-        "servers": [dataclasses.asdict(server) for server in snapshot.servers],
+        "servers": [_server(server) for server in snapshot.servers],
         "last_failover": _failover(snapshot.last_failover),
+    }
+
+
+def _server(server: ServerStatus) -> dict[str, Any]:
+    """Return a server's fields under API.md's names (its ``lsn`` is ``replay_lsn`` there)."""
+    return {
+        ("replay_lsn" if name == "lsn" else name): value
+        for name, value in dataclasses.asdict(server).items()
     }
 
 
 def _replica(server: ServerStatus) -> dict[str, Any]:
     """Return a replica's fields exactly as API.md lists them."""
-    fields = dataclasses.asdict(server)
+    fields = _server(server)
     del fields["role"], fields["timeline"]
     return fields
 

@@ -56,7 +56,9 @@ class ServerStatus:
     in_rotation: bool = False
     lag_bytes: int | None = None
     lag_seconds: float | None = None
-    replay_lsn: str | None = None
+    # How far its data reaches: a replica's replay position, the current WAL
+    # position of a server out of recovery (API.md calls it replay_lsn).
+    lsn: str | None = None
     role: str = UNREACHABLE
     timeline: int | None = None
 
@@ -156,7 +158,7 @@ def _status(
             reachable=True,
             lag_bytes=0 if server is primary else None,
             lag_seconds=0.0 if server is primary else None,
-            replay_lsn=None if position is None else format_lsn(position),
+            lsn=None if position is None else format_lsn(position),
             role=PRIMARY if server is primary else SECOND_PRIMARY,
             timeline=facts.timeline,
         )
@@ -181,7 +183,7 @@ def _status(
         in_rotation=in_rotation,
         lag_bytes=replica_lag_bytes(primary_lsn=primary_lsn, replay_lsn=replay),
         lag_seconds=lag_seconds,
-        replay_lsn=None if replay is None else format_lsn(replay),
+        lsn=None if replay is None else format_lsn(replay),
         role=REPLICA,
         timeline=facts.timeline,
     )

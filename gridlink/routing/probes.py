@@ -5,12 +5,15 @@ from the servers themselves (``pg_is_in_recovery()``) rather than from a
 fixed list: after a failover the promoted server answers as the primary and
 the old one, rejoined, as a replica. Probes use their own small engines with
 short timeouts, so a dead or cut-off server costs one deadline, not a hang.
+``gridlink cluster status`` and staging's status (``infra/status.py``) send the
+same query (``probe_with_cursor``), so the two views read the same facts.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,8 +38,10 @@ _TCP_USER_TIMEOUT_MS = 1000
 
 # The timeline: a primary's is the one its current WAL file is named after; a
 # replica's is the one its WAL receiver streams (pg_monitor may read it), or,
-# with no receiver running, the one of its last restartpoint.
-_PROBE = text(
+# with no receiver running, the one of its last restartpoint. The replay age
+# is taken against clock_timestamp(), the moment the row is computed, not
+# now(), the start of the transaction the query happens to run in.
+_PROBE_SQL = (
     "SELECT pg_is_in_recovery(),"
     " CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,"
     " pg_last_wal_receive_lsn()::text,"
@@ -48,6 +53,7 @@ _PROBE = text(
     "  ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
     " END"
 )
+_PROBE = text(_PROBE_SQL)
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,22 @@ def probe(engine: Engine) -> ProbeFacts | None:
         logger.debug("probe of %s failed: %s", engine.url.render_as_string(), problem)
         engine.dispose()
         return None
+    return _facts(row, asked_at=asked_at, answered_at=answered_at)
+
+
+def probe_with_cursor(cursor: Any) -> ProbeFacts:
+    """Ask a server for its facts through a DB-API cursor of a connection already open.
+
+    The driver's errors propagate: the caller owns the connection.
+    """
+    asked_at = time.monotonic()
+    cursor.execute(_PROBE_SQL)
+    row = cursor.fetchone()
+    answered_at = time.monotonic()
+    return _facts(row, asked_at=asked_at, answered_at=answered_at)
+
+
+def _facts(row: Sequence[Any], *, asked_at: float, answered_at: float) -> ProbeFacts:
     in_recovery, current, receive, replay, since_commit, timeline = row
     return ProbeFacts(
         in_recovery=bool(in_recovery),

@@ -11,19 +11,19 @@ hands out a ``Replica`` (name, engine, replay position at the last probe)
 that has replayed ``written`` on its own timeline (read your writes);
 ``None`` means: read from the primary.
 
-The thread starts on first use in the process that uses the router, and again
-in a forked child (gunicorn workers), which inherits no thread.
+The thread starts on first use. A router serves the process that built it:
+gunicorn builds one per worker, after the fork (``preload_app`` is off), and
+a forked child that tries to use its parent's router gets an error rather
+than the parent's probe connections.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import os
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,8 +47,6 @@ from gridlink.routing.policy import (
 from gridlink.routing.probes import PROBE_DEADLINE_SECONDS, ProbeFacts, host_of, probe, probe_engine
 
 logger = logging.getLogger(__name__)
-
-ReplicaStatus = ServerStatus  # the monitoring name of a server that is not the primary
 
 
 @dataclass(frozen=True)
@@ -183,11 +181,6 @@ class _Probes:
         for engine in self.engines.values():
             engine.dispose()
 
-    def abandon(self) -> None:
-        """Let go of what a parent process left behind, without touching its connections."""
-        for engine in self.engines.values():
-            engine.dispose(close=False)
-
 
 def _result(future: Future[ProbeFacts | None] | None) -> ProbeFacts | None:
     if future is None or not future.done() or future.cancelled():
@@ -234,10 +227,6 @@ class ReplicaRouter:
         self._stopping = threading.Event()
         self._stopped = False
         self._probes: _Probes | None = None
-        # A child forked while another thread held a lock would inherit it held forever.
-        os.register_at_fork(
-            after_in_child=functools.partial(_renew_locks_after_fork, weakref.ref(self))
-        )
 
     @property
     def read_engines(self) -> tuple[Engine, ...]:
@@ -258,7 +247,6 @@ class ReplicaRouter:
         the primary.
         """
         with self._lifecycle_lock:
-            self._adopt_process()
             self._stopped = True
             thread, self._thread = self._thread, None
             self._stopping.set()
@@ -277,8 +265,8 @@ class ReplicaRouter:
             server.engine.dispose()
 
     def _start(self, *, explicit: bool) -> None:
+        self._require_own_process()
         with self._lifecycle_lock:
-            self._adopt_process()
             if self._stopped and not explicit:
                 return
             if self._thread is not None and self._thread.is_alive():
@@ -291,25 +279,19 @@ class ReplicaRouter:
             self._thread.start()
 
     def _ensure_running(self) -> None:
+        self._require_own_process()
         thread = self._thread
-        if self._pid == os.getpid() and (
-            self._stopped or (thread is not None and thread.is_alive())
-        ):
+        if self._stopped or (thread is not None and thread.is_alive()):
             return
         self._start(explicit=False)
 
-    def _adopt_process(self) -> None:
-        """Forget what a parent process left behind, once, in a forked child."""
-        pid = os.getpid()
-        if pid == self._pid:
-            return
-        self._pid = pid
-        self._thread = None  # the parent's thread does not exist in this process
-        self._stopped = False  # the parent's stop() was about the parent's thread
-        if self._probes is not None:
-            self._probes.abandon()
-            self._probes = None
-        self._state = self._blank_state()
+    def _require_own_process(self) -> None:
+        """Refuse to serve a forked child: it would probe on its parent's connections."""
+        if os.getpid() != self._pid:
+            raise RuntimeError(
+                f"this replica router belongs to process {self._pid}: build one in each"
+                " process after forking (gunicorn: keep preload_app off)"
+            )
 
     def _run(self, stopping: threading.Event) -> None:
         next_round = time.monotonic()
@@ -389,9 +371,8 @@ class ReplicaRouter:
 
     def refresh(self) -> RouterSnapshot:
         """Probe every server once, concurrently, and install the new view."""
+        self._require_own_process()
         with self._round_lock:
-            with self._lifecycle_lock:
-                self._adopt_process()
             probes = self._probes
             if probes is None:
                 probes = self._probes = _Probes(self._servers, self._history_seconds)
@@ -425,7 +406,7 @@ class ReplicaRouter:
         snapshot = RouterSnapshot(
             primary_host=self._write_hosts if primary is None else primary.host,
             primary_reachable=primary is not None,
-            primary_lsn=None if primary is None else primary.replay_lsn,
+            primary_lsn=None if primary is None else primary.lsn,
             servers=decision.servers,
             checked_at=datetime.now(UTC),
             max_lag_seconds=self._max_lag_seconds,
@@ -520,10 +501,3 @@ class ReplicaRouter:
             last_failover=self._last_failover,
         )
         return _RoutingState(snapshot, (), float("-inf"))
-
-
-def _renew_locks_after_fork(router_ref: weakref.ref[ReplicaRouter]) -> None:
-    router = router_ref()
-    if router is not None:
-        router._lifecycle_lock = threading.Lock()
-        router._round_lock = threading.Lock()

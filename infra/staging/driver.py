@@ -18,6 +18,7 @@ from pathlib import Path
 from gridlink.database_urls import sqlalchemy_url
 from gridlink.migrate import migrate
 from gridlink.project import VAR
+from gridlink.text_table import align_rows
 from infra import binaries, redis_server
 from infra.errors import ClusterError, Progress
 from infra.files import check_postgres_can_enter, reachable_root
@@ -27,7 +28,7 @@ from infra.serving import http_status
 from infra.staging import faults, hosts, network, patroni, render
 from infra.staging.inventory import API, BRIDGE, LOAD_BALANCER, STAGING, Host, Inventory
 from infra.staging.paths import Paths
-from infra.status import align_rows, database_rows
+from infra.status import database_rows
 
 STAGING_ROOT = VAR / "staging"
 READY_TIMEOUT = 60.0

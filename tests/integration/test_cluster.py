@@ -33,11 +33,11 @@ def _process_gone(pid: int) -> bool:
     return state in ("Z", "X")
 
 
-def _by_name(statuses: list[cluster.ServerStatus]) -> dict[str, cluster.ServerStatus]:
+def _by_name(statuses: list[cluster.ServerProcessStatus]) -> dict[str, cluster.ServerProcessStatus]:
     return {s.name: s for s in statuses}
 
 
-def _replica1() -> cluster.ServerStatus:
+def _replica1() -> cluster.ServerProcessStatus:
     return _by_name(cluster.status(LAYOUT))["replica1"]
 
 

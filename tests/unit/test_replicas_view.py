@@ -9,14 +9,15 @@ from typing import Any
 import pytest
 
 from gridlink.replicas_view import format_snapshot, use_colour
-from gridlink.routing.router import Failover, ReplicaStatus, RouterSnapshot
+from gridlink.routing.policy import ServerStatus
+from gridlink.routing.router import Failover, RouterSnapshot
 
 RED, RESET = "\x1b[31m", "\x1b[0m"
 
 
-def replica(number: int, **seen: Any) -> ReplicaStatus:
+def replica(number: int, **seen: Any) -> ServerStatus:
     role = "replica" if seen["reachable"] else "unreachable"
-    return ReplicaStatus(
+    return ServerStatus(
         name=f"replica{number}", host=f"127.0.0.1:{15432 + number}", role=role, **seen
     )
 
@@ -26,12 +27,12 @@ SNAPSHOT = RouterSnapshot(
     primary_reachable=True,
     primary_lsn="0/3000148",
     servers=(
-        ReplicaStatus(name="db", host="127.0.0.1:15432", reachable=True, lag_bytes=0,
-                      lag_seconds=0.0, replay_lsn="0/3000148", role="primary", timeline=2),
+        ServerStatus(name="db", host="127.0.0.1:15432", reachable=True, lag_bytes=0,
+                     lag_seconds=0.0, lsn="0/3000148", role="primary", timeline=2),
         replica(1, reachable=True, in_rotation=True, lag_bytes=0, lag_seconds=0.0,
-                replay_lsn="0/3000148", timeline=2),
+                lsn="0/3000148", timeline=2),
         replica(2, reachable=True, in_rotation=False, lag_bytes=1048576, lag_seconds=12.3456,
-                replay_lsn="0/2F00000", timeline=1),
+                lsn="0/2F00000", timeline=1),
         replica(3, reachable=False),
     ),
     checked_at=datetime(2026, 11, 27, 10, 0, 0, 123456, tzinfo=UTC),

@@ -166,4 +166,4 @@ def test_the_primary_reports_its_own_position_and_no_lag() -> None:
 
     status = decision.primary_status
     assert status is not None
-    assert (status.replay_lsn, status.timeline, status.lag_seconds) == ("0/3000148", 4, 0.0)
+    assert (status.lsn, status.timeline, status.lag_seconds) == ("0/3000148", 4, 0.0)
