@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import falcon
 
+from gridlink.cache.tokens import authenticate
 from gridlink.errors import PermissionDenied, Unauthenticated
-from gridlink.queries.tokens import authenticate
 from gridlink.services import Services
 from gridlink.tokens import Principal
 

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from gridlink.cache.tokens import cache_revoked_tokens
 from gridlink.commands.passwords import use_up, use_up_mailed_tokens
 from gridlink.commands.profiles import (
     create_profile,
@@ -36,7 +37,6 @@ from gridlink.commands.unit_of_work import UnitOfWork
 from gridlink.errors import Conflict, FieldErrors, InvalidRequest, NotFound
 from gridlink.models import AuthToken, EmailChange, User
 from gridlink.outbox import MAIL_TOKEN_LIFETIME
-from gridlink.queries.tokens import cache_revoked_tokens
 from gridlink.throttles import admit_sign_up
 from gridlink.tokens import Principal, hash_token, new_token
 

@@ -1,7 +1,7 @@
 """Logging in and out: tokens issued, capped and revoked, and the login throttle.
 
 Token cache entries are written only after the commit that makes them true
-(see ``gridlink.queries.tokens``): a new token is written through, so it
+(see ``gridlink.cache.tokens``): a new token is written through, so it
 works on the very next request; a revoked one is marked not valid, so every
 server process refuses it at once.
 
@@ -20,11 +20,11 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, func, or_, select, update
 
+from gridlink.cache.tokens import cache_revoked_tokens, cache_token
 from gridlink.commands.unit_of_work import UnitOfWork
 from gridlink.errors import Conflict, InvalidRequest, RateLimited, Unauthenticated, Unavailable
 from gridlink.models import AuthToken, User
 from gridlink.passwords import needs_rehash
-from gridlink.queries.tokens import cache_revoked_tokens, cache_token
 from gridlink.throttles import LoginThrottle
 from gridlink.tokens import Principal, hash_token, new_token
 

@@ -10,14 +10,14 @@ import pytest
 from sqlalchemy import text
 
 from gridlink.app import create_app
-from gridlink.cli import main
-from gridlink.errors import Unauthenticated
-from gridlink.queries.tokens import (
+from gridlink.cache.tokens import (
     TOKEN_CACHE_SECONDS,
     authenticate,
     cache_token,
     token_cache_key,
 )
+from gridlink.cli import main
+from gridlink.errors import Unauthenticated
 from gridlink.services import Services
 from gridlink.settings import Settings
 from gridlink.tokens import hash_token

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from gridlink.queries.tokens import TOKEN_CACHE_SECONDS, authenticate, token_cache_key
+from gridlink.cache.tokens import TOKEN_CACHE_SECONDS, authenticate, token_cache_key
 from gridlink.services import Services
 from gridlink.tokens import hash_token
 from infra import cluster
