@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -43,9 +43,8 @@ import redis
 from sqlalchemy import Engine, Row, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from gridlink.cache import log_redis_unavailable
+from gridlink.cache.lifetime import RedisLifetime, log_redis_unavailable
 from gridlink.errors import Unauthenticated
-from gridlink.services import Services
 from gridlink.tokens import Principal, hash_token
 
 TOKEN_CACHE_SECONDS = 60
@@ -104,101 +103,110 @@ class _CachedCaller:
         return min(TOKEN_CACHE_SECONDS, math.ceil(self.expires_at - now))
 
 
-def token_cache_key(services: Services, token_hash: bytes) -> str:
-    """Name the cache entry of the token whose SHA-256 is ``token_hash``.
+class TokenCache:
+    """The caller behind each token, cached in Redis in front of the database.
 
-    Raise ``redis.RedisError`` if Redis cannot be reached to learn its keyspace.
+    ``primary`` answers a miss; ``replicas`` (every configured server's read
+    engine) are tried in turn only when the primary cannot be reached.
     """
-    return services.cache.lifetime.key("token", token_hash.hex())
 
+    def __init__(
+        self, lifetime: RedisLifetime, primary: Engine, replicas: Sequence[Engine]
+    ) -> None:
+        self._lifetime = lifetime
+        self._client = lifetime.client
+        self._primary = primary
+        self._replicas = tuple(replicas)
 
-def authenticate(services: Services, token: str) -> Principal:
-    """Return the user behind ``token``, or raise 401 if it is unknown, expired or revoked."""
-    token_hash = hash_token(token)
-    try:
-        key = token_cache_key(services, token_hash)
-        # Bytes: the cache's client is built with decode_responses=False.
-        raw = cast(bytes | None, services.redis.get(key))
-    except redis.RedisError as problem:
-        log_redis_unavailable("token cache unreachable, checking the database", problem)
-        caller = _look_up(services, token_hash)
-    else:
-        if raw is not None:
-            caller = _CachedCaller.decode(token_hash, raw)
+    def key(self, token_hash: bytes) -> str:
+        """Name the cache entry of the token whose SHA-256 is ``token_hash``.
+
+        Raise ``redis.RedisError`` if Redis cannot be reached to learn its keyspace.
+        """
+        return self._lifetime.key("token", token_hash.hex())
+
+    def authenticate(self, token: str) -> Principal:
+        """Return the user behind ``token``, or raise 401 if it is unknown, expired or revoked."""
+        token_hash = hash_token(token)
+        try:
+            key = self.key(token_hash)
+            # Bytes: the cache's client is built with decode_responses=False.
+            raw = cast(bytes | None, self._client.get(key))
+        except redis.RedisError as problem:
+            log_redis_unavailable("token cache unreachable, checking the database", problem)
+            caller = self._look_up(token_hash)
         else:
-            caller = _look_up(services, token_hash)
-            _fill(services, key, caller)
-    if caller is None or caller.expires_at <= time.time():
-        raise Unauthenticated("The token is not valid.")
-    return caller.principal
+            if raw is not None:
+                caller = _CachedCaller.decode(token_hash, raw)
+            else:
+                caller = self._look_up(token_hash)
+                self._fill(key, caller)
+        if caller is None or caller.expires_at <= time.time():
+            raise Unauthenticated("The token is not valid.")
+        return caller.principal
 
+    def store(self, principal: Principal, expires_on: datetime) -> None:
+        """Write a token's caller through to the cache (call after the commit that made it true)."""
+        caller = _CachedCaller(principal, expires_on.timestamp())
+        seconds = caller.seconds_to_keep(time.time())
+        if seconds <= 0:
+            return
+        try:
+            key = self.key(principal.token_hash)
+            self._client.eval(_STORE_UNLESS_REVOKED, 1, key, _NOT_VALID, caller.encode(), seconds)
+        except redis.RedisError as problem:
+            log_redis_unavailable("token not cached; it will be read from the database", problem)
 
-def cache_token(services: Services, principal: Principal, expires_on: datetime) -> None:
-    """Write a token's caller through to the cache (call after the commit that made it true)."""
-    caller = _CachedCaller(principal, expires_on.timestamp())
-    seconds = caller.seconds_to_keep(time.time())
-    if seconds <= 0:
-        return
-    try:
-        key = token_cache_key(services, principal.token_hash)
-        services.redis.eval(_STORE_UNLESS_REVOKED, 1, key, _NOT_VALID, caller.encode(), seconds)
-    except redis.RedisError as problem:
-        log_redis_unavailable("token not cached; it will be read from the database", problem)
+    def store_revoked(self, token_hashes: Iterable[bytes]) -> None:
+        """Mark tokens as not valid in the cache (call after the commit that revoked them)."""
+        token_hashes = list(token_hashes)
+        if not token_hashes:
+            return
+        try:
+            with self._client.pipeline(transaction=False) as pipe:
+                for token_hash in token_hashes:
+                    pipe.set(self.key(token_hash), _NOT_VALID, ex=TOKEN_CACHE_SECONDS)
+                pipe.execute()
+        except redis.RedisError as problem:
+            # The revocation is committed; a stale entry outlives it by at most
+            # TOKEN_CACHE_SECONDS, the bound the module docstring promises.
+            log_redis_unavailable("revoked tokens not marked in the cache", problem)
 
+    def _look_up(self, token_hash: bytes) -> _CachedCaller | None:
+        row = self._read_primary_first(token_hash)
+        if row is None:
+            return None
+        principal = Principal(
+            user_id=row.id, username=row.username, is_admin=row.is_admin, token_hash=token_hash
+        )
+        return _CachedCaller(principal, row.expires_on.timestamp())
 
-def cache_revoked_tokens(services: Services, token_hashes: Iterable[bytes]) -> None:
-    """Mark tokens as not valid in the cache (call after the commit that revoked them)."""
-    token_hashes = list(token_hashes)
-    if not token_hashes:
-        return
-    try:
-        with services.redis.pipeline(transaction=False) as pipe:
-            for token_hash in token_hashes:
-                pipe.set(token_cache_key(services, token_hash), _NOT_VALID, ex=TOKEN_CACHE_SECONDS)
-            pipe.execute()
-    except redis.RedisError as problem:
-        # The revocation is committed; a stale entry outlives it by at most
-        # TOKEN_CACHE_SECONDS, the bound the module docstring promises.
-        log_redis_unavailable("revoked tokens not marked in the cache", problem)
+    def _read_primary_first(self, token_hash: bytes) -> Row[Any] | None:
+        """Read the token's row on the primary, or on a replica if the primary is unreachable."""
+        try:
+            return _read_token(self._primary, token_hash)
+        except (OperationalError, InterfaceError) as primary_problem:
+            for replica in self._replicas:
+                try:
+                    return _read_token(replica, token_hash)
+                except (OperationalError, InterfaceError):
+                    continue
+            raise primary_problem from None
 
-
-def _look_up(services: Services, token_hash: bytes) -> _CachedCaller | None:
-    row = _read_primary_first(services, token_hash)
-    if row is None:
-        return None
-    principal = Principal(
-        user_id=row.id, username=row.username, is_admin=row.is_admin, token_hash=token_hash
-    )
-    return _CachedCaller(principal, row.expires_on.timestamp())
-
-
-def _read_primary_first(services: Services, token_hash: bytes) -> Row[Any] | None:
-    """Read the token's row on the primary, or on a replica if the primary is unreachable."""
-    try:
-        return _read_token(services.primary, token_hash)
-    except (OperationalError, InterfaceError) as primary_problem:
-        for replica in services.replicas:
-            try:
-                return _read_token(replica, token_hash)
-            except (OperationalError, InterfaceError):
-                continue
-        raise primary_problem from None
+    def _fill(self, key: str, caller: _CachedCaller | None) -> None:
+        if caller is None:
+            raw, seconds = _NOT_VALID, TOKEN_CACHE_SECONDS
+        else:
+            raw, seconds = caller.encode(), caller.seconds_to_keep(time.time())
+        if seconds <= 0:
+            return
+        try:
+            # NX: never overwrite what a revocation (or an issue) wrote meanwhile.
+            self._client.set(key, raw, ex=seconds, nx=True)
+        except redis.RedisError as problem:
+            log_redis_unavailable("token lookup not cached", problem)
 
 
 def _read_token(engine: Engine, token_hash: bytes) -> Row[Any] | None:
     with engine.connect() as connection:
         return connection.execute(_LOOKUP, {"token_hash": token_hash}).one_or_none()
-
-
-def _fill(services: Services, key: str, caller: _CachedCaller | None) -> None:
-    if caller is None:
-        raw, seconds = _NOT_VALID, TOKEN_CACHE_SECONDS
-    else:
-        raw, seconds = caller.encode(), caller.seconds_to_keep(time.time())
-    if seconds <= 0:
-        return
-    try:
-        # NX: never overwrite what a revocation (or an issue) wrote meanwhile.
-        services.redis.set(key, raw, ex=seconds, nx=True)
-    except redis.RedisError as problem:
-        log_redis_unavailable("token lookup not cached", problem)

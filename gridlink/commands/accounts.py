@@ -16,7 +16,6 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from gridlink.cache.tokens import cache_revoked_tokens
 from gridlink.commands.passwords import use_up, use_up_mailed_tokens
 from gridlink.commands.profiles import (
     create_profile,
@@ -141,7 +140,7 @@ def delete_account(uow: UnitOfWork, principal: Principal, *, password: str) -> N
     retire_profile(uow, user.id)
     # Grids, links, tokens and resets go with the user: ON DELETE CASCADE.
     uow.session.delete(user)
-    uow.after_commit(lambda: cache_revoked_tokens(uow.services, token_hashes))
+    uow.after_commit(lambda: uow.services.token_cache.store_revoked(token_hashes))
 
 
 def set_admin(uow: UnitOfWork, *, username: str, is_admin: bool) -> User:

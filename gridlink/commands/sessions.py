@@ -20,7 +20,6 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, func, or_, select, update
 
-from gridlink.cache.tokens import cache_revoked_tokens, cache_token
 from gridlink.commands.unit_of_work import UnitOfWork
 from gridlink.errors import Conflict, InvalidRequest, RateLimited, Unauthenticated, Unavailable
 from gridlink.models import AuthToken, User
@@ -151,7 +150,7 @@ def issue_token(uow: UnitOfWork, user: User) -> str:
         .offset(uow.services.settings.max_tokens_per_user)
     )
     revoke_tokens(uow, AuthToken.id.in_(beyond_cap.scalar_subquery()))
-    uow.after_commit(lambda: cache_token(uow.services, principal, expires_on))
+    uow.after_commit(lambda: uow.services.token_cache.store(principal, expires_on))
     return token
 
 
@@ -164,7 +163,7 @@ def revoke_tokens(uow: UnitOfWork, *conditions: ColumnElement[bool]) -> None:
         .returning(AuthToken.token_hash)
     ).all()
     if revoked:
-        uow.after_commit(lambda: cache_revoked_tokens(uow.services, revoked))
+        uow.after_commit(lambda: uow.services.token_cache.store_revoked(revoked))
 
 
 def recache_live_tokens(uow: UnitOfWork, user: User) -> None:
@@ -178,7 +177,7 @@ def recache_live_tokens(uow: UnitOfWork, user: User) -> None:
     ).all()
     for token_hash, expires_on in live_tokens:
         principal = principal_of(user, token_hash)
-        uow.after_commit(functools.partial(cache_token, uow.services, principal, expires_on))
+        uow.after_commit(functools.partial(uow.services.token_cache.store, principal, expires_on))
 
 
 def login_throttle(uow: UnitOfWork) -> LoginThrottle:
