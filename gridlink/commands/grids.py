@@ -26,7 +26,7 @@ _SLUG_ATTEMPTS = 5
 def create_grid(uow: UnitOfWork, user_id: int, title: str) -> Created:
     """Create a grid for ``user_id``, within the per-user grid limit."""
     lock_profile(uow, user_id)
-    limit = uow.services.settings.max_grids_per_user
+    limit = uow.settings.max_grids_per_user
     live_grids = uow.session.scalar(
         select(func.count()).where(Grid.user_id == user_id, Grid.is_deleted.is_(False))
     )

@@ -92,7 +92,7 @@ def run_creating_command(
     ``answer_for`` (the resource's) makes the HTTP answer of what was created;
     it is stored with the object, in the same transaction.
     """
-    with UnitOfWork(services) as uow:
+    with UnitOfWork.from_services(services) as uow:
         if idempotency_key is not None:
             stored = _claim(uow, user_id, idempotency_key)
             if stored is not None:

@@ -85,7 +85,7 @@ def _owned_link(uow: UnitOfWork, user_id: int, slug: str, denied_message: str) -
 
 
 def _check_room(uow: UnitOfWork, grid_id: int) -> None:
-    limit = uow.services.settings.max_links_per_grid
+    limit = uow.settings.max_links_per_grid
     live_links = uow.session.scalar(
         select(func.count()).where(Link.grid_id == grid_id, Link.is_deleted.is_(False))
     )
