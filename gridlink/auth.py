@@ -5,7 +5,6 @@ from __future__ import annotations
 import falcon
 
 from gridlink.errors import PermissionDenied, Unauthenticated
-from gridlink.queries.tokens import authenticate
 from gridlink.services import Services
 from gridlink.tokens import Principal
 
@@ -30,7 +29,7 @@ class TokenAuthMiddleware:
         token = token.strip()
         if scheme.lower() != "token" or not token:
             raise Unauthenticated("Use the header 'Authorization: Token <token>'.")
-        req.context.principal = authenticate(self._services, token)
+        req.context.principal = self._services.token_cache.authenticate(token)
 
 
 def require_principal(req: falcon.Request) -> Principal:

@@ -46,7 +46,7 @@ def load_demo(services: Services) -> str | None:
         return None
     user_id = signed_in.user.id
     for title, links in DEMO_GRIDS.items():
-        with UnitOfWork(services) as uow:
+        with UnitOfWork.from_services(services) as uow:
             grid_slug = create_grid(uow, user_id, title).slug
             for position, (link_title, url, background, width, height) in enumerate(links):
                 create_link(

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
 
-from gridlink.commands.idempotency import KEY_LIFETIME
+from gridlink.idempotency import KEY_LIFETIME
 from gridlink.outbox import MAIL_TOKEN_LIFETIME
 from gridlink.settings import Settings
 

@@ -17,7 +17,7 @@ import redis
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext
 
-from gridlink.cache import ProfileCache
+from gridlink.cache import ProfileCache, TokenCache
 from gridlink.database_urls import prefer_hosts
 from gridlink.mail import make_mailer
 from gridlink.metrics import Metrics
@@ -97,6 +97,7 @@ class Services:
     settings: Settings
     primary: Engine  # follows the primary: every database host, target_session_attrs=read-write
     cache: ProfileCache
+    token_cache: TokenCache  # in the same Redis keyspace as the profile cache
     router: ReplicaRouter
     mail: MailPoller
     passwords: HashSlots
@@ -130,6 +131,7 @@ class Services:
             settings=settings,
             primary=primary,
             cache=cache,
+            token_cache=TokenCache(cache.lifetime, primary, router.read_engines),
             router=router,
             mail=MailPoller(mail_engine, make_mailer(settings.mail_backend)),
             passwords=HashSlots(settings.hash_slots),

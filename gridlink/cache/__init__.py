@@ -7,6 +7,8 @@
 - ``positions``  WAL positions as Redis keeps them (16 hex digits)
 - ``stream``     the change stream: the outbox the commands write, the relay that drains
                  it into Redis, its applied position and its lag
+- ``tokens``     the token cache: the caller behind each token, tombstones for revoked
+                 ones, written through after each commit and filled from the primary
 
 Every rule that depends on time reads one injected clock (``ProfileCache(clock=...)``).
 Redis is optional: nothing here raises because Redis is down, except where a
@@ -26,15 +28,18 @@ from gridlink.cache.profiles import (
     Fill,
     ProfileCache,
 )
+from gridlink.cache.tokens import TOKEN_CACHE_SECONDS, TokenCache
 
 __all__ = [
     "AUTHORITATIVE_TTL_SECONDS",
     "SHORT_FILL_TTL_SECONDS",
     "TIMEOUT_COOL_OFF_SECONDS",
+    "TOKEN_CACHE_SECONDS",
     "CacheUnavailable",
     "CachedProfile",
     "Fill",
     "ProfileCache",
     "RedisLifetime",
+    "TokenCache",
     "log_redis_unavailable",
 ]

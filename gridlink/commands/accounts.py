@@ -36,7 +36,6 @@ from gridlink.commands.unit_of_work import UnitOfWork
 from gridlink.errors import Conflict, FieldErrors, InvalidRequest, NotFound
 from gridlink.models import AuthToken, EmailChange, User
 from gridlink.outbox import MAIL_TOKEN_LIFETIME
-from gridlink.queries.tokens import cache_revoked_tokens
 from gridlink.throttles import admit_sign_up
 from gridlink.tokens import Principal, hash_token, new_token
 
@@ -59,10 +58,10 @@ def sign_up(
     display_name: str = "",
 ) -> SignedIn:
     """Create an account, its public profile and its first token."""
-    admit_sign_up(uow.services.limiter, uow.services.settings, address)
+    admit_sign_up(uow.limiter, uow.settings, address)
     _refuse_taken(uow, username=username, email=email)
     uow.end_reads()
-    password_hash = uow.services.passwords.hash(password)
+    password_hash = uow.passwords.hash(password)
     user = User(
         username=username, email=email, password_hash=password_hash, display_name=display_name
     )
@@ -141,7 +140,7 @@ def delete_account(uow: UnitOfWork, principal: Principal, *, password: str) -> N
     retire_profile(uow, user.id)
     # Grids, links, tokens and resets go with the user: ON DELETE CASCADE.
     uow.session.delete(user)
-    uow.after_commit(lambda: cache_revoked_tokens(uow.services, token_hashes))
+    uow.after_commit(lambda: uow.token_cache.store_revoked(token_hashes))
 
 
 def set_admin(uow: UnitOfWork, *, username: str, is_admin: bool) -> User:

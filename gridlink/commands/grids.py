@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from gridlink.commands.idempotency import Created
 from gridlink.commands.profiles import lock_profile, refresh_profile
+from gridlink.commands.results import Created
 from gridlink.commands.unit_of_work import UnitOfWork
 from gridlink.documents import GRID_BY_SLUG
 from gridlink.errors import LimitReached, NotFound, PermissionDenied
@@ -26,7 +26,7 @@ _SLUG_ATTEMPTS = 5
 def create_grid(uow: UnitOfWork, user_id: int, title: str) -> Created:
     """Create a grid for ``user_id``, within the per-user grid limit."""
     lock_profile(uow, user_id)
-    limit = uow.services.settings.max_grids_per_user
+    limit = uow.settings.max_grids_per_user
     live_grids = uow.session.scalar(
         select(func.count()).where(Grid.user_id == user_id, Grid.is_deleted.is_(False))
     )
@@ -34,7 +34,7 @@ def create_grid(uow: UnitOfWork, user_id: int, title: str) -> Created:
         raise LimitReached(f"You can have at most {limit} grids.")
     slug = insert_with_new_slug(uow, Grid, GRID_PREFIX, {"user_id": user_id, "title": title})
     refresh_profile(uow, user_id)
-    return Created(slug, grid_body(uow, slug))
+    return Created(slug, document=grid_body(uow, slug))
 
 
 def rename_grid(uow: UnitOfWork, user_id: int, slug: str, title: str) -> bytes:

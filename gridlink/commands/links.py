@@ -7,8 +7,8 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 
 from gridlink.commands.grids import insert_with_new_slug, owned_grid_id
-from gridlink.commands.idempotency import Created
 from gridlink.commands.profiles import lock_profile, refresh_profile
+from gridlink.commands.results import Created
 from gridlink.commands.unit_of_work import UnitOfWork
 from gridlink.documents import LINK_BY_SLUG
 from gridlink.errors import LimitReached, NotFound, PermissionDenied
@@ -32,7 +32,7 @@ def create_link(uow: UnitOfWork, user_id: int, fields: dict[str, Any]) -> Create
         uow, Link, LINK_PREFIX, {**values, "grid_id": grid_id, "user_id": user_id}
     )
     refresh_profile(uow, user_id)
-    return Created(slug, link_body(uow, slug))
+    return Created(slug, document=link_body(uow, slug))
 
 
 def change_link(uow: UnitOfWork, user_id: int, slug: str, changes: dict[str, Any]) -> bytes:
@@ -85,7 +85,7 @@ def _owned_link(uow: UnitOfWork, user_id: int, slug: str, denied_message: str) -
 
 
 def _check_room(uow: UnitOfWork, grid_id: int) -> None:
-    limit = uow.services.settings.max_links_per_grid
+    limit = uow.settings.max_links_per_grid
     live_links = uow.session.scalar(
         select(func.count()).where(Link.grid_id == grid_id, Link.is_deleted.is_(False))
     )

@@ -38,7 +38,7 @@ def change_password(
     checked_hash = user.password_hash
     uow.end_reads()
     confirm_password(uow, user, current_password, field="current_password")
-    new_hash = uow.services.passwords.hash(new_password)
+    new_hash = uow.passwords.hash(new_password)
     user = lock_caller(uow, principal, checked_hash)
     user.password_hash = new_hash
     user.modified_on = datetime.now(UTC)
@@ -58,7 +58,7 @@ def request_password_reset(uow: UnitOfWork, *, email: str, address: str | None) 
     account is looked up (429 for both alike past them), and the mail is
     queued in the outbox, not sent, in the request.
     """
-    admit_password_reset(uow.services.limiter, uow.services.settings, email, address)
+    admit_password_reset(uow.limiter, uow.settings, email, address)
     user = uow.session.scalars(select(User).where(same_text(User.email, email))).one_or_none()
     if user is None:
         return
@@ -85,7 +85,7 @@ def confirm_password_reset(uow: UnitOfWork, *, token: str, new_password: str) ->
     """
     _valid_reset(uow, token, lock=False)
     uow.end_reads()
-    new_hash = uow.services.passwords.hash(new_password)
+    new_hash = uow.passwords.hash(new_password)
     reset = _valid_reset(uow, token, lock=True)
     user = uow.session.get_one(User, reset.user_id)
     user.password_hash = new_hash

@@ -23,14 +23,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import TextClause, text
+from sqlalchemy import Engine, TextClause, text
 
+from gridlink.cache import ProfileCache
+from gridlink.cache.marks import WriteMarks
 from gridlink.cache.stream import MARK_CHANGED
 from gridlink.commands.unit_of_work import UnitOfWork
 from gridlink.documents import PROFILE_JSON
 from gridlink.errors import LimitReached
 from gridlink.lsn import current_position
-from gridlink.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +81,12 @@ _RETIRE = text(
 def lock_profile(uow: UnitOfWork, user_id: int) -> None:
     """Hold the user's profile row until commit: one write per user at a time."""
     uow.session.execute(_LOCK, {"user_id": user_id})
-    uow.after_commit(lambda: remember_write(uow.services, user_id))
+    uow.after_commit(lambda: remember_write(uow.primary, uow.write_marks, user_id))
 
 
 def create_profile(uow: UnitOfWork, user_id: int) -> ProfileDocument:
     """Write the first document of a new user (whose next reads must find the account)."""
-    uow.after_commit(lambda: remember_write(uow.services, user_id))
+    uow.after_commit(lambda: remember_write(uow.primary, uow.write_marks, user_id))
     return _document(uow, _CREATE, user_id)
 
 
@@ -103,7 +104,7 @@ def refresh_profile(uow: UnitOfWork, user_id: int) -> ProfileDocument:
 
 def refuse_oversized(uow: UnitOfWork, document: ProfileDocument) -> None:
     """Raise ``LimitReached`` if ``document`` is over ``GRIDLINK_MAX_PROFILE_BYTES``."""
-    limit = uow.services.settings.max_profile_bytes
+    limit = uow.settings.max_profile_bytes
     if len(document.document) > limit:
         raise LimitReached(
             "The profile would grow past its size limit: shorten or remove something first."
@@ -119,11 +120,11 @@ def retire_profile(uow: UnitOfWork, user_id: int) -> ProfileDocument:
     return _document(uow, _RETIRE, user_id)
 
 
-def remember_write(services: Services, user_id: int) -> None:
+def remember_write(primary: Engine, marks: WriteMarks, user_id: int) -> None:
     """Remember where the primary's WAL stands now, after ``user_id``'s commit."""
-    with services.primary.connect() as connection:
+    with primary.connect() as connection:
         position = current_position(connection)
-    services.cache.marks.remember(user_id, position)
+    marks.remember(user_id, position)
 
 
 def _document(uow: UnitOfWork, statement: TextClause, user_id: int) -> ProfileDocument:
@@ -133,9 +134,9 @@ def _document(uow: UnitOfWork, statement: TextClause, user_id: int) -> ProfileDo
     )
     uow.session.execute(MARK_CHANGED, {"username": document.username, "version": document.version})
     # A store Redis misses is not retried here: the change stream delivers it.
-    uow.after_commit(lambda: _write_through(uow.services, document))
+    uow.after_commit(lambda: _write_through(uow.profile_cache, document))
     return document
 
 
-def _write_through(services: Services, document: ProfileDocument) -> None:
-    services.cache.store_profile(document.username, document.version, document.document)
+def _write_through(cache: ProfileCache, document: ProfileDocument) -> None:
+    cache.store_profile(document.username, document.version, document.document)

@@ -1,7 +1,7 @@
 """Logging in and out: tokens issued, capped and revoked, and the login throttle.
 
 Token cache entries are written only after the commit that makes them true
-(see ``gridlink.queries.tokens``): a new token is written through, so it
+(see ``gridlink.cache.tokens``): a new token is written through, so it
 works on the very next request; a revoked one is marked not valid, so every
 server process refuses it at once.
 
@@ -24,7 +24,6 @@ from gridlink.commands.unit_of_work import UnitOfWork
 from gridlink.errors import Conflict, InvalidRequest, RateLimited, Unauthenticated, Unavailable
 from gridlink.models import AuthToken, User
 from gridlink.passwords import needs_rehash
-from gridlink.queries.tokens import cache_revoked_tokens, cache_token
 from gridlink.throttles import LoginThrottle
 from gridlink.tokens import Principal, hash_token, new_token
 
@@ -58,7 +57,7 @@ def log_in(uow: UnitOfWork, *, login: str, password: str, address: str | None) -
         raise
     uow.after_database_failure(lambda: throttle.give_back(reservation))
     try:
-        verified = uow.services.passwords.verify(user.password_hash if user else None, password)
+        verified = uow.passwords.verify(user.password_hash if user else None, password)
     except Unavailable:
         # Not checked: not the account's failure. The address keeps it, so a
         # flood answered 503 soon meets the address's limit (429, cheap).
@@ -96,7 +95,7 @@ def confirm_password(uow: UnitOfWork, user: User, password: str, *, field: str) 
     throttle = login_throttle(uow)
     reservation = throttle.reserve(None, user.id)
     try:
-        verified = uow.services.passwords.verify(user.password_hash, password)
+        verified = uow.passwords.verify(user.password_hash, password)
     except Unavailable:
         throttle.give_back(reservation)
         raise
@@ -134,7 +133,7 @@ def caller(uow: UnitOfWork, principal: Principal) -> User:
 def issue_token(uow: UnitOfWork, user: User) -> str:
     """Add a token for ``user``, revoking their oldest live ones past the cap per user."""
     token = new_token()
-    expires_on = datetime.now(UTC) + timedelta(days=uow.services.settings.token_ttl_days)
+    expires_on = datetime.now(UTC) + timedelta(days=uow.settings.token_ttl_days)
     principal = principal_of(user, hash_token(token))
     uow.session.add(
         AuthToken(user_id=user.id, token_hash=principal.token_hash, expires_on=expires_on)
@@ -148,10 +147,10 @@ def issue_token(uow: UnitOfWork, user: User) -> str:
             AuthToken.expires_on > func.now(),
         )
         .order_by(AuthToken.created_on.desc(), AuthToken.id.desc())
-        .offset(uow.services.settings.max_tokens_per_user)
+        .offset(uow.settings.max_tokens_per_user)
     )
     revoke_tokens(uow, AuthToken.id.in_(beyond_cap.scalar_subquery()))
-    uow.after_commit(lambda: cache_token(uow.services, principal, expires_on))
+    uow.after_commit(lambda: uow.token_cache.store(principal, expires_on))
     return token
 
 
@@ -164,7 +163,7 @@ def revoke_tokens(uow: UnitOfWork, *conditions: ColumnElement[bool]) -> None:
         .returning(AuthToken.token_hash)
     ).all()
     if revoked:
-        uow.after_commit(lambda: cache_revoked_tokens(uow.services, revoked))
+        uow.after_commit(lambda: uow.token_cache.store_revoked(revoked))
 
 
 def recache_live_tokens(uow: UnitOfWork, user: User) -> None:
@@ -178,11 +177,11 @@ def recache_live_tokens(uow: UnitOfWork, user: User) -> None:
     ).all()
     for token_hash, expires_on in live_tokens:
         principal = principal_of(user, token_hash)
-        uow.after_commit(functools.partial(cache_token, uow.services, principal, expires_on))
+        uow.after_commit(functools.partial(uow.token_cache.store, principal, expires_on))
 
 
 def login_throttle(uow: UnitOfWork) -> LoginThrottle:
-    return LoginThrottle(uow.services.limiter, uow.services.settings)
+    return LoginThrottle(uow.limiter, uow.settings)
 
 
 def same_text(column: Any, value: str) -> ColumnElement[bool]:
@@ -200,7 +199,7 @@ def principal_of(user: User, token_hash: bytes) -> Principal:
 def _rehash(uow: UnitOfWork, user: User, password: str) -> None:
     """Store a hash made with today's parameters, unless the password changed meanwhile."""
     old_hash = user.password_hash
-    new_hash = uow.services.passwords.hash(password)
+    new_hash = uow.passwords.hash(password)
     uow.session.execute(
         update(User)
         .where(User.id == user.id, User.password_hash == old_hash)

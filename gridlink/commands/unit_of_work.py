@@ -7,11 +7,17 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TypeVar
 
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from gridlink.outbox import queue_mail
+from gridlink.cache import ProfileCache, TokenCache
+from gridlink.cache.marks import WriteMarks
+from gridlink.outbox import MailPoller, queue_mail
+from gridlink.passwords import HashSlots
+from gridlink.ratelimit import Limiter
 from gridlink.services import Services
+from gridlink.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -21,20 +27,59 @@ T = TypeVar("T")
 class UnitOfWork:
     """Run a command's writes in one primary transaction.
 
-    ``with UnitOfWork(services) as uow: ...; uow.commit()``. Leaving the block
-    without ``commit()`` rolls everything back, so an error never leaves half
-    a change behind. Work that must follow a successful commit (the cache
-    write-through) is queued with ``after_commit``. A primary that cannot be
-    reached surfaces as SQLAlchemy's ``OperationalError``, which the app
-    answers with 503 ``unavailable`` (see ``gridlink.errors``).
+    ``with UnitOfWork.from_services(services) as uow: ...; uow.commit()``.
+    Leaving the block without ``commit()`` rolls everything back, so an error
+    never leaves half a change behind. Work that must follow a successful
+    commit (the cache write-through) is queued with ``after_commit``. A
+    primary that cannot be reached surfaces as SQLAlchemy's
+    ``OperationalError``, which the app answers with 503 ``unavailable``
+    (see ``gridlink.errors``).
+
+    A command finds what it may use here, by name: ``session`` (this
+    transaction), ``primary`` (for the WAL position after the commit),
+    ``settings`` (the limits), ``profile_cache``, ``write_marks``,
+    ``token_cache``, ``passwords`` (the hash slots), ``limiter`` (the
+    throttles' windows) and ``mail`` (the outbox's poller).
     """
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        self.session = Session(services.primary, expire_on_commit=False, autoflush=True)
+    def __init__(
+        self,
+        primary: Engine,
+        *,
+        settings: Settings,
+        profile_cache: ProfileCache,
+        write_marks: WriteMarks,
+        token_cache: TokenCache,
+        passwords: HashSlots,
+        limiter: Limiter,
+        mail: MailPoller,
+    ) -> None:
+        self.primary = primary
+        self.settings = settings
+        self.profile_cache = profile_cache
+        self.write_marks = write_marks
+        self.token_cache = token_cache
+        self.passwords = passwords
+        self.limiter = limiter
+        self.mail = mail
+        self.session = Session(primary, expire_on_commit=False, autoflush=True)
         self._after_commit: list[Callable[[], None]] = []
         self._after_database_failure: list[Callable[[], None]] = []
         self._committed = False
+
+    @classmethod
+    def from_services(cls, services: Services) -> UnitOfWork:
+        """Open a unit of work on the process's primary, with the collaborators commands use."""
+        return cls(
+            services.primary,
+            settings=services.settings,
+            profile_cache=services.cache,
+            write_marks=services.cache.marks,
+            token_cache=services.token_cache,
+            passwords=services.passwords,
+            limiter=services.limiter,
+            mail=services.mail,
+        )
 
     def __enter__(self) -> UnitOfWork:
         return self
@@ -72,7 +117,7 @@ class UnitOfWork:
     def queue_mail(self, to: str, subject: str, body: str) -> None:
         """Queue a mail in this transaction (``gridlink.outbox``): it is sent once this commits."""
         queue_mail(self.session, to, subject, body)
-        self.after_commit(self.services.mail.nudge)
+        self.after_commit(self.mail.nudge)
 
     def after_commit(self, action: Callable[[], None]) -> None:
         self._after_commit.append(action)
@@ -106,7 +151,7 @@ def _database_went_away(exc: BaseException | None) -> bool:
 
 def run_command(services: Services, command: Callable[[UnitOfWork], T]) -> T:
     """Run ``command`` in a unit of work of its own and commit; return what it returns."""
-    with UnitOfWork(services) as uow:
+    with UnitOfWork.from_services(services) as uow:
         result = command(uow)
         uow.commit()
     return result

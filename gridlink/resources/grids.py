@@ -8,9 +8,9 @@ import falcon
 
 from gridlink.auth import require_principal
 from gridlink.commands.grids import create_grid, rename_grid, soft_delete_grid
-from gridlink.commands.idempotency import run_creating_command
 from gridlink.commands.unit_of_work import run_command
 from gridlink.http import App, read_json_object, read_optional_json_object, send_json
+from gridlink.idempotency import run_creating_command
 from gridlink.openapi import GRID_SLUG, Auth, Link, Operation, Reply, documented
 from gridlink.queries.grids import list_grids, read_grid
 from gridlink.queries.reader import Reader

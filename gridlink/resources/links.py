@@ -7,10 +7,10 @@ from functools import partial
 import falcon
 
 from gridlink.auth import require_principal
-from gridlink.commands.idempotency import run_creating_command
 from gridlink.commands.links import change_link, create_link, soft_delete_link
 from gridlink.commands.unit_of_work import run_command
 from gridlink.http import App, read_json_object, read_optional_json_object, send_json
+from gridlink.idempotency import run_creating_command
 from gridlink.openapi import GRID_SLUG, LINK_SLUG, Auth, Link, Operation, Reply, documented
 from gridlink.queries.links import list_grid_links, list_user_links, read_link
 from gridlink.queries.reader import Reader

@@ -7,8 +7,8 @@ from typing import Any
 
 import falcon
 
-from gridlink.commands.idempotency import IdempotencyKey
 from gridlink.errors import InvalidRequest
+from gridlink.idempotency import IdempotencyKey
 from gridlink.queries.pages import DEFAULT_LIMIT, MAX_LIMIT, PageRequest, unknown_cursor
 from gridlink.slugs import GRID_PREFIX, LINK_PREFIX, is_slug
 

@@ -6,9 +6,10 @@ from collections.abc import Callable
 
 import falcon
 
-from gridlink.commands.idempotency import Answer, Created
+from gridlink.commands.results import Created
 from gridlink.errors import NotFound
 from gridlink.http import send_json
+from gridlink.idempotency import Answer
 from gridlink.queries.reader import ReadSource
 
 READ_SOURCE_HEADER = "X-Gridlink-Read-Source"
@@ -26,7 +27,7 @@ def send_read(
 
 def created_at(collection: str) -> Callable[[Created], Answer]:
     """Answer a creation with 201 and the new object's ``Location`` under ``collection``."""
-    return lambda created: Answer(201, created.body, f"{collection}{created.slug}/")
+    return lambda created: Answer(201, created.document, f"{collection}{created.slug}/")
 
 
 def send_answer(resp: falcon.Response, answer: Answer) -> None:

@@ -10,14 +10,9 @@ import pytest
 from sqlalchemy import text
 
 from gridlink.app import create_app
+from gridlink.cache import TOKEN_CACHE_SECONDS
 from gridlink.cli import main
 from gridlink.errors import Unauthenticated
-from gridlink.queries.tokens import (
-    TOKEN_CACHE_SECONDS,
-    authenticate,
-    cache_token,
-    token_cache_key,
-)
 from gridlink.services import Services
 from gridlink.settings import Settings
 from gridlink.tokens import hash_token
@@ -27,7 +22,7 @@ from tests.support.queries import count_queries
 
 def forget_cached(services: Services, token: str) -> None:
     """Drop the token's cache entry, as its short lifetime would."""
-    services.redis.delete(token_cache_key(services, hash_token(token)))
+    services.redis.delete(services.token_cache.key(hash_token(token)))
 
 
 @pytest.fixture(scope="module")
@@ -109,18 +104,18 @@ def test_only_a_hash_of_the_token_is_stored(services, user):
 
 
 def test_a_cached_token_check_costs_no_database_query(services, user):
-    authenticate(services, user.token)
+    services.token_cache.authenticate(user.token)
     with count_queries(services.primary, *services.replicas) as counted:
-        principal = authenticate(services, user.token)
+        principal = services.token_cache.authenticate(user.token)
     assert counted.count == 0
     assert principal.username == user.username
 
 
 def test_a_token_just_issued_is_in_the_cache_before_the_answer(client, services, user):
     token = login(client, user.username, user.password).json["token"]
-    assert services.redis.exists(token_cache_key(services, hash_token(token)))
+    assert services.redis.exists(services.token_cache.key(hash_token(token)))
     with count_queries(services.primary, *services.replicas) as counted:
-        authenticate(services, token)
+        services.token_cache.authenticate(token)
     assert counted.count == 0
 
 
@@ -130,19 +125,19 @@ def test_a_cache_miss_reads_the_primary_never_a_lagging_replica(services, user):
         count_queries(services.primary) as on_primary,
         count_queries(*services.replicas) as on_replicas,
     ):
-        authenticate(services, user.token)
+        services.token_cache.authenticate(user.token)
     assert (on_primary.count, on_replicas.count) == (1, 0)
 
 
 def test_cache_entries_are_short_lived(client, services, user):
-    key = token_cache_key(services, hash_token(user.token))
+    key = services.token_cache.key(hash_token(user.token))
     assert 0 < services.redis.ttl(key) <= TOKEN_CACHE_SECONDS
     client.simulate_post("/api/auth/logout/", headers=user.headers)
     assert 0 < services.redis.ttl(key) <= TOKEN_CACHE_SECONDS
 
 
 def test_the_cache_holds_no_token_in_the_clear(services, user):
-    raw = services.redis.get(token_cache_key(services, hash_token(user.token)))
+    raw = services.redis.get(services.token_cache.key(hash_token(user.token)))
     assert raw is not None
     assert user.token.encode() not in raw
     assert not any(
@@ -153,20 +148,20 @@ def test_the_cache_holds_no_token_in_the_clear(services, user):
 
 def test_an_unknown_token_is_remembered_as_not_valid(services):
     with pytest.raises(Unauthenticated):
-        authenticate(services, "made-up-token-0123456789")
+        services.token_cache.authenticate("made-up-token-0123456789")
     with (
         count_queries(services.primary, *services.replicas) as counted,
         pytest.raises(Unauthenticated),
     ):
-        authenticate(services, "made-up-token-0123456789")
+        services.token_cache.authenticate("made-up-token-0123456789")
     assert counted.count == 0
 
 
 def test_a_late_write_through_never_undoes_a_revocation(client, services, user):
     # A promotion that read the token as live just before a logout writes last.
-    principal = authenticate(services, user.token)
+    principal = services.token_cache.authenticate(user.token)
     client.simulate_post("/api/auth/logout/", headers=user.headers)
-    cache_token(services, principal, datetime.now(UTC) + timedelta(days=1))
+    services.token_cache.store(principal, datetime.now(UTC) + timedelta(days=1))
     assert me_status(client, user.token) == 401
 
 
@@ -307,13 +302,13 @@ def cli_environment(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None
 def test_promote_and_demote_apply_at_once_to_tokens_in_use(
     client, services, user, cli_environment, capsys
 ):
-    assert authenticate(services, user.token).is_admin is False  # cached as not an admin
+    assert services.token_cache.authenticate(user.token).is_admin is False  # cached as not an admin
     assert main(["users", "promote", user.username.upper()]) == 0
     assert user.username in capsys.readouterr().out
-    assert authenticate(services, user.token).is_admin is True
+    assert services.token_cache.authenticate(user.token).is_admin is True
     assert client.simulate_get("/api/users/me/", headers=user.headers).json["is_admin"] is True
     assert main(["users", "demote", user.username]) == 0
-    assert authenticate(services, user.token).is_admin is False
+    assert services.token_cache.authenticate(user.token).is_admin is False
     assert client.simulate_get("/api/users/me/", headers=user.headers).json["is_admin"] is False
 
 

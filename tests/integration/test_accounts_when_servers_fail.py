@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from gridlink.queries.tokens import TOKEN_CACHE_SECONDS, authenticate, token_cache_key
+from gridlink.cache import TOKEN_CACHE_SECONDS
 from gridlink.services import Services
 from gridlink.tokens import hash_token
 from infra import cluster
@@ -64,7 +64,7 @@ def test_a_redis_back_with_old_data_never_vouches_for_a_revoked_token(
 ):
     user = sign_up(client)
     assert me_status(client, user.token) == 200  # cached as valid
-    old_entry = token_cache_key(services, hash_token(user.token))
+    old_entry = services.token_cache.key(hash_token(user.token))
     # Redis saves its data and stops; the logout happens while it is away.
     services.redis.shutdown(save=True)
     try:
@@ -77,7 +77,7 @@ def test_a_redis_back_with_old_data_never_vouches_for_a_revoked_token(
 
 
 def test_a_revocation_redis_did_not_hear_of_is_noticed_within_a_minute(client, services, user):
-    key = token_cache_key(services, hash_token(user.token))
+    key = services.token_cache.key(hash_token(user.token))
     stale_entry, stale_ms = services.redis.get(key), services.redis.pttl(key)
     assert 0 < stale_ms <= TOKEN_CACHE_SECONDS * 1000
     assert client.simulate_post("/api/auth/logout/", headers=user.headers).status_code == 204
@@ -102,9 +102,9 @@ def test_with_the_primary_down_tokens_still_authenticate_reads_and_writes_answer
         assert me.headers["X-Gridlink-Read-Source"] == "replica"
         assert me.json["username"] == user.username
         # A token check that misses the cache is answered by a replica.
-        services.redis.delete(token_cache_key(services, hash_token(user.token)))
+        services.redis.delete(services.token_cache.key(hash_token(user.token)))
         with count_queries(*services.replicas) as on_replicas:
-            assert authenticate(services, user.token).username == user.username
+            assert services.token_cache.authenticate(user.token).username == user.username
         assert on_replicas.count == 1
         for result in (
             client.simulate_post("/api/auth/logout/", headers=user.headers),

@@ -109,7 +109,8 @@ def test_seeded_profile_is_byte_for_byte_what_a_write_rebuilds(
     stored = scalar(
         services, "SELECT document FROM profile_documents WHERE user_id = :id", id=owner
     )
-    with UnitOfWork(services) as uow:  # never committed: the seeded row stays as it is
+    # Never committed: the seeded row stays as it is.
+    with UnitOfWork.from_services(services) as uow:
         rebuilt = refresh_profile(uow, owner)
     assert rebuilt.document == bytes(stored)
     assert b'"links":[{' in rebuilt.document

@@ -1,10 +1,12 @@
-"""Idempotency keys for creating POSTs, kept on the primary for 24 hours.
+"""Idempotency keys for creating POSTs: the first answer, kept on the primary for 24 hours.
 
-The stored answer is written in the same transaction as what it created, so
-either both exist or neither does: a replay can never find an answer for an
-object that was rolled back, nor create the object twice. A transaction-level
-advisory lock on (user, key) tells a concurrent duplicate that the first
-request is still running (409) instead of making it wait.
+A creating command returns what it created; the resource makes the HTTP
+answer of it (``answer_for``) and this module keeps that answer under the
+key, in the same transaction as what it created, so either both exist or
+neither does: a replay can never find an answer for an object that was
+rolled back, nor create the object twice. A transaction-level advisory lock
+on (user, key) tells a concurrent duplicate that the first request is still
+running (409) instead of making it wait.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import text
@@ -23,13 +25,7 @@ from gridlink.services import Services
 
 KEY_LIFETIME = "24 hours"
 
-
-@dataclass(frozen=True)
-class Created:
-    """What a creating command returns: the new object's slug and its JSON, ready to send."""
-
-    slug: str
-    body: bytes
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -84,15 +80,15 @@ def run_creating_command(
     services: Services,
     user_id: int,
     idempotency_key: IdempotencyKey | None,
-    create: Callable[[UnitOfWork], Created],
-    answer_for: Callable[[Created], Answer],
+    create: Callable[[UnitOfWork], T],
+    answer_for: Callable[[T], Answer],
 ) -> Answer:
     """Run ``create`` in one transaction, or replay its first answer for a repeated key.
 
     ``answer_for`` (the resource's) makes the HTTP answer of what was created;
     it is stored with the object, in the same transaction.
     """
-    with UnitOfWork(services) as uow:
+    with UnitOfWork.from_services(services) as uow:
         if idempotency_key is not None:
             stored = _claim(uow, user_id, idempotency_key)
             if stored is not None:
