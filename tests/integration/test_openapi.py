@@ -29,6 +29,18 @@ API_MD = next(
     PROJECT_ROOT.parent / "shared" / "API.md",
 )
 METHODS = ("get", "post", "patch", "put", "delete")
+# Endpoints API.md promises that open issues build: sign-in with an OpenID
+# Connect provider (issue 23).
+NOT_YET_SERVED = {
+    ("/api/auth/oidc", "GET"),
+    ("/api/auth/oidc/{name}", "POST"),
+    ("/api/auth/oidc/signup", "POST"),
+    ("/api/users/me/identities", "GET"),
+    ("/api/users/me/identities", "POST"),
+    ("/api/users/me/identities/{id}", "DELETE"),
+}
+# Sessions (issue 19).
+NOT_YET_SERVED |= {("/api/auth/sessions", "GET"), ("/api/auth/sessions/{id}", "DELETE")}
 
 
 @pytest.fixture(scope="module")
@@ -73,11 +85,14 @@ def test_the_document_covers_every_endpoint_of_api_md(document):
     if not API_MD.exists():
         pytest.skip(f"{API_MD} is not beside the checkout")
     rows = re.findall(r"^\| `(GET|POST|PATCH|DELETE) (/[^`?]*)", API_MD.read_text(), re.MULTILINE)
-    promised = {(re.sub(r"<(\w+)>", r"{\1}", path), method) for method, path in rows}
+    promised = {(re.sub(r"<(\w+)>", r"{\1}", path).rstrip("/"), method) for method, path in rows}
     assert len(promised) > 25
     # Every path is served with and without its trailing slash (API.md writes /admin/).
     documented = {(path.rstrip("/"), method) for path, method in document_operations(document)}
-    assert {(path.rstrip("/"), method) for path, method in promised} <= documented
+    assert promised - NOT_YET_SERVED <= documented
+    # Built, an endpoint leaves NOT_YET_SERVED: the list only shrinks.
+    assert promised >= NOT_YET_SERVED
+    assert not NOT_YET_SERVED & documented
 
 
 def test_a_route_without_a_description_stops_the_build(settings, services):
