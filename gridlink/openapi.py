@@ -25,6 +25,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields
 
+from gridlink.errors import MAX_BODY_BYTES, kib
 from gridlink.http import App
 from gridlink.queries.pages import DEFAULT_LIMIT, MAX_LIMIT
 from gridlink.schemas.base import HIDDEN_CHARACTERS, InputSchema, Timestamp, is_secret_field
@@ -351,7 +352,7 @@ def _errors(operation: Operation) -> dict[int, str]:
         errors[422] = "This Idempotency-Key was used with a different body."
     if operation.body is not None:
         errors[408] = "The body did not arrive within the server's deadline."
-        errors[413] = "The body is over 64 KiB."
+        errors[413] = f"The body is over {kib(MAX_BODY_BYTES)}."
         errors[415] = "The body is not application/json."
     # The server refuses these before the app sees the request, on any path.
     errors[414] = "The request line is too long."
