@@ -38,6 +38,15 @@ def take_slow_down() -> float:
 
 FieldErrors = dict[str, list[str]]
 
+# The largest request body the app reads (gridlink/http.py); answers and the
+# OpenAPI document write it with ``kib``.
+MAX_BODY_BYTES = 64 * 1024
+
+
+def kib(size_bytes: int) -> str:
+    """Write a size in KiB, as API.md does: ``kib(2048)`` is ``"2 KiB"``."""
+    return f"{size_bytes / 1024:g} KiB"
+
 
 class GridlinkError(Exception):
     """An error with an HTTP status and an API.md error type."""
@@ -84,6 +93,12 @@ class NotFound(GridlinkError):
     default_message = "Not found."
 
 
+class RequestTimeout(GridlinkError):
+    status = 408
+    type = "request_timeout"
+    default_message = "The request body did not arrive in time."
+
+
 class Conflict(GridlinkError):
     status = 409
     type = "conflict"
@@ -94,6 +109,18 @@ class LimitReached(GridlinkError):
     status = 409
     type = "limit_reached"
     default_message = "A limit has been reached."
+
+
+class PayloadTooLarge(GridlinkError):
+    status = 413
+    type = "payload_too_large"
+    default_message = f"The request body is larger than {kib(MAX_BODY_BYTES)}."
+
+
+class UnsupportedMediaType(GridlinkError):
+    status = 415
+    type = "unsupported_media_type"
+    default_message = "The request body must be application/json."
 
 
 class IdempotencyMismatch(GridlinkError):
@@ -138,8 +165,8 @@ _FALCON_TYPES = {
 _FALCON_MESSAGES = {
     404: "Not found.",
     405: "This method is not allowed here.",
-    413: "The request body is larger than 64 KiB.",
-    415: "The request body must be application/json.",
+    413: PayloadTooLarge.default_message,
+    415: UnsupportedMediaType.default_message,
 }
 
 

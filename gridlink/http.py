@@ -12,32 +12,19 @@ import falcon
 import falcon.media
 import orjson
 
-from gridlink.errors import GridlinkError, InvalidRequest
+from gridlink.errors import (
+    MAX_BODY_BYTES,
+    InvalidRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
 from gridlink.settings import UNIX_SOCKET_PEER, TrustedProxies
 
 # The WSGI app type, as every ``add_routes`` takes it.
 App: TypeAlias = "falcon.App[falcon.Request, falcon.Response]"
 
-MAX_BODY_BYTES = 64 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-
-
-class PayloadTooLarge(GridlinkError):
-    status = 413
-    type = "payload_too_large"
-    default_message = "The request body is larger than 64 KiB."
-
-
-class RequestTimeout(GridlinkError):
-    status = 408
-    type = "request_timeout"
-    default_message = "The request body did not arrive in time."
-
-
-class UnsupportedMediaType(GridlinkError):
-    status = 415
-    type = "unsupported_media_type"
-    default_message = "The request body must be application/json."
 
 
 def json_handlers() -> dict[str, falcon.media.BaseHandler]:
@@ -60,7 +47,7 @@ class RequestIdMiddleware:
 
 
 class BodySizeMiddleware:
-    """Refuse a body over 64 KiB from its Content-Length, before reading it."""
+    """Refuse a body over ``MAX_BODY_BYTES`` from its Content-Length, before reading it."""
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         if req.content_length is not None and req.content_length > MAX_BODY_BYTES:

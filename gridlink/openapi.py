@@ -1,10 +1,11 @@
 """The OpenAPI 3.1 document, built from the app's route table and marshmallow schemas.
 
 Every responder carries its own description (``@documented(Operation(...))``,
-right above the code it describes). ``build_document(app)`` walks the app's
-router and describes each route it serves from those descriptions, so a route
-without one fails the build, and nothing the app does not serve is listed.
-The errors each operation can answer
+right above the code it describes) and what it requires of its caller
+(``@authenticate(Auth...)``, gridlink/auth.py, which also enforces it).
+``build_document(app)`` walks the app's router and describes each route it
+serves from those, so a route without a description fails the build, and
+nothing the app does not serve is listed. The errors each operation can answer
 follow from what it takes: a body (400, 408, 413, 415), a token (401), an
 Idempotency-Key (409, 422), a database (503); any request may be refused
 before the app sees it (414, 431).
@@ -16,7 +17,6 @@ import inspect
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any, TypeVar
 
 import falcon
@@ -25,6 +25,8 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields
 
+from gridlink.auth import Auth, required_auth
+from gridlink.errors import MAX_BODY_BYTES, kib
 from gridlink.http import App
 from gridlink.queries.pages import DEFAULT_LIMIT, MAX_LIMIT
 from gridlink.schemas.base import HIDDEN_CHARACTERS, InputSchema, Timestamp, is_secret_field
@@ -34,16 +36,6 @@ from gridlink.slugs import GRID_PREFIX, LINK_PREFIX, USERNAME_JSON_PATTERN, slug
 Responder = TypeVar("Responder", bound=Callable[..., None])
 
 _ATTRIBUTE = "openapi_operation"
-
-
-class Auth(Enum):
-    """Whether an operation needs a token (``Authorization: Token <token>``)."""
-
-    ANYONE = "anyone"
-    # Public, and a token (if sent) makes the read see the caller's own writes.
-    OPTIONAL = "optional"
-    REQUIRED = "required"
-    ADMIN = "admin"
 
 
 @dataclass(frozen=True)
@@ -76,7 +68,6 @@ class Operation:
     summary: str
     replies: tuple[Reply, ...]
     tag: str
-    auth: Auth = Auth.ANYONE
     body: type[Schema] | None = None
     body_required: bool = True
     # The route's {fields}, each with its JSON schema and meaning.
@@ -151,6 +142,9 @@ HEADERS: dict[str, dict[str, Any]] = {
     },
 }
 
+# The 403 of every admin-only operation, as the document words it.
+NOT_AN_ADMIN = "The caller is not an administrator."
+
 _ERROR_HEADERS = {401: ("WWW-Authenticate",), 429: ("Retry-After",), 503: ("Retry-After",)}
 
 _PAGE_PARAMETERS: tuple[dict[str, Any], ...] = (
@@ -210,9 +204,9 @@ def documented_path(uri_template: str) -> str:
     return uri_template
 
 
-def operations_of(app: App) -> dict[tuple[str, str], Operation]:
-    """Map each served ``(uri_template, method)`` to its description."""
-    described: dict[tuple[str, str], Operation] = {}
+def operations_of(app: App) -> dict[tuple[str, str], tuple[Operation, Auth]]:
+    """Map each served ``(uri_template, method)`` to its description and what it requires."""
+    described: dict[tuple[str, str], tuple[Operation, Auth]] = {}
     for uri_template, method, responder in served_routes(app):
         operation = getattr(responder, _ATTRIBUTE, None)
         if operation is None:
@@ -220,7 +214,7 @@ def operations_of(app: App) -> dict[tuple[str, str], Operation]:
                 f"{method} {uri_template} has no OpenAPI description: "
                 "decorate its responder with @documented(Operation(...))"
             )
-        described[(uri_template, method)] = operation
+        described[(uri_template, method)] = (operation, required_auth(responder))
     return described
 
 
@@ -257,9 +251,9 @@ def build_document(app: App) -> dict[str, Any]:
         spec.tag({"name": tag, "description": description})
     spec.components.schema("Error", schema=ErrorOut)
     by_path: dict[str, dict[str, Any]] = {}
-    for (uri_template, method), operation in sorted(operations_of(app).items()):
+    for (uri_template, method), (operation, auth) in sorted(operations_of(app).items()):
         path = documented_path(uri_template)
-        rendered = _render_operation(uri_template, operation)
+        rendered = _render_operation(uri_template, operation, auth)
         by_path.setdefault(path, {})[method.lower()] = rendered
     for path, operations in by_path.items():
         spec.path(path=path, operations=operations)
@@ -286,7 +280,7 @@ def _schema_name(schema: type[Schema] | Schema) -> str:
     return schema_class.__name__.removesuffix("Out")
 
 
-def _render_operation(uri_template: str, operation: Operation) -> dict[str, Any]:
+def _render_operation(uri_template: str, operation: Operation, auth: Auth) -> dict[str, Any]:
     rendered: dict[str, Any] = {
         "operationId": operation.operation_id,
         "summary": operation.summary,
@@ -294,12 +288,15 @@ def _render_operation(uri_template: str, operation: Operation) -> dict[str, Any]
         "parameters": _parameters(uri_template, operation),
         "responses": {
             **{str(reply.status): _reply(reply) for reply in operation.replies},
-            **{str(status): _error(status, when) for status, when in _errors(operation).items()},
+            **{
+                str(status): _error(status, when)
+                for status, when in _errors(operation, auth).items()
+            },
         },
     }
-    if operation.auth in (Auth.REQUIRED, Auth.ADMIN):
+    if auth in (Auth.REQUIRED, Auth.ADMIN):
         rendered["security"] = [{"token": []}]
-    elif operation.auth is Auth.OPTIONAL:
+    elif auth is Auth.OPTIONAL:
         rendered["security"] = [{}, {"token": []}]
     if operation.body is not None:
         rendered["requestBody"] = {
@@ -332,7 +329,7 @@ def _parameters(uri_template: str, operation: Operation) -> list[Mapping[str, An
     return parameters
 
 
-def _errors(operation: Operation) -> dict[int, str]:
+def _errors(operation: Operation, auth: Auth) -> dict[int, str]:
     """The error answers an operation can give: those its inputs imply, then its own."""
     errors: dict[int, str] = {}
     if operation.body is not None or operation.query or operation.paged or operation.creates:
@@ -340,18 +337,18 @@ def _errors(operation: Operation) -> dict[int, str]:
             "Invalid: bad JSON, a field that fails validation or is unknown (named in "
             "`fields`), or a bad query parameter or header."
         )
-    if operation.auth in (Auth.REQUIRED, Auth.ADMIN):
+    if auth in (Auth.REQUIRED, Auth.ADMIN):
         errors[401] = "No token, or not a live one."
     else:
         errors[401] = "An Authorization header was sent but it names no live token."
-    if operation.auth is Auth.ADMIN:
-        errors[403] = "The caller is not an administrator."
+    if auth is Auth.ADMIN:
+        errors[403] = NOT_AN_ADMIN
     if operation.creates:
         errors[409] = "A request with this Idempotency-Key is still running."
         errors[422] = "This Idempotency-Key was used with a different body."
     if operation.body is not None:
         errors[408] = "The body did not arrive within the server's deadline."
-        errors[413] = "The body is over 64 KiB."
+        errors[413] = f"The body is over {kib(MAX_BODY_BYTES)}."
         errors[415] = "The body is not application/json."
     # The server refuses these before the app sees the request, on any path.
     errors[414] = "The request line is too long."

@@ -6,7 +6,7 @@ from functools import partial
 
 import falcon
 
-from gridlink.auth import require_principal
+from gridlink.auth import Auth, authenticate
 from gridlink.commands import accounts, passwords, sessions
 from gridlink.commands.unit_of_work import run_command
 from gridlink.http import (
@@ -16,7 +16,7 @@ from gridlink.http import (
     read_optional_json_object,
     send_object,
 )
-from gridlink.openapi import Auth, Link, Operation, Reply, documented
+from gridlink.openapi import Link, Operation, Reply, documented
 from gridlink.queries.accounts import read_me
 from gridlink.queries.reader import Reader
 from gridlink.resources.responses import READ_SOURCE_HEADER
@@ -34,6 +34,7 @@ from gridlink.schemas.accounts import (
 )
 from gridlink.schemas.base import NoBodyIn, load
 from gridlink.services import Services
+from gridlink.tokens import Principal
 
 
 def send_signed_in(resp: falcon.Response, signed_in: sessions.SignedIn, status: int) -> None:
@@ -53,7 +54,6 @@ def _revoking(operation_id: str, summary: str) -> Operation:
         summary,
         (Reply(204, "Revoked."),),
         tag=_TAG,
-        auth=Auth.REQUIRED,
         body=NoBodyIn,
         body_required=False,
     )
@@ -133,8 +133,8 @@ class Login(_AccountsResource):
 
 class Logout(_AccountsResource):
     @documented(_revoking("logOut", "Revoke this token, at once in every server process."))
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        principal = require_principal(req)
+    @authenticate(Auth.REQUIRED)
+    def on_post(self, req: falcon.Request, resp: falcon.Response, principal: Principal) -> None:
         load(NoBodyIn(), read_optional_json_object(req))
         run_command(self._services, partial(sessions.log_out, principal=principal))
         resp.status = falcon.HTTP_204
@@ -142,8 +142,8 @@ class Logout(_AccountsResource):
 
 class LogoutEverywhere(_AccountsResource):
     @documented(_revoking("logOutEverywhere", "Revoke every token of the caller."))
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        principal = require_principal(req)
+    @authenticate(Auth.REQUIRED)
+    def on_post(self, req: falcon.Request, resp: falcon.Response, principal: Principal) -> None:
         load(NoBodyIn(), read_optional_json_object(req))
         run_command(self._services, partial(sessions.log_out_everywhere, principal=principal))
         resp.status = falcon.HTTP_204
@@ -156,13 +156,12 @@ class PasswordChange(_AccountsResource):
             "Change the password; every other token and every mailed token is revoked.",
             (Reply(204, "Changed."),),
             tag=_TAG,
-            auth=Auth.REQUIRED,
             body=PasswordChangeIn,
             errors={400: "The current password is not correct.", 429: _THROTTLED},
         )
     )
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        principal = require_principal(req)
+    @authenticate(Auth.REQUIRED)
+    def on_post(self, req: falcon.Request, resp: falcon.Response, principal: Principal) -> None:
         body = load(PasswordChangeIn(), read_json_object(req))
         run_command(self._services, partial(passwords.change_password, principal=principal, **body))
         resp.status = falcon.HTTP_204
@@ -218,11 +217,10 @@ class Me(_AccountsResource):
             "The caller's own account.",
             (Reply(200, "The account.", MeOut, headers=("X-Gridlink-Read-Source",)),),
             tag=_TAG,
-            auth=Auth.REQUIRED,
         )
     )
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        principal = require_principal(req)
+    @authenticate(Auth.REQUIRED)
+    def on_get(self, req: falcon.Request, resp: falcon.Response, principal: Principal) -> None:
         me, source = self._reader.read(principal, partial(read_me, user_id=principal.user_id))
         resp.set_header(READ_SOURCE_HEADER, source.name)
         send_object(resp, MeOut().dump(me))
@@ -235,7 +233,6 @@ class Me(_AccountsResource):
             "the old one is told).",
             (Reply(200, "The account (with its email unchanged until confirmed).", MeOut),),
             tag=_TAG,
-            auth=Auth.REQUIRED,
             body=MeUpdateIn,
             errors={
                 400: "`current_password` is missing or not correct for an email change.",
@@ -244,8 +241,8 @@ class Me(_AccountsResource):
             },
         )
     )
-    def on_patch(self, req: falcon.Request, resp: falcon.Response) -> None:
-        principal = require_principal(req)
+    @authenticate(Auth.REQUIRED)
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, principal: Principal) -> None:
         body = load(MeUpdateIn(), read_json_object(req))
         user = run_command(
             self._services, partial(accounts.update_me, principal=principal, changes=body)
@@ -258,13 +255,12 @@ class Me(_AccountsResource):
             "Delete the account with its grids and links; its profile is gone at once.",
             (Reply(204, "Deleted."),),
             tag=_TAG,
-            auth=Auth.REQUIRED,
             body=AccountDeleteIn,
             errors={400: "The password is not correct.", 429: _THROTTLED},
         )
     )
-    def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
-        principal = require_principal(req)
+    @authenticate(Auth.REQUIRED)
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, principal: Principal) -> None:
         body = load(AccountDeleteIn(), read_optional_json_object(req))
         run_command(self._services, partial(accounts.delete_account, principal=principal, **body))
         resp.status = falcon.HTTP_204
@@ -277,7 +273,6 @@ class EmailConfirm(_AccountsResource):
             "Switch the caller's email to the new one, with the token mailed to it.",
             (Reply(200, "The account, with its new email.", MeOut),),
             tag=_TAG,
-            auth=Auth.REQUIRED,
             body=EmailConfirmIn,
             errors={
                 400: "The token is unknown, another account's, used or expired.",
@@ -285,8 +280,8 @@ class EmailConfirm(_AccountsResource):
             },
         )
     )
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        principal = require_principal(req)
+    @authenticate(Auth.REQUIRED)
+    def on_post(self, req: falcon.Request, resp: falcon.Response, principal: Principal) -> None:
         body = load(EmailConfirmIn(), read_json_object(req))
         user = run_command(
             self._services, partial(accounts.confirm_email_change, principal=principal, **body)

@@ -6,12 +6,12 @@ from functools import partial
 
 import falcon
 
-from gridlink.auth import require_principal
+from gridlink.auth import Auth, authenticate
 from gridlink.commands.grids import create_grid, rename_grid, soft_delete_grid
 from gridlink.commands.unit_of_work import run_command
 from gridlink.http import App, read_json_object, read_optional_json_object, send_json
 from gridlink.idempotency import run_creating_command
-from gridlink.openapi import GRID_SLUG, Auth, Link, Operation, Reply, documented
+from gridlink.openapi import GRID_SLUG, Link, Operation, Reply, documented
 from gridlink.queries.grids import list_grids, read_grid
 from gridlink.queries.reader import Reader
 from gridlink.resources.params import idempotency_key, page_request
@@ -19,6 +19,7 @@ from gridlink.resources.responses import created_at, send_answer, send_read
 from gridlink.schemas.base import NoBodyIn, load
 from gridlink.schemas.grids import GridIn, GridList, GridOut, GridPatch
 from gridlink.services import Services
+from gridlink.tokens import Principal
 
 _TAG = "grids"
 _BY_SLUG = {"slug": "$response.body#/slug"}
@@ -36,12 +37,11 @@ class Grids:
             "The caller's grids, in creation order.",
             (Reply(200, "A page of grids.", GridList, headers=("X-Gridlink-Read-Source",)),),
             tag=_TAG,
-            auth=Auth.REQUIRED,
             paged=True,
         )
     )
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        principal = require_principal(req)
+    @authenticate(Auth.REQUIRED)
+    def on_get(self, req: falcon.Request, resp: falcon.Response, principal: Principal) -> None:
         page = page_request(req)
         body, source = self._reader.read(
             principal, partial(list_grids, user_id=principal.user_id, page=page)
@@ -74,14 +74,13 @@ class Grids:
                 ),
             ),
             tag=_TAG,
-            auth=Auth.REQUIRED,
             body=GridIn,
             creates=True,
             errors={409: "The caller has as many grids as allowed (`limit_reached`)."},
         )
     )
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        principal = require_principal(req)
+    @authenticate(Auth.REQUIRED)
+    def on_post(self, req: falcon.Request, resp: falcon.Response, principal: Principal) -> None:
         body = read_json_object(req)
         fields = load(GridIn(), body)
         answer = run_creating_command(
@@ -99,13 +98,15 @@ class Grids:
             "One grid with its live links.",
             (Reply(200, "The grid.", GridOut, headers=("X-Gridlink-Read-Source",)),),
             tag=_TAG,
-            auth=Auth.OPTIONAL,
             path={"slug": GRID_SLUG},
             errors={404: "No such grid."},
         )
     )
-    def on_get_item(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
-        body, source = self._reader.read(req.context.principal, partial(read_grid, slug=slug))
+    @authenticate(Auth.OPTIONAL)
+    def on_get_item(
+        self, req: falcon.Request, resp: falcon.Response, slug: str, principal: Principal | None
+    ) -> None:
+        body, source = self._reader.read(principal, partial(read_grid, slug=slug))
         send_read(resp, body, source, "No such grid.")
 
     @documented(
@@ -114,14 +115,15 @@ class Grids:
             "Change a grid's title.",
             (Reply(200, "The grid.", GridOut),),
             tag=_TAG,
-            auth=Auth.REQUIRED,
             path={"slug": GRID_SLUG},
             body=GridPatch,
             errors=_NOT_OWNER,
         )
     )
-    def on_patch_item(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
-        principal = require_principal(req)
+    @authenticate(Auth.REQUIRED)
+    def on_patch_item(
+        self, req: falcon.Request, resp: falcon.Response, slug: str, principal: Principal
+    ) -> None:
         fields = load(GridPatch(), read_json_object(req))
         body = run_command(
             self._services,
@@ -135,13 +137,14 @@ class Grids:
             "Delete a grid and its links (soft delete: gone from every read).",
             (Reply(204, "Deleted."),),
             tag=_TAG,
-            auth=Auth.REQUIRED,
             path={"slug": GRID_SLUG},
             errors=_NOT_OWNER,
         )
     )
-    def on_delete_item(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
-        principal = require_principal(req)
+    @authenticate(Auth.REQUIRED)
+    def on_delete_item(
+        self, req: falcon.Request, resp: falcon.Response, slug: str, principal: Principal
+    ) -> None:
         # A DELETE takes no fields: one sent is refused like on every other endpoint.
         load(NoBodyIn(), read_optional_json_object(req))
         run_command(self._services, partial(soft_delete_grid, user_id=principal.user_id, slug=slug))

@@ -6,12 +6,13 @@ from functools import partial
 
 import falcon
 
-from gridlink.auth import require_principal
+from gridlink.auth import Auth, authenticate
 from gridlink.commands.links import change_link, create_link, soft_delete_link
 from gridlink.commands.unit_of_work import run_command
+from gridlink.errors import Unauthenticated
 from gridlink.http import App, read_json_object, read_optional_json_object, send_json
 from gridlink.idempotency import run_creating_command
-from gridlink.openapi import GRID_SLUG, LINK_SLUG, Auth, Link, Operation, Reply, documented
+from gridlink.openapi import GRID_SLUG, LINK_SLUG, Link, Operation, Reply, documented
 from gridlink.queries.links import list_grid_links, list_user_links, read_link
 from gridlink.queries.reader import Reader
 from gridlink.resources.params import idempotency_key, page_request
@@ -43,22 +44,24 @@ class Links:
             "A grid's links (public), or the caller's links across all grids.",
             (Reply(200, "A page of links.", LinkList, headers=("X-Gridlink-Read-Source",)),),
             tag=_TAG,
-            auth=Auth.OPTIONAL,
             query=(_GRID_FILTER,),
             paged=True,
             errors={401: "No `grid` and no token.", 404: "No such grid."},
         )
     )
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    @authenticate(Auth.OPTIONAL)
+    def on_get(
+        self, req: falcon.Request, resp: falcon.Response, principal: Principal | None
+    ) -> None:
         """``?grid=<slug>``: that grid's links, for anyone; without it: the caller's links."""
         page = page_request(req)
         grid = req.get_param("grid")
-        principal: Principal | None
         if grid is not None:
-            principal = req.context.principal
             query = partial(list_grid_links, grid_slug=grid, page=page)
+        elif principal is None:
+            # Checked after the page parameters: a bad one is a 400 with or without a token.
+            raise Unauthenticated()
         else:
-            principal = require_principal(req)
             query = partial(list_user_links, user_id=principal.user_id, page=page)
         body, source = self._reader.read(principal, query)
         send_read(resp, body, source)
@@ -82,7 +85,6 @@ class Links:
                 ),
             ),
             tag=_TAG,
-            auth=Auth.REQUIRED,
             body=LinkIn,
             creates=True,
             errors={
@@ -92,8 +94,8 @@ class Links:
             },
         )
     )
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        principal = require_principal(req)
+    @authenticate(Auth.REQUIRED)
+    def on_post(self, req: falcon.Request, resp: falcon.Response, principal: Principal) -> None:
         body = read_json_object(req)
         fields = load(LinkIn(), body)
         answer = run_creating_command(
@@ -111,13 +113,15 @@ class Links:
             "One link.",
             (Reply(200, "The link.", LinkOut, headers=("X-Gridlink-Read-Source",)),),
             tag=_TAG,
-            auth=Auth.OPTIONAL,
             path={"slug": LINK_SLUG},
             errors={404: "No such link."},
         )
     )
-    def on_get_item(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
-        body, source = self._reader.read(req.context.principal, partial(read_link, slug=slug))
+    @authenticate(Auth.OPTIONAL)
+    def on_get_item(
+        self, req: falcon.Request, resp: falcon.Response, slug: str, principal: Principal | None
+    ) -> None:
+        body, source = self._reader.read(principal, partial(read_link, slug=slug))
         send_read(resp, body, source, "No such link.")
 
     @documented(
@@ -126,14 +130,15 @@ class Links:
             "Change any field of a link but its slug; `grid` moves it to another of the caller's.",
             (Reply(200, "The link.", LinkOut),),
             tag=_TAG,
-            auth=Auth.REQUIRED,
             path={"slug": LINK_SLUG},
             body=LinkPatch,
             errors=_NOT_OWNER,
         )
     )
-    def on_patch_item(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
-        principal = require_principal(req)
+    @authenticate(Auth.REQUIRED)
+    def on_patch_item(
+        self, req: falcon.Request, resp: falcon.Response, slug: str, principal: Principal
+    ) -> None:
         changes = load(LinkPatch(), read_json_object(req))
         body = run_command(
             self._services,
@@ -147,13 +152,14 @@ class Links:
             "Delete a link (soft delete: gone from every read).",
             (Reply(204, "Deleted."),),
             tag=_TAG,
-            auth=Auth.REQUIRED,
             path={"slug": LINK_SLUG},
             errors=_NOT_OWNER,
         )
     )
-    def on_delete_item(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
-        principal = require_principal(req)
+    @authenticate(Auth.REQUIRED)
+    def on_delete_item(
+        self, req: falcon.Request, resp: falcon.Response, slug: str, principal: Principal
+    ) -> None:
         # A DELETE takes no fields: one sent is refused like on every other endpoint.
         load(NoBodyIn(), read_optional_json_object(req))
         run_command(self._services, partial(soft_delete_link, user_id=principal.user_id, slug=slug))

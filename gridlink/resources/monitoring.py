@@ -9,17 +9,18 @@ from typing import Any
 
 import falcon
 
-from gridlink.auth import require_admin
+from gridlink.auth import Auth, authenticate
 from gridlink.cache.stream import StreamReport, report_stream
 from gridlink.http import App, send_object
 from gridlink.logs import utc_timestamp
 from gridlink.metrics import CONTENT_TYPE, current_snapshot, render
-from gridlink.openapi import Auth, Operation, Reply, documented
+from gridlink.openapi import Operation, Reply, documented
 from gridlink.routing.policy import ServerStatus
 from gridlink.routing.router import Failover, RouterSnapshot
 from gridlink.schemas.operations import ReplicasOut
 from gridlink.security import content_security_policy, inline_source
 from gridlink.services import Services
+from gridlink.tokens import Principal
 
 _TAG = "operations"
 
@@ -81,11 +82,10 @@ class Metrics:
             "Prometheus metrics: requests by route and status, cache, read sources, replica lag.",
             (Reply(200, "The metrics, in Prometheus text format.", media_type=CONTENT_TYPE),),
             tag=_TAG,
-            auth=Auth.ADMIN,
         )
     )
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        require_admin(req)
+    @authenticate(Auth.ADMIN)
+    def on_get(self, req: falcon.Request, resp: falcon.Response, principal: Principal) -> None:
         resp.content_type = CONTENT_TYPE
         services = self._services
         resp.data = render(
@@ -105,11 +105,10 @@ class AdminReplicas:
             "The replica router's view of the primary and each replica; the change stream's lag.",
             (Reply(200, "The view.", ReplicasOut),),
             tag=_TAG,
-            auth=Auth.ADMIN,
         )
     )
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        require_admin(req)
+    @authenticate(Auth.ADMIN)
+    def on_get(self, req: falcon.Request, resp: falcon.Response, principal: Principal) -> None:
         services = self._services
         stream = report_stream(services.primary, services.cache)
         send_object(resp, replicas_document(current_snapshot(services.router), stream))

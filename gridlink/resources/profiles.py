@@ -17,10 +17,11 @@ from typing import Any
 import falcon
 from falcon.request_helpers import _parse_etags  # what req.if_none_match parses with
 
+from gridlink.auth import Auth, authenticate
 from gridlink.errors import NotFound, error_body
 from gridlink.http import App, request_id
 from gridlink.observability import RequestObserver
-from gridlink.openapi import USERNAME, Auth, Operation, Reply, documented
+from gridlink.openapi import USERNAME, Operation, Reply, documented
 from gridlink.queries.profiles import Profiles, StoredProfile
 from gridlink.queries.reader import Reader, ReadSource
 from gridlink.resources.responses import READ_SOURCE_HEADER, send_read
@@ -28,6 +29,7 @@ from gridlink.schemas.profiles import ProfileOut
 from gridlink.security import SECURITY_HEADERS, BrowserHeadersMiddleware, cache_control_for
 from gridlink.services import Services
 from gridlink.slugs import USERNAME_PATTERN, is_username
+from gridlink.tokens import Principal
 
 ROUTE = "/api/users/{username}"
 NO_SUCH_USER = "No such user."
@@ -51,18 +53,24 @@ class Profile:
                 Reply(304, "If-None-Match names the current ETag.", headers=("ETag",)),
             ),
             tag="profiles",
-            auth=Auth.OPTIONAL,
             path={"username": USERNAME},
             conditional=True,
             errors={404: "No such user."},
         )
     )
-    def on_get(self, req: falcon.Request, resp: falcon.Response, username: str) -> None:
+    @authenticate(Auth.OPTIONAL)
+    def on_get(
+        self,
+        req: falcon.Request,
+        resp: falcon.Response,
+        username: str,
+        principal: Principal | None,
+    ) -> None:
         if not is_username(username):
             # No account has this name: nothing to look up. Checked before the
             # cache too, whose keys are case-folded ("\u212aarl" folds to "karl").
             raise NotFound(NO_SUCH_USER)
-        stored, source = self._profiles.find(username, req.context.principal)
+        stored, source = self._profiles.find(username, principal)
         if stored is not None:
             resp.etag = str(stored.version)
             if matches(req.if_none_match, stored.version):
