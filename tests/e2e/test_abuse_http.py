@@ -11,7 +11,6 @@ import runpy
 import secrets
 import socket
 import threading
-import time
 from collections.abc import Iterator
 
 import falcon.testing
@@ -24,6 +23,8 @@ from infra.workers import REQUEST_READ_SECONDS
 from tests.support.abuse import assert_clean_error
 from tests.support.api import ApiUser, sign_up
 from tests.support.servers import Reply, fetch, raw_exchange, server_environment, serving
+from tests.support.sockets import read_by_server
+from tests.support.waiting import wait_for
 
 ALLOWED_ORIGIN = "https://app.example"
 THREADS = int(runpy.run_path(str(GUNICORN_CONF))["threads"])
@@ -189,6 +190,20 @@ def trickle_headers(address: str) -> Trickler:
     return Trickler(address, b"GET /healthz HTTP/1.1\r\nHost: x\r\n", b"X-A: b\r\n")
 
 
+def wait_until_each_has_a_thread(address: str, tricklers: list[Trickler]) -> None:
+    """Wait until the server has read what each trickler sent: a thread reads its headers.
+
+    gthread hands a connection to a thread once bytes arrive, and the thread
+    then reads until the headers end (never, here) or the read deadline.
+    """
+    port = int(address.rsplit(":", 1)[1])
+    wait_for(
+        lambda: all(read_by_server(port, trickler.connection) for trickler in tricklers),
+        REQUEST_READ_SECONDS / 2,
+        "a thread reading each trickler",
+    )
+
+
 def profile_status(address: str, username: str, timeout: float) -> int:
     return fetch(address, "GET", f"/api/users/{username}/", timeout=timeout).status
 
@@ -197,7 +212,7 @@ def test_with_all_but_one_thread_held_by_slow_clients_requests_are_served(
     server, author, tricklers
 ):
     tricklers.extend(trickle_headers(server) for _ in range(THREADS - 1))
-    time.sleep(1)  # every trickler has its thread
+    wait_until_each_has_a_thread(server, tricklers)
     for _ in range(3):
         assert profile_status(server, author.username, timeout=5) == 200
 
@@ -208,7 +223,7 @@ def test_slow_clients_holding_every_thread_are_cut_off_and_requests_served_again
     # Without a read deadline these would hold every thread for as long as they like,
     # and the profile read below would never be answered.
     tricklers.extend(trickle_headers(server) for _ in range(THREADS))
-    time.sleep(1)
+    wait_until_each_has_a_thread(server, tricklers)
     assert profile_status(server, author.username, timeout=REQUEST_READ_SECONDS + 20) == 200
     for trickler in tricklers:
         assert trickler.read_answer() == b""  # closed, no answer: the request never came whole

@@ -26,12 +26,14 @@ from gridlink.cache import TIMEOUT_COOL_OFF_SECONDS, CachedProfile, ProfileCache
 from tests.support.faults import (
     SOURCE,
     Account,
+    Attempt,
     FaultRig,
     Traffic,
     assert_cache_settles_on_newest,
     assert_nothing_lost_nothing_doubled,
     assert_recovered_in_place,
     assert_settles_on_newest,
+    attempt,
     broken,
     fault_rig,
     improper_answers,
@@ -73,6 +75,29 @@ def accounts(rig: FaultRig) -> list[Account]:
     return [open_account(rig.address) for _ in range(WRITERS)]
 
 
+# Every kind of read the traffic makes: a profile and a grid, anonymous and with a token.
+EVERY_READ = {"users", "grids", "users:token", "grids:token"}
+
+
+def read_kinds(attempts: list[Attempt]) -> set[str]:
+    """Name the kinds of read in ``attempts``: "users", "grids", "users:token", "grids:token"."""
+    reads = [a for a in attempts if not a.is_write]
+    return {a.path.split("/")[2] + (":token" if a.token else "") for a in reads}
+
+
+def met_the_outage(answered: list[Attempt]) -> bool:
+    """Tell whether ``answered`` holds a write (refused) and every kind of read."""
+    return any(a.is_write for a in answered) and read_kinds(answered) >= EVERY_READ
+
+
+def anonymous_grid_reads_from_the_primary(traffic: Traffic, since: float) -> list[Attempt]:
+    return [
+        a
+        for a in traffic.answered_since(since)
+        if read_kinds([a]) == {"grids"} and a.reply and a.reply.headers.get(SOURCE) == "primary"
+    ]
+
+
 # --- a worker killed ----------------------------------------------------------------------------
 
 
@@ -82,12 +107,12 @@ def test_a_worker_killed_in_mid_write_loses_no_acknowledged_write_and_is_replace
     workers = rig.server.worker_pids()
     assert len(workers) == 2
     with Traffic(rig.address, accounts) as traffic:
-        time.sleep(0.5)
+        traffic.wait_for_answers(since=0)
         killed = kill_worker_in_mid_write(rig, accounts[0])
         killed_at = time.monotonic()
         # gunicorn's master replaces it; nobody intervenes.
         wait_for(lambda: len(rig.server.worker_pids()) == 2, 15, "a new worker")
-        time.sleep(0.5)
+        traffic.wait_for_answers(since=time.monotonic())
     assert killed not in rig.server.worker_pids()
 
     cut_off = broken(traffic.attempts)
@@ -120,10 +145,14 @@ def test_with_the_primary_stopped_writes_answer_503_reads_go_on_and_writes_come_
 ) -> None:
     workers = rig.server.worker_pids()
     with Traffic(rig.address, accounts) as traffic:
-        time.sleep(0.5)
+        traffic.wait_for_answers(since=0)
         with stopped(rig.layout, "primary"):
             down_at = time.monotonic()
-            time.sleep(2)
+            wait_for(
+                lambda: met_the_outage(traffic.answered_since(down_at)),
+                30,
+                "a write refused and every kind of read answered while the primary is down",
+            )
             restarting_at = time.monotonic()
         up_at = time.monotonic()
         # Without restarting anything: the pools reconnect on their own.
@@ -140,8 +169,7 @@ def test_with_the_primary_stopped_writes_answer_503_reads_go_on_and_writes_come_
     assert refused, "no write was tried while the primary was down"
     not_refused = [a.describe() for a in refused if a.reply is None or not is_unavailable(a.reply)]
     assert not not_refused
-    read_paths = {a.path.split("/")[2] + (":token" if a.token else "") for a in while_down}
-    assert {"users", "grids", "users:token", "grids:token"} <= read_paths, read_paths
+    assert read_kinds(while_down) >= EVERY_READ, read_kinds(while_down)
     assert all(a.status == 200 for a in while_down if not a.is_write)
 
     retried = retry_unacknowledged(rig.address, traffic.writes)
@@ -171,8 +199,11 @@ def test_a_worker_started_while_the_primary_is_down_serves_reads_at_once(
 # --- Redis lost ---------------------------------------------------------------------------------
 
 
-def lose_redis(rig: FaultRig, how: str, during: list[Account]) -> None:
-    """Take Redis away ``how``, renaming each account's first grid while it is away."""
+def lose_redis(rig: FaultRig, how: str, during: list[Account], traffic: Traffic) -> None:
+    """Take Redis away ``how``, renaming each account's first grid while it is away.
+
+    A stopped Redis stays away until ``traffic`` has met it, before and after the renames.
+    """
     if how == "flushed":
         with redis_client(rig.settings) as client:
             client.flushall()
@@ -186,9 +217,9 @@ def lose_redis(rig: FaultRig, how: str, during: list[Account]) -> None:
         with redis_client(rig.settings) as client:
             client.save()  # the restart loads this dump.rdb: profiles as they were
     with stopped(rig.layout, "redis"):
-        time.sleep(0.5)
+        traffic.wait_for_answers(since=time.monotonic())
         rename_first_grids(rig, during, f"while redis was {how}")
-        time.sleep(0.5)
+        traffic.wait_for_answers(since=time.monotonic())
 
 
 def rename_first_grids(rig: FaultRig, accounts: list[Account], title: str) -> None:
@@ -210,9 +241,9 @@ def test_redis_lost_costs_no_5xx_and_leaves_no_stale_profile_behind(
     for account in accounts + quiet:  # each profile is in the cache before the fault
         profile_versions(rig.address, account, 1)
     with Traffic(rig.address, accounts) as traffic:
-        time.sleep(0.5)
-        lose_redis(rig, how, quiet)
-        time.sleep(1)
+        traffic.wait_for_answers(since=0)
+        lose_redis(rig, how, quiet, traffic)
+        traffic.wait_for_answers(since=time.monotonic())
 
     assert not improper_answers(traffic.attempts, writes_may_503=False)
     assert not [a.describe() for a in broken(traffic.attempts)]
@@ -304,9 +335,18 @@ def test_a_stopped_replica_costs_no_failed_read_and_serves_again_on_its_return(
     workers = rig.server.worker_pids()
     wait_for(lambda: replica_serves(rig, accounts[0]), 15, "replica1 in rotation")
     with Traffic(rig.address, accounts) as traffic:
-        time.sleep(0.5)
+        traffic.wait_for_answers(since=0)
         with stopped(rig.layout, "replica1"):
-            time.sleep(2.5)
+            stopped_at = time.monotonic()
+            # Anonymous grid reads, which replica1 served, go on from the primary.
+            wait_for(
+                lambda: (
+                    len(anonymous_grid_reads_from_the_primary(traffic, stopped_at))
+                    >= 4 * len(accounts)
+                ),
+                30,
+                "anonymous grid reads answered by the primary while replica1 is stopped",
+            )
         wait_for(lambda: replica_serves(rig, accounts[0]), 15, "replica1 back in rotation")
 
     assert not improper_answers(traffic.attempts, writes_may_503=False)
@@ -335,16 +375,18 @@ def rename_and_watch(
     """
     acknowledged: list[float] = []
     seen: list[Seen] = []
+    # Collected in the watcher, asserted here: an assertion would end only its thread.
+    failed: list[str] = []
     stop = threading.Event()
 
     def watch() -> None:
         while not stop.is_set():
-            started = time.monotonic()
-            reply = api_request(rig.address, "GET", f"/api/grids/{writer.grid}/")
-            assert reply.status == 200, reply
-            seen.append(
-                Seen(started, int(json_body(reply)["title"]), reply.headers.get(SOURCE) or "")
-            )
+            read = attempt(rig.address, "GET", f"/api/grids/{writer.grid}/")
+            if read.reply is None or read.status != 200:
+                failed.append(read.describe())
+            else:
+                title = int(json_body(read.reply)["title"])
+                seen.append(Seen(read.started, title, read.reply.headers.get(SOURCE) or ""))
             time.sleep(0.05)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -364,6 +406,8 @@ def rename_and_watch(
     finally:
         stop.set()
         watcher.join()
+    assert not failed, f"anonymous reads not answered 200: {failed[:5]}"
+    assert seen, "the watcher read nothing"
     return acknowledged, seen
 
 
@@ -387,7 +431,6 @@ def renames_watched_while(
     wait_for(lambda: replica_caught_up(rig), 15, "replica1 catches up")
     wait_for(lambda: replica_serves(rig, writer, reads=8), 15, "replica1 serves every worker")
     with lagging:
-        time.sleep(0.5)  # the setting reaches the replica
         acknowledged, seen = rename_and_watch(rig, writer, seconds)
     return acknowledged, seen
 

@@ -24,6 +24,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck
 from hypothesis.errors import FlakyStrategyDefinition
+from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from sqlalchemy import text
 
@@ -144,15 +145,22 @@ def test_each_operation_answers_as_the_document_says(case):
 def test_flows_through_the_links_answer_as_the_document_says(fuzz_schema, services):
     # A logout in a flow would leave the rest of it unauthenticated: the test above fuzzes them.
     flows = fuzz_schema.exclude(operation_id=["logOut", "logOutEverywhere"])
+    # Every failed check, kept here as well as raised: a run whose replay of a
+    # failure draws differently ends in FlakyStrategyDefinition, not the failure.
+    failures: list[str] = []
 
     class Flows(flows.as_state_machine()):  # type: ignore[misc]
         def validate_response(self, response, case, additional_checks=None, **kwargs):
-            case.validate_response(
-                response,
-                **CHECKS,
-                transport_kwargs=kwargs or None,
-                recorder=self.recorder,
-            )
+            try:
+                case.validate_response(
+                    response,
+                    **CHECKS,
+                    transport_kwargs=kwargs or None,
+                    recorder=self.recorder,
+                )
+            except (AssertionError, FailureGroup) as failure:  # a check failed
+                failures.append(f"{case.method} {case.path}: {failure}")
+                raise
 
     flow_settings = hypothesis.settings(
         max_examples=STATEFUL_EXAMPLES,
@@ -167,9 +175,11 @@ def test_flows_through_the_links_answer_as_the_document_says(fuzz_schema, servic
             break
         except FlakyStrategyDefinition:
             # A replayed flow drew differently because the server's state has moved
-            # on (a bundle now empty): not a finding. Schemathesis' own runner goes
-            # on with another seed too; a real failure is a FailureGroup and fails.
+            # on (a bundle now empty): not a finding in itself, and schemathesis' own
+            # runner goes on with another seed too. A failure met on the way is in
+            # `failures`, and fails the test below.
             continue
+    assert not failures, "\n".join(failures)
     # Only a flow can reach a real slug (a generated one names nothing): some grid
     # a fuzzing user created was changed or deleted through the document's links.
     with services.primary.connect() as connection:

@@ -2,8 +2,10 @@
 
 The module brings staging up once (its own data under ``var/test-staging``,
 the inventory's namespaces and subnet) and takes it down afterwards, pass or
-fail. It needs root and ``ip netns``; it skips, saying so, without them, or
-when a staging is already up on this machine (it would share its namespaces).
+fail. It needs root and ``ip netns``: without them it fails under `make test`
+or as root, and skips, saying so, otherwise; a staging already up on this
+machine (it would share its namespaces) is torn down first
+(``tests/support/staging.py``).
 """
 
 from __future__ import annotations

@@ -111,18 +111,28 @@ def test_another_users_slug_is_403_and_nothing_changes(
     )
 
 
+# What each method answers when it does what was asked.
+DONE = {"POST": 201, "PATCH": 200, "DELETE": 204}
+
+
 @pytest.mark.parametrize("attack", ATTACKS.values(), ids=ATTACKS.keys())
 def test_the_same_request_on_ones_own_grids_and_links_is_allowed(
-    client: falcon.testing.TestClient, attack: Attack
+    client: falcon.testing.TestClient, services, attack: Attack
 ) -> None:
     """The table holds real attacks: each is refused only because of who owns the target."""
     owner = sign_up(client, "owner")
     grids = [create_grid(client, owner)["slug"] for _ in range(2)]
     links = [create_link(client, owner, grid)["slug"] for grid in grids]
     own = Scene(owner, grids[0], links[0], owner, grids[1], links[1])
+    before = primary_state(services, owner.username)
     method, path, body = attack(own)
     result = client.simulate_request(method, path, json=body, headers=owner.headers)
-    assert result.status_code in (200, 201, 204), result.text
+    assert result.status_code == DONE[method], result.text
+    after = primary_state(services, owner.username)
+    changed = {table for table in before if before[table] != after[table]}
+    # The grid or link itself changed, and with it the owner's profile.
+    assert changed & {"grids", "links"}, changed
+    assert "profile" in changed, changed
 
 
 def test_an_idempotency_key_replays_only_to_the_user_who_sent_it(
@@ -164,6 +174,12 @@ def test_a_token_only_ever_acts_on_its_own_account(
         result = client.simulate_request(method, path, json=body, headers=scene.attacker.headers)
         assert result.status_code in (200, 204), result.text
     assert primary_state(services, scene.victim.username) == before
+    # They acted, on the attacker's own account: renamed, and every token revoked.
+    attacker = primary_state(services, scene.attacker.username)
+    [(_username, _email, _hash, display_name, _admin, _modified)] = attacker["user"]
+    assert display_name == "pwned"
+    assert attacker["tokens"]
+    assert all(revoked_on is not None for _hash, revoked_on in attacker["tokens"])
 
 
 # --- slugs ------------------------------------------------------------------------------------

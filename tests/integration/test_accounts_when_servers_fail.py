@@ -1,17 +1,65 @@
-"""Accounts with Redis or the primary down: stopped for real, and always started again."""
+"""Accounts with Redis or the primary down: stopped for real, and always started again.
+
+The module stops Redis (which then reloads its saved data on every later
+start) and the primary, so it runs on a cluster of its own
+(``tests/support/clusters.py``) and leaves the session's shared one alone:
+its fixtures ``test_cluster``, ``settings``, ``services``, ``relay`` and
+``client`` replace conftest's for this module.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
+import falcon.testing
+import pytest
 from sqlalchemy import text
 
+from gridlink.app import create_app
 from gridlink.cache import TOKEN_CACHE_SECONDS
+from gridlink.cache.stream import ChangeRelay
 from gridlink.services import Services
+from gridlink.settings import Settings
 from gridlink.tokens import hash_token
 from infra import cluster
 from tests.support.abuse import an_address, app_with
 from tests.support.api import assert_error, login, me_status, random_username, sign_up, signup_body
+from tests.support.clusters import cluster_layout, running, settings_for
 from tests.support.faults import stopped
 from tests.support.queries import count_queries
+from tests.support.relay import relay_running
+
+
+@pytest.fixture(scope="module")
+def test_cluster() -> Iterator[cluster.ClusterLayout]:
+    with running(cluster_layout("accounts-faults")) as layout:
+        yield layout
+
+
+@pytest.fixture(scope="module")
+def settings(test_cluster: cluster.ClusterLayout, mail_dir: Path) -> Settings:
+    return settings_for(test_cluster, mail_dir)
+
+
+@pytest.fixture(scope="module")
+def services(settings: Settings) -> Iterator[Services]:
+    connected = Services.connect(settings)
+    try:
+        yield connected
+    finally:
+        connected.close()
+
+
+@pytest.fixture(scope="module")
+def relay(settings: Settings, services: Services) -> Iterator[ChangeRelay]:
+    with relay_running(settings) as running_relay:
+        yield running_relay
+
+
+@pytest.fixture(scope="module")
+def client(settings: Settings, services: Services, relay: ChangeRelay) -> falcon.testing.TestClient:
+    return falcon.testing.TestClient(create_app(settings, services))
 
 
 def replicas_have_token(services: Services, token: str) -> bool:

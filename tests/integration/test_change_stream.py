@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +26,7 @@ from sqlalchemy import text
 from gridlink.app import create_app
 from gridlink.cache import SHORT_FILL_TTL_SECONDS
 from gridlink.cache.stream import RELAY_LOCK_KEY
+from gridlink.lsn import CURRENT_POSITION_SQL
 from gridlink.seed import SeedPlan, seed
 from gridlink.services import Services
 from gridlink.settings import Settings
@@ -223,6 +223,23 @@ def relay_holds_the_stream(services: Services) -> bool:
     return held > 0
 
 
+def relay_is_past_reading_a_batch(services: Services) -> bool:
+    """Tell whether the relay's last statement read the position that follows a batch's read.
+
+    Its next step is Redis: frozen, it waits there (and retries the batch).
+    """
+    with services.primary.connect() as connection:
+        last: list[str] = list(
+            connection.execute(
+                text(
+                    "SELECT query FROM pg_stat_activity"
+                    " WHERE application_name = 'gridlink-relay' AND state = 'idle'"
+                )
+            ).scalars()
+        )
+    return CURRENT_POSITION_SQL in last
+
+
 @pytest.mark.parametrize("where", ["before its redis step", "after its redis step"])
 def test_a_relay_killed_mid_batch_loses_no_change(
     layout: cluster.ClusterLayout,
@@ -246,7 +263,11 @@ def test_a_relay_killed_mid_batch_loses_no_change(
         if where == "before its redis step":
             with redis_frozen(layout):
                 wait_for(lambda: relay_holds_the_stream(services), 15, "the relay starts")
-                time.sleep(1)  # it has read the batch and waits on the frozen Redis
+                wait_for(
+                    lambda: relay_is_past_reading_a_batch(services),
+                    15,
+                    "the relay reads the batch and goes on to the frozen Redis",
+                )
                 relay.send_signal(signal.SIGKILL)
                 relay.wait()
         else:
@@ -349,6 +370,15 @@ def test_real_evictions_under_allkeys_lru_leave_nothing_stale(
 # --- a read-mostly workload is answered from the cache --------------------------------
 
 
+def short_lived_entries(services: Services, usernames: list[str]) -> int:
+    """Count the cached profiles of ``usernames`` that expire within a short fill's lifetime."""
+    with services.cache.client.pipeline(transaction=False) as pipeline:
+        for username in usernames:
+            pipeline.pttl(services.cache.profile_key(username))
+        ttls: list[int] = pipeline.execute()
+    return sum(1 for ttl in ttls if 0 < ttl <= SHORT_FILL_TTL_SECONDS * 1000)
+
+
 def test_after_two_passes_a_read_mostly_workload_is_answered_from_the_cache(
     services: Services, client: falcon.testing.TestClient, relay: None
 ) -> None:
@@ -361,7 +391,11 @@ def test_after_two_passes_a_read_mostly_workload_is_answered_from_the_cache(
     for _ in range(2):
         for username in usernames:
             anonymous_read(client, username)
-    time.sleep(SHORT_FILL_TTL_SECONDS + 2)  # whatever was short-lived is gone by now
+    wait_for(
+        lambda: short_lived_entries(services, usernames) == 0,
+        SHORT_FILL_TTL_SECONDS + 15,
+        "every short-lived fill expires",
+    )
     sources = [anonymous_read(client, username).headers[SOURCE] for username in usernames]
     from_cache = sources.count("cache") / len(sources)
     assert from_cache >= 0.99, f"{sources.count('cache')} of {len(sources)} from the cache"

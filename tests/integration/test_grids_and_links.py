@@ -20,6 +20,7 @@ from sqlalchemy import text
 
 from gridlink.app import create_app
 from gridlink.services import Services
+from tests.support.abuse import nothing_changes_on_primary, primary_state
 from tests.support.api import create_grid, create_link, sign_up
 from tests.support.queries import count_queries
 
@@ -114,50 +115,58 @@ def test_deleting_a_grid_hides_it_and_its_links_but_keeps_the_rows(client, servi
     assert [tuple(row) for row in rows] == [(True, True, True, True)]
 
 
-def test_deleted_grid_cannot_be_changed_or_deleted_again(client, user) -> None:
+def test_deleted_grid_cannot_be_changed_or_deleted_again(client, services, user) -> None:
     grid = create_grid(client, user)
     client.simulate_delete(f"/api/grids/{grid['slug']}/", headers=user.headers)
     path = f"/api/grids/{grid['slug']}/"
-    assert client.simulate_patch(path, json={"title": "x"}, headers=user.headers).status_code == 404
-    assert client.simulate_delete(path, headers=user.headers).status_code == 404
+    with nothing_changes_on_primary(services, user.username):
+        for result in (
+            client.simulate_patch(path, json={"title": "x"}, headers=user.headers),
+            client.simulate_delete(path, headers=user.headers),
+        ):
+            assert result.status_code == 404
+            assert result.json["error"]["type"] == "not_found"
 
 
 @pytest.mark.parametrize("slug", [MISSING_GRID, "gr_123", "nonsense", "li_" + "a" * 32, "gr_%00"])
-def test_unknown_and_malformed_grid_slugs_are_not_found(client, user, slug) -> None:
+def test_unknown_and_malformed_grid_slugs_are_not_found(client, services, user, slug) -> None:
     path = f"/api/grids/{slug}/"
-    for result in (
-        client.simulate_get(path),
-        client.simulate_patch(path, json={"title": "x"}, headers=user.headers),
-        client.simulate_delete(path, headers=user.headers),
-    ):
-        assert result.status_code == 404
-        assert result.json["error"]["type"] == "not_found"
+    with nothing_changes_on_primary(services, user.username):
+        for result in (
+            client.simulate_get(path),
+            client.simulate_patch(path, json={"title": "x"}, headers=user.headers),
+            client.simulate_delete(path, headers=user.headers),
+        ):
+            assert result.status_code == 404
+            assert result.json["error"]["type"] == "not_found"
 
 
-def test_grid_commands_need_a_token(client, user) -> None:
+def test_grid_commands_need_a_token(client, services, user) -> None:
     grid = create_grid(client, user)
     path = f"/api/grids/{grid['slug']}/"
-    for result in (
-        client.simulate_get("/api/grids/"),
-        client.simulate_post("/api/grids/", json={"title": "x"}),
-        client.simulate_patch(path, json={"title": "x"}),
-        client.simulate_delete(path),
-    ):
-        assert result.status_code == 401
-        assert result.headers["WWW-Authenticate"] == "Token"
-        assert result.json["error"]["type"] == "unauthenticated"
+    with nothing_changes_on_primary(services, user.username):
+        for result in (
+            client.simulate_get("/api/grids/"),
+            client.simulate_post("/api/grids/", json={"title": "x"}),
+            client.simulate_patch(path, json={"title": "x"}),
+            client.simulate_delete(path),
+        ):
+            assert result.status_code == 401
+            assert result.headers["WWW-Authenticate"] == "Token"
+            assert result.json["error"]["type"] == "unauthenticated"
 
 
-def test_another_users_grid_cannot_be_changed(client, user, other_user) -> None:
+def test_another_users_grid_cannot_be_changed(client, services, user, other_user) -> None:
     grid = create_grid(client, user)
     path = f"/api/grids/{grid['slug']}/"
-    patch = client.simulate_patch(path, json={"title": "mine"}, headers=other_user.headers)
-    delete = client.simulate_delete(path, headers=other_user.headers)
-    link = client.simulate_post(
-        "/api/links/",
-        json={"grid": grid["slug"], "url": "https://evil.example/"},
-        headers=other_user.headers,
-    )
+    with nothing_changes_on_primary(services, user.username, other_user.username):
+        patch = client.simulate_patch(path, json={"title": "mine"}, headers=other_user.headers)
+        delete = client.simulate_delete(path, headers=other_user.headers)
+        link = client.simulate_post(
+            "/api/links/",
+            json={"grid": grid["slug"], "url": "https://evil.example/"},
+            headers=other_user.headers,
+        )
     for result in (patch, delete, link):
         assert result.status_code == 403
         assert result.json["error"]["type"] == "permission_denied"
@@ -168,31 +177,40 @@ def test_another_users_grid_cannot_be_changed(client, user, other_user) -> None:
 @pytest.mark.parametrize(
     ("title", "status"), [("t" * 128, 201), ("t" * 129, 400), ("", 201), (5, 400), (None, 400)]
 )
-def test_grid_title_bounds(client, user, title, status) -> None:
+def test_grid_title_bounds(client, services, user, title, status) -> None:
+    before = primary_state(services, user.username)
     result = client.simulate_post("/api/grids/", json={"title": title}, headers=user.headers)
     assert result.status_code == status
     if status == 400:
         assert "title" in result.json["error"]["fields"]
+        assert primary_state(services, user.username) == before
+    else:
+        assert result.json["title"] == title
+        grids = primary_state(services, user.username)["grids"]
+        assert (result.json["slug"], title) in [(slug, stored) for slug, stored, *_ in grids]
 
 
-def test_unknown_grid_field_is_named(client, user) -> None:
-    result = client.simulate_post(
-        "/api/grids/", json={"title": "x", "owner": "me"}, headers=user.headers
-    )
+def test_unknown_grid_field_is_named(client, services, user) -> None:
+    with nothing_changes_on_primary(services, user.username):
+        result = client.simulate_post(
+            "/api/grids/", json={"title": "x", "owner": "me"}, headers=user.headers
+        )
     assert result.status_code == 400
     assert result.json["error"]["fields"] == {"owner": ["Unknown field."]}
 
 
-def test_grid_body_must_be_json(client, user) -> None:
-    not_json = client.simulate_post(
-        "/api/grids/",
-        body=b"{nope",
-        headers={**user.headers, "Content-Type": "application/json"},
-    )
+def test_grid_body_must_be_json(client, services, user) -> None:
+    with nothing_changes_on_primary(services, user.username):
+        not_json = client.simulate_post(
+            "/api/grids/",
+            body=b"{nope",
+            headers={**user.headers, "Content-Type": "application/json"},
+        )
+        wrong_type = client.simulate_post(
+            "/api/grids/", body=b"title=x", headers={**user.headers, "Content-Type": "text/plain"}
+        )
     assert not_json.status_code == 400
-    wrong_type = client.simulate_post(
-        "/api/grids/", body=b"title=x", headers={**user.headers, "Content-Type": "text/plain"}
-    )
+    assert not_json.json["error"]["type"] == "invalid_request"
     assert wrong_type.status_code == 415
     assert wrong_type.json["error"]["type"] == "unsupported_media_type"
 
@@ -279,39 +297,48 @@ def test_link_defaults_and_position_after_the_last(client, user) -> None:
         ("title", "nul\x00byte", False),
     ],
 )
-def test_link_field_bounds(client, user, field, value, ok) -> None:
+def test_link_field_bounds(client, services, user, field, value, ok) -> None:
     grid = create_grid(client, user)
     body = {"grid": grid["slug"], "url": "https://example.com/", field: value}
+    before = primary_state(services, user.username)
     result = client.simulate_post("/api/links/", json=body, headers=user.headers)
     if ok:
         assert result.status_code == 201, result.text
         assert result.json[field] == value
+        assert len(primary_state(services, user.username)["links"]) == 1
     else:
         assert result.status_code == 400, result.text
         assert field in result.json["error"]["fields"]
+        assert primary_state(services, user.username) == before
 
 
-def test_link_needs_a_url_and_a_grid(client, user) -> None:
-    result = client.simulate_post("/api/links/", json={}, headers=user.headers)
+def test_link_needs_a_url_and_a_grid(client, services, user) -> None:
+    with nothing_changes_on_primary(services, user.username):
+        result = client.simulate_post("/api/links/", json={}, headers=user.headers)
     assert result.status_code == 400
     assert set(result.json["error"]["fields"]) == {"grid", "url"}
 
 
-def test_link_in_an_unknown_grid_is_not_found(client, user) -> None:
+def test_link_in_an_unknown_grid_is_not_found(client, services, user) -> None:
     for grid in (MISSING_GRID, "gr_bad"):
-        result = client.simulate_post(
-            "/api/links/", json={"grid": grid, "url": "https://x.example/"}, headers=user.headers
-        )
+        with nothing_changes_on_primary(services, user.username):
+            result = client.simulate_post(
+                "/api/links/",
+                json={"grid": grid, "url": "https://x.example/"},
+                headers=user.headers,
+            )
         assert result.status_code == 404
+        assert result.json["error"]["type"] == "not_found"
 
 
-def test_unknown_link_field_is_named(client, user) -> None:
+def test_unknown_link_field_is_named(client, services, user) -> None:
     grid = create_grid(client, user)
-    result = client.simulate_post(
-        "/api/links/",
-        json={"grid": grid["slug"], "url": "https://x.example/", "slug": "li_" + "1" * 32},
-        headers=user.headers,
-    )
+    with nothing_changes_on_primary(services, user.username):
+        result = client.simulate_post(
+            "/api/links/",
+            json={"grid": grid["slug"], "url": "https://x.example/", "slug": "li_" + "1" * 32},
+            headers=user.headers,
+        )
     assert result.status_code == 400
     assert result.json["error"]["fields"] == {"slug": ["Unknown field."]}
 
@@ -332,15 +359,17 @@ def test_patch_link_changes_fields_and_modified_on(client, user) -> None:
     )
 
 
-def test_patch_link_rejects_bad_values_and_changes_nothing(client, user) -> None:
+def test_patch_link_rejects_bad_values_and_changes_nothing(client, services, user) -> None:
     grid = create_grid(client, user)
     link = create_link(client, user, grid["slug"])
-    result = client.simulate_patch(
-        f"/api/links/{link['slug']}/",
-        json={"title": "ok", "height": 9},
-        headers=user.headers,
-    )
+    with nothing_changes_on_primary(services, user.username):
+        result = client.simulate_patch(
+            f"/api/links/{link['slug']}/",
+            json={"title": "ok", "height": 9},
+            headers=user.headers,
+        )
     assert result.status_code == 400
+    assert set(result.json["error"]["fields"]) == {"height"}
     assert client.simulate_get(f"/api/links/{link['slug']}/", headers=user.headers).json == link
 
 
@@ -361,28 +390,34 @@ def test_link_moves_to_another_grid_of_the_same_owner(client, user) -> None:
     ] == [moved.json]
 
 
-def test_link_cannot_move_to_another_users_grid(client, user, other_user) -> None:
+def test_link_cannot_move_to_another_users_grid(client, services, user, other_user) -> None:
     grid = create_grid(client, user)
     theirs = create_grid(client, other_user)
     link = create_link(client, user, grid["slug"])
-    result = client.simulate_patch(
-        f"/api/links/{link['slug']}/", json={"grid": theirs["slug"]}, headers=user.headers
-    )
+    with nothing_changes_on_primary(services, user.username, other_user.username):
+        result = client.simulate_patch(
+            f"/api/links/{link['slug']}/", json={"grid": theirs["slug"]}, headers=user.headers
+        )
     assert result.status_code == 403
+    assert result.json["error"]["type"] == "permission_denied"
     assert client.simulate_get(f"/api/links/{link['slug']}/", headers=user.headers).json == link
 
 
-def test_another_users_link_cannot_be_changed_or_deleted(client, user, other_user) -> None:
+def test_another_users_link_cannot_be_changed_or_deleted(
+    client, services, user, other_user
+) -> None:
     grid = create_grid(client, user)
     link = create_link(client, user, grid["slug"])
     path = f"/api/links/{link['slug']}/"
-    patch = client.simulate_patch(path, json={"title": "pwned"}, headers=other_user.headers)
-    delete = client.simulate_delete(path, headers=other_user.headers)
+    with nothing_changes_on_primary(services, user.username, other_user.username):
+        patch = client.simulate_patch(path, json={"title": "pwned"}, headers=other_user.headers)
+        delete = client.simulate_delete(path, headers=other_user.headers)
     assert (patch.status_code, delete.status_code) == (403, 403)
+    assert {patch.json["error"]["type"], delete.json["error"]["type"]} == {"permission_denied"}
     assert client.simulate_get(path, headers=user.headers).json == link
 
 
-def test_deleted_link_is_gone_from_every_read(client, user) -> None:
+def test_deleted_link_is_gone_from_every_read(client, services, user) -> None:
     grid = create_grid(client, user)
     kept = create_link(client, user, grid["slug"])
     gone = create_link(client, user, grid["slug"])
@@ -402,18 +437,22 @@ def test_deleted_link_is_gone_from_every_read(client, user) -> None:
         kept["slug"]
     ]
     path = f"/api/links/{gone['slug']}/"
-    assert client.simulate_patch(path, json={"title": "x"}, headers=user.headers).status_code == 404
+    with nothing_changes_on_primary(services, user.username):
+        again = client.simulate_patch(path, json={"title": "x"}, headers=user.headers)
+    assert again.status_code == 404
 
 
 @pytest.mark.parametrize("slug", [MISSING_LINK, "li_xyz", "gr_" + "a" * 32, "%27%20OR%201=1"])
-def test_unknown_and_malformed_link_slugs_are_not_found(client, user, slug) -> None:
+def test_unknown_and_malformed_link_slugs_are_not_found(client, services, user, slug) -> None:
     path = f"/api/links/{slug}/"
-    for result in (
-        client.simulate_get(path, headers=user.headers),
-        client.simulate_patch(path, json={"title": "x"}, headers=user.headers),
-        client.simulate_delete(path, headers=user.headers),
-    ):
-        assert result.status_code == 404
+    with nothing_changes_on_primary(services, user.username):
+        for result in (
+            client.simulate_get(path, headers=user.headers),
+            client.simulate_patch(path, json={"title": "x"}, headers=user.headers),
+            client.simulate_delete(path, headers=user.headers),
+        ):
+            assert result.status_code == 404
+            assert result.json["error"]["type"] == "not_found"
 
 
 # --- lists -------------------------------------------------------------------------
@@ -498,13 +537,17 @@ def test_bad_list_parameters_are_400(client, user, params) -> None:
 
 
 def test_list_of_an_unknown_grid_is_404(client) -> None:
-    assert client.simulate_get("/api/links/", params={"grid": MISSING_GRID}).status_code == 404
-    assert client.simulate_get("/api/links/", params={"grid": "bad"}).status_code == 404
+    for grid in (MISSING_GRID, "bad"):
+        result = client.simulate_get("/api/links/", params={"grid": grid})
+        assert result.status_code == 404
+        assert result.json["error"]["type"] == "not_found"
 
 
 def test_my_lists_need_a_token(client) -> None:
-    assert client.simulate_get("/api/links/").status_code == 401
-    assert client.simulate_get("/api/grids/").status_code == 401
+    for path in ("/api/links/", "/api/grids/"):
+        result = client.simulate_get(path)
+        assert result.status_code == 401
+        assert result.json["error"]["type"] == "unauthenticated"
 
 
 # --- limits under concurrency ----------------------------------------------------------

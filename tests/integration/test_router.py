@@ -17,6 +17,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -26,7 +27,7 @@ from gridlink.routing.router import ReplicaRouter, RouterSnapshot
 from infra import cluster
 from tests.support.clusters import cluster_layout
 from tests.support.faults import write_row, writes_flowing
-from tests.support.waiting import wait_for
+from tests.support.waiting import wait_for, wait_for_setting
 
 LAYOUT = cluster_layout("router-cluster", replicas=2)
 INTERVAL = 1.0
@@ -123,6 +124,30 @@ def replay_lsn(replica: Engine) -> int:
     return parse_lsn(lsn)
 
 
+def seconds_since_replayed_commit(replica: Engine) -> float:
+    with replica.connect() as connection:
+        seconds: float = connection.execute(_SECONDS_SINCE_REPLAYED_COMMIT).scalar_one()
+    return seconds
+
+
+def rounds_in(snapshots: list[RouterSnapshot]) -> set[datetime]:
+    """Return the probe rounds ``snapshots`` show (a round once, however often it was seen)."""
+    return {snapshot.checked_at for snapshot in snapshots if snapshot.checked_at is not None}
+
+
+def still_open(held: socket.socket) -> bool:
+    """Tell whether the peer of ``held`` still holds the connection (has not closed it)."""
+    held.setblocking(False)
+    try:
+        while held.recv(65536):  # what the client sent (its startup or SSL request)
+            pass
+    except BlockingIOError:
+        return True  # nothing more to read, and no end of the stream: still open
+    except ConnectionResetError:
+        return False
+    return False  # the end of the stream: the client closed it
+
+
 def own_lag_seconds(replica: Engine) -> float:
     with replica.connect() as connection:
         lag: float | None = connection.execute(_REPLICA_OWN_LAG).scalar_one()
@@ -153,6 +178,8 @@ def apply_delay(name: str, delay: str) -> Iterator[None]:
     """Hold back replay of commits on replica ``name`` by ``delay``, undone on the way out."""
     cluster.set_replica_setting(LAYOUT, name, "recovery_min_apply_delay", delay)
     try:
+        url = LAYOUT.replica_urls[int(name.removeprefix("replica")) - 1]
+        wait_for_setting(url, "recovery_min_apply_delay", delay)
         yield
     finally:
         cluster.set_replica_setting(LAYOUT, name, "recovery_min_apply_delay", "0")
@@ -228,17 +255,21 @@ def test_server_that_never_answers_does_not_hold_up_the_other_probes(
             interval=INTERVAL,
         )
         try:
-            started = time.monotonic()
             first = router.refresh()
-            first_round = time.monotonic() - started
-            started = time.monotonic()
-            second = router.refresh()  # the first probe of the silent one is still waiting
-            second_round = time.monotonic() - started
+            # The silent server holds the probe's connection, unanswered: the round
+            # ended while that probe still waited, so it did not wait for it.
+            silent.settimeout(5)
+            held, _ = silent.accept()
+            with held:
+                assert still_open(held), "the round waited for the silent server's probe"
+                second = router.refresh()  # the first probe of the silent one is still waiting
+                assert still_open(held), "the second round waited for the first's probe"
+            silent.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                silent.accept()  # and the second round did not ask the silent server again
         finally:
             router.stop()
 
-    assert first_round < 1.5, first_round
-    assert second_round < 1.0, second_round
     for snapshot in (first, second):
         assert snapshot.in_rotation == ("replica1",)
         assert not snapshot.replicas[1].reachable
@@ -252,20 +283,32 @@ def test_idle_primary_shows_no_lag_however_old_the_last_commit(
     router.start()
 
     seen: list[RouterSnapshot] = []
-    deadline = time.monotonic() + 3.5
-    while time.monotonic() < deadline:
-        seen.append(router.snapshot())
-        time.sleep(0.25)
 
-    rounds = {snapshot.checked_at for snapshot in seen if snapshot.checked_at is not None}
-    assert len(rounds) >= 3
+    def watched(condition: Callable[[], bool]) -> Callable[[], bool]:
+        def check() -> bool:
+            seen.append(router.snapshot())
+            return condition()
+
+        return check
+
+    # Without the LSN comparison, "now - last replayed commit" is past the bound from here on.
+    wait_for(
+        watched(lambda: seconds_since_replayed_commit(replicas[REPLICA1]) > 2.0),
+        30,
+        "the last replayed commit grows older than twice the bound",
+    )
+    aged = len(seen)
+    wait_for(
+        watched(lambda: len(rounds_in(seen[aged:])) >= 3),
+        30,
+        "three probe rounds after that",
+    )
+
+    assert len(rounds_in(seen)) >= 3
     for snapshot in seen:
         if snapshot.checked_at is not None:
             assert [r.lag_seconds for r in snapshot.replicas] == [0.0, 0.0]
             assert snapshot.in_rotation == ("replica1", "replica2")
-    # Without the LSN comparison, "now - last replayed commit" would have been past the bound.
-    with replicas[REPLICA1].connect() as connection:
-        assert connection.execute(_SECONDS_SINCE_REPLAYED_COMMIT).scalar_one() > 2.0
 
 
 def test_lagging_replica_leaves_rotation_within_two_seconds_and_rejoins_once_caught_up(
@@ -308,7 +351,6 @@ def test_replica_that_has_not_replayed_a_users_write_is_skipped_for_that_user(
     wait_for_rotation(router, ("replica1", "replica2"), timeout=5)
 
     with apply_delay("replica1", "3s"):
-        time.sleep(0.2)  # let the reload reach replica1 before the write
         written = write_row(primary)
         wait_for(lambda: replay_lsn(replicas[REPLICA2]) >= written, 5, "replica2 replays")
         snapshot = router.refresh()

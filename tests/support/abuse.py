@@ -11,6 +11,8 @@ import dataclasses
 import functools
 import re
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import falcon.testing
@@ -71,6 +73,15 @@ def primary_state(services: Services, username: str) -> dict[str, list[tuple[Any
             name: [tuple(row) for row in connection.execute(text(query), {"user_id": user_id})]
             for name, query in _STATE_QUERIES.items()
         }
+
+
+@contextmanager
+def nothing_changes_on_primary(services: Services, *usernames: str) -> Iterator[None]:
+    """Check that the block leaves every row the primary holds for ``usernames`` as it was."""
+    before = {username: primary_state(services, username) for username in usernames}
+    yield
+    after = {username: primary_state(services, username) for username in usernames}
+    assert after == before
 
 
 def app_with(services: Services, **changes: Any) -> falcon.testing.TestClient:

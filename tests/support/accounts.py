@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -13,6 +12,7 @@ import falcon.testing
 
 from tests.support.abuse import an_address
 from tests.support.mail import MAIL_WAIT_SECONDS
+from tests.support.waiting import wait_for
 
 
 def request_reset(client: falcon.testing.TestClient, email: str) -> falcon.testing.Result:
@@ -22,16 +22,25 @@ def request_reset(client: falcon.testing.TestClient, email: str) -> falcon.testi
     )
 
 
+def _new_mails_to(mail_dir: Path, address: str, before: set[Path]) -> list[EmailMessage]:
+    parser = BytesParser(policy=policy.default)
+    mails = [parser.parsebytes(path.read_bytes()) for path in set(mail_dir.glob("*.eml")) - before]
+    return [mail for mail in mails if isinstance(mail, EmailMessage) and mail["To"] == address]
+
+
 def reset_token(client: falcon.testing.TestClient, mail_dir: Path, address: str) -> str:
-    """Ask for a reset for ``address`` and return the token from the one new mail."""
+    """Ask for a reset for ``address`` and return the token from the one new mail to it.
+
+    Mails to other addresses (another test's, delivered meanwhile) are not it.
+    """
     before = set(mail_dir.glob("*.eml"))
     assert request_reset(client, address).status_code == 202
-    deadline = time.monotonic() + MAIL_WAIT_SECONDS
-    while not set(mail_dir.glob("*.eml")) - before and time.monotonic() < deadline:
-        time.sleep(0.02)
-    [new_mail] = set(mail_dir.glob("*.eml")) - before
-    mail = BytesParser(policy=policy.default).parsebytes(new_mail.read_bytes())
-    assert isinstance(mail, EmailMessage)
+    wait_for(
+        lambda: bool(_new_mails_to(mail_dir, address, before)),
+        MAIL_WAIT_SECONDS,
+        f"a reset mail to {address}",
+    )
+    [mail] = _new_mails_to(mail_dir, address, before)
     body = mail.get_body(("plain",))
     assert body is not None
     match = re.search(r'"token": "([A-Za-z0-9_-]+)"', body.get_content())

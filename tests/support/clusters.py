@@ -33,6 +33,8 @@ CLUSTERS = {
     "abuse-leaks": 140,  # integration/test_abuse_error_leaks.py
     "change-stream": 160,  # integration/test_change_stream.py
     "mail-e2e": 180,  # e2e/test_mail_e2e.py
+    "accounts-faults": 200,  # integration/test_accounts_when_servers_fail.py
+    "primary-killed": 220,  # e2e/test_primary_killed.py
 }
 PORTS_PER_CLUSTER = 20
 TEST_SIGNUP_LIMIT = 1_000_000

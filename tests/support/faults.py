@@ -32,11 +32,12 @@ from gridlink.cache import RedisLifetime
 from gridlink.lsn import parse_lsn
 from gridlink.settings import Settings
 from infra import cluster
+from infra.processes import process_alive
 from infra.serving import ApiServer
 from tests.support.api import random_username
 from tests.support.clusters import cluster_layout, running, settings_for
 from tests.support.servers import Reply, api_request, json_body, server_environment, serving
-from tests.support.waiting import wait_for
+from tests.support.waiting import wait_for, wait_for_setting
 
 # Writers create far more than the default 100 grids and links; the limits are not under test.
 LIMITS = {"GRIDLINK_MAX_GRIDS_PER_USER": "100000", "GRIDLINK_MAX_LINKS_PER_GRID": "100000"}
@@ -227,6 +228,26 @@ class Traffic:
     def writes(self) -> list[Attempt]:
         with self._lock:
             return [a for a in self.attempts if a.is_write]
+
+    def answered_since(self, since: float) -> list[Attempt]:
+        """List the attempts sent after ``since`` (``time.monotonic()``) that got an answer."""
+        with self._lock:
+            return [a for a in self.attempts if a.started > since and a.reply is not None]
+
+    def wait_for_answers(self, since: float, per_account: int = 2, timeout: float = 30) -> None:
+        """Wait until writes and reads sent after ``since`` are answered, ``per_account`` of each.
+
+        The traffic has then met the servers as they are at ``since``: before
+        a fault, it flows; during one, it has met the fault; after, the return.
+        """
+
+        def answered() -> bool:
+            done = self.answered_since(since)
+            wanted = per_account * len(self.accounts)
+            writes = sum(1 for a in done if a.is_write)
+            return writes >= wanted and len(done) - writes >= wanted
+
+        wait_for(answered, timeout, f"{per_account} writes and reads per account answered")
 
 
 # --------------------------------------------------------------------------- checks
@@ -428,9 +449,13 @@ def redis_frozen(layout: cluster.ClusterLayout) -> Iterator[None]:
 
 @contextmanager
 def replay_delayed(layout: cluster.ClusterLayout, delay: str) -> Iterator[None]:
-    """Hold back replica1's replay of each commit by ``delay`` (e.g. "3s") for the block."""
+    """Hold back replica1's replay of each commit by ``delay`` (e.g. "3s") for the block.
+
+    The block starts once replica1 has reloaded the setting.
+    """
     cluster.set_replica_setting(layout, "replica1", "recovery_min_apply_delay", delay)
     try:
+        wait_for_setting(layout.replica_urls[0], "recovery_min_apply_delay", delay)
         yield
     finally:
         cluster.set_replica_setting(layout, "replica1", "recovery_min_apply_delay", "0")
@@ -623,6 +648,39 @@ def writes_flowing(primary: Engine, every: float = 0.2) -> Iterator[None]:
         stop.set()
         writer.join()
     assert not problems, problems
+
+
+def _children_of(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def kill_primary(layout: cluster.ClusterLayout) -> int:
+    """SIGKILL the primary's postmaster, as a crash would; return its pid once all is gone.
+
+    Its backends notice their postmaster died and exit; the primary can be
+    started again (crash recovery) only once the last of them has let go of
+    the shared memory.
+    """
+    [primary] = [server for server in cluster.status(layout) if server.name == "primary"]
+    postmaster = primary.pid
+    assert postmaster is not None, "the primary is not running"
+    forked = _children_of(postmaster)
+    assert forked, "the primary has no backends: is it really its postmaster?"
+    os.kill(postmaster, signal.SIGKILL)
+    wait_for(
+        lambda: not any(process_alive(pid, "postgres") for pid in [postmaster, *forked]),
+        30,
+        "the killed primary's processes are gone",
+    )
+    return postmaster
 
 
 @contextmanager
