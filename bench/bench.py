@@ -54,9 +54,9 @@ from sqlalchemy import text
 from gridlink.app import create_app
 from gridlink.cache.positions import applied_key
 from gridlink.cache.stream import ChangeRelay
-from gridlink.migrate import migrate
+from gridlink.ops.migrate import migrate
+from gridlink.ops.seed import SeedPlan, SeedResult, seed, warm_profiles
 from gridlink.project import PROJECT_ROOT, VAR
-from gridlink.seed import SeedPlan, SeedResult, seed, warm_profiles
 from gridlink.services import Services
 from gridlink.settings import Settings
 from infra import cluster

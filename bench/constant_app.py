@@ -19,7 +19,7 @@ from typing import cast
 import falcon
 
 from gridlink.cache import ProfileCache
-from gridlink.http import App
+from gridlink.web.http import App
 
 
 def _answer(resp: falcon.Response, body: bytes, version: bytes) -> None:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.bench import ensure_wrk
-from gridlink.migrate import migrate
+from gridlink.ops.migrate import migrate
 from gridlink.project import PROJECT_ROOT, VAR
 from gridlink.settings import MailBackend, Settings
 from infra import cluster

@@ -22,7 +22,7 @@ import os
 import sys
 import tempfile
 
-# Before anything imports prometheus_client (gridlink.metrics does).
+# Before anything imports prometheus_client (gridlink.web.metrics does).
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="bench-metrics-"))
 
 import cProfile
@@ -39,7 +39,7 @@ import orjson
 from bench.constant_app import get_app as constant_app
 from bench.constant_app import get_redis_app
 from gridlink.app import get_app
-from gridlink.logs import JsonFormatter
+from gridlink.web.logs import JsonFormatter
 
 REQUESTS = 3000
 WsgiApp = Callable[[dict[str, Any], Any], Iterable[bytes]]

@@ -9,22 +9,22 @@ from typing import Any
 import falcon
 
 from gridlink import resources
-from gridlink.auth import TokenAuthMiddleware
 from gridlink.errors import add_error_handlers
-from gridlink.http import (
+from gridlink.queries.profiles import Profiles
+from gridlink.queries.reader import Reader
+from gridlink.resources.profiles import AnonymousProfileReads
+from gridlink.services import Services
+from gridlink.settings import Settings
+from gridlink.web.auth import TokenAuthMiddleware
+from gridlink.web.http import (
     App,
     BodySizeMiddleware,
     HeadLikeGet,
     RequestIdMiddleware,
     json_handlers,
 )
-from gridlink.observability import RequestObserver
-from gridlink.queries.profiles import Profiles
-from gridlink.queries.reader import Reader
-from gridlink.resources.profiles import AnonymousProfileReads
-from gridlink.security import BrowserHeadersMiddleware
-from gridlink.services import Services
-from gridlink.settings import Settings
+from gridlink.web.observability import RequestObserver
+from gridlink.web.security import BrowserHeadersMiddleware
 
 
 class GridlinkApp(falcon.App):  # type: ignore[type-arg]

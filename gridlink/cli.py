@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from gridlink.migrate import migrate
+from gridlink.ops.migrate import migrate
 from gridlink.project import VAR
 from gridlink.settings import Settings, SettingsError
 from infra import cluster
@@ -108,8 +108,8 @@ def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
     import threading
 
     from gridlink.cache.stream import ChangeRelay
-    from gridlink.logs import LOGGING
     from gridlink.services import Services
+    from gridlink.web.logs import LOGGING
 
     logging.config.dictConfig(LOGGING)
     stopping = threading.Event()
@@ -125,7 +125,7 @@ def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_maintenance(args: argparse.Namespace, settings: Settings) -> int:
     """Delete expired and retired rows in batches (idempotent: run it hourly)."""
-    from gridlink.maintenance import run_maintenance
+    from gridlink.ops.maintenance import run_maintenance
     from gridlink.services import make_engine
 
     engine = make_engine(settings.database_url, pool_size=1)
@@ -137,7 +137,7 @@ def cmd_maintenance(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from gridlink.demo import DEMO_USERNAME, load_demo
+    from gridlink.ops.demo import DEMO_USERNAME, load_demo
     from gridlink.services import Services
 
     services = Services.connect(settings)
@@ -154,7 +154,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
     """Seed test users, grids and links; refuse bad counts with one line and status 2."""
-    from gridlink.seed import SeedError, SeedPlan, parse_count, seed
+    from gridlink.ops.seed import SeedError, SeedPlan, parse_count, seed
     from gridlink.services import Services
 
     try:
@@ -189,7 +189,7 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def add_seed_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from gridlink.seed import DEFAULT_GRIDS, DEFAULT_LINKS, DEFAULT_USERS
+    from gridlink.ops.seed import DEFAULT_GRIDS, DEFAULT_LINKS, DEFAULT_USERS
 
     seed_parser = commands.add_parser(
         "seed", help="add test users test_user_<n> with grids and links (one transaction)"
@@ -237,7 +237,7 @@ def cmd_users_set_admin(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_replicas(args: argparse.Namespace, settings: Settings) -> int:
     """Print the replicas as the router sees them; with --watch, redraw every second."""
     from gridlink.cache.stream import report_stream
-    from gridlink.replicas_view import format_snapshot, use_colour, watch
+    from gridlink.ops.replicas_view import format_snapshot, use_colour, watch
     from gridlink.services import Services
 
     services = Services.connect(settings)

@@ -38,7 +38,7 @@ def take_slow_down() -> float:
 
 FieldErrors = dict[str, list[str]]
 
-# The largest request body the app reads (gridlink/http.py); answers and the
+# The largest request body the app reads (gridlink/web/http.py); answers and the
 # OpenAPI document write it with ``kib``.
 MAX_BODY_BYTES = 64 * 1024
 

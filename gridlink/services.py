@@ -17,16 +17,16 @@ import redis
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext
 
+from gridlink.accounts.passwords import HashSlots
+from gridlink.accounts.ratelimit import Limiter
 from gridlink.cache import ProfileCache, TokenCache
-from gridlink.database_urls import prefer_hosts
-from gridlink.mail import make_mailer
-from gridlink.metrics import Metrics
-from gridlink.outbox import MailPoller
-from gridlink.passwords import HashSlots
-from gridlink.ratelimit import Limiter
+from gridlink.db.tcp import dead_peer_options
+from gridlink.db.urls import prefer_hosts
+from gridlink.mail.backends import make_mailer
+from gridlink.mail.outbox import MailPoller
 from gridlink.routing.router import ReplicaRouter
 from gridlink.settings import Settings
-from gridlink.tcp import dead_peer_options
+from gridlink.web.metrics import Metrics
 
 # Short timeouts everywhere: a server that has gone away must turn into a
 # quick 503 or a fallback, never into a worker stuck for minutes.

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
-from gridlink.database_urls import libpq_url, sqlalchemy_url
+from gridlink.db.urls import libpq_url, sqlalchemy_url
 
 # The addresses of the local cluster that `gridlink cluster up` starts
 # (infra/cluster.py; a unit test keeps the two in step).

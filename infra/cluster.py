@@ -22,7 +22,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from gridlink.text_table import align_rows
+from gridlink.ops.text_table import align_rows
 from infra import binaries, faults, postgres, redis_server
 from infra.binaries import apt_install
 from infra.errors import ClusterError, Progress, silent

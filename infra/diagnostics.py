@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import OperationalError
 
-from gridlink.lsn import current_position, parse_lsn
+from gridlink.db.lsn import current_position, parse_lsn
 from gridlink.services import Services
 
 

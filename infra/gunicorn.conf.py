@@ -13,11 +13,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gridlink.logs import LOGGING
 from gridlink.settings import Settings, SettingsError
+from gridlink.web.logs import LOGGING
 from infra.relay_supervisor import RelaySupervisor
 
-# Not gridlink.metrics, nor anything importing prometheus_client: the library
+# Not gridlink.web.metrics, nor anything importing prometheus_client: the library
 # picks single- or multi-process storage once, at import, from this variable,
 # and the workers inherit the master's modules. It must be set first.
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
@@ -47,7 +47,7 @@ timeout = 30
 graceful_timeout = 10
 accesslog = None
 errorlog = "-"
-# Every log line, the master's and the workers', is one JSON object (gridlink/logs.py).
+# Every log line, the master's and the workers', is one JSON object (gridlink/web/logs.py).
 logconfig_dict = LOGGING
 # The app logs each request once (gridlink.requests); gunicorn's access line would repeat it.
 logger_class = "infra.workers.RequestLineLogger"
@@ -56,7 +56,7 @@ proc_name = "gridlink"
 
 def on_starting(server: object) -> None:
     """Check the settings once in the master: a bad value stops start-up with one line."""
-    # Each worker keeps its share of the limits while Redis is down (gridlink.ratelimit):
+    # Each worker keeps its share of the limits while Redis is down (gridlink.accounts.ratelimit):
     # this server's own count, whatever an inherited environment said.
     workers_count = getattr(getattr(server, "cfg", None), "workers", workers)
     os.environ["GRIDLINK_SERVER_PROCESSES"] = str(workers_count)

@@ -1,7 +1,7 @@
 """What each server of a cluster is doing: running, replication state and lag, as a table.
 
 The database servers are asked the replica router's own probe
-(``gridlink.routing.probes``), and their lag follows ``gridlink.lag``'s rule.
+(``gridlink.routing.probes``), and their lag follows ``gridlink.routing.lag``'s rule.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from dataclasses import dataclass, replace
 
 import psycopg2
 
-from gridlink.lag import replica_lag_bytes, replica_lag_seconds
+from gridlink.ops.text_table import align_rows
+from gridlink.routing.lag import replica_lag_bytes, replica_lag_seconds
 from gridlink.routing.probes import ProbeFacts, probe_with_cursor
-from gridlink.text_table import align_rows
 from infra import postgres
 from infra.postgres import PgServer
 

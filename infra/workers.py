@@ -9,7 +9,7 @@ thread for as long as it likes; as many such clients as there are threads
 
 Here every read of one request must finish within ``REQUEST_READ_SECONDS``
 of its first read: a slow client loses its connection (headers) or gets a
-408 (body, see ``gridlink.http``), and its thread is free again. This bounds
+408 (body, see ``gridlink.web.http``), and its thread is free again. This bounds
 what each slow connection costs; it cannot stop an attacker who opens
 connections faster than they expire. Production therefore runs behind a
 buffering reverse proxy (nginx with ``proxy_request_buffering on``,
@@ -37,7 +37,7 @@ from gunicorn.glogging import Logger
 from gunicorn.workers.gthread import ThreadWorker
 
 from gridlink.errors import error_body, take_slow_down
-from gridlink.security import SECURITY_HEADERS
+from gridlink.web.security import SECURITY_HEADERS
 
 # 64 KiB (the body limit) in 10 s is 6.5 KB/s: slower than any real client.
 REQUEST_READ_SECONDS = 10.0

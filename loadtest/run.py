@@ -27,7 +27,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from gridlink.migrate import migrate
+from gridlink.ops.migrate import migrate
 from gridlink.project import PROJECT_ROOT, VAR
 from gridlink.settings import Settings
 from infra import cluster

@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
-from gridlink.database_urls import sqlalchemy_url
+from gridlink.db.urls import sqlalchemy_url
 
 RETRY_PAUSE_SECONDS = 0.2
 REQUEST_TIMEOUT_SECONDS = 10.0

@@ -19,9 +19,9 @@ import pytest
 
 from gridlink.app import create_app
 from gridlink.cache.stream import ChangeRelay
-from gridlink.logs import JsonFormatter
 from gridlink.services import Services
 from gridlink.settings import Settings
+from gridlink.web.logs import JsonFormatter
 from infra import cluster
 from tests.support.api import ApiUser, sign_up
 from tests.support.clusters import cluster_layout, running, settings_for

@@ -11,7 +11,7 @@ import redis
 
 from gridlink.cache.lifetime import CacheUnavailable, RedisLifetime, log_redis_unavailable
 from gridlink.cache.positions import RAISE_POSITION, decode_position, encode_position
-from gridlink.lsn import Position
+from gridlink.db.lsn import Position
 
 
 class WriteMarks:

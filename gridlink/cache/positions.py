@@ -9,7 +9,7 @@ whether two positions are on the same timeline at all.
 
 from __future__ import annotations
 
-from gridlink.lsn import Position
+from gridlink.db.lsn import Position
 
 # KEYS[1]: the position; ARGV: a position (24 hex digits), seconds to live,
 # '1' to raise the stored position to the given one, '0' to raise it only if

@@ -35,7 +35,7 @@ from redis.typing import EncodableT
 from gridlink.cache.lifetime import Clock, RedisLifetime, log_redis_unavailable
 from gridlink.cache.marks import WriteMarks
 from gridlink.cache.positions import applied_key, encode_position
-from gridlink.lsn import Position
+from gridlink.db.lsn import Position
 
 AUTHORITATIVE_TTL_SECONDS = 24 * 3600
 DEFAULT_FILL_TTL_SECONDS = 3600

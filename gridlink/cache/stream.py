@@ -45,8 +45,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from gridlink.cache.lifetime import log_redis_unavailable
 from gridlink.cache.positions import RAISE_POSITION, applied_key, decode_position, encode_position
 from gridlink.cache.profiles import ProfileCache
-from gridlink.database_urls import libpq_url
-from gridlink.lsn import CURRENT_POSITION_SQL, Position, format_lsn, parse_lsn, position_from_row
+from gridlink.db.lsn import CURRENT_POSITION_SQL, Position, format_lsn, parse_lsn, position_from_row
+from gridlink.db.urls import libpq_url
 
 log = logging.getLogger(__name__)
 

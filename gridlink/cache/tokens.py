@@ -43,9 +43,9 @@ import redis
 from sqlalchemy import Engine, Row, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from gridlink.accounts.tokens import Principal, hash_token
 from gridlink.cache.lifetime import RedisLifetime, log_redis_unavailable
 from gridlink.errors import Unauthenticated
-from gridlink.tokens import Principal, hash_token
 
 TOKEN_CACHE_SECONDS = 60
 

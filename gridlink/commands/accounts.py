@@ -16,6 +16,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from gridlink.accounts.throttles import admit_sign_up
+from gridlink.accounts.tokens import Principal, hash_token, new_token
 from gridlink.commands.passwords import use_up, use_up_mailed_tokens
 from gridlink.commands.profiles import (
     create_profile,
@@ -34,10 +36,8 @@ from gridlink.commands.sessions import (
 )
 from gridlink.commands.unit_of_work import UnitOfWork
 from gridlink.errors import Conflict, FieldErrors, InvalidRequest, NotFound
+from gridlink.mail.outbox import MAIL_TOKEN_LIFETIME
 from gridlink.models import AuthToken, EmailChange, User
-from gridlink.outbox import MAIL_TOKEN_LIFETIME
-from gridlink.throttles import admit_sign_up
-from gridlink.tokens import Principal, hash_token, new_token
 
 _TAKEN = {
     "username": "This username is taken.",

@@ -5,7 +5,7 @@ for the fifth of a second a hash takes); the transaction that stores it
 checks that nothing it relied on changed meanwhile. Reset tokens are stored
 as their SHA-256, used once, and used up by any password change; the mail
 that carries one is queued in the transaction that creates it
-(``gridlink.outbox``).
+(``gridlink.mail.outbox``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import func, select, update
 
+from gridlink.accounts.throttles import admit_password_reset
+from gridlink.accounts.tokens import Principal, hash_token, new_token
 from gridlink.commands.sessions import (
     caller,
     confirm_password,
@@ -24,10 +26,8 @@ from gridlink.commands.sessions import (
 )
 from gridlink.commands.unit_of_work import UnitOfWork
 from gridlink.errors import InvalidRequest
+from gridlink.mail.outbox import MAIL_TOKEN_LIFETIME
 from gridlink.models import AuthToken, EmailChange, PasswordReset, User
-from gridlink.outbox import MAIL_TOKEN_LIFETIME
-from gridlink.throttles import admit_password_reset
-from gridlink.tokens import Principal, hash_token, new_token
 
 
 def change_password(

@@ -29,9 +29,9 @@ from gridlink.cache import ProfileCache
 from gridlink.cache.marks import WriteMarks
 from gridlink.cache.stream import MARK_CHANGED
 from gridlink.commands.unit_of_work import UnitOfWork
+from gridlink.db.lsn import current_position
 from gridlink.documents import PROFILE_JSON
 from gridlink.errors import LimitReached
-from gridlink.lsn import current_position
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, func, or_, select, update
 
+from gridlink.accounts.passwords import needs_rehash
+from gridlink.accounts.throttles import LoginThrottle
+from gridlink.accounts.tokens import Principal, hash_token, new_token
 from gridlink.commands.unit_of_work import UnitOfWork
 from gridlink.errors import Conflict, InvalidRequest, RateLimited, Unauthenticated, Unavailable
 from gridlink.models import AuthToken, User
-from gridlink.passwords import needs_rehash
-from gridlink.throttles import LoginThrottle
-from gridlink.tokens import Principal, hash_token, new_token
 
 
 @dataclass(frozen=True)

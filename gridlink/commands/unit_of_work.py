@@ -11,11 +11,11 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from gridlink.accounts.passwords import HashSlots
+from gridlink.accounts.ratelimit import Limiter
 from gridlink.cache import ProfileCache, TokenCache
 from gridlink.cache.marks import WriteMarks
-from gridlink.outbox import MailPoller, queue_mail
-from gridlink.passwords import HashSlots
-from gridlink.ratelimit import Limiter
+from gridlink.mail.outbox import MailPoller, queue_mail
 from gridlink.services import Services
 from gridlink.settings import Settings
 
@@ -115,7 +115,7 @@ class UnitOfWork:
         self.session.commit()
 
     def queue_mail(self, to: str, subject: str, body: str) -> None:
-        """Queue a mail in this transaction (``gridlink.outbox``): it is sent once this commits."""
+        """Queue a mail in this transaction (``gridlink.mail.outbox``), sent once this commits."""
         queue_mail(self.session, to, subject, body)
         self.after_commit(self.mail.nudge)
 

@@ -7,11 +7,11 @@ from functools import partial
 
 from sqlalchemy import Connection, text
 
+from gridlink.accounts.tokens import Principal
 from gridlink.cache import CachedProfile
 from gridlink.queries.reader import CACHE, PRIMARY, Reader, ReadSource
 from gridlink.services import Services
 from gridlink.slugs import is_username
-from gridlink.tokens import Principal
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,11 @@ from typing import TypeVar
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from gridlink.accounts.tokens import Principal
 from gridlink.cache import CacheUnavailable
-from gridlink.lsn import Position
+from gridlink.db.lsn import Position
 from gridlink.routing.router import Replica
 from gridlink.services import Services
-from gridlink.tokens import Principal
 
 log = logging.getLogger(__name__)
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from gridlink.http import App
 from gridlink.resources import accounts, docs, grids, health, links, monitoring, profiles
 from gridlink.services import Services
+from gridlink.web.http import App
 
 
 def add_routes(app: App, services: Services) -> None:

@@ -6,17 +6,9 @@ from functools import partial
 
 import falcon
 
-from gridlink.auth import Auth, authenticate
+from gridlink.accounts.tokens import Principal
 from gridlink.commands import accounts, passwords, sessions
 from gridlink.commands.unit_of_work import run_command
-from gridlink.http import (
-    App,
-    client_address,
-    read_json_object,
-    read_optional_json_object,
-    send_object,
-)
-from gridlink.openapi import Link, Operation, Reply, documented
 from gridlink.queries.accounts import read_me
 from gridlink.queries.reader import Reader
 from gridlink.resources.responses import READ_SOURCE_HEADER
@@ -34,7 +26,15 @@ from gridlink.schemas.accounts import (
 )
 from gridlink.schemas.base import NoBodyIn, load
 from gridlink.services import Services
-from gridlink.tokens import Principal
+from gridlink.web.auth import Auth, authenticate
+from gridlink.web.http import (
+    App,
+    client_address,
+    read_json_object,
+    read_optional_json_object,
+    send_object,
+)
+from gridlink.web.openapi import Link, Operation, Reply, documented
 
 
 def send_signed_in(resp: falcon.Response, signed_in: sessions.SignedIn, status: int) -> None:

@@ -12,10 +12,10 @@ import threading
 import falcon
 from swagger_ui_bundle import swagger_ui_path
 
-from gridlink.http import App, send_json
-from gridlink.openapi import Operation, Reply, document_bytes, documented
 from gridlink.schemas.operations import OpenApiOut
-from gridlink.security import content_security_policy, inline_source
+from gridlink.web.http import App, send_json
+from gridlink.web.openapi import Operation, Reply, document_bytes, documented
+from gridlink.web.security import content_security_policy, inline_source
 
 ASSETS_PREFIX = "/api/docs/assets"
 _INITIALIZER = """

@@ -6,12 +6,9 @@ from functools import partial
 
 import falcon
 
-from gridlink.auth import Auth, authenticate
+from gridlink.accounts.tokens import Principal
 from gridlink.commands.grids import create_grid, rename_grid, soft_delete_grid
 from gridlink.commands.unit_of_work import run_command
-from gridlink.http import App, read_json_object, read_optional_json_object, send_json
-from gridlink.idempotency import run_creating_command
-from gridlink.openapi import GRID_SLUG, Link, Operation, Reply, documented
 from gridlink.queries.grids import list_grids, read_grid
 from gridlink.queries.reader import Reader
 from gridlink.resources.params import idempotency_key, page_request
@@ -19,7 +16,10 @@ from gridlink.resources.responses import created_at, send_answer, send_read
 from gridlink.schemas.base import NoBodyIn, load
 from gridlink.schemas.grids import GridIn, GridList, GridOut, GridPatch
 from gridlink.services import Services
-from gridlink.tokens import Principal
+from gridlink.web.auth import Auth, authenticate
+from gridlink.web.http import App, read_json_object, read_optional_json_object, send_json
+from gridlink.web.idempotency import run_creating_command
+from gridlink.web.openapi import GRID_SLUG, Link, Operation, Reply, documented
 
 _TAG = "grids"
 _BY_SLUG = {"slug": "$response.body#/slug"}

@@ -8,10 +8,10 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from gridlink.cache.stream import report_stream
-from gridlink.http import App, send_object
-from gridlink.openapi import Operation, Reply, documented
 from gridlink.schemas.operations import HealthOut, ReadyOut
 from gridlink.services import Services
+from gridlink.web.http import App, send_object
+from gridlink.web.openapi import Operation, Reply, documented
 
 
 def check_database(engine: Engine) -> str:

@@ -6,13 +6,10 @@ from functools import partial
 
 import falcon
 
-from gridlink.auth import Auth, authenticate
+from gridlink.accounts.tokens import Principal
 from gridlink.commands.links import change_link, create_link, soft_delete_link
 from gridlink.commands.unit_of_work import run_command
 from gridlink.errors import Unauthenticated
-from gridlink.http import App, read_json_object, read_optional_json_object, send_json
-from gridlink.idempotency import run_creating_command
-from gridlink.openapi import GRID_SLUG, LINK_SLUG, Link, Operation, Reply, documented
 from gridlink.queries.links import list_grid_links, list_user_links, read_link
 from gridlink.queries.reader import Reader
 from gridlink.resources.params import idempotency_key, page_request
@@ -20,7 +17,10 @@ from gridlink.resources.responses import created_at, send_answer, send_read
 from gridlink.schemas.base import NoBodyIn, load
 from gridlink.schemas.links import LinkIn, LinkList, LinkOut, LinkPatch
 from gridlink.services import Services
-from gridlink.tokens import Principal
+from gridlink.web.auth import Auth, authenticate
+from gridlink.web.http import App, read_json_object, read_optional_json_object, send_json
+from gridlink.web.idempotency import run_creating_command
+from gridlink.web.openapi import GRID_SLUG, LINK_SLUG, Link, Operation, Reply, documented
 
 _TAG = "links"
 _BY_SLUG = {"slug": "$response.body#/slug"}

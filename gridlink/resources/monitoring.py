@@ -9,18 +9,18 @@ from typing import Any
 
 import falcon
 
-from gridlink.auth import Auth, authenticate
+from gridlink.accounts.tokens import Principal
 from gridlink.cache.stream import StreamReport, report_stream
-from gridlink.http import App, send_object
-from gridlink.logs import utc_timestamp
-from gridlink.metrics import CONTENT_TYPE, current_snapshot, render
-from gridlink.openapi import Operation, Reply, documented
 from gridlink.routing.policy import ServerStatus
 from gridlink.routing.router import Failover, RouterSnapshot
 from gridlink.schemas.operations import ReplicasOut
-from gridlink.security import content_security_policy, inline_source
 from gridlink.services import Services
-from gridlink.tokens import Principal
+from gridlink.web.auth import Auth, authenticate
+from gridlink.web.http import App, send_object
+from gridlink.web.logs import utc_timestamp
+from gridlink.web.metrics import CONTENT_TYPE, current_snapshot, render
+from gridlink.web.openapi import Operation, Reply, documented
+from gridlink.web.security import content_security_policy, inline_source
 
 _TAG = "operations"
 

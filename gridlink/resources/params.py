@@ -8,9 +8,9 @@ from typing import Any
 import falcon
 
 from gridlink.errors import InvalidRequest
-from gridlink.idempotency import IdempotencyKey
 from gridlink.queries.pages import DEFAULT_LIMIT, MAX_LIMIT, PageRequest, unknown_cursor
 from gridlink.slugs import GRID_PREFIX, LINK_PREFIX, is_slug
+from gridlink.web.idempotency import IdempotencyKey
 
 _PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]{1,255}$")
 

@@ -17,19 +17,19 @@ from typing import Any
 import falcon
 from falcon.request_helpers import _parse_etags  # what req.if_none_match parses with
 
-from gridlink.auth import Auth, authenticate
+from gridlink.accounts.tokens import Principal
 from gridlink.errors import NotFound, error_body
-from gridlink.http import App, request_id
-from gridlink.observability import RequestObserver
-from gridlink.openapi import USERNAME, Operation, Reply, documented
 from gridlink.queries.profiles import Profiles, StoredProfile
 from gridlink.queries.reader import Reader, ReadSource
 from gridlink.resources.responses import READ_SOURCE_HEADER, send_read
 from gridlink.schemas.profiles import ProfileOut
-from gridlink.security import SECURITY_HEADERS, BrowserHeadersMiddleware, cache_control_for
 from gridlink.services import Services
 from gridlink.slugs import USERNAME_PATTERN, is_username
-from gridlink.tokens import Principal
+from gridlink.web.auth import Auth, authenticate
+from gridlink.web.http import App, request_id
+from gridlink.web.observability import RequestObserver
+from gridlink.web.openapi import USERNAME, Operation, Reply, documented
+from gridlink.web.security import SECURITY_HEADERS, BrowserHeadersMiddleware, cache_control_for
 
 ROUTE = "/api/users/{username}"
 NO_SUCH_USER = "No such user."

@@ -8,9 +8,9 @@ import falcon
 
 from gridlink.commands.results import Created
 from gridlink.errors import NotFound
-from gridlink.http import send_json
-from gridlink.idempotency import Answer
 from gridlink.queries.reader import ReadSource
+from gridlink.web.http import send_json
+from gridlink.web.idempotency import Answer
 
 READ_SOURCE_HEADER = "X-Gridlink-Read-Source"
 

@@ -8,7 +8,7 @@ rule is unit-tested directly:
   the newer timeline (then the further WAL) is, and the other serves nothing.
 - **A replica on an older timeline than the primary** is following a branch
   the cluster left: it is out of rotation until it has rejoined the new one.
-- **Lag** is ``gridlink.lag``'s rule against the primary's position; a
+- **Lag** is ``gridlink.routing.lag``'s rule against the primary's position; a
   replica leaves rotation past the bound and rejoins under half of it, so
   one hovering at the bound does not flap every second.
 """
@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gridlink.lag import replica_lag_bytes, replica_lag_seconds
-from gridlink.lsn import format_lsn
+from gridlink.db.lsn import format_lsn
+from gridlink.routing.lag import replica_lag_bytes, replica_lag_seconds
 from gridlink.routing.probes import ProbeFacts
 
 PRIMARY = "primary"

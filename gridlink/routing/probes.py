@@ -20,8 +20,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from gridlink.lsn import parse_lsn
-from gridlink.tcp import dead_peer_options
+from gridlink.db.lsn import parse_lsn
+from gridlink.db.tcp import dead_peer_options
 
 logger = logging.getLogger(__name__)
 

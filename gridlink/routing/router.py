@@ -33,8 +33,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, create_engine
 
-from gridlink.database_urls import server_urls
-from gridlink.lsn import Position
+from gridlink.db.lsn import Position
+from gridlink.db.urls import server_urls
 from gridlink.routing.policy import (
     PRIMARY,
     PrimarySighting,

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gridlink.database_urls import sqlalchemy_url
-from gridlink.migrate import migrate
+from gridlink.db.urls import sqlalchemy_url
+from gridlink.ops.migrate import migrate
+from gridlink.ops.text_table import align_rows
 from gridlink.project import VAR
-from gridlink.text_table import align_rows
 from infra import binaries, redis_server
 from infra.errors import ClusterError, Progress
 from infra.files import check_postgres_can_enter, reachable_root

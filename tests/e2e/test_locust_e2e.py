@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from gridlink.commands.accounts import set_admin
 from gridlink.commands.unit_of_work import run_command
 from gridlink.models import User
-from gridlink.seed import SeedPlan, SeedResult, seed
+from gridlink.ops.seed import SeedPlan, SeedResult, seed
 from gridlink.services import Services
 from gridlink.settings import Settings
 from infra.processes import free_port

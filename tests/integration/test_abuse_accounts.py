@@ -17,7 +17,7 @@ import falcon.testing
 import pytest
 from sqlalchemy import text
 
-import gridlink.passwords
+import gridlink.accounts.passwords
 from gridlink.app import create_app
 from gridlink.services import Services
 from gridlink.settings import MailBackend
@@ -120,17 +120,17 @@ def test_with_redis_unreachable_resets_are_limited_in_the_process(services, user
 
 @pytest.fixture
 def spy(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], list[Any]]:
-    """Record the calls of a function of gridlink.passwords (the real one still runs)."""
+    """Record the calls of a function of gridlink.accounts.passwords (the real one still runs)."""
 
     def watch(name: str) -> list[Any]:
         calls: list[Any] = []
-        real = getattr(gridlink.passwords, name)
+        real = getattr(gridlink.accounts.passwords, name)
 
         def recorded(*args: Any, **kwargs: Any) -> Any:
             calls.append(args)
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(gridlink.passwords, name, recorded)
+        monkeypatch.setattr(gridlink.accounts.passwords, name, recorded)
         return calls
 
     return watch

@@ -22,10 +22,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-import gridlink.passwords
+import gridlink.accounts.passwords
+from gridlink.accounts.passwords import HashSlots
+from gridlink.accounts.ratelimit import Limiter
 from gridlink.app import create_app
-from gridlink.passwords import HashSlots
-from gridlink.ratelimit import Limiter
 from gridlink.services import Services
 from tests.support.abuse import an_address, assert_clean_result
 from tests.support.accounts import reset_token
@@ -53,13 +53,13 @@ def sign_up_body() -> dict[str, str]:
 def hashes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record every password hashed (the real hashing still runs)."""
     hashed: list[str] = []
-    real = gridlink.passwords.hash_password
+    real = gridlink.accounts.passwords.hash_password
 
     def recorded(password: str) -> str:
         hashed.append(password)
         return real(password)
 
-    monkeypatch.setattr(gridlink.passwords, "hash_password", recorded)
+    monkeypatch.setattr(gridlink.accounts.passwords, "hash_password", recorded)
     return hashed
 
 
@@ -165,14 +165,14 @@ def test_with_every_hash_slot_taken_a_reset_confirmation_is_503(services, client
 def hashing_paused(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
     """Make the next password check wait in the middle, until the event is set."""
     started, release = threading.Event(), threading.Event()
-    real = gridlink.passwords.verify_password
+    real = gridlink.accounts.passwords.verify_password
 
     def paused(password_hash: str | None, password: str) -> bool:
         started.set()
         release.wait(30)
         return real(password_hash, password)
 
-    monkeypatch.setattr(gridlink.passwords, "verify_password", paused)
+    monkeypatch.setattr(gridlink.accounts.passwords, "verify_password", paused)
     try:
         yield started
     finally:
@@ -230,13 +230,13 @@ def test_concurrent_wrong_guesses_past_the_limit_are_refused_before_checking(
 ):
     user = sign_up(client, "race")
     checks: list[str | None] = []
-    real = gridlink.passwords.verify_password
+    real = gridlink.accounts.passwords.verify_password
 
     def counted(password_hash: str | None, password: str) -> bool:
         checks.append(password_hash)
         return real(password_hash, password)
 
-    monkeypatch.setattr(gridlink.passwords, "verify_password", counted)
+    monkeypatch.setattr(gridlink.accounts.passwords, "verify_password", counted)
     racing = app_with(services, concurrent_hashes=32)
     with ThreadPoolExecutor(32) as pool:
         results = list(

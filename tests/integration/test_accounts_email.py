@@ -13,7 +13,7 @@ from pathlib import Path
 import falcon.testing
 from sqlalchemy import text
 
-from gridlink.tokens import hash_token
+from gridlink.accounts.tokens import hash_token
 from tests.support.abuse import an_address
 from tests.support.accounts import attempt, confirm_reset, reset_token
 from tests.support.api import ApiUser, assert_error, login, random_username

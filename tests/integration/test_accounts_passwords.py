@@ -10,10 +10,10 @@ import falcon.testing
 import pytest
 from sqlalchemy import text
 
+from gridlink.accounts.ratelimit import Limiter
+from gridlink.accounts.throttles import LoginThrottle
+from gridlink.accounts.tokens import hash_token
 from gridlink.errors import RateLimited
-from gridlink.ratelimit import Limiter
-from gridlink.throttles import LoginThrottle
-from gridlink.tokens import hash_token
 from tests.support.abuse import an_address, app_with
 from tests.support.accounts import (
     RESET_PASSWORD,

@@ -9,13 +9,13 @@ import falcon.testing
 import pytest
 from sqlalchemy import text
 
+from gridlink.accounts.tokens import hash_token
 from gridlink.app import create_app
 from gridlink.cache import TOKEN_CACHE_SECONDS
 from gridlink.cli import main
 from gridlink.errors import Unauthenticated
 from gridlink.services import Services
 from gridlink.settings import Settings
-from gridlink.tokens import hash_token
 from tests.support.api import ApiUser, assert_error, auth, login, me_status, random_username
 from tests.support.queries import count_queries
 

@@ -16,12 +16,12 @@ import falcon.testing
 import pytest
 from sqlalchemy import text
 
+from gridlink.accounts.tokens import hash_token
 from gridlink.app import create_app
 from gridlink.cache import TOKEN_CACHE_SECONDS
 from gridlink.cache.stream import ChangeRelay
 from gridlink.services import Services
 from gridlink.settings import Settings
-from gridlink.tokens import hash_token
 from infra import cluster
 from tests.support.abuse import an_address, app_with
 from tests.support.api import assert_error, login, me_status, random_username, sign_up, signup_body

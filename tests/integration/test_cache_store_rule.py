@@ -18,7 +18,7 @@ from gridlink.cache import (
     ProfileCache,
 )
 from gridlink.cache.positions import RAISE_POSITION, applied_key, encode_position
-from gridlink.lsn import Position
+from gridlink.db.lsn import Position
 from gridlink.settings import Settings
 from tests.support.api import random_username
 

@@ -26,8 +26,8 @@ from sqlalchemy import text
 from gridlink.app import create_app
 from gridlink.cache import SHORT_FILL_TTL_SECONDS
 from gridlink.cache.stream import RELAY_LOCK_KEY
-from gridlink.lsn import CURRENT_POSITION_SQL
-from gridlink.seed import SeedPlan, seed
+from gridlink.db.lsn import CURRENT_POSITION_SQL
+from gridlink.ops.seed import SeedPlan, seed
 from gridlink.services import Services
 from gridlink.settings import Settings
 from infra import cluster, redis_server

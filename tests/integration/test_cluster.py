@@ -11,7 +11,7 @@ from typing import Any
 import psycopg2
 import pytest
 
-from gridlink.lsn import parse_lsn
+from gridlink.db.lsn import parse_lsn
 from infra import cluster
 from tests.support.clusters import cluster_layout
 from tests.support.waiting import wait_for, wait_for_setting

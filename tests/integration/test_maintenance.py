@@ -11,11 +11,11 @@ from typing import Any
 import falcon.testing
 from sqlalchemy import text
 
+from gridlink.accounts.tokens import hash_token
 from gridlink.app import create_app
-from gridlink.maintenance import run_maintenance
-from gridlink.outbox import deliver_pending_mail
+from gridlink.mail.outbox import deliver_pending_mail
+from gridlink.ops.maintenance import run_maintenance
 from gridlink.services import Services
-from gridlink.tokens import hash_token
 from tests.support.abuse import an_address
 from tests.support.api import ApiUser, random_username
 from tests.support.servers import server_environment

@@ -13,11 +13,11 @@ import pytest
 from openapi_spec_validator import validate
 
 from gridlink.app import create_app
-from gridlink.openapi import build_document, documented_path
 from gridlink.project import PROJECT_ROOT
 from gridlink.resources import docs
 from gridlink.services import Services
 from gridlink.settings import Settings
+from gridlink.web.openapi import build_document, documented_path
 
 # The contract sits beside the checkout (../shared/API.md), or beside its worktree folder.
 API_MD = next(

@@ -22,9 +22,9 @@ import pytest
 
 from gridlink.app import create_app
 from gridlink.errors import Unauthenticated
-from gridlink.openapi import NOT_AN_ADMIN, Operation, Reply, documented, documented_path
 from gridlink.services import Services
 from gridlink.settings import Settings
+from gridlink.web.openapi import NOT_AN_ADMIN, Operation, Reply, documented, documented_path
 from tests.support.api import ApiUser, auth, login, me_status, sign_up
 from tests.support.metrics import make_admin
 

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from gridlink.app import create_app
-from gridlink.lsn import Position
+from gridlink.db.lsn import Position
 from gridlink.services import Services
 from infra import cluster
 from tests.support.api import ApiUser, sign_up

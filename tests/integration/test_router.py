@@ -22,7 +22,7 @@ from datetime import datetime
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from gridlink.lsn import Position, parse_lsn
+from gridlink.db.lsn import Position, parse_lsn
 from gridlink.routing.router import ReplicaRouter, RouterSnapshot
 from infra import cluster
 from tests.support.clusters import cluster_layout

@@ -10,7 +10,7 @@ import falcon.testing
 from sqlalchemy import Engine, text
 
 from gridlink.app import create_app
-from gridlink.logs import JsonFormatter
+from gridlink.web.logs import JsonFormatter
 
 FAILING = text("SELECT CAST(:password_hash AS integer)")
 

@@ -19,7 +19,7 @@ from sqlalchemy import text
 
 from gridlink.commands.profiles import refresh_profile
 from gridlink.commands.unit_of_work import UnitOfWork
-from gridlink.seed import (
+from gridlink.ops.seed import (
     HIGHEST_TEST_USER_NUMBER,
     SeedError,
     SeedPlan,

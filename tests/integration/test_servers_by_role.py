@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import event, text
 
 from gridlink.app import create_app
-from gridlink.database_urls import sqlalchemy_url
+from gridlink.db.urls import sqlalchemy_url
 from gridlink.services import Services
 from gridlink.settings import Settings
 from infra import cluster

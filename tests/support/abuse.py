@@ -20,9 +20,9 @@ import orjson
 import pytest
 from sqlalchemy import text
 
-import gridlink.passwords
+import gridlink.accounts.passwords
+from gridlink.accounts.passwords import hash_password
 from gridlink.app import create_app
-from gridlink.passwords import hash_password
 from gridlink.services import Services
 from tests.support.api import ApiUser, sign_up
 
@@ -41,7 +41,9 @@ def fast_sign_up(client: falcon.testing.TestClient, prefix: str = "u") -> ApiUse
     cases; everything but the hashing is the real sign-up.
     """
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(gridlink.passwords, "hash_password", lambda password: _fast_password_hash())
+        patch.setattr(
+            gridlink.accounts.passwords, "hash_password", lambda password: _fast_password_hash()
+        )
         user = sign_up(client, prefix)
     return ApiUser(user.username, user.email, FAST_PASSWORD, user.token)
 

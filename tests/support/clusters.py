@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from gridlink.migrate import migrate
+from gridlink.ops.migrate import migrate
 from gridlink.project import VAR
 from gridlink.settings import MailBackend, Settings
 from infra import cluster

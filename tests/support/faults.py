@@ -29,7 +29,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from gridlink.cache import RedisLifetime
-from gridlink.lsn import parse_lsn
+from gridlink.db.lsn import parse_lsn
 from gridlink.settings import Settings
 from infra import cluster
 from infra.processes import process_alive

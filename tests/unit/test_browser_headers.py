@@ -6,7 +6,7 @@ import falcon
 import falcon.testing
 import pytest
 
-from gridlink.security import cache_control
+from gridlink.web.security import cache_control
 
 
 def answer(method: str, status: int, headers: dict[str, str] | None = None) -> str:

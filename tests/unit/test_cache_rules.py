@@ -10,9 +10,9 @@ import redis
 from gridlink.cache.lifetime import TIMEOUT_COOL_OFF_SECONDS, CoolOff
 from gridlink.cache.positions import decode_position, encode_position
 from gridlink.cache.stream import StreamReport
-from gridlink.database_urls import libpq_url
-from gridlink.lsn import Position
-from gridlink.replicas_view import format_stream
+from gridlink.db.lsn import Position
+from gridlink.db.urls import libpq_url
+from gridlink.ops.replicas_view import format_stream
 
 
 def test_positions_compare_as_strings_exactly_as_they_compare_as_numbers() -> None:

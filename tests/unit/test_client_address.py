@@ -6,8 +6,8 @@ from __future__ import annotations
 import falcon.testing
 import pytest
 
-from gridlink.http import client_address, client_from
 from gridlink.settings import Settings, SettingsError, TrustedProxies
+from gridlink.web.http import client_address, client_from
 
 PROXIES = TrustedProxies.parse("10.0.0.0/8, 192.0.2.7, fd00::/8")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gridlink.database_urls import libpq_url, prefer_hosts, server_urls, sqlalchemy_url
+from gridlink.db.urls import libpq_url, prefer_hosts, server_urls, sqlalchemy_url
 
 MULTI = "postgresql://gridlink:s%40cret@10.77.0.21:5432,10.77.0.22:5432,10.77.0.23/gridlink?target_session_attrs=read-write"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gridlink.lag import replica_lag_bytes, replica_lag_seconds
+from gridlink.routing.lag import replica_lag_bytes, replica_lag_seconds
 
 
 def lag(

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from gridlink.logs import JsonFormatter, utc_timestamp
+from gridlink.web.logs import JsonFormatter, utc_timestamp
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gridlink import passwords
+from gridlink.accounts import passwords
 
 
 def test_a_password_is_stored_as_an_argon2id_hash():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gridlink.ratelimit import LocalWindows, Window, retry_after_seconds
+from gridlink.accounts.ratelimit import LocalWindows, Window, retry_after_seconds
 
 
 def test_fewer_failures_than_the_limit_allow_an_attempt():

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gridlink.replicas_view import format_snapshot, use_colour
+from gridlink.ops.replicas_view import format_snapshot, use_colour
 from gridlink.routing.policy import ServerStatus
 from gridlink.routing.router import Failover, RouterSnapshot
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gridlink.lsn import format_lsn, parse_lsn
+from gridlink.db.lsn import format_lsn, parse_lsn
 from gridlink.routing.policy import stays_in_rotation
 
 

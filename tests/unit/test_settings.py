@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gridlink.database_urls import sqlalchemy_url
+from gridlink.db.urls import sqlalchemy_url
 from gridlink.project import PROJECT_ROOT
 from gridlink.settings import MailBackend, Settings, SettingsError, TrustedProxies
 from infra.cluster import ClusterLayout

@@ -3,7 +3,7 @@
 ``TokenAuthMiddleware`` resolves the caller from ``Authorization: Token <token>``
 on every request. ``@authenticate(Auth.…)`` on a responder is the one line that
 both enforces what the responder requires and records it for the OpenAPI
-document (``gridlink/openapi.py`` reads it back with ``required_auth``), as
+document (``gridlink/web/openapi.py`` reads it back with ``required_auth``), as
 microblog-api's ``@authenticate(token_auth)`` does.
 """
 
@@ -16,9 +16,9 @@ from typing import Any
 
 import falcon
 
+from gridlink.accounts.tokens import Principal
 from gridlink.errors import PermissionDenied, Unauthenticated
 from gridlink.services import Services
-from gridlink.tokens import Principal
 
 _ATTRIBUTE = "required_auth"
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
 
-from gridlink.idempotency import KEY_LIFETIME
-from gridlink.outbox import MAIL_TOKEN_LIFETIME
+from gridlink.mail.outbox import MAIL_TOKEN_LIFETIME
 from gridlink.settings import Settings
+from gridlink.web.idempotency import KEY_LIFETIME
 
 BATCH_SIZE = 1000
 

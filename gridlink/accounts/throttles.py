@@ -17,7 +17,7 @@
 
 from __future__ import annotations
 
-from gridlink.ratelimit import Limiter, Reservation, Window
+from gridlink.accounts.ratelimit import Limiter, Reservation, Window
 from gridlink.settings import Settings
 
 _LOGIN = "gl:login-failures"

@@ -1,7 +1,7 @@
 """Outgoing mail through the backend named by ``GRIDLINK_MAIL_BACKEND``.
 
 Requests never send mail themselves: they queue it in the database
-(``gridlink.outbox``), and a poller hands it to one of these backends.
+(``gridlink.mail.outbox``), and a poller hands it to one of these backends.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every responder carries its own description (``@documented(Operation(...))``,
 right above the code it describes) and what it requires of its caller
-(``@authenticate(Auth...)``, gridlink/auth.py, which also enforces it).
+(``@authenticate(Auth...)``, gridlink/web/auth.py, which also enforces it).
 ``build_document(app)`` walks the app's router and describes each route it
 serves from those, so a route without a description fails the build, and
 nothing the app does not serve is listed. The errors each operation can answer
@@ -25,13 +25,13 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields
 
-from gridlink.auth import Auth, required_auth
 from gridlink.errors import MAX_BODY_BYTES, kib
-from gridlink.http import App
 from gridlink.queries.pages import DEFAULT_LIMIT, MAX_LIMIT
 from gridlink.schemas.base import HIDDEN_CHARACTERS, InputSchema, Timestamp, is_secret_field
 from gridlink.schemas.errors import ErrorOut
 from gridlink.slugs import GRID_PREFIX, LINK_PREFIX, USERNAME_JSON_PATTERN, slug_json_pattern
+from gridlink.web.auth import Auth, required_auth
+from gridlink.web.http import App
 
 Responder = TypeVar("Responder", bound=Callable[..., None])
 

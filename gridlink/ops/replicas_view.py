@@ -11,10 +11,10 @@ from collections.abc import Callable, Mapping
 from typing import TextIO
 
 from gridlink.cache.stream import StreamReport
-from gridlink.logs import utc_timestamp
+from gridlink.ops.text_table import align_rows
 from gridlink.routing.policy import PRIMARY
 from gridlink.routing.router import ReplicaRouter, RouterSnapshot
-from gridlink.text_table import align_rows
+from gridlink.web.logs import utc_timestamp
 
 _RED = "\x1b[31m"
 _RESET = "\x1b[0m"

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from gridlink.mail import Mailer
+from gridlink.mail.backends import Mailer
 from gridlink.models import OutgoingMail
 
 # Reset and email-change tokens live this long, and so does the mail carrying one.

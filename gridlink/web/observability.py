@@ -8,9 +8,9 @@ from typing import Any
 
 import falcon
 
-from gridlink.logs import REQUEST_LOGGER, log_fields
-from gridlink.metrics import UNMATCHED_ROUTE, Metrics
 from gridlink.resources.responses import READ_SOURCE_HEADER
+from gridlink.web.logs import REQUEST_LOGGER, log_fields
+from gridlink.web.metrics import UNMATCHED_ROUTE, Metrics
 
 log = logging.getLogger(REQUEST_LOGGER)
 

@@ -31,9 +31,9 @@ from psycopg2 import sql
 from sqlalchemy import bindparam, text
 from tqdm import tqdm
 
+from gridlink.accounts.passwords import hash_password
 from gridlink.cache.stream import MARK_USERS_CHANGED
 from gridlink.commands.profiles import CREATE_PROFILES
-from gridlink.passwords import hash_password
 from gridlink.services import Services
 from gridlink.settings import Settings
 from gridlink.slugs import GRID_PREFIX, LINK_PREFIX, is_username, new_slug

@@ -1,0 +1,1 @@
+"""Outgoing mail: the durable outbox and the backends that deliver it."""

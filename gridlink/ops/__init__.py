@@ -1,0 +1,1 @@
+"""The process's own operations: migrations, maintenance, seeding, the demo, the replica view."""
