@@ -145,8 +145,10 @@ def client_address(req: falcon.Request, trusted_proxies: TrustedProxies) -> str:
 
     The peer is the client unless it is a trusted proxy; then ``X-Forwarded-For``
     is read from the right, past every trusted proxy, to the first address that
-    is not one. IPv6 clients are counted per /64. A unix-socket peer (no
-    address) is counted as one client, ``unix``, unless trusted.
+    is not one. An entry that is no address ends the reading: the client is
+    then the last trusted proxy read, as far as anyone trusted saw. IPv6
+    clients are counted per /64. A unix-socket peer (no address) is counted as
+    one client, ``unix``, unless trusted.
     """
     forwarded_for = req.get_header("X-Forwarded-For")
     return client_from(req.env.get("REMOTE_ADDR") or "", forwarded_for, trusted_proxies)
@@ -163,18 +165,18 @@ def client_from(peer: str, forwarded_for: str | None, trusted_proxies: TrustedPr
         peer_key, peer_trusted = address_key(peer_address), peer_address in trusted_proxies
     if not peer_trusted or not forwarded_for:
         return peer_key
-    hops = []
-    for entry in forwarded_for.split(","):
+    # Each entry is what the hop to its right saw: only a trusted hop's word counts.
+    nearest_trusted = peer_key
+    for entry in reversed(forwarded_for.split(",")):
         hop = parse_address(entry)
         if hop is None:
-            # A proxy we trust wrote something we cannot read: believe only the peer.
-            return peer_key
-        hops.append(hop)
-    for hop in reversed(hops):
+            # Not an address: entries left of it were never checked by a trusted hop.
+            return nearest_trusted
         if hop not in trusted_proxies:
             return address_key(hop)
+        nearest_trusted = address_key(hop)
     # Every hop is a proxy of ours: the request started at the first of them.
-    return address_key(hops[0])
+    return nearest_trusted
 
 
 def parse_address(text: str) -> IPAddress | None:

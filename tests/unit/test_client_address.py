@@ -30,9 +30,29 @@ def test_forwarded_for_is_read_from_the_right_past_every_trusted_proxy() -> None
     assert client_from("10.1.2.3", forwarded, PROXIES) == "198.51.100.1"
 
 
-def test_a_malformed_entry_makes_the_peer_the_client() -> None:
+def test_a_malformed_entry_left_of_the_client_does_not_hide_the_client() -> None:
+    # The client wrote the garbage; the trusted proxy's own entry still names it.
+    assert client_from("10.1.2.3", "not-an-address, 198.51.100.1", PROXIES) == "198.51.100.1"
+    assert client_from("10.1.2.3", "unknown, ,198.51.100.1", PROXIES) == "198.51.100.1"
+
+
+def test_a_malformed_entry_behind_trusted_proxies_stops_at_the_last_of_them() -> None:
+    # 10.9.9.9 is ours, and what it saw is unreadable: it is as far as the trust goes.
+    forwarded = "198.51.100.1, not-an-address, 10.9.9.9"
+    assert client_from("10.1.2.3", forwarded, PROXIES) == "10.9.9.9"
+
+
+def test_a_malformed_entry_right_of_the_peer_makes_the_peer_the_client() -> None:
     assert client_from("10.1.2.3", "198.51.100.1, not-an-address", PROXIES) == "10.1.2.3"
     assert client_from("10.1.2.3", "198.51.100.1,,", PROXIES) == "10.1.2.3"
+    assert client_from("", "198.51.100.1, garbage", TrustedProxies.parse("unix")) == "unix"
+
+
+def test_each_client_behind_a_proxy_keeps_its_own_key_whatever_it_forwards() -> None:
+    # An attacker's garbage must not turn them into the proxy (everyone's key).
+    assert client_from("10.1.2.3", "garbage, 203.0.113.5", PROXIES) != client_from(
+        "10.1.2.3", "garbage, 203.0.113.6", PROXIES
+    )
 
 
 def test_a_chain_of_trusted_proxies_only_names_its_first() -> None:
