@@ -223,7 +223,11 @@ def gridlink_serve(settings: Settings) -> Iterator[int]:
 def profile_owner(address: str) -> str:
     """Sign up the user whose profile the readers read, and read it once (cached)."""
     username = f"reader_{os.getpid()}_{int(time.time())}"
-    body = {"username": username, "email": f"{username}@example.com", "password": "reader pass"}
+    body = {
+        "username": username,
+        "email": f"{username}@example.com",
+        "password": "a flood reader password",
+    }
     signed_up = api_request(address, "POST", "/api/auth/signup/", body)
     if signed_up.status != 201:
         raise RuntimeError(f"sign-up for the read profile answered {signed_up.status}")
@@ -349,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
                 signups_per_address=UNLIMITED,
                 signups_per_minute=UNLIMITED,
                 login_failures_per_address=UNLIMITED,
-                login_failures_per_username=UNLIMITED,
+                login_failures_per_client=UNLIMITED,
+                login_failures_per_account=UNLIMITED,
             )
             rows += run_floods(wrk, unthrottled, scripts, "limits lifted")
     finally:

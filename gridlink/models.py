@@ -84,6 +84,25 @@ class AuthToken(Base):
     revoked_on: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class LoginDevice(Base):
+    """A client an account logged in from, for the login throttle; only its SHA-256 is stored.
+
+    A client that presents the device value its login answered keeps its own
+    allowance of failures, whatever others try against the account.
+    """
+
+    __tablename__ = "login_devices"
+    __table_args__ = (Index("ix_login_devices_user_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    device_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    created_on: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_used_on: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
 class PasswordReset(Base):
     """A single-use password reset token; only its SHA-256 is stored."""
 

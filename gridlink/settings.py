@@ -299,13 +299,21 @@ class Settings:
         "GRIDLINK_MAIL_BACKEND", MailBackend("console"), _mail_backend, MailBackend.render
     )
     token_ttl_days: int = setting("GRIDLINK_TOKEN_TTL_DAYS", 30, _positive_int)
-    login_failures_per_username: int = setting(
-        "GRIDLINK_LOGIN_FAILURES_PER_USERNAME", 5, _positive_int
+    # Login throttling (API.md): a client is a device of the account, else an address.
+    login_failures_per_client: int = setting("GRIDLINK_LOGIN_FAILURES_PER_CLIENT", 5, _positive_int)
+    # Together, from every client without a device of the account.
+    login_failures_per_account: int = setting(
+        "GRIDLINK_LOGIN_FAILURES_PER_ACCOUNT", 100, _positive_int
     )
     login_failures_per_address: int = setting(
         "GRIDLINK_LOGIN_FAILURES_PER_ADDRESS", 50, _positive_int
     )
+    # Wrong current passwords sent with one token (password or email change, deletion).
+    password_checks_per_session: int = setting(
+        "GRIDLINK_PASSWORD_CHECKS_PER_SESSION", 5, _positive_int
+    )
     login_window_seconds: int = setting("GRIDLINK_LOGIN_WINDOW_SECONDS", 900, _positive_int)
+    max_devices_per_user: int = setting("GRIDLINK_MAX_DEVICES_PER_USER", 50, _positive_int)
     max_grids_per_user: int = setting("GRIDLINK_MAX_GRIDS_PER_USER", 100, _positive_int)
     max_links_per_grid: int = setting("GRIDLINK_MAX_LINKS_PER_GRID", 100, _positive_int)
     # A profile document is re-rendered on every write and sent whole on every read.

@@ -16,8 +16,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from gridlink.accounts.password_rules import account_words, refuse_weak_password
 from gridlink.accounts.throttles import admit_sign_up
 from gridlink.accounts.tokens import Principal, hash_token, new_token
+from gridlink.commands.devices import remember_device
 from gridlink.commands.passwords import use_up, use_up_mailed_tokens
 from gridlink.commands.profiles import (
     create_profile,
@@ -57,8 +59,9 @@ def sign_up(
     address: str | None,
     display_name: str = "",
 ) -> SignedIn:
-    """Create an account, its public profile and its first token."""
+    """Create an account, its public profile, its first token and its first device."""
     admit_sign_up(uow.limiter, uow.settings, address)
+    refuse_weak_password(password, field="password", user_inputs=account_words(username, email))
     _refuse_taken(uow, username=username, email=email)
     uow.end_reads()
     password_hash = uow.passwords.hash(password)
@@ -68,7 +71,8 @@ def sign_up(
     uow.session.add(user)
     _flush_unique(uow)
     create_profile(uow, user.id)
-    return SignedIn(user, issue_token(uow, user))
+    token = issue_token(uow, user)
+    return SignedIn(user, token, remember_device(uow, user.id, device_id=None, device=None))
 
 
 def update_me(uow: UnitOfWork, principal: Principal, changes: Mapping[str, Any]) -> User:
@@ -129,7 +133,7 @@ def delete_account(uow: UnitOfWork, principal: Principal, *, password: str) -> N
     user = caller(uow, principal)
     checked_hash = user.password_hash
     uow.end_reads()
-    confirm_password(uow, user, password, field="password")
+    confirm_password(uow, principal, user, password, field="password")
     lock_profile(uow, principal.user_id)
     user = lock_caller(uow, principal, checked_hash)
     token_hashes = uow.session.scalars(
@@ -166,7 +170,7 @@ def _request_email_change(
         )
     checked_hash = user.password_hash
     uow.end_reads()
-    confirm_password(uow, user, password, field="current_password")
+    confirm_password(uow, principal, user, password, field="current_password")
     lock_profile(uow, principal.user_id)
     user = lock_caller(uow, principal, checked_hash)
     if new_email.lower() != user.email.lower():

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import func, select, update
 
+from gridlink.accounts.password_rules import account_words, refuse_weak_password
 from gridlink.accounts.throttles import admit_password_reset
 from gridlink.accounts.tokens import Principal, hash_token, new_token
 from gridlink.commands.sessions import (
@@ -37,7 +38,10 @@ def change_password(
     user = caller(uow, principal)
     checked_hash = user.password_hash
     uow.end_reads()
-    confirm_password(uow, user, current_password, field="current_password")
+    confirm_password(uow, principal, user, current_password, field="current_password")
+    refuse_weak_password(
+        new_password, field="new_password", user_inputs=account_words(user.username, user.email)
+    )
     new_hash = uow.passwords.hash(new_password)
     user = lock_caller(uow, principal, checked_hash)
     user.password_hash = new_hash
@@ -83,8 +87,11 @@ def confirm_password_reset(uow: UnitOfWork, *, token: str, new_password: str) ->
     transaction; the token is then taken with a row lock, so of two
     confirmations racing with one token, only one succeeds.
     """
-    _valid_reset(uow, token, lock=False)
+    owner = uow.session.get_one(User, _valid_reset(uow, token, lock=False).user_id)
     uow.end_reads()
+    refuse_weak_password(
+        new_password, field="new_password", user_inputs=account_words(owner.username, owner.email)
+    )
     new_hash = uow.passwords.hash(new_password)
     reset = _valid_reset(uow, token, lock=True)
     user = uow.session.get_one(User, reset.user_id)

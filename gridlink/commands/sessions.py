@@ -5,10 +5,11 @@ Token cache entries are written only after the commit that makes them true
 works on the very next request; a revoked one is marked not valid, so every
 server process refuses it at once.
 
-A login looks the account up, reserves the attempt against the throttle
-(per account once it is known, so its username and email share one
-counter), and only then checks the password, outside any transaction; a
-success gives the attempt back.
+A login looks the account (and the device it presents) up, reserves the
+attempt against the throttle (``gridlink.accounts.throttles``: per account
+and client, the client being a device of the account or else the address),
+and only then checks the password, outside any transaction; a success gives
+the attempt back and answers a device for the next login.
 """
 
 from __future__ import annotations
@@ -20,59 +21,89 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, func, or_, select, update
 
+from gridlink.accounts.events import security_event
 from gridlink.accounts.passwords import needs_rehash
-from gridlink.accounts.throttles import LoginThrottle
+from gridlink.accounts.ratelimit import Reservation
+from gridlink.accounts.throttles import LoginClient, LoginThrottle, account_key
 from gridlink.accounts.tokens import Principal, hash_token, new_token
+from gridlink.commands.devices import presented_device, remember_device
 from gridlink.commands.unit_of_work import UnitOfWork
 from gridlink.errors import Conflict, InvalidRequest, RateLimited, Unauthenticated, Unavailable
-from gridlink.models import AuthToken, User
+from gridlink.models import AuthToken, LoginDevice, User
 
 
 @dataclass(frozen=True)
 class SignedIn:
-    """An account and a token just issued for it (given to the client once)."""
+    """An account, a token just issued for it and the client's device (given to the client once)."""
 
     user: User
     token: str
+    device: str
 
 
-def log_in(uow: UnitOfWork, *, login: str, password: str, address: str | None) -> SignedIn:
+def log_in(
+    uow: UnitOfWork,
+    *,
+    login: str,
+    password: str,
+    address: str | None,
+    device: str | None = None,
+) -> SignedIn:
     """Check a username (or email) and password and issue a new token.
 
     Raise 401 for wrong credentials, the same whether or not the account
-    exists, and 429 once the account (or the login as typed, without one) or
-    the client address failed too often.
+    exists, and 429 once the client failed too often for the account (or the
+    login as typed, without one); a client without a device of the account
+    also once the account's wide limit or its address's is reached.
     """
     throttle = login_throttle(uow)
-    from_address = throttle.admit_address(address)
+    # Without a device the address is counted first, before any query: a
+    # flood from one address is refused at the cost of one Redis call.
+    from_address = None if device else _admit_address(throttle, address)
     uow.after_database_failure(lambda: throttle.give_back(from_address))
-    user = uow.session.scalars(
-        select(User).where(or_(same_text(User.username, login), same_text(User.email, login)))
+    found = uow.session.execute(
+        select(User, LoginDevice.id)
+        .outerjoin(LoginDevice, presented_device(device))
+        .where(or_(same_text(User.username, login), same_text(User.email, login)))
     ).one_or_none()
+    user, device_id = found if found is not None else (None, None)
+    user_id = user.id if user else None
     uow.end_reads()
+    client = LoginClient(account_key(user_id, login), address, device_id)
     try:
-        reservation = throttle.reserve(login, user.id if user else None)
+        reservation = throttle.admit(client, address_admitted=from_address is not None)
     except RateLimited:
         throttle.give_back(from_address)  # refused: not an attempt
+        security_event("login_throttled", user_id=user_id)
         raise
     uow.after_database_failure(lambda: throttle.give_back(reservation))
     try:
         verified = uow.passwords.verify(user.password_hash if user else None, password)
     except Unavailable:
-        # Not checked: not the account's failure. The address keeps it, so a
-        # flood answered 503 soon meets the address's limit (429, cheap).
-        throttle.give_back(reservation)
+        throttle.give_back_unchecked(reservation)
         raise
     if not verified:
+        security_event("login_failed", user_id=user_id, with_device=client.has_device)
         raise Unauthenticated("The username or password is not correct.")
     assert user is not None  # verify says no without an account
     if needs_rehash(user.password_hash):
         _rehash(uow, user, password)
     token = issue_token(uow, user)
-    account_id = user.id
+    device = remember_device(uow, user.id, device_id=device_id, device=device)
     uow.after_commit(lambda: throttle.give_back(reservation, from_address))
-    uow.after_commit(lambda: throttle.forget(account_id))
-    return SignedIn(user, token)
+    uow.after_commit(lambda: throttle.succeeded(client))
+    uow.after_commit(
+        lambda: security_event("login_succeeded", user_id=user_id, with_device=client.has_device)
+    )
+    return SignedIn(user, token, device)
+
+
+def _admit_address(throttle: LoginThrottle, address: str | None) -> Reservation | None:
+    try:
+        return throttle.admit_address(address)
+    except RateLimited:
+        security_event("login_throttled", user_id=None)
+        raise
 
 
 def log_out(uow: UnitOfWork, principal: Principal) -> None:
@@ -85,21 +116,29 @@ def log_out_everywhere(uow: UnitOfWork, principal: Principal) -> None:
     revoke_tokens(uow, AuthToken.user_id == principal.user_id)
 
 
-def confirm_password(uow: UnitOfWork, user: User, password: str, *, field: str) -> None:
+def confirm_password(
+    uow: UnitOfWork, principal: Principal, user: User, password: str, *, field: str
+) -> None:
     """Raise 400 naming ``field`` unless ``password`` is ``user``'s; call it outside a transaction.
 
     A 400, not a 401: the token is fine and the client must not drop it; the
-    user mistyped a form field. Failures count against the account's login
-    throttle, so a stolen token cannot be used to guess the password either.
+    user mistyped a form field. Failures count against the session (the
+    token) alone: a stolen token cannot be used to guess the password
+    faster, and nobody's failures elsewhere refuse the owner here.
     """
     throttle = login_throttle(uow)
-    reservation = throttle.reserve(None, user.id)
+    try:
+        reservation = throttle.admit_password_check(principal.token_hash)
+    except RateLimited:
+        security_event("login_throttled", user_id=user.id, check=field)
+        raise
     try:
         verified = uow.passwords.verify(user.password_hash, password)
     except Unavailable:
         throttle.give_back(reservation)
         raise
     if not verified:
+        security_event("login_failed", user_id=user.id, check=field)
         raise InvalidRequest(
             "The password is not correct.", fields={field: ["The password is not correct."]}
         )

@@ -41,9 +41,14 @@ def send_signed_in(resp: falcon.Response, signed_in: sessions.SignedIn, status: 
     send_object(resp, SignedInOut().dump(signed_in), status)
 
 
-_SIGNED_IN = "The account and a new token."
-# A wrong password counts against the login throttle wherever it is checked.
-_THROTTLED = "Too many failed logins for this account or from this address."
+_SIGNED_IN = "The account, a new token, and the device to present at the next login."
+_THROTTLED = (
+    "Too many failed logins for this account from this client, for this account from "
+    "clients without a device of it, or from this address."
+)
+# A wrong current password sent with a token counts against that session alone.
+_CHECKS_THROTTLED = "Too many wrong passwords sent with this token lately."
+_WEAK = "The new password is too short, too long, or common (named in `fields`)."
 _TAG = "accounts"
 
 
@@ -89,6 +94,7 @@ class Signup(_AccountsResource):
             tag=_TAG,
             body=SignupIn,
             errors={
+                400: _WEAK,
                 409: "The username or the email is taken (named in `fields`).",
                 429: "Too many sign-ups from this address, or from everyone, lately.",
             },
@@ -126,6 +132,7 @@ class Login(_AccountsResource):
                 login=body["username"],
                 password=body["password"],
                 address=self._client(req),
+                device=body.get("device"),
             ),
         )
         send_signed_in(resp, signed_in, 200)
@@ -157,7 +164,10 @@ class PasswordChange(_AccountsResource):
             (Reply(204, "Changed."),),
             tag=_TAG,
             body=PasswordChangeIn,
-            errors={400: "The current password is not correct.", 429: _THROTTLED},
+            errors={
+                400: "The current password is not correct, or the new one is weak.",
+                429: _CHECKS_THROTTLED,
+            },
         )
     )
     @authenticate(Auth.REQUIRED)
@@ -195,7 +205,7 @@ class PasswordResetConfirm(_AccountsResource):
             (Reply(204, "Changed."),),
             tag=_TAG,
             body=PasswordResetConfirmIn,
-            errors={400: "The reset token is unknown, used or expired."},
+            errors={400: "The reset token is unknown, used or expired, or the password weak."},
         )
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -237,7 +247,7 @@ class Me(_AccountsResource):
             errors={
                 400: "`current_password` is missing or not correct for an email change.",
                 409: "The email is taken (named in `fields`).",
-                429: _THROTTLED,
+                429: _CHECKS_THROTTLED,
             },
         )
     )
@@ -256,7 +266,7 @@ class Me(_AccountsResource):
             (Reply(204, "Deleted."),),
             tag=_TAG,
             body=AccountDeleteIn,
-            errors={400: "The password is not correct.", 429: _THROTTLED},
+            errors={400: "The password is not correct.", 429: _CHECKS_THROTTLED},
         )
     )
     @authenticate(Auth.REQUIRED)

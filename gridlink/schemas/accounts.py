@@ -11,12 +11,18 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
+from gridlink.accounts.password_rules import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from gridlink.schemas.base import InputSchema, Timestamp, text_field, username_out
 from gridlink.slugs import USERNAME_JSON_PATTERN, USERNAME_PATTERN
 
 
 def _new_password() -> fields.String:
-    return fields.String(required=True, validate=validate.Length(min=8, max=128))
+    # The length here; whether it is common, in the command, once the request is admitted.
+    return fields.String(
+        required=True,
+        validate=validate.Length(min=MIN_PASSWORD_LENGTH, max=MAX_PASSWORD_LENGTH),
+        metadata={"description": "Not a common or breached password."},
+    )
 
 
 def _email(**options: Any) -> fields.Email:
@@ -41,6 +47,8 @@ class LoginIn(InputSchema):
     username = fields.String(required=True, validate=validate.Length(min=1, max=254))
     # Not held to the rules for new passwords: a wrong password is a 401, never a 400.
     password = fields.String(required=True)
+    # The value a login or sign-up of this account answered: the client's own allowance.
+    device = fields.String(validate=validate.Length(min=1, max=256))
 
 
 class PasswordChangeIn(InputSchema):
@@ -83,7 +91,9 @@ class MeOut(Schema):
 
 
 class SignedInOut(Schema):
-    """What sign-up and login answer: the account and a new token."""
+    """What sign-up and login answer: the account, a new token and the client's device."""
 
     user = fields.Nested(MeOut, required=True)
     token = fields.String(required=True)
+    # To present at the next login of this account (API.md, "Login throttling").
+    device = fields.String(required=True)

@@ -3,7 +3,8 @@
 A password hash costs about 0.18 s of CPU and 64 MiB. Sign-up is throttled
 (per client address and globally) before any hashing; a process runs only a
 few hashes at once and answers 503 at once beyond them; login attempts are
-reserved atomically before the password is checked, per account; no row
+reserved atomically before the password is checked, per account and client
+and for the account's clients without a device together; no row
 lock is held while a hash runs; and with Redis down the limits hold in each
 process instead of lifting.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
@@ -22,7 +23,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
+import gridlink.accounts.password_rules
 import gridlink.accounts.passwords
+from gridlink.accounts.password_rules import TOO_GUESSABLE
 from gridlink.accounts.passwords import HashSlots
 from gridlink.accounts.ratelimit import Limiter
 from gridlink.app import create_app
@@ -95,6 +98,41 @@ def test_sign_ups_are_limited_globally_whatever_the_address(services, hashes):
     services.redis.delete("gl:signups:all")
     assert statuses == [201, 201, 201, 429]
     assert len(hashes) == 3
+
+
+@pytest.fixture
+def estimates(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every password whose strength is estimated (the real estimate still runs)."""
+    estimated: list[str] = []
+    real = gridlink.accounts.password_rules.is_guessable
+
+    def recorded(password: str, user_inputs: Iterable[str] = ()) -> bool:
+        estimated.append(password)
+        return real(password, user_inputs)
+
+    monkeypatch.setattr(gridlink.accounts.password_rules, "is_guessable", recorded)
+    return estimated
+
+
+def test_a_throttled_sign_up_costs_no_strength_estimate_and_a_weak_password_no_hash(
+    services, hashes, estimates
+):
+    client = app_with(services, signups_per_address=1)
+    address = an_address()
+    weak = {**sign_up_body(), "password": "password1234"}
+    refused = client.simulate_post("/api/auth/signup/", json=weak, remote_addr=address)
+    assert refused.json["error"]["fields"] == {"password": [TOO_GUESSABLE]}
+    assert (estimates, hashes) == (["password1234"], [])
+    throttled = client.simulate_post("/api/auth/signup/", json=sign_up_body(), remote_addr=address)
+    assert assert_clean_result(throttled, 429) == "rate_limited"
+    assert estimates == ["password1234"]
+
+
+def test_a_reset_confirmation_with_an_unknown_token_costs_no_strength_estimate(client, estimates):
+    body = {"token": "t" * 43, "new_password": "a reset password 2"}
+    refused = client.simulate_post("/api/auth/password/reset/confirm/", json=body)
+    assert list(refused.json["error"]["fields"]) == ["token"]
+    assert estimates == []
 
 
 # --- the cap on concurrent hashes -------------------------------------------------------------
@@ -222,13 +260,21 @@ def test_no_row_lock_is_held_while_a_password_is_checked(
     assert answer.result().status_code == 204
 
 
-# --- login: reserved before checking, counted per account -------------------------------------
+# --- login: reserved before checking, counted per account and client --------------------------
 
 
+@pytest.mark.parametrize(
+    ("limits", "same_address"),
+    [
+        ({}, True),  # one client's 5
+        ({"login_failures_per_account": 5}, False),  # the account's wide limit, from 32 clients
+    ],
+)
 def test_concurrent_wrong_guesses_past_the_limit_are_refused_before_checking(
-    services, client, monkeypatch
+    services, client, monkeypatch, limits, same_address
 ):
     user = sign_up(client, "race")
+    address = an_address()
     checks: list[str | None] = []
     real = gridlink.accounts.passwords.verify_password
 
@@ -237,14 +283,14 @@ def test_concurrent_wrong_guesses_past_the_limit_are_refused_before_checking(
         return real(password_hash, password)
 
     monkeypatch.setattr(gridlink.accounts.passwords, "verify_password", counted)
-    racing = app_with(services, concurrent_hashes=32)
+    racing = app_with(services, concurrent_hashes=32, **limits)
     with ThreadPoolExecutor(32) as pool:
         results = list(
             pool.map(
                 lambda n: racing.simulate_post(
                     "/api/auth/login/",
                     json={"username": user.username, "password": f"guess {n}"},
-                    remote_addr=an_address(),
+                    remote_addr=address if same_address else an_address(),
                 ),
                 range(32),
             )
@@ -255,11 +301,13 @@ def test_concurrent_wrong_guesses_past_the_limit_are_refused_before_checking(
 
 
 def test_the_username_and_the_email_share_one_counter(client, user):
+    address = an_address()
+
     def guess(login: str) -> int:
         status: int = client.simulate_post(
             "/api/auth/login/",
             json={"username": login, "password": "wrong password"},
-            remote_addr=an_address(),
+            remote_addr=address,
         ).status_code
         return status
 
@@ -276,15 +324,16 @@ def test_with_redis_unreachable_logins_are_limited_in_each_process(services, cli
     )
     try:
         app = falcon.testing.TestClient(create_app(dead.settings, dead))
+        address = an_address()
         statuses = [
             app.simulate_post(
                 "/api/auth/login/",
                 json={"username": user.username, "password": "wrong password"},
-                remote_addr=an_address(),
+                remote_addr=address,
             ).status_code
             for _ in range(3)
         ]
-        # Five per account across two processes: this one allows two.
+        # Five per account and client across two processes: this one allows two.
         assert statuses == [401, 401, 429]
     finally:
         dead.close()

@@ -40,7 +40,8 @@ def leak_services(leak_cluster: cluster.ClusterLayout) -> Iterator[Services]:
         replica_urls=leak_cluster.replica_urls,
         redis_url=leak_cluster.redis_url,
         max_grids_per_user=1,
-        login_failures_per_username=1,
+        login_failures_per_client=1,
+        login_failures_per_account=1,
     )
     services = Services.connect(settings)
     # Internal keys that stand out: a leaked one is then found by its value.

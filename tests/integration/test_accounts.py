@@ -33,9 +33,10 @@ def test_sign_up_answers_201_with_me_a_token_and_the_profile_location(client):
     body = signup_body(display_name="Ada L.")
     result = client.simulate_post("/api/auth/signup/", json=body)
     assert result.status_code == 201, result.text
-    assert set(result.json) == {"user", "token"}
+    assert set(result.json) == {"user", "token", "device"}
     assert_me(result.json["user"], body["username"], body["email"], "Ada L.")
     assert len(result.json["token"]) >= 43  # 256 bits in URL-safe base64
+    assert len(result.json["device"]) >= 43
     assert result.headers["Location"] == f"/api/users/{body['username']}/"
 
 
@@ -98,7 +99,9 @@ def test_a_sign_up_that_loses_the_race_for_a_username_is_a_conflict(client, user
         ({"email": "not-an-email"}, "email"),
         ({"email": "a@b"}, "email"),
         ({"email": "x" * 250 + "@example.com"}, "email"),
-        ({"password": "seven77"}, "password"),
+        ({"password": "Short pw 1"}, "password"),  # too short
+        ({"password": "password1234"}, "password"),  # common
+        ({"password": "qwertyuiop12"}, "password"),  # a keyboard walk
         ({"password": "p" * 129}, "password"),
         ({"display_name": "d" * 65}, "display_name"),
         ({"display_name": "nul\x00byte"}, "display_name"),
@@ -112,10 +115,10 @@ def test_an_invalid_sign_up_is_a_400_naming_the_field(client, overrides, field):
 
 
 def test_the_limits_themselves_are_accepted(client):
-    body = signup_body(password="p" * 128, display_name="d" * 64)
+    body = signup_body(password=secrets.token_urlsafe(96), display_name="d" * 64)
     body["username"] = ("u" + secrets.token_hex(15))[:30]
     assert client.simulate_post("/api/auth/signup/", json=body).status_code == 201
-    body = signup_body(password="eight888")
+    body = signup_body(password="Vq7 kettles!")  # 12 characters
     body["username"] = "u" + secrets.token_hex(1)  # 3 characters, only this test makes any
     assert client.simulate_post("/api/auth/signup/", json=body).status_code == 201
 

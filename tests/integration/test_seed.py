@@ -156,7 +156,7 @@ def test_a_second_seed_numbers_on_after_the_highest_username_or_email(
     ):
         signed_up = client.simulate_post(
             "/api/auth/signup/",
-            json={"username": username, "email": email, "password": "a password"},
+            json={"username": username, "email": email, "password": "a seed test password"},
         )
         assert signed_up.status_code == 201, signed_up.text
     third = seed_small(services)
@@ -218,7 +218,11 @@ def test_a_seed_that_cannot_name_its_users_writes_nothing(
     longest = "test_user_" + "9" * 20
     signed_up = client.simulate_post(
         "/api/auth/signup/",
-        json={"username": longest, "email": "longest@example.com", "password": "a password"},
+        json={
+            "username": longest,
+            "email": "longest@example.com",
+            "password": "a seed test password",
+        },
     )
     assert signed_up.status_code == 201, signed_up.text
     try:

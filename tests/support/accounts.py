@@ -60,10 +60,14 @@ def confirm_reset(
 
 
 def attempt(
-    client: falcon.testing.TestClient, username: str, password: str, address: str
+    client: falcon.testing.TestClient,
+    username: str,
+    password: str,
+    address: str,
+    device: str | None = None,
 ) -> falcon.testing.Result:
-    return client.simulate_post(
-        "/api/auth/login/",
-        json={"username": username, "password": password},
-        remote_addr=address,
-    )
+    """Log in from ``address``, presenting ``device`` if given."""
+    body = {"username": username, "password": password}
+    if device is not None:
+        body["device"] = device
+    return client.simulate_post("/api/auth/login/", json=body, remote_addr=address)

@@ -68,6 +68,7 @@ class ApiUser:
     email: str
     password: str
     token: str
+    device: str = ""  # what sign-up answered: present it to log in as a known client
 
     @property
     def headers(self) -> dict[str, str]:
@@ -84,4 +85,4 @@ def sign_up(client: falcon.testing.TestClient, prefix: str = "u") -> ApiUser:
         json={"username": username, "email": email, "password": password},
     )
     assert result.status_code == 201, result.text
-    return ApiUser(username, email, password, result.json["token"])
+    return ApiUser(username, email, password, result.json["token"], result.json["device"])

@@ -151,7 +151,11 @@ class Account:
 def open_account(address: str, prefix: str = "flt") -> Account:
     """Sign a user up through the API and give them a first grid."""
     username = random_username(prefix)
-    body = {"username": username, "email": f"{username}@example.com", "password": "fault pass"}
+    body = {
+        "username": username,
+        "email": f"{username}@example.com",
+        "password": "a fault password",
+    }
     signed_up = api_request(address, "POST", "/api/auth/signup/", body)
     assert signed_up.status == 201, signed_up
     token = json_body(signed_up)["token"]

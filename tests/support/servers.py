@@ -64,7 +64,7 @@ def sign_up_at(address: str, username: str) -> str:
         address,
         "POST",
         "/api/auth/signup/",
-        {"username": username, "email": f"{username}@example.com", "password": "a password!"},
+        {"username": username, "email": f"{username}@example.com", "password": "a server password"},
     )
     assert status == 201, body
     token: str = body["token"]

@@ -7,10 +7,17 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from gridlink.errors import InvalidRequest
-from gridlink.schemas.accounts import LoginIn, MeOut, MeUpdateIn, SignupIn
+from gridlink.schemas.accounts import (
+    LoginIn,
+    MeOut,
+    MeUpdateIn,
+    PasswordChangeIn,
+    PasswordResetConfirmIn,
+    SignupIn,
+)
 from gridlink.schemas.base import NoBodyIn, load
 
-VALID = {"username": "Ada_1815", "email": "ada@example.com", "password": "analytical"}
+VALID = {"username": "Ada_1815", "email": "ada@example.com", "password": "analytical engine"}
 
 
 @pytest.mark.parametrize("username", ["abc", "A" * 30, "under_score", "123", "MiXeD"])
@@ -37,9 +44,28 @@ def test_every_problem_is_named_at_once():
     assert refused.value.fields == {
         "username": ["Use 3 to 30 letters (A-Z, a-z), digits or underscores."],
         "email": ["Not a valid email address."],
-        "password": ["Length must be between 8 and 128."],
+        "password": ["Length must be between 12 and 128."],
         "extra": ["Unknown field."],
     }
+
+
+@pytest.mark.parametrize(
+    ("schema", "field"),
+    [
+        (SignupIn, "password"),
+        (PasswordChangeIn, "new_password"),
+        (PasswordResetConfirmIn, "new_password"),
+    ],
+)
+@pytest.mark.parametrize("password", ["Short pw 1", "x" * 11, "x" * 129])
+def test_a_new_password_of_fewer_than_12_or_more_than_128_characters_is_refused(
+    schema, field, password
+):
+    body = {**VALID, "current_password": "x", "token": "t"}
+    body = {name: body[name] for name in schema().fields if name in body}
+    with pytest.raises(InvalidRequest) as refused:
+        load(schema(), {**body, field: password})
+    assert refused.value.fields == {field: ["Length must be between 12 and 128."]}
 
 
 def test_login_takes_any_non_empty_password():
