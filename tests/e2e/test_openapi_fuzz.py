@@ -37,8 +37,15 @@ STATEFUL_EXAMPLES = max(6, EXAMPLES_PER_OPERATION // 2)
 STATEFUL_STEPS = 6
 STATEFUL_SEEDS = 3
 # A schema-valid request may still be refused with 400 for what no schema can
-# say: a wrong password, an unknown reset token, a cursor naming no item of the list.
-FIELDS_ONLY_THE_SERVER_CAN_JUDGE = {"current_password", "password", "token", "starting_after"}
+# say: a wrong password, a common new one, an unknown reset token, a cursor
+# naming no item of the list.
+FIELDS_ONLY_THE_SERVER_CAN_JUDGE = {
+    "current_password",
+    "password",
+    "new_password",
+    "token",
+    "starting_after",
+}
 # Each of these hashes or checks a password (argon2id, 64 MiB, on purpose slow):
 # they get the generated examples but not the coverage phase's hundreds of variants.
 HASHING_PASSWORDS = ["signUp", "logIn", "changePassword", "confirmPasswordReset", "deleteMe"]
