@@ -8,21 +8,26 @@
   before the password is checked. A success gives the attempt back and
   clears the account's failures; one the server was too busy to check (503)
   still counts for the address, not the account.
-- **Password resets** count every request, per email (lowercased, as typed)
+- **Password resets** count every request, per email (its ASCII letters
+  folded, as the account lookup folds them: ``gridlink.accounts.emails``)
   and per client address, whether or not an account has the email: the 429
   tells nothing about which emails are registered.
+- **Email changes** count per account every request whose password was right.
 - **Sign-ups** count every request per client address and globally, before
   any password is hashed.
 """
 
 from __future__ import annotations
 
+from gridlink.accounts.emails import email_key
 from gridlink.accounts.ratelimit import Limiter, Reservation, Window
 from gridlink.settings import Settings
 
 _LOGIN = "gl:login-failures"
 _RESET = "gl:password-resets"
 _SIGNUP = "gl:signups"
+_EMAIL_CHANGE = "gl:email-changes"
+EMAIL_CHANGE_WINDOW_SECONDS = 3600
 SIGNUP_GLOBAL_WINDOW_SECONDS = 60
 
 
@@ -81,10 +86,20 @@ def admit_password_reset(
     """Count one reset request for ``email`` from ``address``, or raise 429 counting nothing."""
     seconds = settings.password_reset_window_seconds
     windows = [
-        Window(f"{_RESET}:email:{email.lower()}", settings.password_resets_per_email, seconds),
+        Window(f"{_RESET}:email:{email_key(email)}", settings.password_resets_per_email, seconds),
         *_address_window(_RESET, address, settings.password_resets_per_address, seconds),
     ]
     limiter.reserve(windows, "Too many password resets; try again later.")
+
+
+def admit_email_change(limiter: Limiter, settings: Settings, account_id: int) -> None:
+    """Count one email change asked for by ``account_id``, or raise 429 counting nothing."""
+    window = Window(
+        f"{_EMAIL_CHANGE}:account:{account_id}",
+        settings.email_changes_per_account,
+        EMAIL_CHANGE_WINDOW_SECONDS,
+    )
+    limiter.reserve([window], "Too many email changes for this account; try again later.")
 
 
 def admit_sign_up(limiter: Limiter, settings: Settings, address: str | None) -> None:

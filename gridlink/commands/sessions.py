@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, func, or_, select, update
 
+from gridlink.accounts.emails import same_email
 from gridlink.accounts.passwords import needs_rehash
 from gridlink.accounts.throttles import LoginThrottle
 from gridlink.accounts.tokens import Principal, hash_token, new_token
@@ -47,7 +48,7 @@ def log_in(uow: UnitOfWork, *, login: str, password: str, address: str | None) -
     from_address = throttle.admit_address(address)
     uow.after_database_failure(lambda: throttle.give_back(from_address))
     user = uow.session.scalars(
-        select(User).where(or_(same_text(User.username, login), same_text(User.email, login)))
+        select(User).where(or_(same_text(User.username, login), same_email(User.email, login)))
     ).one_or_none()
     uow.end_reads()
     try:
@@ -111,7 +112,9 @@ def lock_caller(uow: UnitOfWork, principal: Principal, checked_hash: str) -> Use
     user = uow.session.scalars(
         select(User)
         .where(User.id == principal.user_id)
-        .with_for_update()
+        # FOR NO KEY UPDATE: a row that points at the user (the mail poller's
+        # reset token) can still be added meanwhile, so neither waits on the other.
+        .with_for_update(key_share=True)
         .execution_options(populate_existing=True)
     ).one_or_none()
     if user is None:

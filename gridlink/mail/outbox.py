@@ -1,14 +1,19 @@
 """Durable mail: queued in the transaction that decides to send it, delivered by a poller.
 
-``queue_mail`` adds a row to ``mail_outbox`` inside the caller's transaction,
-so a reset token and the mail that carries it are committed together or not
-at all. ``deliver_pending_mail`` takes rows with ``FOR UPDATE SKIP LOCKED``
-(several processes drain one outbox without sending a mail twice at once),
-sends each and deletes it in the same transaction.
+``queue_mail`` adds a written message to ``mail_outbox`` inside the
+caller's transaction, and ``queue_token_mail`` the order for a mail that
+carries a token (``password_reset_order``, ``email_confirmation_order``),
+so a mail is queued with what decided it or not at all. A token mail is
+written, and its token made, only when it is sent (``gridlink.mail.letters``):
+no usable token rests in the outbox. ``deliver_pending_mail`` takes rows
+with ``FOR UPDATE SKIP LOCKED`` (several processes drain one outbox without
+sending a mail twice at once), writes each, sends it and deletes it in the
+same transaction.
 
 Delivery is **at least once**: a process that dies after the mail server
 took a mail but before its transaction committed leaves the row, and the
-mail is sent again. A mail older than the tokens it carries can use is
+mail is sent again (with a fresh token, if it carries one: the first one's
+hash was rolled back). A mail older than the tokens it carries can use is
 dropped (and logged) instead: it could only deliver a dead token.
 
 ``MailPoller`` runs delivery on a thread of each server process; a process
@@ -21,14 +26,21 @@ import logging
 import threading
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
+from gridlink.accounts.emails import same_email
+from gridlink.accounts.events import Requester, bind_request, security_event
 from gridlink.mail.backends import Mailer
-from gridlink.models import OutgoingMail
+from gridlink.mail.letters import (
+    CONFIRMATION_ORDER,
+    MAIL_TOKEN_LIFETIME,
+    RESET_ORDER,
+    Letter,
+    write_letter,
+)
+from gridlink.models import EmailChange, OutgoingMail
 
-# Reset and email-change tokens live this long, and so does the mail carrying one.
-MAIL_TOKEN_LIFETIME = timedelta(hours=1)
 DELIVERY_BATCH = 50
 POLL_INTERVAL_SECONDS = 1.0
 
@@ -36,8 +48,50 @@ log = logging.getLogger(__name__)
 
 
 def queue_mail(session: Session, to: str, subject: str, body: str) -> None:
-    """Add a mail to the outbox in ``session``'s transaction: sent only if it commits."""
+    """Add a written mail to the outbox in ``session``'s transaction: sent only if it commits.
+
+    Only for mails that grant nothing: a token goes through ``queue_token_mail``.
+    """
     session.add(OutgoingMail(to_address=to, subject=subject, body=body))
+
+
+def queue_token_mail(session: Session, order: OutgoingMail) -> None:
+    """Add the order for a token mail to the outbox in ``session``'s transaction."""
+    session.add(order)
+
+
+def password_reset_order(email: str, requester: Requester) -> OutgoingMail:
+    """Order a reset mail to the account with ``email``, if one has it when it is sent."""
+    return OutgoingMail(
+        kind=RESET_ORDER,
+        to_address=email,
+        client_address=requester.client_address,
+        request_id=requester.request_id,
+    )
+
+
+def email_confirmation_order(change: EmailChange) -> OutgoingMail:
+    """Order the mail that confirms ``change`` (flushed: it needs its id)."""
+    return OutgoingMail(
+        kind=CONFIRMATION_ORDER, to_address=change.new_email, email_change_id=change.id
+    )
+
+
+def cancel_token_mail(session: Session, email: str) -> None:
+    """Drop the reset orders for ``email`` not sent yet: what asked for them is superseded.
+
+    Run it before using up the tokens already made: it waits for a delivery
+    in flight to commit, so its token is there to be used up.
+    """
+    session.execute(
+        delete(OutgoingMail).where(
+            OutgoingMail.kind == RESET_ORDER, same_email(OutgoingMail.to_address, email)
+        )
+    )
+
+
+class _NotSent(Exception):
+    """The backend refused the mail: roll back what writing it made."""
 
 
 def deliver_pending_mail(
@@ -46,38 +100,68 @@ def deliver_pending_mail(
     limit: int = DELIVERY_BATCH,
     max_age: timedelta = MAIL_TOKEN_LIFETIME,
 ) -> int:
-    """Send up to ``limit`` queued mails, one transaction each; return how many were sent.
+    """Deliver up to ``limit`` queued mails, one transaction each; return how many left the outbox.
 
     A mail the backend refuses stays queued for the next round (logged); one
-    older than ``max_age`` is deleted unsent (logged).
+    older than ``max_age`` is deleted unsent (logged), and so is an order
+    with nothing left to send (no account has the email; the change it
+    confirms was superseded).
     """
-    sent = 0
+    handled = 0
     failed: list[int] = []
-    with Session(engine) as session:
+    # Not expired on commit: a delivered row's fields are still read after it is gone.
+    with Session(engine, expire_on_commit=False) as session:
         for _ in range(limit):
-            with session.begin():
-                mail = session.scalars(
-                    select(OutgoingMail)
-                    .where(OutgoingMail.id.not_in(failed))
-                    .order_by(OutgoingMail.id)
-                    .limit(1)
-                    .with_for_update(skip_locked=True)
-                ).one_or_none()
-                if mail is None:
-                    break
-                if mail.created_on < datetime.now(UTC) - max_age:
-                    log.warning("mail dropped unsent: older than the tokens it carries")
+            try:
+                with session.begin():
+                    mail = session.scalars(
+                        select(OutgoingMail)
+                        .where(OutgoingMail.id.not_in(failed))
+                        .order_by(OutgoingMail.id)
+                        .limit(1)
+                        .with_for_update(skip_locked=True)
+                    ).one_or_none()
+                    if mail is None:
+                        break
+                    mail_id = mail.id
+                    letter = _send(session, mailer, mail, max_age)
                     session.delete(mail)
-                    continue
-                try:
-                    mailer.send(mail.to_address, mail.subject, mail.body)
-                except Exception:
-                    log.exception("mail not sent; it stays queued")
-                    failed.append(mail.id)
-                    continue
-                session.delete(mail)
-                sent += 1
-    return sent
+            except _NotSent:
+                failed.append(mail_id)
+                continue
+            handled += 1
+            _delivered(mail, letter)
+    return handled
+
+
+def _send(
+    session: Session, mailer: Mailer, mail: OutgoingMail, max_age: timedelta
+) -> Letter | None:
+    """Write ``mail`` and send it; return what was sent (None: nothing to send any more)."""
+    if mail.created_on < datetime.now(UTC) - max_age:
+        log.warning("mail dropped unsent: older than the tokens it carries")
+        return None
+    letter = write_letter(session, mail)
+    if letter is None:
+        return None
+    try:
+        mailer.send(letter.to, letter.subject, letter.body)
+    except Exception:
+        log.exception("mail not sent; it stays queued")
+        raise _NotSent() from None
+    return letter
+
+
+def _delivered(mail: OutgoingMail, letter: Letter | None) -> None:
+    """Log a reset request's security event, now that it is known whose account it was."""
+    if mail.kind == RESET_ORDER:
+        # Logged here, not when asked: the request itself does not look the account up.
+        bind_request(Requester(mail.client_address, mail.request_id))
+        try:
+            account_id = letter.account_id if letter is not None else None
+            security_event("password_reset_requested", user_id=account_id)
+        finally:
+            bind_request(Requester())
 
 
 class MailPoller:
@@ -108,7 +192,7 @@ class MailPoller:
         self._wake.set()
 
     def deliver_now(self) -> int:
-        """Deliver what is queued, on the caller's thread; return how many were sent."""
+        """Deliver what is queued, on the caller's thread; return how many left the outbox."""
         return deliver_pending_mail(self.engine, self.mailer)
 
     def stop(self, timeout: float = 10.0) -> None:
