@@ -123,9 +123,10 @@ def confirm_email_change(uow: UnitOfWork, principal: Principal, *, token: str) -
         )
     if email_key(change.new_email) != email_key(user.email):
         _refuse_taken(uow, email=change.new_email)
+    # Before the switch: it cancels the reset mails still on their way to the old address.
+    use_up_mailed_tokens(uow, user.id)
     user.email = change.new_email
     user.modified_on = datetime.now(UTC)
-    use_up_mailed_tokens(uow, user.id)
     _flush_unique(uow)
     account_id = user.id
     uow.after_commit(lambda: security_event("email_changed", user_id=account_id))

@@ -109,9 +109,10 @@ def deliver_pending_mail(
     """
     handled = 0
     failed: list[int] = []
-    # Not expired on commit: a delivered row's fields are still read after it is gone.
-    with Session(engine, expire_on_commit=False) as session:
-        for _ in range(limit):
+    for _ in range(limit):
+        # A session per mail: nothing read for one mail (an account's email) is
+        # trusted for the next. Not expired on commit: the row is read once gone.
+        with Session(engine, expire_on_commit=False) as session:
             try:
                 with session.begin():
                     mail = session.scalars(
@@ -129,8 +130,8 @@ def deliver_pending_mail(
             except _NotSent:
                 failed.append(mail_id)
                 continue
-            handled += 1
-            _delivered(mail, letter)
+        handled += 1
+        _delivered(mail, letter)
     return handled
 
 
