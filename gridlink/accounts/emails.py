@@ -17,7 +17,7 @@ from __future__ import annotations
 import string
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, func, literal
+from sqlalchemy import ColumnElement, func
 
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
@@ -27,15 +27,11 @@ def email_key(email: str) -> str:
     return email.translate(_ASCII_LOWER)
 
 
-def folded_email(email: Any) -> ColumnElement[str]:
-    """``lower(email COLLATE "C")``: the SQL side of ``email_key``, and the index's expression."""
-    if isinstance(email, str):
-        email = literal(email, Text)
-    folded: ColumnElement[str] = func.lower(email.collate("C"))
-    return folded
-
-
 def same_email(column: Any, email: str) -> ColumnElement[bool]:
-    """Compare a column of emails with ``email`` as ``email_key`` would."""
-    comparison: ColumnElement[bool] = folded_email(column) == email_key(email)
+    """Compare a column of emails with ``email`` as ``email_key`` would.
+
+    ``lower(column COLLATE "C")`` is the expression of the unique index on
+    users' emails, so the comparison is an index lookup.
+    """
+    comparison: ColumnElement[bool] = func.lower(column.collate("C")) == email_key(email)
     return comparison

@@ -105,7 +105,7 @@ def use_up_mailed_tokens(uow: UnitOfWork, user_id: int) -> None:
     """Mark every outstanding reset and email-change token of ``user_id`` used.
 
     Reset mails asked for and not sent yet are cancelled first: that waits
-    for a delivery in flight to commit, so the token it made is used up too.
+    for a poller writing one to commit, so the token it made is used up too.
     """
     cancel_token_mail(uow.session, uow.session.get_one(User, user_id).email)
     use_up(uow, PasswordReset, user_id)

@@ -4,18 +4,18 @@ The outbox never holds a usable token (nor do the WAL, the replicas and the
 backups that copy it): a reset or an email confirmation is queued as an
 order, and ``write_letter`` makes its token in the poller's transaction,
 adds the token's hash to ``password_resets`` or ``email_changes``, and
-writes the mail. That transaction commits only after the mail server took
-the mail, so:
+writes the mail. The poller commits that before it sends the mail, and
+deletes the order after (``gridlink.mail.outbox``), so:
 
-- a poller that dies (or fails to send) before the commit leaves no hash
-  behind and the order still queued: the next round makes a fresh token,
-  and the one that was never sent is forgotten with the rollback;
-- one that dies between the send and the commit has mailed a token whose
-  hash was never stored: the order is still queued, so a second mail with a
-  fresh, working token follows (at least once, as before; the first is dead);
-- a password change or reset, or a confirmed email change, that commits
-  while an order waits, cancels it (``cancel_token_mail``) or uses up what
-  it made, as it uses up tokens already mailed.
+- a poller that dies, or fails to send, between the commit and the send
+  leaves a hash whose token no one knows (it lived in that process only)
+  and the order still queued: the next attempt makes a fresh token;
+- one that dies between the send and the order's deletion has mailed a
+  working token, and a second mail with another working token follows (at
+  least once, as for any mail);
+- a password change or reset, or a confirmed email change, cancels the
+  orders still waiting (``cancel_token_mail``) and uses up what an attempt
+  already made, as it uses up tokens already mailed.
 
 A reset order names the email as it was asked for, not an account: the
 request looks nothing up (the same work for a known and an unknown email),
@@ -82,7 +82,6 @@ def _password_reset(session: Session, mail: OutgoingMail) -> Letter | None:
             expires_on=datetime.now(UTC) + MAIL_TOKEN_LIFETIME,
         )
     )
-    session.flush()  # before the send: a hash that cannot be stored is never mailed
     return Letter(
         user.email,
         "Reset your Gridlink password",
@@ -92,8 +91,8 @@ def _password_reset(session: Session, mail: OutgoingMail) -> Letter | None:
 
 
 def _email_confirmation(session: Session, mail: OutgoingMail) -> Letter | None:
-    # Locked: a password change that uses the change up meanwhile waits for the
-    # send, then uses up the token just mailed.
+    # Locked: a password change that uses the change up meanwhile waits for this
+    # transaction, then uses up the token about to be mailed.
     change = session.get(EmailChange, mail.email_change_id, with_for_update=True)
     now = datetime.now(UTC)
     if change is None or change.used_on is not None or change.expires_on <= now:
@@ -102,7 +101,6 @@ def _email_confirmation(session: Session, mail: OutgoingMail) -> Letter | None:
     token = new_token()
     change.token_hash = hash_token(token)
     change.expires_on = now + MAIL_TOKEN_LIFETIME
-    session.flush()
     return Letter(
         change.new_email,
         "Confirm your new Gridlink email",

@@ -6,15 +6,15 @@ carries a token (``password_reset_order``, ``email_confirmation_order``),
 so a mail is queued with what decided it or not at all. A token mail is
 written, and its token made, only when it is sent (``gridlink.mail.letters``):
 no usable token rests in the outbox. ``deliver_pending_mail`` takes rows
-with ``FOR UPDATE SKIP LOCKED`` (several processes drain one outbox without
-sending a mail twice at once), writes each, sends it and deletes it in the
-same transaction.
+with ``FOR UPDATE SKIP LOCKED`` and claims each with an advisory lock
+(several processes drain one outbox without sending a mail twice at once),
+writes it and commits its token's hash, sends it, and deletes it.
 
-Delivery is **at least once**: a process that dies after the mail server
-took a mail but before its transaction committed leaves the row, and the
-mail is sent again (with a fresh token, if it carries one: the first one's
-hash was rolled back). A mail older than the tokens it carries can use is
-dropped (and logged) instead: it could only deliver a dead token.
+Delivery is **at least once**: a process that dies before the row is
+deleted leaves it, and the mail is sent again, with a fresh token if it
+carries one. A token whose mail was never sent is known to no one; one
+that was sent still works. A mail older than the tokens it carries can use
+is dropped (and logged) instead: it could only deliver a dead token.
 
 ``MailPoller`` runs delivery on a thread of each server process; a process
 that dies leaves its rows to the others.
@@ -26,7 +26,8 @@ import logging
 import threading
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Connection, Engine, delete, func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from gridlink.accounts.emails import same_email
@@ -80,8 +81,8 @@ def email_confirmation_order(change: EmailChange) -> OutgoingMail:
 def cancel_token_mail(session: Session, email: str) -> None:
     """Drop the reset orders for ``email`` not sent yet: what asked for them is superseded.
 
-    Run it before using up the tokens already made: it waits for a delivery
-    in flight to commit, so its token is there to be used up.
+    Run it before using up the tokens already made: it waits for a poller
+    writing one of them to commit its token, so that token is there to be used up.
     """
     session.execute(
         delete(OutgoingMail).where(
@@ -90,17 +91,13 @@ def cancel_token_mail(session: Session, email: str) -> None:
     )
 
 
-class _NotSent(Exception):
-    """The backend refused the mail: roll back what writing it made."""
-
-
 def deliver_pending_mail(
     engine: Engine,
     mailer: Mailer,
     limit: int = DELIVERY_BATCH,
     max_age: timedelta = MAIL_TOKEN_LIFETIME,
 ) -> int:
-    """Deliver up to ``limit`` queued mails, one transaction each; return how many left the outbox.
+    """Deliver up to ``limit`` queued mails, one at a time; return how many left the outbox.
 
     A mail the backend refuses stays queued for the next round (logged); one
     older than ``max_age`` is deleted unsent (logged), and so is an order
@@ -108,49 +105,91 @@ def deliver_pending_mail(
     confirms was superseded).
     """
     handled = 0
-    failed: list[int] = []
-    for _ in range(limit):
-        # A session per mail: nothing read for one mail (an account's email) is
-        # trusted for the next. Not expired on commit: the row is read once gone.
-        with Session(engine, expire_on_commit=False) as session:
-            try:
-                with session.begin():
-                    mail = session.scalars(
-                        select(OutgoingMail)
-                        .where(OutgoingMail.id.not_in(failed))
-                        .order_by(OutgoingMail.id)
-                        .limit(1)
-                        .with_for_update(skip_locked=True)
-                    ).one_or_none()
-                    if mail is None:
-                        break
-                    mail_id = mail.id
-                    letter = _send(session, mailer, mail, max_age)
-                    session.delete(mail)
-            except _NotSent:
-                failed.append(mail_id)
-                continue
-        handled += 1
-        _delivered(mail, letter)
+    passed: list[int] = []  # refused by the backend, or being sent by another process
+    # One connection for the round: the claim on the mail being sent lives in its session.
+    with engine.connect() as connection:
+        for _ in range(limit):
+            outcome = _deliver_next(connection, mailer, passed, max_age)
+            if outcome is None:
+                break
+            handled += outcome
     return handled
 
 
-def _send(
-    session: Session, mailer: Mailer, mail: OutgoingMail, max_age: timedelta
-) -> Letter | None:
-    """Write ``mail`` and send it; return what was sent (None: nothing to send any more)."""
+def _deliver_next(
+    connection: Connection, mailer: Mailer, passed: list[int], max_age: timedelta
+) -> bool | None:
+    """Deliver the oldest mail no one else is sending: True if it left the outbox, None if none.
+
+    The first transaction claims the row (an advisory lock of this
+    connection's session, held until the mail is sent), writes the letter and
+    commits the token's hash; the mail is sent with no transaction open (no
+    lock waits on the mail server); the second deletes the row. A process
+    that dies anywhere in this loses its claim with its connection, and the
+    row, still queued, is sent by another with a fresh token.
+    """
+    # A session per mail: nothing read for one mail (an account's email) is trusted
+    # for the next. Not expired on commit: the row is still read once it is gone.
+    with Session(bind=connection, expire_on_commit=False) as session:
+        claimed: int | None = None
+        try:
+            with session.begin():
+                mail = session.scalars(
+                    select(OutgoingMail)
+                    .where(OutgoingMail.id.not_in(passed))
+                    .order_by(OutgoingMail.id)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                ).one_or_none()
+                if mail is None:
+                    return None
+                if not session.scalar(select(func.pg_try_advisory_lock(*_claim(mail.id)))):
+                    passed.append(mail.id)
+                    return False
+                claimed = mail.id
+                letter = _write(session, mail, max_age)
+                if letter is None:
+                    session.delete(mail)
+            if letter is not None:
+                try:
+                    mailer.send(letter.to, letter.subject, letter.body)
+                except Exception:
+                    # Its token, never sent, is known to no one: the retry makes another.
+                    log.exception("mail not sent; it stays queued")
+                    passed.append(mail.id)
+                    return False
+                with session.begin():
+                    session.execute(delete(OutgoingMail).where(OutgoingMail.id == mail.id))
+        finally:
+            if claimed is not None:
+                _release(session, claimed)
+    _delivered(mail, letter)
+    return True
+
+
+# pg_try_advisory_lock's keys for "this mail is being sent": b"mail", and the row's id.
+_CLAIM_CLASS = int.from_bytes(b"mail", "big")
+
+
+def _claim(mail_id: int) -> tuple[int, int]:
+    # The second key is an int4: ids past it wrap, and a clash only delays a mail a round.
+    return _CLAIM_CLASS, mail_id % 2**31
+
+
+def _release(session: Session, mail_id: int) -> None:
+    try:
+        with session.begin():
+            session.execute(select(func.pg_advisory_unlock(*_claim(mail_id))))
+    except DBAPIError:
+        log.warning("mail claim not released: the connection is gone, and the claim with it")
+
+
+def _write(session: Session, mail: OutgoingMail, max_age: timedelta) -> Letter | None:
+    """Write ``mail`` (making its token, if it carries one); None: nothing to send any more."""
     if mail.created_on < datetime.now(UTC) - max_age:
         log.warning("mail dropped unsent: older than the tokens it carries")
         return None
-    letter = write_letter(session, mail)
-    if letter is None:
-        return None
-    try:
-        mailer.send(letter.to, letter.subject, letter.body)
-    except Exception:
-        log.exception("mail not sent; it stays queued")
-        raise _NotSent() from None
-    return letter
+    return write_letter(session, mail)
 
 
 def _delivered(mail: OutgoingMail, letter: Letter | None) -> None:
