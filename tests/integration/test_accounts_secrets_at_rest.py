@@ -20,6 +20,7 @@ from sqlalchemy import text
 
 from gridlink.accounts.tokens import hash_token
 from gridlink.mail.backends import SmtpMailer
+from gridlink.mail.outbox import deliver_pending_mail
 from gridlink.services import Services
 from tests.support.accounts import RESET_SUBJECT, confirm_reset, request_reset
 from tests.support.api import ApiUser, random_username
@@ -179,3 +180,27 @@ def test_a_reset_asked_for_before_a_password_change_is_not_mailed_after_it(
     wait_for_mail(held_mail, other_user.email, RESET_SUBJECT)
     assert received(held_mail, user.email, RESET_SUBJECT) == []
     assert resets_of(services, user) == []
+
+
+class Recording:
+    """A mail backend that keeps who each mail was for."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, to: str, subject: str, body: str) -> None:
+        self.sent.append(to)
+
+
+def test_a_mail_on_its_way_is_not_sent_by_another_poller_meanwhile(
+    client: falcon.testing.TestClient, services: Services, held_mail: SmtpServer, user: ApiUser
+) -> None:
+    held_mail.hold_next()
+    assert request_reset(client, user.email).status_code == 202
+    assert held_mail.held.wait(MAIL_WAIT_SECONDS)
+    # The session's poller has claimed the mail and is sending it: another passes it by.
+    other_poller = Recording()
+    deliver_pending_mail(services.mail.engine, other_poller)
+    assert user.email not in other_poller.sent
+    held_mail.release.set()
+    wait_for_mail(held_mail, user.email, RESET_SUBJECT)
