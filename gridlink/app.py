@@ -54,7 +54,7 @@ def create_app(settings: Settings, services: Services | None = None) -> App:
         observer,  # first: it times and logs every request
         HeadLikeGet(),
         browser_headers,
-        RequestIdMiddleware(),
+        RequestIdMiddleware(settings.trusted_proxies),
         BodySizeMiddleware(),
         TokenAuthMiddleware(services),
     ]

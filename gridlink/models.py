@@ -54,7 +54,8 @@ class User(Base):
         CheckConstraint("char_length(email) <= 254", name="email_length"),
         CheckConstraint("char_length(display_name) <= 64", name="display_name_length"),
         Index("uq_users_lower_username", func.lower(text("username")), unique=True),
-        Index("uq_users_lower_email", func.lower(text("email")), unique=True),
+        # Emails fold ASCII letters only, whatever the server's locale (gridlink.accounts.emails).
+        Index("uq_users_lower_email", func.lower(text('email COLLATE "C"')), unique=True),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -121,7 +122,11 @@ class PasswordReset(Base):
 
 
 class EmailChange(Base):
-    """A new email waiting for its owner to confirm a mailed token; only its SHA-256 is stored."""
+    """A new email waiting for its owner to confirm a mailed token; only its SHA-256 is stored.
+
+    The token is made when its mail is sent (``gridlink.mail.letters``): until
+    then ``token_hash`` is null and nothing can confirm the change.
+    """
 
     __tablename__ = "email_changes"
     __table_args__ = (
@@ -133,23 +138,52 @@ class EmailChange(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     new_email: Mapped[str] = mapped_column(String(254))
-    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    token_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32), unique=True)
     created_on: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     expires_on: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     used_on: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class OutgoingMail(Base):
-    """A mail to send, written in the transaction that decided to send it (the outbox)."""
+    """A mail to send, written in the transaction that decided to send it (the outbox).
+
+    A ``message`` is written out already: it carries nothing that grants
+    anything. A mail that carries a token is only the order to send one
+    (``password_reset``: to the account with the email ``to_address``, if any;
+    ``email_confirmation``: for the pending change ``email_change_id``); the
+    token is made when the mail is sent, so it never rests here in plaintext.
+    ``client_address`` and ``request_id`` name who asked, for the security
+    event logged once it is known which account was asked for.
+    """
 
     __tablename__ = "mail_outbox"
-    __table_args__ = (Index("ix_mail_outbox_created_on", "created_on"),)
+    __table_args__ = (
+        Index("ix_mail_outbox_created_on", "created_on"),
+        CheckConstraint(
+            "kind IN ('message', 'password_reset', 'email_confirmation')", name="kind_known"
+        ),
+        # Only a message has its text written out: a token mail's text is made when sent.
+        CheckConstraint(
+            "(kind = 'message') = (subject IS NOT NULL AND body IS NOT NULL)",
+            name="text_only_in_messages",
+        ),
+        CheckConstraint(
+            "(kind = 'email_confirmation') = (email_change_id IS NOT NULL)",
+            name="confirmation_has_its_change",
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     created_on: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    kind: Mapped[str] = mapped_column(Text, server_default="message")
     to_address: Mapped[str] = mapped_column(String(254))
-    subject: Mapped[str] = mapped_column(Text)
-    body: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[str | None] = mapped_column(Text)
+    email_change_id: Mapped[int | None] = mapped_column(
+        ForeignKey("email_changes.id", ondelete="CASCADE")
+    )
+    client_address: Mapped[str | None] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(Text)
 
 
 class Grid(Base):

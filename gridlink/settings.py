@@ -325,6 +325,8 @@ class Settings:
     password_reset_window_seconds: int = setting(
         "GRIDLINK_PASSWORD_RESET_WINDOW_SECONDS", 3600, _positive_int
     )
+    # An hour, counting requests that pass the password check (each mails two addresses).
+    email_changes_per_account: int = setting("GRIDLINK_EMAIL_CHANGES_PER_ACCOUNT", 5, _positive_int)
     signups_per_address: int = setting("GRIDLINK_SIGNUPS_PER_ADDRESS", 20, _positive_int)  # an hour
     # From everyone together.
     signups_per_minute: int = setting("GRIDLINK_SIGNUPS_PER_MINUTE", 60, _positive_int)

@@ -53,11 +53,16 @@ def bind_request(requester: Requester) -> None:
     _requester.set(requester)
 
 
+def bound_requester() -> Requester:
+    """Who this thread's events name now (nobody, outside a request)."""
+    return _requester.get() or Requester()
+
+
 def security_event(event: str, *, user_id: int | None, **details: str | int | None) -> None:
     """Log ``event`` once, with the user, the client, the request and ``details``."""
     if event not in EVENTS:
         raise ValueError(f"{event!r} is not a security event: add it to EVENTS")
-    requester = _requester.get() or Requester()
+    requester = bound_requester()
     log_fields(
         log,
         event,

@@ -18,9 +18,11 @@
 - **Password checks with a token** (password or email change, deletion)
   count failures per session (the token), and nowhere else: a stolen token
   cannot guess the password faster, and nobody else's failures refuse it.
-- **Password resets** count every request, per email (lowercased, as typed)
+- **Password resets** count every request, per email (its ASCII letters
+  folded, as the account lookup folds them: ``gridlink.accounts.emails``)
   and per client address, whether or not an account has the email: the 429
   tells nothing about which emails are registered.
+- **Email changes** count per account every request whose password was right.
 - **Sign-ups** count every request per client address and globally, before
   any password is hashed.
 """
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gridlink.accounts.emails import email_key
 from gridlink.accounts.ratelimit import Limiter, Reservation, Window
 from gridlink.settings import Settings
 
@@ -36,6 +39,8 @@ _LOGIN = "gl:login-failures"
 _CHECK = "gl:password-checks"
 _RESET = "gl:password-resets"
 _SIGNUP = "gl:signups"
+_EMAIL_CHANGE = "gl:email-changes"
+EMAIL_CHANGE_WINDOW_SECONDS = 3600
 SIGNUP_GLOBAL_WINDOW_SECONDS = 60
 _LOGIN_REFUSED = "Too many failed logins; try again later."
 
@@ -157,10 +162,20 @@ def admit_password_reset(
     """Count one reset request for ``email`` from ``address``, or raise 429 counting nothing."""
     seconds = settings.password_reset_window_seconds
     windows = [
-        Window(f"{_RESET}:email:{email.lower()}", settings.password_resets_per_email, seconds),
+        Window(f"{_RESET}:email:{email_key(email)}", settings.password_resets_per_email, seconds),
         *_address_window(_RESET, address, settings.password_resets_per_address, seconds),
     ]
     limiter.reserve(windows, "Too many password resets; try again later.")
+
+
+def admit_email_change(limiter: Limiter, settings: Settings, account_id: int) -> None:
+    """Count one email change asked for by ``account_id``, or raise 429 counting nothing."""
+    window = Window(
+        f"{_EMAIL_CHANGE}:account:{account_id}",
+        settings.email_changes_per_account,
+        EMAIL_CHANGE_WINDOW_SECONDS,
+    )
+    limiter.reserve([window], "Too many email changes for this account; try again later.")
 
 
 def admit_sign_up(limiter: Limiter, settings: Settings, address: str | None) -> None:

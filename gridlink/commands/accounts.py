@@ -4,7 +4,9 @@ Every command runs in the caller's unit of work and returns what the
 resource needs to answer. Sign-up is throttled per client address and
 globally, and refuses a taken username or email, before it hashes anything.
 A new email takes effect only once a token mailed to it is confirmed; the
-old address is told when the change is asked for.
+old address is told when the change is asked for. Asking does the same
+work and gets the same answer whether or not another account has the
+address (a taken one fails at confirmation), and is throttled per account.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from gridlink.accounts.emails import email_key, same_email
+from gridlink.accounts.events import security_event
 from gridlink.accounts.password_rules import account_words, refuse_weak_password
-from gridlink.accounts.throttles import admit_sign_up
-from gridlink.accounts.tokens import Principal, hash_token, new_token
+from gridlink.accounts.throttles import admit_email_change, admit_sign_up
+from gridlink.accounts.tokens import Principal, hash_token
 from gridlink.commands.devices import remember_device
 from gridlink.commands.passwords import use_up, use_up_mailed_tokens
 from gridlink.commands.profiles import (
@@ -38,14 +42,15 @@ from gridlink.commands.sessions import (
 )
 from gridlink.commands.unit_of_work import UnitOfWork
 from gridlink.errors import Conflict, FieldErrors, InvalidRequest, NotFound
-from gridlink.mail.outbox import MAIL_TOKEN_LIFETIME
+from gridlink.mail.letters import MAIL_TOKEN_LIFETIME, email_change_notice
+from gridlink.mail.outbox import email_confirmation_order
 from gridlink.models import AuthToken, EmailChange, User
 
 _TAKEN = {
     "username": "This username is taken.",
     "email": "An account with this email already exists.",
 }
-# The unique indexes on lower(username) and lower(email) settle a race two
+# The unique indexes on the folded username and email settle a race two
 # sign-ups (or a sign-up and an email change) ran at once.
 _UNIQUE_INDEX_FIELDS = {"uq_users_lower_username": "username", "uq_users_lower_email": "email"}
 
@@ -81,6 +86,7 @@ def update_me(uow: UnitOfWork, principal: Principal, changes: Mapping[str, Any])
     A new email needs ``current_password`` (400 naming it if missing or
     wrong); it is mailed a token to confirm with ``confirm_email_change``,
     and the current address is told. Until then the account keeps its email.
+    Whether another account has the address is not looked at here.
     """
     user = caller(uow, principal)
     new_email = changes.get("email")
@@ -119,12 +125,15 @@ def confirm_email_change(uow: UnitOfWork, principal: Principal, *, token: str) -
             "The email confirmation token is not valid.",
             fields={"token": ["Unknown, already used or expired."]},
         )
-    if change.new_email.lower() != user.email.lower():
+    if email_key(change.new_email) != email_key(user.email):
         _refuse_taken(uow, email=change.new_email)
+    # Before the switch: it cancels the reset mails still on their way to the old address.
+    use_up_mailed_tokens(uow, user.id)
     user.email = change.new_email
     user.modified_on = datetime.now(UTC)
-    use_up_mailed_tokens(uow, user.id)
     _flush_unique(uow)
+    account_id = user.id
+    uow.after_commit(lambda: security_event("email_changed", user_id=account_id))
     return user
 
 
@@ -145,6 +154,8 @@ def delete_account(uow: UnitOfWork, principal: Principal, *, password: str) -> N
     # Grids, links, tokens and resets go with the user: ON DELETE CASCADE.
     uow.session.delete(user)
     uow.after_commit(lambda: uow.token_cache.store_revoked(token_hashes))
+    account_id = user.id
+    uow.after_commit(lambda: security_event("account_deleted", user_id=account_id))
 
 
 def set_admin(uow: UnitOfWork, *, username: str, is_admin: bool) -> User:
@@ -171,26 +182,23 @@ def _request_email_change(
     checked_hash = user.password_hash
     uow.end_reads()
     confirm_password(uow, principal, user, password, field="current_password")
+    # Counted once the password is right: each request past this point mails twice.
+    admit_email_change(uow.limiter, uow.settings, user.id)
     lock_profile(uow, principal.user_id)
     user = lock_caller(uow, principal, checked_hash)
-    if new_email.lower() != user.email.lower():
-        _refuse_taken(uow, email=new_email)
     use_up(uow, EmailChange, user.id)  # only the newest request can be confirmed
-    token = new_token()
-    uow.session.add(
-        EmailChange(
-            user_id=user.id,
-            new_email=new_email,
-            token_hash=hash_token(token),
-            expires_on=datetime.now(UTC) + MAIL_TOKEN_LIFETIME,
-        )
+    change = EmailChange(
+        user_id=user.id,
+        new_email=new_email,
+        # No token yet: it is made when its mail is sent (gridlink.mail.letters).
+        expires_on=datetime.now(UTC) + MAIL_TOKEN_LIFETIME,
     )
-    uow.queue_mail(
-        new_email, "Confirm your new Gridlink email", _confirm_mail_body(user.username, token)
-    )
-    uow.queue_mail(
-        user.email, "Your Gridlink email is changing", _notice_mail_body(user.username, new_email)
-    )
+    uow.session.add(change)
+    uow.session.flush()
+    uow.queue_token_mail(email_confirmation_order(change))
+    uow.queue_mail(user.email, *email_change_notice(user.username, new_email))
+    account_id = user.id
+    uow.after_commit(lambda: security_event("email_change_requested", user_id=account_id))
 
 
 def _refuse_taken(
@@ -201,7 +209,7 @@ def _refuse_taken(
     if username is not None:
         checks["username"] = same_text(User.username, username)
     if email is not None:
-        checks["email"] = same_text(User.email, email)
+        checks["email"] = same_email(User.email, email)
     labelled = [check.label(name) for name, check in checks.items()]
     rows = uow.session.execute(select(*labelled).where(or_(*checks.values()))).mappings()
     taken = {name for row in rows for name in checks if row[name]}
@@ -226,28 +234,3 @@ def _conflict(taken: set[str]) -> Conflict:
     return Conflict(
         "An account already uses this " + " and ".join(sorted(taken)) + ".", fields=fields
     )
-
-
-def _confirm_mail_body(username: str, token: str) -> str:
-    return f"""\
-The Gridlink account {username} asked to use this address from now on.
-
-Your confirmation token, valid for one hour and usable once:
-
-    {token}
-
-Send it, logged in as {username}, to POST /api/users/me/email/confirm/ :
-
-    {{"token": "{token}"}}
-
-If you did not ask for this, ignore this mail: nothing changes.
-"""
-
-
-def _notice_mail_body(username: str, new_email: str) -> str:
-    return f"""\
-Someone logged in as the Gridlink account {username} asked to change its email
-to {new_email}. The change takes effect once the new address confirms it.
-
-If this was not you, change your password now: it also cancels password resets.
-"""

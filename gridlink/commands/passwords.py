@@ -3,9 +3,11 @@
 Every new password is hashed outside any transaction (no row lock is held
 for the fifth of a second a hash takes); the transaction that stores it
 checks that nothing it relied on changed meanwhile. Reset tokens are stored
-as their SHA-256, used once, and used up by any password change; the mail
-that carries one is queued in the transaction that creates it
-(``gridlink.mail.outbox``).
+as their SHA-256, used once, and used up by any password change. A reset
+request queues only the order for a mail (``gridlink.mail.outbox``): the
+token is made when the mail is sent (``gridlink.mail.letters``), so it
+rests nowhere in plaintext. A changed or reset password is told to the
+owner's address.
 """
 
 from __future__ import annotations
@@ -14,20 +16,21 @@ from datetime import UTC, datetime
 
 from sqlalchemy import func, select, update
 
+from gridlink.accounts.events import bound_requester, security_event
 from gridlink.accounts.password_rules import account_words, refuse_weak_password
 from gridlink.accounts.throttles import admit_password_reset
-from gridlink.accounts.tokens import Principal, hash_token, new_token
+from gridlink.accounts.tokens import Principal, hash_token
 from gridlink.commands.sessions import (
     caller,
     confirm_password,
     lock_caller,
     login_throttle,
     revoke_tokens,
-    same_text,
 )
 from gridlink.commands.unit_of_work import UnitOfWork
 from gridlink.errors import InvalidRequest
-from gridlink.mail.outbox import MAIL_TOKEN_LIFETIME
+from gridlink.mail.letters import password_changed_notice
+from gridlink.mail.outbox import cancel_token_mail, password_reset_order
 from gridlink.models import AuthToken, EmailChange, PasswordReset, User
 
 
@@ -52,31 +55,22 @@ def change_password(
         AuthToken.user_id == user.id,
         AuthToken.token_hash != principal.token_hash,
     )
+    uow.queue_mail(user.email, *password_changed_notice(user.username, by_reset=False))
+    account_id = user.id
+    uow.after_commit(lambda: security_event("password_changed", user_id=account_id))
 
 
 def request_password_reset(uow: UnitOfWork, *, email: str, address: str | None) -> None:
-    """Mail a single-use reset token to the account with ``email``, if there is one.
+    """Have a single-use reset token mailed to the account with ``email``, if there is one.
 
-    The caller answers the same either way, and as fast: the request is
-    counted against the limits per email and per client address before the
-    account is looked up (429 for both alike past them), and the mail is
-    queued in the outbox, not sent, in the request.
+    The caller answers the same either way, after the same work: the request
+    is counted against the limits per email and per client address (429 for
+    both alike past them), then one order is queued in the outbox whether
+    or not an account has the email. The poller looks the account up, makes
+    the token and logs ``password_reset_requested`` with the account's id.
     """
     admit_password_reset(uow.limiter, uow.settings, email, address)
-    user = uow.session.scalars(select(User).where(same_text(User.email, email))).one_or_none()
-    if user is None:
-        return
-    reset_token = new_token()
-    uow.session.add(
-        PasswordReset(
-            user_id=user.id,
-            token_hash=hash_token(reset_token),
-            expires_on=datetime.now(UTC) + MAIL_TOKEN_LIFETIME,
-        )
-    )
-    uow.queue_mail(
-        user.email, "Reset your Gridlink password", _reset_mail_body(user.username, reset_token)
-    )
+    uow.queue_token_mail(password_reset_order(email, bound_requester()))
 
 
 def confirm_password_reset(uow: UnitOfWork, *, token: str, new_password: str) -> None:
@@ -99,8 +93,10 @@ def confirm_password_reset(uow: UnitOfWork, *, token: str, new_password: str) ->
     user.modified_on = datetime.now(UTC)
     use_up_mailed_tokens(uow, user.id)
     revoke_tokens(uow, AuthToken.user_id == user.id)
+    uow.queue_mail(user.email, *password_changed_notice(user.username, by_reset=True))
     throttle, account_id = login_throttle(uow), user.id
     uow.after_commit(lambda: throttle.forget(account_id))
+    uow.after_commit(lambda: security_event("password_reset", user_id=account_id))
 
 
 def use_up(uow: UnitOfWork, tokens: type[PasswordReset] | type[EmailChange], user_id: int) -> None:
@@ -113,7 +109,12 @@ def use_up(uow: UnitOfWork, tokens: type[PasswordReset] | type[EmailChange], use
 
 
 def use_up_mailed_tokens(uow: UnitOfWork, user_id: int) -> None:
-    """Mark every outstanding reset and email-change token of ``user_id`` used."""
+    """Mark every outstanding reset and email-change token of ``user_id`` used.
+
+    Reset mails asked for and not sent yet are cancelled first: that waits
+    for a poller writing one to commit, so the token it made is used up too.
+    """
+    cancel_token_mail(uow.session, uow.session.get_one(User, user_id).email)
     use_up(uow, PasswordReset, user_id)
     use_up(uow, EmailChange, user_id)
 
@@ -133,19 +134,3 @@ def _valid_reset(uow: UnitOfWork, token: str, *, lock: bool) -> PasswordReset:
             fields={"token": ["Unknown, already used or expired."]},
         )
     return reset
-
-
-def _reset_mail_body(username: str, reset_token: str) -> str:
-    return f"""\
-Someone (hopefully you) asked to reset the password of the Gridlink account {username}.
-
-Your reset token, valid for one hour and usable once:
-
-    {reset_token}
-
-Send it with your new password to POST /api/auth/password/reset/confirm/ :
-
-    {{"token": "{reset_token}", "new_password": "..."}}
-
-If you did not ask for this, ignore this mail: your password stays as it is.
-"""

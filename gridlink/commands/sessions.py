@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, func, or_, select, update
 
+from gridlink.accounts.emails import same_email
 from gridlink.accounts.events import security_event
 from gridlink.accounts.passwords import needs_rehash
 from gridlink.accounts.ratelimit import Reservation
@@ -64,7 +65,7 @@ def log_in(
     found = uow.session.execute(
         select(User, LoginDevice.id)
         .outerjoin(LoginDevice, presented_device(device))
-        .where(or_(same_text(User.username, login), same_text(User.email, login)))
+        .where(or_(same_text(User.username, login), same_email(User.email, login)))
     ).one_or_none()
     user, device_id = found if found is not None else (None, None)
     user_id = user.id if user else None
@@ -150,7 +151,9 @@ def lock_caller(uow: UnitOfWork, principal: Principal, checked_hash: str) -> Use
     user = uow.session.scalars(
         select(User)
         .where(User.id == principal.user_id)
-        .with_for_update()
+        # FOR NO KEY UPDATE: a row that points at the user (the mail poller's
+        # reset token) can still be added meanwhile, so neither waits on the other.
+        .with_for_update(key_share=True)
         .execution_options(populate_existing=True)
     ).one_or_none()
     if user is None:

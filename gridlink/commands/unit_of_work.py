@@ -15,7 +15,8 @@ from gridlink.accounts.passwords import HashSlots
 from gridlink.accounts.ratelimit import Limiter
 from gridlink.cache import ProfileCache, TokenCache
 from gridlink.cache.marks import WriteMarks
-from gridlink.mail.outbox import MailPoller, queue_mail
+from gridlink.mail.outbox import MailPoller, queue_mail, queue_token_mail
+from gridlink.models import OutgoingMail
 from gridlink.services import Services
 from gridlink.settings import Settings
 
@@ -117,6 +118,11 @@ class UnitOfWork:
     def queue_mail(self, to: str, subject: str, body: str) -> None:
         """Queue a mail in this transaction (``gridlink.mail.outbox``), sent once this commits."""
         queue_mail(self.session, to, subject, body)
+        self.after_commit(self.mail.nudge)
+
+    def queue_token_mail(self, order: OutgoingMail) -> None:
+        """Queue the order for a token mail: the poller makes the token when it sends it."""
+        queue_token_mail(self.session, order)
         self.after_commit(self.mail.nudge)
 
     def after_commit(self, action: Callable[[], None]) -> None:

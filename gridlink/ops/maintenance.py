@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
 
-from gridlink.mail.outbox import MAIL_TOKEN_LIFETIME
+from gridlink.mail.letters import MAIL_TOKEN_LIFETIME
 from gridlink.settings import Settings
 from gridlink.web.idempotency import KEY_LIFETIME
 

@@ -160,7 +160,8 @@ class PasswordChange(_AccountsResource):
     @documented(
         Operation(
             "changePassword",
-            "Change the password; every other token and every mailed token is revoked.",
+            "Change the password; every other token and every mailed token is revoked, "
+            "and the owner is mailed a notice.",
             (Reply(204, "Changed."),),
             tag=_TAG,
             body=PasswordChangeIn,
@@ -201,7 +202,8 @@ class PasswordResetConfirm(_AccountsResource):
     @documented(
         Operation(
             "confirmPasswordReset",
-            "Set a new password with a mailed reset token; every token of the user is revoked.",
+            "Set a new password with a mailed reset token; every token of the user is revoked, "
+            "and the owner is mailed a notice.",
             (Reply(204, "Changed."),),
             tag=_TAG,
             body=PasswordResetConfirmIn,
@@ -240,14 +242,14 @@ class Me(_AccountsResource):
             "updateMe",
             "Change the caller's display name; ask to change the email "
             "(with `current_password`: a token is mailed to the new address, "
-            "the old one is told).",
+            "the old one is told; the same answer whether or not the address is taken).",
             (Reply(200, "The account (with its email unchanged until confirmed).", MeOut),),
             tag=_TAG,
             body=MeUpdateIn,
             errors={
                 400: "`current_password` is missing or not correct for an email change.",
-                409: "The email is taken (named in `fields`).",
-                429: _CHECKS_THROTTLED,
+                409: "The password changed while the email change was asked for.",
+                429: _CHECKS_THROTTLED + " Or too many email changes for this account in an hour.",
             },
         )
     )

@@ -12,6 +12,7 @@ import falcon
 import falcon.media
 import orjson
 
+from gridlink.accounts.events import Requester, bind_request
 from gridlink.errors import (
     MAX_BODY_BYTES,
     InvalidRequest,
@@ -38,12 +39,28 @@ def request_id(given: str | None) -> str:
 
 
 class RequestIdMiddleware:
-    """Take ``X-Request-Id`` from the client (or make one) and echo it back."""
+    """Take ``X-Request-Id`` from the client (or make one) and echo it back.
+
+    It also binds who asked (the client as the throttles count it, and the
+    request id) for the security events the request may log
+    (``gridlink.accounts.events``), and unbinds them when it is answered.
+    Anonymous profile reads never get here (``GridlinkApp``): they log none.
+    """
+
+    def __init__(self, trusted_proxies: TrustedProxies) -> None:
+        self._trusted_proxies = trusted_proxies
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         given = req.get_header("X-Request-Id")
         req.context.request_id = request_id(given)
         resp.set_header("X-Request-Id", req.context.request_id)
+        client = client_address(req, self._trusted_proxies)
+        bind_request(Requester(client, req.context.request_id))
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
+    ) -> None:
+        bind_request(Requester())
 
 
 class BodySizeMiddleware:

@@ -3,12 +3,14 @@
 Resets are limited per email and per client address, counted in the real
 Redis whether or not the email is registered, so the 429 tells nothing
 either. Login, reset and sign-up do the same work for a known and an unknown
-user; the one answer that must differ is sign-up's 409 for a taken username
-or email (API.md: the client has to be told to pick another).
+user, and an email change for a free and a taken address; the one answer
+that must differ is sign-up's 409 for a taken username or email (API.md:
+the client has to be told to pick another).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -22,9 +24,10 @@ from gridlink.app import create_app
 from gridlink.services import Services
 from gridlink.settings import MailBackend
 from tests.support.abuse import an_address, app_with, assert_clean_result, primary_state
-from tests.support.api import random_username
+from tests.support.api import ApiUser, assert_error, random_username, sign_up
 from tests.support.mail import mails_to
 from tests.support.queries import count_queries
+from tests.support.waiting import wait_for
 
 
 def reset(client: falcon.testing.TestClient, email: str, address: str) -> falcon.testing.Result:
@@ -94,12 +97,15 @@ def test_the_address_limit_is_twenty_by_default(client):
     assert reset(client, unknown_email(), address).status_code == 429
 
 
-def test_a_refused_reset_changes_nothing(services, user):
+def test_a_refused_reset_changes_nothing(services, mail_dir, user):
     client = app_with(services, password_resets_per_email=1)
     assert reset(client, user.email, an_address()).status_code == 202
-    before = primary_state(services, user.username)
+    # The accepted one's token is made when it is mailed: wait until that has committed.
+    wait_for(lambda: queued_mail_to(services, user.email) == 0, 10, "the reset mailed")
+    assert len(mails_to(mail_dir, user.email, expected=1)) == 1
+    before = primary_state(services, user.username), queued_mail_to(services, user.email)
     assert reset(client, user.email, an_address()).status_code == 429
-    assert primary_state(services, user.username) == before
+    assert (primary_state(services, user.username), queued_mail_to(services, user.email)) == before
 
 
 def test_with_redis_unreachable_resets_are_limited_in_the_process(services, user):
@@ -174,6 +180,60 @@ def test_a_reset_for_a_known_email_does_not_wait_for_the_mail_server(services, u
         finally:
             silent_smtp.close()  # the send fails now; it is logged, never answered
             smtp.close()
+
+
+def test_a_reset_sends_the_same_statements_for_a_known_and_an_unknown_email(client, services, user):
+    sent = []
+    for email in (user.email, unknown_email()):
+        with count_queries(services.primary) as counted:
+            assert reset(client, email, an_address()).status_code == 202
+        sent.append(counted.statements)
+    # The same statements, and so the same commit (on staging, the same wait for the standby).
+    assert sent[0] == sent[1]
+    assert any(statement.startswith("INSERT INTO mail_outbox") for statement in sent[0])
+
+
+def ask_email_change(
+    client: falcon.testing.TestClient, user: ApiUser, email: str
+) -> falcon.testing.Result:
+    return client.simulate_patch(
+        "/api/users/me/",
+        headers=user.headers,
+        json={"email": email, "current_password": user.password},
+    )
+
+
+def test_an_email_change_answers_and_works_the_same_for_a_free_and_a_taken_address(
+    client, services, other_user
+):
+    askers = [sign_up(client, "asker"), sign_up(client, "asker")]
+    sent, answers = [], []
+    for asker, email in zip(askers, [unknown_email(), other_user.email], strict=True):
+        with count_queries(services.primary) as counted:
+            result = ask_email_change(client, asker, email)
+        sent.append(counted.statements)
+        # The email stays as it is until the new one is confirmed.
+        assert result.json["email"] == asker.email
+        status, _, headers = comparable(result)
+        others = {k: v for k, v in result.json.items() if k not in ("username", "email")}
+        answers.append((status, headers, others | {"created_on": "<time>"}))
+    assert sent[0] == sent[1]
+    assert answers[0] == answers[1]
+    assert answers[0][0] == 200
+
+
+def test_email_changes_are_throttled_per_account(services, user, other_user):
+    client = app_with(services, email_changes_per_account=2)
+    # A wrong password mails nothing, and is not counted here (the password checks count it).
+    wrong = ask_email_change(client, dataclasses.replace(user, password="wrong"), unknown_email())
+    assert set(assert_error(wrong, 400, "invalid_request")["fields"]) == {"current_password"}
+    for _ in range(2):
+        assert ask_email_change(client, user, unknown_email()).status_code == 200
+    refused = ask_email_change(client, user, unknown_email())
+    assert assert_clean_result(refused, 429) == "rate_limited"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 3600
+    # Another account is not held back by this one's.
+    assert ask_email_change(client, other_user, unknown_email()).status_code == 200
 
 
 def test_a_taken_username_is_refused_before_any_hashing(client, user, spy):

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import secrets
+from email.message import EmailMessage
 
 import falcon.testing
 import pytest
 from sqlalchemy import text
 
 from gridlink.accounts.tokens import hash_token
-from tests.support.accounts import (
-    confirm_reset,
-    request_reset,
-    reset_token,
-)
+from tests.support.accounts import RESET_PASSWORD, confirm_reset, request_reset, reset_token
 from tests.support.api import assert_error, login, random_username
 from tests.support.mail import mails_to
 
@@ -122,3 +120,44 @@ def test_using_one_reset_token_voids_the_others(client, mail_dir, user):
     assert first != second
     assert confirm_reset(client, second).status_code == 204
     assert_error(confirm_reset(client, first), 400, "invalid_request")
+
+
+# --- the owner is told ------------------------------------------------------------------------
+
+
+def assert_grants_nothing(mail: EmailMessage, *secrets_: str) -> str:
+    """Check a notice holds no token, link or secret; return its text."""
+    body = mail.get_body(("plain",))
+    assert body is not None
+    content = body.get_content()
+    assert '"token"' not in content
+    assert not re.search(r"[A-Za-z0-9_-]{40,}|https?://", content), content
+    for secret in secrets_:
+        assert secret not in content
+    return str(content)
+
+
+def test_a_changed_password_is_told_to_the_owner(client, mail_dir, user):
+    new_password = "a changed password 1"
+    changed = client.simulate_post(
+        "/api/auth/password/change/",
+        headers=user.headers,
+        json={"current_password": user.password, "new_password": new_password},
+    )
+    assert changed.status_code == 204
+    [notice] = mails_to(mail_dir, user.email, expected=1)
+    assert notice["Subject"] == "Your Gridlink password was changed"
+    content = assert_grants_nothing(notice, user.password, new_password, user.token)
+    assert user.username in content
+
+
+def test_a_reset_password_is_told_to_the_owner(client, mail_dir, user):
+    token = reset_token(client, mail_dir, user.email)
+    assert confirm_reset(client, token).status_code == 204
+    notices = [
+        mail
+        for mail in mails_to(mail_dir, user.email, expected=2)
+        if mail["Subject"] == "Your Gridlink password was reset"
+    ]
+    assert len(notices) == 1
+    assert_grants_nothing(notices[0], token, RESET_PASSWORD, user.token)

@@ -22,16 +22,26 @@ def request_reset(client: falcon.testing.TestClient, email: str) -> falcon.testi
     )
 
 
+RESET_SUBJECT = "Reset your Gridlink password"
+
+
 def _new_mails_to(mail_dir: Path, address: str, before: set[Path]) -> list[EmailMessage]:
     parser = BytesParser(policy=policy.default)
     mails = [parser.parsebytes(path.read_bytes()) for path in set(mail_dir.glob("*.eml")) - before]
-    return [mail for mail in mails if isinstance(mail, EmailMessage) and mail["To"] == address]
+    return [
+        mail
+        for mail in mails
+        if isinstance(mail, EmailMessage)
+        and mail["To"] == address
+        and mail["Subject"] == RESET_SUBJECT
+    ]
 
 
 def reset_token(client: falcon.testing.TestClient, mail_dir: Path, address: str) -> str:
-    """Ask for a reset for ``address`` and return the token from the one new mail to it.
+    """Ask for a reset for ``address`` and return the token from the one new reset mail to it.
 
-    Mails to other addresses (another test's, delivered meanwhile) are not it.
+    Mails to other addresses (another test's, delivered meanwhile), and
+    notices to this one (a password changed just before), are not it.
     """
     before = set(mail_dir.glob("*.eml"))
     assert request_reset(client, address).status_code == 202

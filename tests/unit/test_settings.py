@@ -150,6 +150,7 @@ def _every_field_changed() -> Settings:
         password_resets_per_email=2,
         password_resets_per_address=10,
         password_reset_window_seconds=600,
+        email_changes_per_account=4,
         signups_per_address=5,
         signups_per_minute=30,
         concurrent_hashes=3,
