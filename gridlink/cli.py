@@ -210,6 +210,19 @@ def add_seed_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     seed_parser.set_defaults(handler=cmd_seed)
 
 
+def _log_like_the_servers() -> None:
+    """Write log lines as JSON on stderr, as the servers do, unless this process logs already.
+
+    A test calling ``main`` has its own handlers: they are left alone.
+    """
+    import logging.config
+
+    from gridlink.web.logs import LOGGING
+
+    if not logging.getLogger().handlers:
+        logging.config.dictConfig(LOGGING)
+
+
 def cmd_users_set_admin(args: argparse.Namespace, settings: Settings) -> int:
     """Promote or demote one user; exit 1 if there is no such user."""
     from functools import partial
@@ -219,6 +232,7 @@ def cmd_users_set_admin(args: argparse.Namespace, settings: Settings) -> int:
     from gridlink.errors import NotFound
     from gridlink.services import Services
 
+    _log_like_the_servers()  # the promotion's security event must leave its line
     services = Services.connect(settings)
     try:
         user = run_command(

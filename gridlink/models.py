@@ -28,6 +28,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from gridlink.slugs import SESSION_PREFIX, new_slug
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -45,6 +47,11 @@ class Base(DeclarativeBase):
 # ever grow, so a deleted account's tombstone outranks anything cached for
 # that username, and a new account with the same name outranks the tombstone.
 profile_version_seq = Sequence("profile_version_seq", metadata=Base.metadata)
+
+# A session id made by the database, for rows written without one (the tokens
+# that predate sessions, and a server of the previous release during a rolling
+# deploy); new tokens get 128 random bits from new_slug in Python.
+RANDOM_SESSION_ID = text("'se_' || replace(gen_random_uuid()::text, '-', '')")
 
 
 class User(Base):
@@ -69,10 +76,13 @@ class User(Base):
 
 
 class AuthToken(Base):
-    """A login token; only the SHA-256 of the token is stored."""
+    """A login token, listed to its owner as a session; only the SHA-256 of the token is stored."""
 
     __tablename__ = "auth_tokens"
     __table_args__ = (
+        CheckConstraint("public_id ~ '^se_[0-9a-f]{32}$'", name="public_id_form"),
+        CheckConstraint("char_length(client_address) <= 64", name="client_address_length"),
+        CheckConstraint("char_length(user_agent) <= 256", name="user_agent_length"),
         Index("ix_auth_tokens_user_id", "user_id"),
         Index("ix_auth_tokens_expires_on", "expires_on"),
     )
@@ -80,9 +90,23 @@ class AuthToken(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    # The session's id in the API: random, not derived from the token.
+    public_id: Mapped[str] = mapped_column(
+        String(35),
+        unique=True,
+        default=lambda: new_slug(SESSION_PREFIX),
+        server_default=RANDOM_SESSION_ID,
+    )
     created_on: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Recorded at most once an hour (gridlink.cache.tokens): idle expiry is exact to the hour.
+    last_used_on: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
     expires_on: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_on: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The client that logged in, as the throttles count it, and its User-Agent (cut short).
+    client_address: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(256))
 
 
 class LoginDevice(Base):

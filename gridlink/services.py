@@ -131,7 +131,9 @@ class Services:
             settings=settings,
             primary=primary,
             cache=cache,
-            token_cache=TokenCache(cache.lifetime, primary, router.read_engines),
+            token_cache=TokenCache(
+                cache.lifetime, primary, router.read_engines, idle_days=settings.token_idle_days
+            ),
             router=router,
             mail=MailPoller(mail_engine, make_mailer(settings.mail_backend)),
             passwords=HashSlots(settings.hash_slots),

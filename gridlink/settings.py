@@ -299,6 +299,10 @@ class Settings:
         "GRIDLINK_MAIL_BACKEND", MailBackend("console"), _mail_backend, MailBackend.render
     )
     token_ttl_days: int = setting("GRIDLINK_TOKEN_TTL_DAYS", 30, _positive_int)
+    # A token unused this long ends before its lifetime (exact to the hour: see cache/tokens.py).
+    token_idle_days: int = setting("GRIDLINK_TOKEN_IDLE_DAYS", 14, _positive_int)
+    # An admin's token lives this long in all, decided when it is issued.
+    admin_token_ttl_hours: int = setting("GRIDLINK_ADMIN_TOKEN_TTL_HOURS", 12, _positive_int)
     # Login throttling (API.md): a client is a device of the account, else an address.
     login_failures_per_client: int = setting("GRIDLINK_LOGIN_FAILURES_PER_CLIENT", 5, _positive_int)
     # Together, from every client without a device of the account.

@@ -3,27 +3,33 @@
 Authenticated requests are hot, so a token check must not cost a database
 round trip each time. The cache keeps one entry per token, under the token's
 SHA-256 (never the token itself): either the caller (user, username, admin
-flag, expiry) or a tombstone saying "not a valid token".
+flag, expiry, last use on record) or a tombstone saying "not a valid token".
 
+- **Shape first**: a string that ``new_token`` cannot have made is refused
+  before Redis is asked, so random strings cost no cache entry.
 - **Issue**: sign-up and login write the new token's entry through after the
   commit, so the very next request is served from the cache whatever the
-  replica lag (and a miss reads the primary anyway, see below). A promotion
-  or demotion rewrites the entries of the user's live tokens the same way,
-  except where a tombstone is already in place.
+  replica lag (and a miss reads the primary anyway, see below).
 - **Miss**: read the primary, which is never behind an acknowledged
   revocation; when the primary cannot be reached, the first replica that
   answers (authentication goes on for reads while writes answer 503). A miss
   costs one keyed lookup per token per ``TOKEN_CACHE_SECONDS``. The answer,
   valid or not, is stored with ``SET NX``: a reader that looked before a
   revocation committed can never overwrite the tombstone the revocation wrote.
-- **Revocation** (logout, logout-all, password change or reset, account
-  deletion) writes tombstones after its commit, overwriting any entry: every
-  server process refuses the token on its next request.
+- **Revocation** (logout, logout-all, a session ended, password change or
+  reset, a confirmed email change, promotion or demotion, account deletion)
+  writes tombstones after its commit, overwriting any entry: every server
+  process refuses the token on its next request.
+- **Lifetimes**: a token ends at its ``expires_on`` (set at issue: an admin's
+  is shorter) or once unused for the idle lifetime, whichever comes first;
+  both are checked against the injected ``clock``, in the cache and after a
+  lookup alike. The last use is recorded at most once an hour
+  (``gridlink.cache.token_use``), so the idle end is exact to the hour.
 - **Bounded staleness**: keys live in the profile cache's keyspace, which
   carries the Redis server's ``run_id``: a Redis that restarts with old data
   (saved before a revocation it never heard of) serves none of it. And every
   entry lives at most ``TOKEN_CACHE_SECONDS`` (60 s), never past the token's
-  expiry: if Redis is merely unreachable when a revocation commits and then
+  end: if Redis is merely unreachable when a revocation commits and then
   answers again with the same data, the revoked token still works for at most
   that long after its entry was written; no longer.
 - **Redis unreachable**: tokens are checked in the database alone.
@@ -33,7 +39,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -43,8 +49,9 @@ import redis
 from sqlalchemy import Engine, Row, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from gridlink.accounts.tokens import Principal, hash_token
+from gridlink.accounts.tokens import Principal, hash_token, is_token_form
 from gridlink.cache.lifetime import RedisLifetime, log_redis_unavailable
+from gridlink.cache.token_use import UseRecorder
 from gridlink.errors import Unauthenticated
 
 TOKEN_CACHE_SECONDS = 60
@@ -52,8 +59,9 @@ TOKEN_CACHE_SECONDS = 60
 _NOT_VALID = b"not-valid"
 
 # KEYS[1]: the entry; ARGV: the not-valid marker, the caller, seconds to keep.
-# A write-through may race a revocation of the same token (a promotion that
-# read the token as live just before a logout): it must never undo the tombstone.
+# A write-through may race a revocation of the same token (a logout-all that
+# committed between a login's commit and its write-through): it must never
+# undo the tombstone.
 _STORE_UNLESS_REVOKED = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return 0
@@ -62,11 +70,12 @@ redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
 """
 
+# No time condition here: the lifetimes are checked against the injected clock.
 _LOOKUP = text(
     """
-    SELECT u.id, u.username, u.is_admin, t.expires_on
+    SELECT u.id, u.username, u.is_admin, t.expires_on, t.last_used_on
     FROM auth_tokens t JOIN users u ON u.id = t.user_id
-    WHERE t.token_hash = :token_hash AND t.revoked_on IS NULL AND t.expires_on > now()
+    WHERE t.token_hash = :token_hash AND t.revoked_on IS NULL
     """
 )
 
@@ -75,6 +84,7 @@ _LOOKUP = text(
 class _CachedCaller:
     principal: Principal
     expires_at: float  # seconds since the epoch
+    last_used_at: float  # as recorded: at most USE_RECORD_SECONDS behind the last use
 
     def encode(self) -> bytes:
         return orjson.dumps(
@@ -83,11 +93,12 @@ class _CachedCaller:
                 "username": self.principal.username,
                 "is_admin": self.principal.is_admin,
                 "expires_at": self.expires_at,
+                "last_used_at": self.last_used_at,
             }
         )
 
     @classmethod
-    def decode(cls, token_hash: bytes, raw: bytes) -> _CachedCaller | None:
+    def decode(cls, token_hash: bytes, raw: bytes, now: float) -> _CachedCaller | None:
         if raw == _NOT_VALID:
             return None
         fields = orjson.loads(raw)
@@ -97,26 +108,43 @@ class _CachedCaller:
             is_admin=fields["is_admin"],
             token_hash=token_hash,
         )
-        return cls(principal, fields["expires_at"])
+        # An entry the previous release wrote (a rolling deploy) has no last use:
+        # it was read from the database within the minute, take it as used now.
+        return cls(principal, fields["expires_at"], fields.get("last_used_at", now))
 
-    def seconds_to_keep(self, now: float) -> int:
-        return min(TOKEN_CACHE_SECONDS, math.ceil(self.expires_at - now))
+    def ends_at(self, idle_seconds: float) -> float:
+        """When the token ends: its lifetime, or its idle lifetime, whichever comes first."""
+        return min(self.expires_at, self.last_used_at + idle_seconds)
+
+    def seconds_to_keep(self, now: float, idle_seconds: float) -> int:
+        return min(TOKEN_CACHE_SECONDS, math.ceil(self.ends_at(idle_seconds) - now))
 
 
 class TokenCache:
     """The caller behind each token, cached in Redis in front of the database.
 
     ``primary`` answers a miss; ``replicas`` (every configured server's read
-    engine) are tried in turn only when the primary cannot be reached.
+    engine) are tried in turn only when the primary cannot be reached. A
+    token unused for ``idle_days`` ends; ``clock`` (seconds since the epoch)
+    is what every lifetime is checked against.
     """
 
     def __init__(
-        self, lifetime: RedisLifetime, primary: Engine, replicas: Sequence[Engine]
+        self,
+        lifetime: RedisLifetime,
+        primary: Engine,
+        replicas: Sequence[Engine],
+        *,
+        idle_days: float,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._lifetime = lifetime
         self._client = lifetime.client
         self._primary = primary
         self._replicas = tuple(replicas)
+        self._idle_seconds = idle_days * 86400
+        self._clock = clock
+        self._uses = UseRecorder(lifetime, primary)
 
     def key(self, token_hash: bytes) -> str:
         """Name the cache entry of the token whose SHA-256 is ``token_hash``.
@@ -126,29 +154,25 @@ class TokenCache:
         return self._lifetime.key("token", token_hash.hex())
 
     def authenticate(self, token: str) -> Principal:
-        """Return the user behind ``token``, or raise 401 if it is unknown, expired or revoked."""
-        token_hash = hash_token(token)
-        try:
-            key = self.key(token_hash)
-            # Bytes: the cache's client is built with decode_responses=False.
-            raw = cast(bytes | None, self._client.get(key))
-        except redis.RedisError as problem:
-            log_redis_unavailable("token cache unreachable, checking the database", problem)
-            caller = self._look_up(token_hash)
-        else:
-            if raw is not None:
-                caller = _CachedCaller.decode(token_hash, raw)
-            else:
-                caller = self._look_up(token_hash)
-                self._fill(key, caller)
-        if caller is None or caller.expires_at <= time.time():
+        """Return the user behind ``token``, or raise 401 if it is unknown, ended or revoked.
+
+        A use is recorded when the one on record is an hour old (``token_use``).
+        """
+        if not is_token_form(token):
             raise Unauthenticated("The token is not valid.")
+        token_hash = hash_token(token)
+        now = self._clock()
+        caller = self._caller(token_hash, now)
+        if caller is None or caller.ends_at(self._idle_seconds) <= now:
+            raise Unauthenticated("The token is not valid.")
+        if self._uses.is_due(caller.last_used_at, now):
+            self._uses.record(token_hash, now)
         return caller.principal
 
-    def store(self, principal: Principal, expires_on: datetime) -> None:
+    def store(self, principal: Principal, expires_on: datetime, last_used_on: datetime) -> None:
         """Write a token's caller through to the cache (call after the commit that made it true)."""
-        caller = _CachedCaller(principal, expires_on.timestamp())
-        seconds = caller.seconds_to_keep(time.time())
+        caller = _CachedCaller(principal, expires_on.timestamp(), last_used_on.timestamp())
+        seconds = caller.seconds_to_keep(self._clock(), self._idle_seconds)
         if seconds <= 0:
             return
         try:
@@ -172,6 +196,21 @@ class TokenCache:
             # TOKEN_CACHE_SECONDS, the bound the module docstring promises.
             log_redis_unavailable("revoked tokens not marked in the cache", problem)
 
+    def _caller(self, token_hash: bytes, now: float) -> _CachedCaller | None:
+        """Return the token's caller from the cache, else from the database (then cached)."""
+        try:
+            key = self.key(token_hash)
+            # Bytes: the cache's client is built with decode_responses=False.
+            raw = cast(bytes | None, self._client.get(key))
+        except redis.RedisError as problem:
+            log_redis_unavailable("token cache unreachable, checking the database", problem)
+            return self._look_up(token_hash)
+        if raw is not None:
+            return _CachedCaller.decode(token_hash, raw, now)
+        caller = self._look_up(token_hash)
+        self._fill(key, caller, now)
+        return caller
+
     def _look_up(self, token_hash: bytes) -> _CachedCaller | None:
         row = self._read_primary_first(token_hash)
         if row is None:
@@ -179,7 +218,7 @@ class TokenCache:
         principal = Principal(
             user_id=row.id, username=row.username, is_admin=row.is_admin, token_hash=token_hash
         )
-        return _CachedCaller(principal, row.expires_on.timestamp())
+        return _CachedCaller(principal, row.expires_on.timestamp(), row.last_used_on.timestamp())
 
     def _read_primary_first(self, token_hash: bytes) -> Row[Any] | None:
         """Read the token's row on the primary, or on a replica if the primary is unreachable."""
@@ -193,13 +232,12 @@ class TokenCache:
                     continue
             raise primary_problem from None
 
-    def _fill(self, key: str, caller: _CachedCaller | None) -> None:
-        if caller is None:
+    def _fill(self, key: str, caller: _CachedCaller | None, now: float) -> None:
+        if caller is None or caller.ends_at(self._idle_seconds) <= now:
+            # Unknown, revoked or ended: time only moves on, so it stays not valid.
             raw, seconds = _NOT_VALID, TOKEN_CACHE_SECONDS
         else:
-            raw, seconds = caller.encode(), caller.seconds_to_keep(time.time())
-        if seconds <= 0:
-            return
+            raw, seconds = caller.encode(), caller.seconds_to_keep(now, self._idle_seconds)
         try:
             # NX: never overwrite what a revocation (or an issue) wrote meanwhile.
             self._client.set(key, raw, ex=seconds, nx=True)

@@ -37,7 +37,7 @@ from gridlink.commands.sessions import (
     confirm_password,
     issue_token,
     lock_caller,
-    recache_live_tokens,
+    revoke_tokens,
     same_text,
 )
 from gridlink.commands.unit_of_work import UnitOfWork
@@ -63,6 +63,7 @@ def sign_up(
     password: str,
     address: str | None,
     display_name: str = "",
+    user_agent: str | None = None,
 ) -> SignedIn:
     """Create an account, its public profile, its first token and its first device."""
     admit_sign_up(uow.limiter, uow.settings, address)
@@ -76,7 +77,7 @@ def sign_up(
     uow.session.add(user)
     _flush_unique(uow)
     create_profile(uow, user.id)
-    token = issue_token(uow, user)
+    token = issue_token(uow, user, address=address, user_agent=user_agent)
     return SignedIn(user, token, remember_device(uow, user.id, device_id=None, device=None))
 
 
@@ -106,7 +107,7 @@ def confirm_email_change(uow: UnitOfWork, principal: Principal, *, token: str) -
 
     Raise 400 if the token is unknown, another account's, used or expired,
     and 409 if another account took the email meanwhile. Reset tokens sent
-    to the old address are used up.
+    to the old address are used up, and every other session of the user ends.
     """
     lock_profile(uow, principal.user_id)
     user = caller(uow, principal)
@@ -131,6 +132,8 @@ def confirm_email_change(uow: UnitOfWork, principal: Principal, *, token: str) -
     use_up_mailed_tokens(uow, user.id)
     user.email = change.new_email
     user.modified_on = datetime.now(UTC)
+    # Whoever else holds a session may be who the owner is moving away from.
+    revoke_tokens(uow, AuthToken.user_id == user.id, AuthToken.token_hash != principal.token_hash)
     _flush_unique(uow)
     account_id = user.id
     uow.after_commit(lambda: security_event("email_changed", user_id=account_id))
@@ -159,15 +162,22 @@ def delete_account(uow: UnitOfWork, principal: Principal, *, password: str) -> N
 
 
 def set_admin(uow: UnitOfWork, *, username: str, is_admin: bool) -> User:
-    """Make the account ``username`` an administrator or not; raise 404 if there is none."""
+    """Make the account ``username`` an administrator or not; raise 404 if there is none.
+
+    Every token of the user is revoked, even when the flag was already so: a
+    token taken before a promotion must not become an admin's, and the next
+    login issues a token with the lifetime of the new role.
+    """
     user = uow.session.scalars(select(User).where(same_text(User.username, username))).one_or_none()
     if user is None:
         raise NotFound(f"There is no user named {username!r}.")
     lock_profile(uow, user.id)  # one write per user at a time; and read your writes
     user.is_admin = is_admin
     user.modified_on = datetime.now(UTC)
-    # Overwrite the cached callers: the change applies to tokens already in use.
-    recache_live_tokens(uow, user)
+    revoked = revoke_tokens(uow, AuthToken.user_id == user.id)
+    event = "user_promoted" if is_admin else "user_demoted"
+    user_id = user.id
+    uow.after_commit(lambda: security_event(event, user_id=user_id, sessions_revoked=len(revoked)))
     return user
 
 

@@ -1,9 +1,12 @@
-"""Logging in and out: tokens issued, capped and revoked, and the login throttle.
+"""Logging in and out: tokens issued, capped and revoked, sessions ended, the login throttle.
 
 Token cache entries are written only after the commit that makes them true
 (see ``gridlink.cache.tokens``): a new token is written through, so it
 works on the very next request; a revoked one is marked not valid, so every
-server process refuses it at once.
+server process refuses it at once. Each token is a session its owner can
+list and end by its public id; a token lives ``GRIDLINK_TOKEN_TTL_DAYS``
+(an admin's ``GRIDLINK_ADMIN_TOKEN_TTL_HOURS``, decided at issue) and ends
+sooner once unused for ``GRIDLINK_TOKEN_IDLE_DAYS``.
 
 A login looks the account (and the device it presents) up, reserves the
 attempt against the throttle (``gridlink.accounts.throttles``: per account
@@ -14,7 +17,6 @@ the attempt back and answers a device for the next login.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,11 +28,27 @@ from gridlink.accounts.events import security_event
 from gridlink.accounts.passwords import needs_rehash
 from gridlink.accounts.ratelimit import Reservation
 from gridlink.accounts.throttles import LoginClient, LoginThrottle, account_key
-from gridlink.accounts.tokens import Principal, hash_token, new_token
+from gridlink.accounts.tokens import (
+    CLIENT_ADDRESS_MAX_LENGTH,
+    USER_AGENT_MAX_LENGTH,
+    Principal,
+    bounded_text,
+    hash_token,
+    new_token,
+)
 from gridlink.commands.devices import presented_device, remember_device
 from gridlink.commands.unit_of_work import UnitOfWork
-from gridlink.errors import Conflict, InvalidRequest, RateLimited, Unauthenticated, Unavailable
+from gridlink.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
+)
 from gridlink.models import AuthToken, LoginDevice, User
+from gridlink.settings import Settings
+from gridlink.slugs import SESSION_PREFIX, is_slug
 
 
 @dataclass(frozen=True)
@@ -49,6 +67,7 @@ def log_in(
     password: str,
     address: str | None,
     device: str | None = None,
+    user_agent: str | None = None,
 ) -> SignedIn:
     """Check a username (or email) and password and issue a new token.
 
@@ -89,7 +108,7 @@ def log_in(
     assert user is not None  # verify says no without an account
     if needs_rehash(user.password_hash):
         _rehash(uow, user, password)
-    token = issue_token(uow, user)
+    token = issue_token(uow, user, address=address, user_agent=user_agent)
     device = remember_device(uow, user.id, device_id=device_id, device=device)
     uow.after_commit(lambda: throttle.give_back(reservation, from_address))
     uow.after_commit(lambda: throttle.succeeded(client))
@@ -109,12 +128,33 @@ def _admit_address(throttle: LoginThrottle, address: str | None) -> Reservation 
 
 def log_out(uow: UnitOfWork, principal: Principal) -> None:
     """Revoke the token the caller used."""
-    revoke_tokens(uow, AuthToken.token_hash == principal.token_hash)
+    ended = revoke_tokens(uow, AuthToken.token_hash == principal.token_hash)
+    _log_revoked(uow, principal, ended, reason="logout")
 
 
 def log_out_everywhere(uow: UnitOfWork, principal: Principal) -> None:
     """Revoke every token of the caller, the one used included."""
-    revoke_tokens(uow, AuthToken.user_id == principal.user_id)
+    ended = revoke_tokens(uow, AuthToken.user_id == principal.user_id)
+    _log_revoked(uow, principal, ended, reason="logout_all")
+
+
+def end_session(uow: UnitOfWork, principal: Principal, *, session_id: str) -> None:
+    """Revoke the caller's live token whose public id is ``session_id``; 404 if there is none.
+
+    Another user's session is not found either: ids are not secrets, but
+    whether one exists is none of the caller's business.
+    """
+    ended: list[str] = []
+    if is_slug(session_id, SESSION_PREFIX):
+        ended = revoke_tokens(
+            uow,
+            AuthToken.user_id == principal.user_id,
+            AuthToken.public_id == session_id,
+            *live_token(uow.settings),
+        )
+    if not ended:
+        raise NotFound("There is no such session.")
+    _log_revoked(uow, principal, ended, reason="session_ended")
 
 
 def confirm_password(
@@ -172,54 +212,72 @@ def caller(uow: UnitOfWork, principal: Principal) -> User:
     return user
 
 
-def issue_token(uow: UnitOfWork, user: User) -> str:
-    """Add a token for ``user``, revoking their oldest live ones past the cap per user."""
+def issue_token(
+    uow: UnitOfWork, user: User, *, address: str | None = None, user_agent: str | None = None
+) -> str:
+    """Add a token for ``user``, revoking their oldest live ones past the cap per user.
+
+    An admin's token lives ``admin_token_ttl_hours``, anyone else's
+    ``token_ttl_days``; ``address`` (as the throttles count the client) and
+    ``user_agent`` are kept, cut short, for the sessions list.
+    """
     token = new_token()
-    expires_on = datetime.now(UTC) + timedelta(days=uow.settings.token_ttl_days)
+    issued_on = datetime.now(UTC)
+    expires_on = issued_on + token_lifetime(uow.settings, is_admin=user.is_admin)
     principal = principal_of(user, hash_token(token))
     uow.session.add(
-        AuthToken(user_id=user.id, token_hash=principal.token_hash, expires_on=expires_on)
+        AuthToken(
+            user_id=user.id,
+            token_hash=principal.token_hash,
+            last_used_on=issued_on,
+            expires_on=expires_on,
+            client_address=bounded_text(address, CLIENT_ADDRESS_MAX_LENGTH),
+            user_agent=bounded_text(user_agent, USER_AGENT_MAX_LENGTH),
+        )
     )
     uow.session.flush()
     beyond_cap = (
         select(AuthToken.id)
-        .where(
-            AuthToken.user_id == user.id,
-            AuthToken.revoked_on.is_(None),
-            AuthToken.expires_on > func.now(),
-        )
+        .where(AuthToken.user_id == user.id, *live_token(uow.settings))
         .order_by(AuthToken.created_on.desc(), AuthToken.id.desc())
         .offset(uow.settings.max_tokens_per_user)
     )
     revoke_tokens(uow, AuthToken.id.in_(beyond_cap.scalar_subquery()))
-    uow.after_commit(lambda: uow.token_cache.store(principal, expires_on))
+    uow.after_commit(lambda: uow.token_cache.store(principal, expires_on, issued_on))
     return token
 
 
-def revoke_tokens(uow: UnitOfWork, *conditions: ColumnElement[bool]) -> None:
-    """Revoke the live tokens matching ``conditions``, in the database and then the cache."""
-    revoked = uow.session.scalars(
+def token_lifetime(settings: Settings, *, is_admin: bool) -> timedelta:
+    """How long a token issued now lives in all: shorter for an admin's."""
+    if is_admin:
+        return timedelta(hours=settings.admin_token_ttl_hours)
+    return timedelta(days=settings.token_ttl_days)
+
+
+def live_token(settings: Settings) -> tuple[ColumnElement[bool], ...]:
+    """The conditions a token row meets while it can be used (by the database's clock)."""
+    return (
+        AuthToken.revoked_on.is_(None),
+        AuthToken.expires_on > func.now(),
+        AuthToken.last_used_on > func.now() - timedelta(days=settings.token_idle_days),
+    )
+
+
+def revoke_tokens(uow: UnitOfWork, *conditions: ColumnElement[bool]) -> list[str]:
+    """Revoke the live tokens matching ``conditions``, in the database and then the cache.
+
+    Return the public ids of the sessions revoked.
+    """
+    revoked = uow.session.execute(
         update(AuthToken)
         .where(AuthToken.revoked_on.is_(None), *conditions)
         .values(revoked_on=func.now())
-        .returning(AuthToken.token_hash)
+        .returning(AuthToken.token_hash, AuthToken.public_id)
     ).all()
     if revoked:
-        uow.after_commit(lambda: uow.token_cache.store_revoked(revoked))
-
-
-def recache_live_tokens(uow: UnitOfWork, user: User) -> None:
-    """Overwrite the cached callers of ``user``'s live tokens after the commit (admin rights)."""
-    live_tokens = uow.session.execute(
-        select(AuthToken.token_hash, AuthToken.expires_on).where(
-            AuthToken.user_id == user.id,
-            AuthToken.revoked_on.is_(None),
-            AuthToken.expires_on > func.now(),
-        )
-    ).all()
-    for token_hash, expires_on in live_tokens:
-        principal = principal_of(user, token_hash)
-        uow.after_commit(functools.partial(uow.token_cache.store, principal, expires_on))
+        token_hashes = [token_hash for token_hash, _ in revoked]
+        uow.after_commit(lambda: uow.token_cache.store_revoked(token_hashes))
+    return [public_id for _, public_id in revoked]
 
 
 def login_throttle(uow: UnitOfWork) -> LoginThrottle:
@@ -235,6 +293,21 @@ def same_text(column: Any, value: str) -> ColumnElement[bool]:
 def principal_of(user: User, token_hash: bytes) -> Principal:
     return Principal(
         user_id=user.id, username=user.username, is_admin=user.is_admin, token_hash=token_hash
+    )
+
+
+def _log_revoked(uow: UnitOfWork, principal: Principal, ended: list[str], *, reason: str) -> None:
+    """Log one ``session_revoked`` event once the revocation is committed."""
+    # The session's public id, never the token: it names the session in the list.
+    session = ended[0] if len(ended) == 1 else None
+    uow.after_commit(
+        lambda: security_event(
+            "session_revoked",
+            user_id=principal.user_id,
+            reason=reason,
+            sessions=len(ended),
+            session=session,
+        )
     )
 
 

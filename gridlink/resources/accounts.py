@@ -103,7 +103,8 @@ class Signup(_AccountsResource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = load(SignupIn(), read_json_object(req))
         signed_in = run_command(
-            self._services, partial(accounts.sign_up, **body, address=self._client(req))
+            self._services,
+            partial(accounts.sign_up, **body, address=self._client(req), user_agent=req.user_agent),
         )
         resp.location = f"/api/users/{signed_in.user.username}/"
         send_signed_in(resp, signed_in, 201)
@@ -133,6 +134,7 @@ class Login(_AccountsResource):
                 password=body["password"],
                 address=self._client(req),
                 device=body.get("device"),
+                user_agent=req.user_agent,
             ),
         )
         send_signed_in(resp, signed_in, 200)
@@ -235,6 +237,8 @@ class Me(_AccountsResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, principal: Principal) -> None:
         me, source = self._reader.read(principal, partial(read_me, user_id=principal.user_id))
         resp.set_header(READ_SOURCE_HEADER, source.name)
+        # The email and the admin flag: no cache, the browser's included, keeps a copy.
+        resp.cache_control = ["no-store"]
         send_object(resp, MeOut().dump(me))
 
     @documented(

@@ -2,7 +2,8 @@
 
 The ``...In`` schemas load a request body (through ``gridlink.schemas.base``:
 unknown fields refused, errors in API.md's shape); ``MeOut`` dumps the Me
-object and, with ``SignedInOut``, documents it.
+object and, with ``SignedInOut``, documents it; ``SessionList`` dumps the
+sessions list.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Any
 from marshmallow import Schema, fields, validate
 
 from gridlink.accounts.password_rules import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
-from gridlink.schemas.base import InputSchema, Timestamp, text_field, username_out
-from gridlink.slugs import USERNAME_JSON_PATTERN, USERNAME_PATTERN
+from gridlink.schemas.base import InputSchema, Timestamp, slug_out, text_field, username_out
+from gridlink.slugs import SESSION_PREFIX, USERNAME_JSON_PATTERN, USERNAME_PATTERN
 
 
 def _new_password() -> fields.String:
@@ -97,3 +98,23 @@ class SignedInOut(Schema):
     token = fields.String(required=True)
     # To present at the next login of this account (API.md, "Login throttling").
     device = fields.String(required=True)
+
+
+class SessionOut(Schema):
+    """One of the caller's live tokens, as the sessions list shows it (never the token)."""
+
+    id = slug_out(SESSION_PREFIX)
+    created = Timestamp(required=True)
+    # Recorded at most once an hour.
+    last_used = Timestamp(required=True)
+    # The client that logged in, as the login throttle counted it; unknown: null.
+    client_address = fields.String(required=True, allow_none=True)
+    user_agent = fields.String(required=True, allow_none=True)
+    current = fields.Boolean(required=True)
+
+
+class SessionList(Schema):
+    """The caller's sessions: every one fits a page."""
+
+    data = fields.List(fields.Nested(SessionOut), required=True)
+    has_more = fields.Boolean(required=True)

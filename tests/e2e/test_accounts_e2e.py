@@ -52,3 +52,42 @@ def test_a_user_signs_up_logs_in_and_out_across_two_servers(servers):
 
     assert call(second, "POST", "/api/auth/logout-all/", token=signed_up["token"])[0] == 204
     assert call(first, "GET", "/api/users/me/", token=signed_up["token"])[0] == 401
+
+
+def test_a_session_listed_on_one_server_and_ended_there_is_refused_by_the_other(servers):
+    first, second = servers
+    username = random_username("sess")
+    password = "an e2e password"
+    status, signed_up = call(
+        first,
+        "POST",
+        "/api/auth/signup/",
+        {"username": username, "email": f"{username}@example.com", "password": password},
+    )
+    assert status == 201, signed_up
+    status, logged_in = call(
+        second,
+        "POST",
+        "/api/auth/login/",
+        {"username": username, "password": password},
+        headers={"User-Agent": "e2e-phone/1.0"},
+    )
+    assert status == 200, logged_in
+    phone = logged_in["token"]
+    assert call(second, "GET", "/api/users/me/", token=phone)[0] == 200  # cached as valid there
+
+    status, listed = call(first, "GET", "/api/auth/sessions/", token=signed_up["token"])
+    assert status == 200, listed
+    this_one, the_phone = listed["data"]
+    assert (this_one["current"], the_phone["current"]) == (True, False)
+    assert the_phone["user_agent"] == "e2e-phone/1.0"
+    assert the_phone["client_address"] == "127.0.0.1"
+
+    status, _ = call(
+        first, "DELETE", f"/api/auth/sessions/{the_phone['id']}/", token=signed_up["token"]
+    )
+    assert status == 204
+    status, refused = call(second, "GET", "/api/users/me/", token=phone)
+    assert (status, refused["error"]["type"]) == (401, "unauthenticated")
+    status, listed = call(second, "GET", "/api/auth/sessions/", token=signed_up["token"])
+    assert [session["id"] for session in listed["data"]] == [this_one["id"]]

@@ -202,3 +202,31 @@ def test_an_admin_logs_in_and_sees_each_replicas_lag_drawn_without_leaving_the_h
     for url in [*listed, *requested]:
         # chrome:// is the browser's own start page, served from inside the browser.
         assert url.startswith((f"{origin}/", "data:", "chrome://")), url
+
+
+def test_log_out_revokes_the_token_on_the_server(server, browser, settings, monkeypatch):
+    username, password, _ = sign_up_over_http(server)
+    use_settings_environment(monkeypatch, settings)
+    assert main(["users", "promote", username]) == 0
+    browser.get(f"http://{server.address}/admin/")
+    browser.find_element(By.ID, "username").send_keys(username)
+    browser.find_element(By.ID, "password").send_keys(password)
+    browser.find_element(By.CSS_SELECTOR, "#password-form button").click()
+    wait(
+        browser,
+        "return document.getElementById('replicas').querySelectorAll('tr').length > 0",
+        "the dashboard is shown",
+    )
+    token = browser.execute_script("return sessionStorage.getItem('gridlink-admin-token')")
+    assert call(server.address, "GET", "/api/users/me/", token=token)[0] == 200
+
+    browser.find_element(By.ID, "logout").click()
+    wait(
+        browser,
+        "return document.getElementById('login-message').textContent === 'Logged out.'",
+        "the page says it logged out",
+    )
+    assert browser.execute_script("return sessionStorage.length") == 0
+    # Not only forgotten by the page: whoever copied it holds a dead token.
+    status, refused = call(server.address, "GET", "/api/users/me/", token=token)
+    assert (status, refused["error"]["type"]) == (401, "unauthenticated")

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from gridlink.accounts.tokens import hash_token
 from tests.support.abuse import an_address
 from tests.support.accounts import attempt, confirm_reset, reset_token
-from tests.support.api import ApiUser, assert_error, login, random_username
+from tests.support.api import ApiUser, assert_error, login, me_status, random_username
 from tests.support.mail import mails_to
 
 
@@ -194,3 +194,14 @@ def test_a_password_change_uses_up_outstanding_reset_tokens(client, mail_dir, us
     )
     assert changed.status_code == 204
     assert_error(confirm_reset(client, reset), 400, "invalid_request")
+
+
+def test_a_confirmed_email_change_ends_every_other_session(client, mail_dir, user):
+    others = [login(client, user.username, user.password).json["token"] for _ in range(2)]
+    new_email = a_new_email()
+    assert ask_email_change(client, user, new_email, user.password).status_code == 200
+    # Asking ends nothing: whoever asked may not own the new address.
+    assert [me_status(client, token) for token in others] == [200, 200]
+    assert confirm_email(client, user, mailed_token(mail_dir, new_email)).status_code == 200
+    assert [me_status(client, token) for token in others] == [401, 401]
+    assert me_status(client, user.token) == 200

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import falcon.testing
+import orjson
 import pytest
 from sqlalchemy import text
 
-from gridlink.accounts.tokens import hash_token
+from gridlink.accounts.tokens import hash_token, new_token
 from gridlink.app import create_app
 from gridlink.cache import TOKEN_CACHE_SECONDS
 from gridlink.cli import main
@@ -17,7 +20,9 @@ from gridlink.errors import Unauthenticated
 from gridlink.services import Services
 from gridlink.settings import Settings
 from tests.support.api import ApiUser, assert_error, auth, login, me_status, random_username
-from tests.support.queries import count_queries
+from tests.support.queries import count_queries, count_redis_round_trips
+from tests.support.security_log import security_events
+from tests.support.servers import server_environment
 
 
 def forget_cached(services: Services, token: str) -> None:
@@ -147,21 +152,50 @@ def test_the_cache_holds_no_token_in_the_clear(services, user):
 
 
 def test_an_unknown_token_is_remembered_as_not_valid(services):
+    unknown = new_token()
     with pytest.raises(Unauthenticated):
-        services.token_cache.authenticate("made-up-token-0123456789")
+        services.token_cache.authenticate(unknown)
     with (
         count_queries(services.primary, *services.replicas) as counted,
         pytest.raises(Unauthenticated),
     ):
-        services.token_cache.authenticate("made-up-token-0123456789")
+        services.token_cache.authenticate(unknown)
     assert counted.count == 0
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "not-a-real-token",
+        "A" * 42,
+        "A" * 44,
+        "A" * 42 + "=",
+        "A" * 42 + "/",
+        "A" * 42 + "\n",
+        "é" * 43,
+    ],
+)
+def test_a_token_of_the_wrong_form_is_refused_before_redis_is_asked(client, token):
+    with count_redis_round_trips() as sent:
+        result = client.simulate_get("/api/users/me/", headers={"Authorization": f"Token {token}"})
+    assert_error(result, 401, "unauthenticated")
+    assert sent == []
+
+
+def test_a_token_of_the_right_form_is_looked_up(client):
+    # The other side of the test above: the count does see a lookup.
+    with count_redis_round_trips() as sent:
+        result = client.simulate_get("/api/users/me/", headers=auth(new_token()))
+    assert_error(result, 401, "unauthenticated")
+    assert sent
 
 
 def test_a_late_write_through_never_undoes_a_revocation(client, services, user):
     # A promotion that read the token as live just before a logout writes last.
     principal = services.token_cache.authenticate(user.token)
     client.simulate_post("/api/auth/logout/", headers=user.headers)
-    services.token_cache.store(principal, datetime.now(UTC) + timedelta(days=1))
+    now = datetime.now(UTC)
+    services.token_cache.store(principal, now + timedelta(days=1), now)
     assert me_status(client, user.token) == 401
 
 
@@ -299,20 +333,52 @@ def cli_environment(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("GRIDLINK_REDIS_URL", settings.redis_url)
 
 
-def test_promote_and_demote_apply_at_once_to_tokens_in_use(
-    client, services, user, cli_environment, capsys
+def test_promotion_revokes_the_users_tokens_in_every_process_and_logs_it(
+    client, second_process, user, cli_environment, capsys, log_lines
 ):
-    assert services.token_cache.authenticate(user.token).is_admin is False  # cached as not an admin
+    other = login(client, user.username, user.password).json["token"]
+    assert [me_status(second_process, token) for token in (user.token, other)] == [200, 200]
     assert main(["users", "promote", user.username.upper()]) == 0
     assert user.username in capsys.readouterr().out
-    assert services.token_cache.authenticate(user.token).is_admin is True
-    assert client.simulate_get("/api/users/me/", headers=user.headers).json["is_admin"] is True
+    # A token taken before the promotion (stolen, maybe) never becomes an admin's.
+    assert [me_status(second_process, token) for token in (user.token, other)] == [401, 401]
+    admin_token = login(client, user.username, user.password).json["token"]
+    assert client.simulate_get("/api/users/me/", headers=auth(admin_token)).json["is_admin"]
+    [event] = security_events(log_lines, "user_promoted")
+    assert event["user_id"] is not None
+    assert event["sessions_revoked"] == 2
+    assert user.token not in log_lines.getvalue()
+
+
+def test_demotion_revokes_the_admins_tokens_in_every_process_and_logs_it(
+    client, second_process, user, cli_environment, log_lines
+):
+    assert main(["users", "promote", user.username]) == 0
+    admin_token = login(client, user.username, user.password).json["token"]
+    assert me_status(second_process, admin_token) == 200
     assert main(["users", "demote", user.username]) == 0
-    assert services.token_cache.authenticate(user.token).is_admin is False
-    assert client.simulate_get("/api/users/me/", headers=user.headers).json["is_admin"] is False
+    assert me_status(second_process, admin_token) == 401
+    token = login(client, user.username, user.password).json["token"]
+    assert client.simulate_get("/api/users/me/", headers=auth(token)).json["is_admin"] is False
+    [event] = security_events(log_lines, "user_demoted")
+    assert event["sessions_revoked"] == 1
 
 
 def test_promoting_an_unknown_user_exits_1_with_a_message(cli_environment, capsys):
     name = random_username("ghost")
     assert main(["users", "promote", name]) == 1
     assert name in capsys.readouterr().err
+
+
+def test_the_promote_command_writes_its_security_event_to_its_log(settings, user):
+    done = subprocess.run(
+        [sys.executable, "-m", "gridlink.cli", "users", "promote", user.username],
+        env=server_environment(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [orjson.loads(line) for line in done.stderr.splitlines()]
+    assert [line["event"] for line in lines if line.get("event")] == ["user_promoted"]

@@ -39,8 +39,6 @@ NOT_YET_SERVED = {
     ("/api/users/me/identities", "POST"),
     ("/api/users/me/identities/{id}", "DELETE"),
 }
-# Sessions (issue 19).
-NOT_YET_SERVED |= {("/api/auth/sessions", "GET"), ("/api/auth/sessions/{id}", "DELETE")}
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,6 @@ from tests.support.waiting import wait_for
 # Something shaped like a token (256 bits in URL-safe base64 are 43 characters).
 TOKEN_SHAPED = re.compile(r"[A-Za-z0-9_-]{40,}")
 NEW_PASSWORD = "a brand new password 1"
-BY_SESSIONS_SLICE = "logged by the sessions slice"
 
 
 class Asker:
@@ -268,7 +267,6 @@ def test_login_throttled(client, services, log_lines, user):
     )
 
 
-@pytest.mark.xfail(strict=True, reason=BY_SESSIONS_SLICE)
 def test_session_revoked(client, services, log_lines, user):
     other = log_in(client, Asker(services), user.username, user.password).json["token"]
     listed = client.simulate_get("/api/auth/sessions/", headers=user.headers)
@@ -286,7 +284,6 @@ def test_session_revoked(client, services, log_lines, user):
     )
 
 
-@pytest.mark.xfail(strict=True, reason=BY_SESSIONS_SLICE)
 @pytest.mark.parametrize(("is_admin", "event"), [(True, "user_promoted"), (False, "user_demoted")])
 def test_user_promoted_and_demoted(client, services, log_lines, user, is_admin, event):
     if not is_admin:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 
 import falcon.testing
@@ -10,15 +11,21 @@ from prometheus_client.parser import text_string_to_metric_families
 from gridlink.commands.accounts import set_admin
 from gridlink.commands.unit_of_work import run_command
 from gridlink.services import Services
-from tests.support.api import ApiUser, sign_up
+from tests.support.api import ApiUser, login, sign_up
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def make_admin(client: falcon.testing.TestClient, services: Services) -> ApiUser:
+    """Sign up an administrator and return it with an admin's token.
+
+    A promotion revokes the user's tokens: the token is a login's after it.
+    """
     admin = sign_up(client, "admin")
     run_command(services, partial(set_admin, username=admin.username, is_admin=True))
-    return admin
+    result = login(client, admin.username, admin.password)
+    assert result.status_code == 200, result.text
+    return replace(admin, token=result.json["token"])
 
 
 def scrape(client: falcon.testing.TestClient, admin: ApiUser) -> Samples:

@@ -138,6 +138,8 @@ def _every_field_changed() -> Settings:
         cache_fill_ttl_seconds=60,
         mail_backend=MailBackend("smtp", host="mail.example", port=2525),
         token_ttl_days=7,
+        token_idle_days=3,
+        admin_token_ttl_hours=2,
         login_failures_per_client=3,
         login_failures_per_account=40,
         login_failures_per_address=30,
