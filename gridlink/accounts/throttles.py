@@ -70,8 +70,12 @@ class LoginClient:
 
 
 def account_key(account_id: int | None, login: str) -> str:
-    """Name an account by its id, or a login without an account as typed (ignoring case)."""
-    return f"account:{account_id}" if account_id is not None else f"login:{login.lower()}"
+    """Name an account by its id, or a login without an account as typed.
+
+    Folded as the account lookup folds (ASCII letters only), so every spelling
+    the lookup would take for one account counts as one login.
+    """
+    return f"account:{account_id}" if account_id is not None else f"login:{email_key(login)}"
 
 
 class LoginThrottle:
