@@ -115,11 +115,8 @@ def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
-    services = Services.connect(settings)
-    try:
+    with Services.connected(settings) as services:
         ChangeRelay(settings.database_url, services.cache).run(stopping)
-    finally:
-        services.close()
     return 0
 
 
@@ -140,11 +137,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from gridlink.ops.demo import DEMO_USERNAME, load_demo
     from gridlink.services import Services
 
-    services = Services.connect(settings)
-    try:
+    with Services.connected(settings) as services:
         password = load_demo(services)
-    finally:
-        services.close()
     if password is None:
         print(f"the demo profile is there: /api/users/{DEMO_USERNAME}/")
     else:
@@ -167,14 +161,12 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
     except SeedError as problem:
         print(f"gridlink: {problem}", file=sys.stderr)
         return 2
-    services = Services.connect(settings)
     try:
-        result = seed(services, plan, password=args.password, warm=args.warm)
+        with Services.connected(settings) as services:
+            result = seed(services, plan, password=args.password, warm=args.warm)
     except SeedError as problem:
         print(f"gridlink: {problem}", file=sys.stderr)
         return 1
-    finally:
-        services.close()
     print(
         f"seeded {result.users:,} users ({result.username(result.first)} to "
         f"{result.username(result.last)}), {result.grids:,} grids and {result.links:,} links "
@@ -233,16 +225,14 @@ def cmd_users_set_admin(args: argparse.Namespace, settings: Settings) -> int:
     from gridlink.services import Services
 
     _log_like_the_servers()  # the promotion's security event must leave its line
-    services = Services.connect(settings)
     try:
-        user = run_command(
-            services, partial(set_admin, username=args.username, is_admin=args.is_admin)
-        )
+        with Services.connected(settings) as services:
+            user = run_command(
+                services, partial(set_admin, username=args.username, is_admin=args.is_admin)
+            )
     except NotFound:
         print(f"gridlink: there is no user named {args.username!r}", file=sys.stderr)
         return 1
-    finally:
-        services.close()
     role = "an administrator" if user.is_admin else "not an administrator"
     print(f"{user.username} is now {role}")
     return 0

@@ -10,6 +10,8 @@ uses it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,6 +141,16 @@ class Services:
             passwords=HashSlots(settings.hash_slots),
             limiter=Limiter(cache.client, settings.server_processes),
         )
+
+    @classmethod
+    @contextmanager
+    def connected(cls, settings: Settings) -> Iterator[Services]:
+        """Connect for the length of a ``with`` block (commands, tests), closing on the way out."""
+        services = cls.connect(settings)
+        try:
+            yield services
+        finally:
+            services.close()
 
     @property
     def replicas(self) -> tuple[Engine, ...]:

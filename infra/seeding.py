@@ -99,8 +99,5 @@ def make_admin(settings: Settings, username: str) -> None:
     from gridlink.commands.unit_of_work import run_command
     from gridlink.services import Services
 
-    services = Services.connect(settings)
-    try:
+    with Services.connected(settings) as services:
         run_command(services, partial(set_admin, username=username, is_admin=True))
-    finally:
-        services.close()

@@ -46,9 +46,8 @@ def settings(test_cluster: cluster.ClusterLayout, mail_dir: Path) -> Settings:
 
 @pytest.fixture(scope="session")
 def services(settings: Settings) -> Iterator[Services]:
-    connected = Services.connect(settings)
-    yield connected
-    connected.close()
+    with Services.connected(settings) as connected:
+        yield connected
 
 
 @pytest.fixture(scope="session")

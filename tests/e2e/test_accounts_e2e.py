@@ -12,7 +12,7 @@ import pytest
 
 from gridlink.settings import Settings
 from tests.support.api import random_username
-from tests.support.servers import call, serving
+from tests.support.servers import call, serving, sign_up_at
 
 
 @pytest.fixture(scope="module")
@@ -24,17 +24,10 @@ def servers(settings: Settings) -> Iterator[list[str]]:
 
 def test_a_user_signs_up_logs_in_and_out_across_two_servers(servers):
     first, second = servers
-    username = random_username("e2e")
-    password = "an e2e password"
-    status, signed_up = call(
-        first,
-        "POST",
-        "/api/auth/signup/",
-        {"username": username, "email": f"{username}@example.com", "password": password},
-    )
-    assert status == 201, signed_up
+    username, password = random_username("e2e"), "an e2e password"
+    first_token = sign_up_at(first, username, password)
     # Issued by one server, accepted at once by the other.
-    status, me = call(second, "GET", "/api/users/me/", token=signed_up["token"])
+    status, me = call(second, "GET", "/api/users/me/", token=first_token)
     assert (status, me["username"]) == (200, username)
 
     status, logged_in = call(
@@ -48,23 +41,16 @@ def test_a_user_signs_up_logs_in_and_out_across_two_servers(servers):
     assert call(first, "POST", "/api/auth/logout/", token=token)[0] == 204
     status, refused = call(second, "GET", "/api/users/me/", token=token)
     assert (status, refused["error"]["type"]) == (401, "unauthenticated")
-    assert call(second, "GET", "/api/users/me/", token=signed_up["token"])[0] == 200
+    assert call(second, "GET", "/api/users/me/", token=first_token)[0] == 200
 
-    assert call(second, "POST", "/api/auth/logout-all/", token=signed_up["token"])[0] == 204
-    assert call(first, "GET", "/api/users/me/", token=signed_up["token"])[0] == 401
+    assert call(second, "POST", "/api/auth/logout-all/", token=first_token)[0] == 204
+    assert call(first, "GET", "/api/users/me/", token=first_token)[0] == 401
 
 
 def test_a_session_listed_on_one_server_and_ended_there_is_refused_by_the_other(servers):
     first, second = servers
-    username = random_username("sess")
-    password = "an e2e password"
-    status, signed_up = call(
-        first,
-        "POST",
-        "/api/auth/signup/",
-        {"username": username, "email": f"{username}@example.com", "password": password},
-    )
-    assert status == 201, signed_up
+    username, password = random_username("sess"), "an e2e password"
+    first_token = sign_up_at(first, username, password)
     status, logged_in = call(
         second,
         "POST",
@@ -76,18 +62,16 @@ def test_a_session_listed_on_one_server_and_ended_there_is_refused_by_the_other(
     phone = logged_in["token"]
     assert call(second, "GET", "/api/users/me/", token=phone)[0] == 200  # cached as valid there
 
-    status, listed = call(first, "GET", "/api/auth/sessions/", token=signed_up["token"])
+    status, listed = call(first, "GET", "/api/auth/sessions/", token=first_token)
     assert status == 200, listed
     this_one, the_phone = listed["data"]
     assert (this_one["current"], the_phone["current"]) == (True, False)
     assert the_phone["user_agent"] == "e2e-phone/1.0"
     assert the_phone["client_address"] == "127.0.0.1"
 
-    status, _ = call(
-        first, "DELETE", f"/api/auth/sessions/{the_phone['id']}/", token=signed_up["token"]
-    )
+    status, _ = call(first, "DELETE", f"/api/auth/sessions/{the_phone['id']}/", token=first_token)
     assert status == 204
     status, refused = call(second, "GET", "/api/users/me/", token=phone)
     assert (status, refused["error"]["type"]) == (401, "unauthenticated")
-    status, listed = call(second, "GET", "/api/auth/sessions/", token=signed_up["token"])
+    status, listed = call(second, "GET", "/api/auth/sessions/", token=first_token)
     assert [session["id"] for session in listed["data"]] == [this_one["id"]]

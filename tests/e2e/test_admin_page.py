@@ -25,7 +25,7 @@ from gridlink.settings import Settings
 from infra import cluster
 from infra.serving import ApiServer
 from tests.support.api import random_username
-from tests.support.servers import call, serving, use_settings_environment
+from tests.support.servers import call, serving, sign_up_at, use_settings_environment
 
 SCREENSHOT = VAR / "test-output" / "admin-page.png"
 CHROMIUM_FLAGS = (
@@ -81,16 +81,8 @@ def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
 
 
 def sign_up_over_http(server: ApiServer) -> tuple[str, str, str]:
-    username = random_username("page")
-    password = "a page password"
-    status, body = call(
-        server.address,
-        "POST",
-        "/api/auth/signup/",
-        {"username": username, "email": f"{username}@example.com", "password": password},
-    )
-    assert status == 201, body
-    return username, password, body["token"]
+    username, password = random_username("page"), "a page password"
+    return username, password, sign_up_at(server.address, username, password)
 
 
 def wait(driver: webdriver.Chrome, condition: str, what: str) -> None:

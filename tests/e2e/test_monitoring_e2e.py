@@ -56,15 +56,8 @@ def profile_requests_served(log_file: Path, username: str) -> list[dict[str, Any
 @pytest.fixture(scope="module")
 def admin_token(server: ApiServer, services: Services) -> str:
     """An admin's token: /metrics is for admins only."""
-    username = random_username("scraper")
-    password = "a scraper's password"
-    status, body = call(
-        server.address,
-        "POST",
-        "/api/auth/signup/",
-        {"username": username, "email": f"{username}@example.com", "password": password},
-    )
-    assert status == 201, body
+    username, password = random_username("scraper"), "a scraper's password"
+    sign_up_at(server.address, username, password)
     # A promotion revokes the user's tokens: an admin's token is a login's after it.
     run_command(services, partial(set_admin, username=username, is_admin=True))
     status, body = call(

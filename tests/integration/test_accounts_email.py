@@ -6,8 +6,6 @@ its password resets) to an attacker's address.
 
 from __future__ import annotations
 
-import re
-from email.message import EmailMessage
 from pathlib import Path
 
 import falcon.testing
@@ -17,7 +15,7 @@ from gridlink.accounts.tokens import hash_token
 from tests.support.abuse import an_address
 from tests.support.accounts import attempt, confirm_reset, reset_token
 from tests.support.api import ApiUser, assert_error, login, me_status, random_username
-from tests.support.mail import mails_to
+from tests.support.mail import mails_to, token_in
 
 
 def a_new_email() -> str:
@@ -31,14 +29,6 @@ def ask_email_change(
     if password is not None:
         body["current_password"] = password
     return client.simulate_patch("/api/users/me/", headers=user.headers, json=body)
-
-
-def token_in(mail: EmailMessage) -> str:
-    body = mail.get_body(("plain",))
-    assert body is not None
-    match = re.search(r'"token": "([A-Za-z0-9_-]+)"', body.get_content())
-    assert match, body.get_content()
-    return match.group(1)
 
 
 def confirm_email(

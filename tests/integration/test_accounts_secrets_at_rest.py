@@ -10,7 +10,6 @@ way: between the request and the mail, no row of any table holds the token.
 from __future__ import annotations
 
 import base64
-import re
 from collections.abc import Iterable, Iterator
 from email.message import EmailMessage
 
@@ -24,6 +23,7 @@ from gridlink.mail.outbox import deliver_pending_mail
 from gridlink.services import Services
 from tests.support.accounts import RESET_SUBJECT, confirm_reset, request_reset
 from tests.support.api import ApiUser, random_username
+from tests.support.mail import token_in
 from tests.support.mailserver import SmtpServer
 from tests.support.waiting import wait_for
 
@@ -78,14 +78,6 @@ def holding(values: list[tuple[str, str | bytes]], token: str) -> list[str]:
         if held:
             found.append(name)
     return found
-
-
-def token_in(mail: EmailMessage) -> str:
-    body = mail.get_body(("plain",))
-    assert body is not None
-    match = re.search(r'"token": "([A-Za-z0-9_-]+)"', body.get_content())
-    assert match, body.get_content()
-    return match.group(1)
 
 
 def received(smtp: SmtpServer, address: str, subject: str) -> list[EmailMessage]:

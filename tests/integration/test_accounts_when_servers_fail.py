@@ -45,11 +45,8 @@ def settings(test_cluster: cluster.ClusterLayout, mail_dir: Path) -> Settings:
 
 @pytest.fixture(scope="module")
 def services(settings: Settings) -> Iterator[Services]:
-    connected = Services.connect(settings)
-    try:
+    with Services.connected(settings) as connected:
         yield connected
-    finally:
-        connected.close()
 
 
 @pytest.fixture(scope="module")

@@ -64,11 +64,8 @@ def settings(layout: cluster.ClusterLayout, tmp_path_factory: pytest.TempPathFac
 
 @pytest.fixture(scope="module")
 def services(settings: Settings) -> Iterator[Services]:
-    connected = Services.connect(settings)
-    try:
+    with Services.connected(settings) as connected:
         yield connected
-    finally:
-        connected.close()
 
 
 @pytest.fixture(scope="module")

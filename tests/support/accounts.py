@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -11,7 +10,7 @@ from pathlib import Path
 import falcon.testing
 
 from tests.support.abuse import an_address
-from tests.support.mail import MAIL_WAIT_SECONDS
+from tests.support.mail import MAIL_WAIT_SECONDS, token_in
 from tests.support.waiting import wait_for
 
 
@@ -51,11 +50,7 @@ def reset_token(client: falcon.testing.TestClient, mail_dir: Path, address: str)
         f"a reset mail to {address}",
     )
     [mail] = _new_mails_to(mail_dir, address, before)
-    body = mail.get_body(("plain",))
-    assert body is not None
-    match = re.search(r'"token": "([A-Za-z0-9_-]+)"', body.get_content())
-    assert match, body.get_content()
-    return match.group(1)
+    return token_in(mail)
 
 
 RESET_PASSWORD = "reset password 1"

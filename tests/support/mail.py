@@ -1,7 +1,8 @@
-"""Read the mails the file backend wrote."""
+"""Read the mails the file backend wrote, and the token a mail carries."""
 
 from __future__ import annotations
 
+import re
 import time
 from email import policy
 from email.message import EmailMessage
@@ -21,3 +22,12 @@ def mails_to(mail_dir: Path, address: str, expected: int = 0) -> list[EmailMessa
         if len(sent) >= expected or time.monotonic() > deadline:
             return sent
         time.sleep(0.02)
+
+
+def token_in(mail: EmailMessage) -> str:
+    """Return the token a reset or confirmation mail carries (its JSON body for the API)."""
+    body = mail.get_body(("plain",))
+    assert body is not None
+    match = re.search(r'"token": "([A-Za-z0-9_-]+)"', body.get_content())
+    assert match, body.get_content()
+    return match.group(1)

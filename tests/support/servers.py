@@ -58,13 +58,16 @@ def _status_and_json(send: Callable[P, Reply]) -> Callable[P, tuple[int, Any]]:
 call = _status_and_json(api_request)
 
 
-def sign_up_at(address: str, username: str) -> str:
+SERVER_PASSWORD = "a server password"
+
+
+def sign_up_at(address: str, username: str, password: str = SERVER_PASSWORD) -> str:
     """Sign ``username`` up on the server at ``address``; return its first token."""
     status, body = call(
         address,
         "POST",
         "/api/auth/signup/",
-        {"username": username, "email": f"{username}@example.com", "password": "a server password"},
+        {"username": username, "email": f"{username}@example.com", "password": password},
     )
     assert status == 201, body
     token: str = body["token"]
