@@ -114,28 +114,33 @@ CASES = (
         (patroni("patroni_primary", "db1", "1x8"), patroni("patroni_primary", "db2", "0 1 0x6")),
         "1m",
     ),
-    # db2 promoted at 10 min (timeline 2): an alert for the next 10 minutes, then silence.
+    # db1 killed at 10 min, db2 promoted: an alert on db2 for the next 10 minutes, then silence.
     Case(
         "PostgresFailover",
         (
-            patroni("patroni_postgres_timeline", "db1", "1x40"),
-            patroni("patroni_postgres_timeline", "db2", "1x40 2x60"),
+            patroni("patroni_primary", "db1", "1x40"),
+            patroni("patroni_primary", "db2", "0x40 1x60"),
+            patroni("patroni_primary", "db3", "0x100"),
         ),
         "12m",
-        (SCOPE,),
+        ({"job": "patroni", "instance": "db2", "name": "db2", **SCOPE},),
     ),
     Case(
         "PostgresFailover",
         (
-            patroni("patroni_postgres_timeline", "db1", "1x40"),
-            patroni("patroni_postgres_timeline", "db2", "1x40 2x60"),
+            patroni("patroni_primary", "db1", "1x40"),
+            patroni("patroni_primary", "db2", "0x40 1x60"),
         ),
         "22m",
     ),
+    # The first primary of a fresh cluster, and an old primary demoted, are no failover.
     Case(
         "PostgresFailover",
-        (patroni("patroni_postgres_timeline", "db1", "3x60"),),
-        "12m",
+        (
+            patroni("patroni_primary", "db1", "1x20 0x20"),
+            patroni("patroni_primary", "db2", "1x40"),
+        ),
+        "8m",
     ),
     Case(
         "DatabaseHostMissing",
