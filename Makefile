@@ -85,7 +85,7 @@ clean:
 swarm: install
 	$(BIN)/python -m loadtest.swarm
 
-## Staging up (seeded), then random primary and sync standby host kills, link cuts, switchovers and Redis master kills
+## Staging up (seeded), then random primary, sync standby and load balancer host kills, link cuts, switchovers and Redis master kills
 ## for CHAOS_SECONDS (default 180) under writers and readers; prints the table, exit 1 on a lost write.
 CHAOS_SECONDS ?= 180
 chaos: install

@@ -8,8 +8,9 @@ Steps, each announced on stdout:
    profiles run through the load balancer for ``CHAOS_SECONDS``;
 3. meanwhile, one fault at a time, drawn at random (``CHAOS_RANDOM_SEED``):
    the primary's host killed, the primary's link cut, a planned switchover,
-   the Redis master's host killed, or the synchronous standby's host
-   killed; each is healed (the host booted again with ``staging up``, the
+   the Redis master's host killed, the synchronous standby's host
+   killed, or a load balancer's host killed (the one holding the floating
+   address, or the other); each is healed (the host booted again with ``staging up``, the
    link restored) once writes are back, and the next waits until staging
    is whole again (``hosts.failover_ready``);
 4. the table: faults, seconds without writes (p50, max), acknowledged
@@ -44,6 +45,8 @@ FAULTS = (
     "switchover",
     "kill redis master host",
     "kill sync standby host",  # strict mode: commits wait until the other replica takes over
+    "kill active load balancer host",  # keepalived moves the floating address to the other
+    "kill backup load balancer host",
 )
 RECOVERY_DEADLINE_SECONDS = 90.0
 
@@ -104,11 +107,16 @@ def inject(kind: str, paths: Paths, writers: Writers) -> float:
         faults.kill_host(_host_to_kill(kind))
         writers.wait_for_writes(5, RECOVERY_DEADLINE_SECONDS)
         driver.up(paths, progress=lambda _line: None)
-    if not wait_until(lambda: hosts.failover_ready(STAGING), RECOVERY_DEADLINE_SECONDS):
+    if not wait_until(lambda: _whole(paths), RECOVERY_DEADLINE_SECONDS):
         print("  staging did not heal in time; going on", flush=True)
     # Every pause from the fault until staging is whole again (the old primary
     # rejoining can pause commits too), and no further: the next fault's are its own.
     return writers.log.gap_around(started, time.monotonic() - started)
+
+
+def _whole(paths: Paths) -> bool:
+    """Tell whether staging is whole: the databases and Redis, and both load balancers."""
+    return hosts.failover_ready(STAGING) and driver.lb_ready(STAGING, paths)
 
 
 def _host_to_kill(kind: str) -> Host:
@@ -116,6 +124,11 @@ def _host_to_kill(kind: str) -> Host:
         host = patroni.leader(STAGING)
     elif kind == "kill sync standby host":
         host = patroni.sync_standby(STAGING)
+    elif kind.endswith("load balancer host"):
+        holders = hosts.floating_address_holders(STAGING)
+        others = [lb for lb in STAGING.load_balancers if lb not in holders]
+        chosen = holders if kind.startswith("kill active") else others
+        host = chosen[0] if chosen else None
     else:
         master = hosts.redis_master(STAGING)
         host = next(h for h in STAGING.redis_hosts if master == f"{h.address}:{REDIS_PORT}")

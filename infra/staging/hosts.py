@@ -5,8 +5,8 @@ beside it (Patroni's store): Patroni initialises the cluster on the
 inventory's bootstrap host, clones the others, and from then on decides who
 is the primary. Redis is driven by the same module as the local cluster
 (``infra.redis_server``), only with a host's address, its rendered
-configuration and its namespace. etcd, Patroni, Sentinel, the API and HAProxy
-are each a ``Daemon`` (``infra.daemons``): started in the foreground of the
+configuration and its namespace. etcd, Patroni, Sentinel, the API, HAProxy
+and keepalived are each a ``Daemon`` (``infra.daemons``): started in the foreground of the
 host's namespace with a pid file and a log, so ``down`` stops exactly what
 ``up`` started.
 """
@@ -27,13 +27,13 @@ from infra.postgres import PgServer
 from infra.processes import log_tail, port_answers, run, wait_until
 from infra.redis_server import RedisServer
 from infra.serving import ApiServer, http_status, serve
-from infra.staging import render
+from infra.staging import network, render
 from infra.staging.inventory import (
     API_PORT,
     DATABASE,
     DATABASE_USER,
     ETCD_CLIENT_PORT,
-    LOAD_BALANCER,
+    FLOATING_ADDRESS,
     LOAD_BALANCER_PORT,
     POSTGRES_PORT,
     REDIS,
@@ -119,6 +119,43 @@ class HAProxy(HostDaemon):
 
     def answers(self) -> bool:
         return port_answers(LOAD_BALANCER_PORT, self.host.address)
+
+
+class Keepalived(HostDaemon):
+    """keepalived's VRRP side in the foreground, holding the floating address with the other LBs.
+
+    Its own pid files are named apart from ours: keepalived removes them when it stops.
+    """
+
+    program = "keepalived"
+
+    def __init__(self, paths: Paths, host: Host, keepalived_binary: str = "keepalived") -> None:
+        self.config = paths.etc(host) / "keepalived.conf"
+        self.binary = keepalived_binary
+        data = paths.data(host)
+        super().__init__(
+            paths,
+            host,
+            [
+                keepalived_binary,
+                "--dont-fork",
+                "--log-console",
+                "--no-syslog",
+                "--vrrp",
+                "--use-file",
+                str(self.config),
+                "--pid",
+                str(data / "keepalived-main.pid"),
+                "--vrrp_pid",
+                str(data / "keepalived-vrrp.pid"),
+            ],
+        )
+
+    def launch(self) -> int:
+        checked = run([self.binary, "--config-test", "-f", str(self.config)], self.cwd, timeout=30)
+        if checked.returncode != 0:
+            raise ClusterError(f"keepalived refuses {self.config}:\n{checked.stderr.strip()}")
+        return super().launch()
 
 
 def api_server(paths: Paths, host: Host) -> ApiServer:
@@ -300,16 +337,22 @@ def api_answers(host: Host, path: str = "/healthz") -> int | None:
     return http_status(f"{host.address}:{API_PORT}", path)
 
 
-def load_balancer(paths: Paths, inventory: Inventory, haproxy_binary: str = "haproxy") -> HAProxy:
-    return HAProxy(paths, inventory.one(LOAD_BALANCER), haproxy_binary)
+def floating_address_holders(inventory: Inventory) -> list[Host]:
+    """Return the load balancers whose interface has the floating address now (one, normally)."""
+    up = set(network.namespaces())
+    return [
+        lb
+        for lb in inventory.load_balancers
+        if lb.netns in up and FLOATING_ADDRESS in network.addresses(lb)
+    ]
 
 
-def lb_servers(paths: Paths) -> dict[str, str]:
-    """Return HAProxy's view of each API host: 'UP', 'DOWN', ... (empty if it cannot say)."""
+def lb_servers(paths: Paths, lb: Host) -> dict[str, str]:
+    """Return ``lb``'s HAProxy's view of each API host: 'UP', 'DOWN', ... (empty: no answer)."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stats:
             stats.settimeout(2)
-            stats.connect(str(paths.stats_socket))
+            stats.connect(str(paths.stats_socket(lb)))
             stats.sendall(b"show stat\n")
             answer = b""
             while chunk := stats.recv(65536):

@@ -17,7 +17,8 @@ from infra.staging.inventory import (
     API_PORT,
     ETCD_CLIENT_PORT,
     ETCD_PEER_PORT,
-    LOAD_BALANCER,
+    FLOATING_ADDRESS,
+    LOAD_BALANCER_HEALTH_PORT,
     LOAD_BALANCER_PORT,
     LOCUST_MASTER_PORT,
     PATRONI_PORT,
@@ -28,6 +29,7 @@ from infra.staging.inventory import (
     SENTINEL,
     SENTINEL_PORT,
     SUBNET,
+    VRRP_ROUTER_ID,
     Host,
     Inventory,
 )
@@ -132,8 +134,7 @@ def redis_conf(host: Host) -> str:
     return render("redis.conf", host=host.name, address=host.address, port=REDIS_PORT)
 
 
-def haproxy_cfg(inventory: Inventory, stats_socket: Path) -> str:
-    lb = inventory.one(LOAD_BALANCER)
+def haproxy_cfg(inventory: Inventory, lb: Host, stats_socket: Path) -> str:
     servers = "".join(
         f"    server {api.name} {api.address}:{API_PORT} check\n"
         for api in inventory.with_role(API)
@@ -143,8 +144,29 @@ def haproxy_cfg(inventory: Inventory, stats_socket: Path) -> str:
         host=lb.name,
         address=lb.address,
         port=LOAD_BALANCER_PORT,
+        health_port=LOAD_BALANCER_HEALTH_PORT,
         servers=servers,
         stats_socket=stats_socket,
+    )
+
+
+def keepalived_conf(inventory: Inventory, lb: Host, curl: str = "/usr/bin/curl") -> str:
+    """Return the load balancer's keepalived file: one VRRP instance, unicast to the others."""
+    balancers = inventory.load_balancers
+    # Distinct priorities, the first host highest: the first election has one winner.
+    priority = 150 - 10 * balancers.index(lb)
+    peers = "".join(f"        {peer.address}\n" for peer in balancers if peer != lb)
+    return render(
+        "keepalived.conf",
+        host=lb.name,
+        address=lb.address,
+        health_port=LOAD_BALANCER_HEALTH_PORT,
+        curl=curl,
+        router_id=VRRP_ROUTER_ID,
+        priority=priority,
+        peers=peers,
+        floating_address=FLOATING_ADDRESS,
+        prefix=SUBNET.prefixlen,
     )
 
 
@@ -167,7 +189,9 @@ def api_settings(inventory: Inventory, host: Host, mail_dir: Path) -> Settings:
         bind=f"{host.address}:{API_PORT}",
         workers=API_WORKERS,
         # Per-address limits must see the client, not the load balancer.
-        trusted_proxies=TrustedProxies.parse(inventory.one(LOAD_BALANCER).address),
+        trusted_proxies=TrustedProxies.parse(
+            ",".join(lb.address for lb in inventory.load_balancers)
+        ),
         environment=PRODUCTION,
         mail_backend=MailBackend("file", directory=mail_dir),
     )
@@ -226,7 +250,12 @@ def parse_env(text: str) -> dict[str, str]:
 DEFAULT_PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
-def write_configuration(inventory: Inventory, paths: Paths, pg_bin: Path = DEFAULT_PG_BIN) -> None:
+def write_configuration(
+    inventory: Inventory,
+    paths: Paths,
+    pg_bin: Path = DEFAULT_PG_BIN,
+    curl: str = "/usr/bin/curl",
+) -> None:
     """Render every host's configuration files under var/staging/etc/<host>/."""
     for host in inventory.databases:
         _write(paths.etc(host) / "postgresql.conf", postgresql_conf(host, paths.data(host) / "run"))
@@ -248,8 +277,9 @@ def write_configuration(inventory: Inventory, paths: Paths, pg_bin: Path = DEFAU
             paths.etc(sentinel) / "sentinel.conf",
             sentinel_conf(inventory, sentinel, paths.data(sentinel)),
         )
-    lb = inventory.one(LOAD_BALANCER)
-    _write(paths.etc(lb) / "haproxy.cfg", haproxy_cfg(inventory, paths.stats_socket))
+    for lb in inventory.load_balancers:
+        _write(paths.etc(lb) / "haproxy.cfg", haproxy_cfg(inventory, lb, paths.stats_socket(lb)))
+        _write(paths.etc(lb) / "keepalived.conf", keepalived_conf(inventory, lb, curl))
     for host in inventory.with_role(API):
         _write(paths.etc(host) / "api.env", api_env(inventory, host, paths.mail(host)))
         _write(paths.etc(host) / "gridlink-api.service", api_unit(host))

@@ -109,7 +109,9 @@ def test_staging_up_builds_every_host_from_the_inventory(staging: Seeded, paths:
     status, body = _get("/readyz")
     assert status == 200
     assert _all_checks_ok(body)
-    assert all(state == "UP" for state in hosts.lb_servers(paths).values())
+    for lb in STAGING.load_balancers:
+        assert all(state == "UP" for state in hosts.lb_servers(paths, lb).values()), lb.name
+    assert len(hosts.floating_address_holders(STAGING)) == 1
     table = driver.format_status(driver.status(paths))
     assert table.count("streaming") == 2
 
@@ -165,6 +167,11 @@ def test_short_swarm_with_1ms_on_every_link_has_no_failures(staging: Seeded, pat
         set_delay(STAGING, None)
 
 
+def lbs_see(api: str, state: str, paths: Paths) -> bool:
+    """Tell whether every load balancer's HAProxy finds the API host ``api`` in ``state``."""
+    return all(hosts.lb_servers(paths, lb).get(api) == state for lb in STAGING.load_balancers)
+
+
 def test_api_host_killed_mid_swarm_leaves_the_lb_and_nothing_fails_after(
     staging: Seeded, paths: Paths
 ) -> None:
@@ -173,7 +180,7 @@ def test_api_host_killed_mid_swarm_leaves_the_lb_and_nothing_fails_after(
     try:
         assert wait_until(lambda: _requests_so_far(paths) > 50, timeout=30)
         assert faults.kill_host(api1)
-        assert wait_until(lambda: hosts.lb_servers(paths).get("api1") == "DOWN", timeout=10)
+        assert wait_until(lambda: lbs_see("api1", "DOWN", paths), timeout=10)
         noticed = time.time()
         # Our own reads through the load balancer, right after it noticed.
         answers = [_get("/readyz")[0] for _ in range(50)]
@@ -189,7 +196,7 @@ def test_api_host_killed_mid_swarm_leaves_the_lb_and_nothing_fails_after(
     assert settled, "the swarm ended before the load balancer noticed"
     assert settled[-1][1] == settled[0][1] == figures.failures
     assert settled[-1][0] > settled[0][0]  # and it went on serving the swarm through api2
-    assert wait_until(lambda: hosts.lb_servers(paths).get("api1") == "UP", timeout=30)
+    assert wait_until(lambda: lbs_see("api1", "UP", paths), timeout=30)
 
 
 def test_replica_host_link_cut_reads_go_on(staging: Seeded, paths: Paths) -> None:
@@ -205,8 +212,8 @@ def test_replica_host_link_cut_reads_go_on(staging: Seeded, paths: Paths) -> Non
     finally:
         faults.restore_link(db2)
     assert statuses == [200] * len(statuses)
-    assert "lb: UP" in states["api1"]
-    assert "lb: UP" in states["api2"]
+    assert "lbs: UP/UP" in states["api1"]
+    assert "lbs: UP/UP" in states["api2"]
     assert wait_until(lambda: _all_checks_ok(_get("/readyz")[1]), timeout=30)
 
 

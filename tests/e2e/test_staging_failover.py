@@ -13,6 +13,7 @@ the module, pass or fail.
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -36,7 +37,8 @@ pytestmark = pytest.mark.failover
 
 # Writers fill a user's grids up (100) within a test: each test writes as users of its own.
 USERS_PER_TEST = 60
-SEED_USERS = 1 + 3 * USERS_PER_TEST
+WRITING_TESTS = 5
+SEED_USERS = 1 + WRITING_TESTS * USERS_PER_TEST
 FAILOVER_PROMISE_SECONDS = 30.0  # issue 13: writes resume within 30 s without a person
 SWITCHOVER_PROMISE_SECONDS = 10.0
 WRITERS = 4
@@ -55,7 +57,7 @@ def staging(paths: Paths) -> Iterator[Seeded]:
 
 
 def writers(seeded: Seeded, test: int) -> Writers:
-    """Writers for the ``test``-th test (1, 2, 3), as seeded users no other test writes as.
+    """Writers for the ``test``-th test (1 to 5), as seeded users no other test writes as.
 
     test_user_0 is the Redis test's own.
     """
@@ -225,3 +227,57 @@ def test_redis_master_host_killed_sentinel_promotes_and_no_profile_stays_stale(
     )
     driver.up(paths, progress=lambda _line: None)  # the host boots again
     assert wait_until(lambda: hosts.redis_master(STAGING) != old, 30)
+
+
+LB_PROMISE_SECONDS = 5.0  # issue 22: requests through the floating address resume within 5 s
+
+
+def ready_holder(paths: Paths) -> Host:
+    """Return the load balancer holding the floating address once both are whole."""
+    assert wait_until(lambda: driver.lb_ready(STAGING, paths), 60), "the LBs are not whole"
+    (holder,) = hosts.floating_address_holders(STAGING)
+    return holder
+
+
+def assert_writes_resume_within_the_lb_promise(running: Writers, since: float) -> None:
+    """Writes come back through the floating address within 5 s of ``since``, and keep going."""
+    left = LB_PROMISE_SECONDS - (time.monotonic() - since)
+    assert running.wait_for_writes(5, max(left, 0.1)), running.log.summary()
+    assert running.log.gap_around(since, time.monotonic() - since) < LB_PROMISE_SECONDS
+
+
+def test_active_load_balancer_host_killed_requests_resume_within_five_seconds(
+    staging: Seeded, paths: Paths
+) -> None:
+    old = ready_holder(paths)
+    with writers(staging, 4) as running:
+        assert running.wait_for_writes(20, 60), running.log.summary()
+        killed_at = time.monotonic()
+        faults.kill_host(old)  # HAProxy and keepalived at once, as a power cut would
+        assert_writes_resume_within_the_lb_promise(running, killed_at)
+    (new,) = hosts.floating_address_holders(STAGING)
+    assert new != old
+    assert_nothing_lost(running)
+    driver.up(paths, progress=lambda _line: None)  # the host boots again
+    assert wait_until(lambda: driver.lb_ready(STAGING, paths), 60)
+    # It comes back as the backup: the address does not move a second time.
+    assert hosts.floating_address_holders(STAGING) == [new]
+
+
+def test_active_load_balancers_haproxy_killed_alone_the_address_moves_too(
+    staging: Seeded, paths: Paths
+) -> None:
+    old = ready_holder(paths)
+    with writers(staging, 5) as running:
+        assert running.wait_for_writes(20, 60), running.log.summary()
+        killed_at = time.monotonic()
+        hosts.HAProxy(paths, old).stop(lambda _line: None, signal.SIGKILL)
+        assert_writes_resume_within_the_lb_promise(running, killed_at)
+        # keepalived on the old host lives on, and gave the address up: its check failed.
+        assert hosts.Keepalived(paths, old).pid() is not None
+        holders = hosts.floating_address_holders(STAGING)
+    assert len(holders) == 1
+    assert holders != [old]
+    assert_nothing_lost(running)
+    driver.up(paths, progress=lambda _line: None)  # its HAProxy started again
+    assert wait_until(lambda: driver.lb_ready(STAGING, paths), 60)
