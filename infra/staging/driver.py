@@ -22,6 +22,7 @@ from gridlink.project import VAR
 from infra import binaries, redis_server
 from infra.errors import ClusterError, Progress
 from infra.files import check_postgres_can_enter, reachable_root
+from infra.monitoring import query
 from infra.processes import wait_until
 from infra.seeding import Seeded, ensure_seeded
 from infra.serving import http_status
@@ -31,6 +32,7 @@ from infra.staging.inventory import (
     BRIDGE,
     FLOATING_ADDRESS,
     LOAD_BALANCER_PORT,
+    MONITORING,
     STAGING,
     Host,
     Inventory,
@@ -42,6 +44,14 @@ STAGING_ROOT = VAR / "staging"
 READY_TIMEOUT = 60.0
 _ABSENT = "host not up"
 SEED_SHAPE = (4, 5)  # grids per user, links per grid: `make loadtest`'s profiles
+# Debian's packages: Prometheus and Alertmanager on the monitoring host, the Redis
+# exporter beside them, a node exporter on each load balancer (keepalived's state).
+MONITORING_PACKAGES = (
+    ("prometheus", "prometheus"),
+    ("prometheus-alertmanager", "prometheus-alertmanager"),
+    ("prometheus-redis-exporter", "prometheus-redis-exporter"),
+    ("prometheus-node-exporter", "prometheus-node-exporter"),
+)  # grids per user, links per grid: `make loadtest`'s profiles
 
 
 def default_paths() -> Paths:
@@ -72,6 +82,8 @@ def up(
     haproxy = binaries.program("haproxy", "haproxy", progress)
     keepalived = binaries.program("keepalived", "keepalived", progress)
     curl = binaries.program("curl", "curl", progress)  # keepalived's check of HAProxy
+    for program, package in MONITORING_PACKAGES:
+        binaries.program(program, package, progress)
     binaries.program("tc", "iproute2", progress)
     paths.root.mkdir(parents=True, exist_ok=True)
     check_postgres_can_enter(paths.root.resolve())
@@ -107,15 +119,22 @@ def up(
             + ", ".join(f"{lb.name} {hosts.lb_servers(paths, lb)}" for lb in balancers)
             + f"; holders: {[lb.name for lb in hosts.floating_address_holders(inventory)]}"
         )
-    progress(f"staging is up: {inventory.load_balancer_url}")
+    for daemon in hosts.monitoring_daemons(paths, inventory):
+        daemon.start(progress)
+    progress(
+        f"staging is up: {inventory.load_balancer_url}; "
+        f"Prometheus: http://{inventory.prometheus_address}"
+    )
     return seeded
 
 
 def lb_ready(inventory: Inventory, paths: Paths) -> bool:
-    """Tell whether the load balancers are whole: each finds every API host UP, one holds
-    the floating address, and through it the API is ready."""
+    """Tell whether the load balancers are whole: keepalived runs on each, each HAProxy finds
+    every API host UP, one holds the floating address, and through it the API is ready."""
     apis = {host.name for host in inventory.with_role(API)}
     for lb in inventory.load_balancers:
+        if hosts.Keepalived(paths, lb).pid() is None:
+            return False  # one load balancer short: the next fault would leave no holder
         states = hosts.lb_servers(paths, lb)
         if not all(states.get(name) == "UP" for name in apis):
             return False
@@ -184,6 +203,16 @@ def status(paths: Paths, inventory: Inventory = STAGING) -> list[HostStatus]:
         keepalived = "keepalived" if hosts.Keepalived(paths, lb).pid() else "keepalived down"
         service = f"haproxy, {keepalived}{holds}"
         rows.append(HostStatus(lb, service, hosts.HAProxy(paths, lb).pid(), health))
+    for monitor in inventory.with_role(MONITORING):
+        prometheus = hosts.Prometheus(paths, monitor)
+        health = _ABSENT
+        if monitor.netns in up:
+            firing = query.firing(inventory.prometheus_address)
+            health = (
+                "no answer" if firing is None else f"alerts firing: {', '.join(firing) or 'none'}"
+            )
+        service = "prometheus, alertmanager, redis exporter"
+        rows.append(HostStatus(monitor, service, prometheus.pid(), health))
     return rows
 
 
@@ -226,6 +255,8 @@ def down(
     for host in inventory.hosts:
         if host.netns in network.namespaces():
             network.set_link(host, up=True)  # a cut link must not hold up a clean shutdown
+    for daemon in reversed(hosts.monitoring_daemons(paths, inventory)):
+        daemon.stop(progress)
     for lb in inventory.load_balancers:
         hosts.Keepalived(paths, lb).stop(progress)  # it gives the floating address up
         hosts.HAProxy(paths, lb).stop(progress)

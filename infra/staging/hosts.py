@@ -29,14 +29,19 @@ from infra.redis_server import RedisServer
 from infra.serving import ApiServer, http_status, serve
 from infra.staging import network, render
 from infra.staging.inventory import (
+    ALERTMANAGER_PORT,
     API_PORT,
     DATABASE,
     DATABASE_USER,
     ETCD_CLIENT_PORT,
     FLOATING_ADDRESS,
     LOAD_BALANCER_PORT,
+    MONITORING,
+    NODE_EXPORTER_PORT,
     POSTGRES_PORT,
+    PROMETHEUS_PORT,
     REDIS,
+    REDIS_EXPORTER_PORT,
     REDIS_PORT,
     REDIS_SERVICE,
     SENTINEL,
@@ -131,8 +136,12 @@ class Keepalived(HostDaemon):
 
     def __init__(self, paths: Paths, host: Host, keepalived_binary: str = "keepalived") -> None:
         self.config = paths.etc(host) / "keepalived.conf"
+        self.textfiles = paths.textfiles(host)  # where its notify script writes its state
         self.binary = keepalived_binary
         data = paths.data(host)
+        # keepalived's own pid files: a killed keepalived leaves them behind, and one
+        # naming a pid reused since makes a new keepalived think it already runs.
+        self.own_pid_files = (data / "keepalived-main.pid", data / "keepalived-vrrp.pid")
         super().__init__(
             paths,
             host,
@@ -145,9 +154,9 @@ class Keepalived(HostDaemon):
                 "--use-file",
                 str(self.config),
                 "--pid",
-                str(data / "keepalived-main.pid"),
+                str(self.own_pid_files[0]),
                 "--vrrp_pid",
-                str(data / "keepalived-vrrp.pid"),
+                str(self.own_pid_files[1]),
             ],
         )
 
@@ -155,7 +164,110 @@ class Keepalived(HostDaemon):
         checked = run([self.binary, "--config-test", "-f", str(self.config)], self.cwd, timeout=30)
         if checked.returncode != 0:
             raise ClusterError(f"keepalived refuses {self.config}:\n{checked.stderr.strip()}")
+        self.textfiles.mkdir(parents=True, exist_ok=True)
+        for stale in self.own_pid_files:  # not running (start checked): left by a killed one
+            stale.unlink(missing_ok=True)
         return super().launch()
+
+    def answers(self) -> bool:
+        """Tell whether its VRRP process started: it writes its pid file then."""
+        return self.own_pid_files[1].exists()
+
+
+class Prometheus(HostDaemon):
+    """Prometheus (Debian's) on the monitoring host, with the alert rules beside its file."""
+
+    program = "prometheus"
+
+    def __init__(self, paths: Paths, host: Host, binary: str = "prometheus") -> None:
+        super().__init__(
+            paths,
+            host,
+            [
+                binary,
+                f"--config.file={paths.etc(host) / 'prometheus.yml'}",
+                f"--storage.tsdb.path={paths.data(host) / 'prometheus'}",
+                "--storage.tsdb.retention.time=1d",
+                f"--web.listen-address={host.address}:{PROMETHEUS_PORT}",
+            ],
+        )
+
+    def answers(self) -> bool:
+        return http_status(f"{self.host.address}:{PROMETHEUS_PORT}", "/-/ready") == 200
+
+
+class Alertmanager(HostDaemon):
+    """Alertmanager (Debian's prometheus-alertmanager), alone: no cluster of them."""
+
+    program = "alertmanager"
+
+    def __init__(self, paths: Paths, host: Host, binary: str = "prometheus-alertmanager") -> None:
+        super().__init__(
+            paths,
+            host,
+            [
+                binary,
+                f"--config.file={paths.etc(host) / 'alertmanager.yml'}",
+                f"--storage.path={paths.data(host) / 'alertmanager'}",
+                f"--web.listen-address={host.address}:{ALERTMANAGER_PORT}",
+                "--cluster.listen-address=",
+            ],
+        )
+
+    def answers(self) -> bool:
+        return http_status(f"{self.host.address}:{ALERTMANAGER_PORT}", "/-/ready") == 200
+
+
+class RedisExporter(HostDaemon):
+    """redis_exporter on the monitoring host: Prometheus names each Redis or Sentinel to scrape."""
+
+    program = "redis-exporter"
+
+    def __init__(self, paths: Paths, host: Host, binary: str = "prometheus-redis-exporter") -> None:
+        super().__init__(
+            paths,
+            host,
+            # No Redis of its own (-redis.addr ""): only the targets of /scrape?target=.
+            [binary, f"-web.listen-address={host.address}:{REDIS_EXPORTER_PORT}", "-redis.addr="],
+        )
+
+    def answers(self) -> bool:
+        return http_status(f"{self.host.address}:{REDIS_EXPORTER_PORT}", "/") == 200
+
+
+class NodeExporter(HostDaemon):
+    """A node exporter serving only the host's textfiles (keepalived's state on a load balancer)."""
+
+    program = "node-exporter"
+
+    def __init__(self, paths: Paths, host: Host, binary: str = "prometheus-node-exporter") -> None:
+        self.textfiles = paths.textfiles(host)
+        super().__init__(
+            paths,
+            host,
+            [
+                binary,
+                "--collector.disable-defaults",
+                "--collector.textfile",
+                f"--collector.textfile.directory={paths.textfiles(host)}",
+                f"--web.listen-address={host.address}:{NODE_EXPORTER_PORT}",
+            ],
+        )
+
+    def launch(self) -> int:
+        self.textfiles.mkdir(parents=True, exist_ok=True)
+        return super().launch()
+
+    def answers(self) -> bool:
+        return http_status(f"{self.host.address}:{NODE_EXPORTER_PORT}", "/metrics") == 200
+
+
+def monitoring_daemons(paths: Paths, inventory: Inventory) -> list[HostDaemon]:
+    """Return what the monitoring host runs, and the node exporters of the load balancers."""
+    daemons: list[HostDaemon] = [NodeExporter(paths, lb) for lb in inventory.load_balancers]
+    for host in inventory.with_role(MONITORING):
+        daemons += [RedisExporter(paths, host), Alertmanager(paths, host), Prometheus(paths, host)]
+    return daemons
 
 
 def api_server(paths: Paths, host: Host) -> ApiServer:

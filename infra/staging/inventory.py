@@ -31,6 +31,7 @@ SENTINEL = "sentinel"
 API = "api"
 LOAD_BALANCER = "load-balancer"
 LOAD_GENERATOR = "load-generator"
+MONITORING = "monitoring"
 
 NAMESPACE_PREFIX = "gl-"
 BRIDGE = "gl-br0"
@@ -51,6 +52,11 @@ API_PORT = 8000
 LOAD_BALANCER_PORT = 80
 LOAD_BALANCER_HEALTH_PORT = 8404  # HAProxy's own: /healthz (keepalived asks) and /metrics
 LOCUST_MASTER_PORT = 5557
+API_METRICS_PORT = 9101  # the API's internal listener: /metrics for the scraper, no token
+PROMETHEUS_PORT = 9090
+ALERTMANAGER_PORT = 9093
+REDIS_EXPORTER_PORT = 9121
+NODE_EXPORTER_PORT = 9100  # on the load balancers: keepalived's state (textfile collector)
 DATABASE = "gridlink"
 DATABASE_USER = "gridlink"
 
@@ -123,6 +129,14 @@ class Inventory:
     def load_balancer_url(self) -> str:
         return f"http://{self.load_balancer_address}"
 
+    @property
+    def prometheus_address(self) -> str:
+        return f"{self.one(MONITORING).address}:{PROMETHEUS_PORT}"
+
+    @property
+    def alertmanager_address(self) -> str:
+        return f"{self.one(MONITORING).address}:{ALERTMANAGER_PORT}"
+
     def database_url(self, host: Host) -> str:
         return f"postgresql+psycopg2://{DATABASE_USER}@{host.address}:{POSTGRES_PORT}/{DATABASE}"
 
@@ -187,5 +201,6 @@ STAGING = Inventory(
         Host("lb1", "10.77.0.41", (LOAD_BALANCER,)),
         Host("lb2", "10.77.0.42", (LOAD_BALANCER,)),
         Host("load1", "10.77.0.51", (LOAD_GENERATOR,)),
+        Host("mon1", "10.77.0.61", (MONITORING,)),
     )
 )

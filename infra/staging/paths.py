@@ -30,6 +30,10 @@ class Paths:
         """Return where an API host's mail backend writes (one ``.eml`` per mail)."""
         return self.data(host) / "mail"
 
+    def textfiles(self, host: Host) -> Path:
+        """Return where a host's programs leave metrics for its node exporter (``*.prom``)."""
+        return self.data(host) / "textfiles"
+
     def etcd_data(self, host: Host) -> Path:
         return self.data(host) / "etcd" / "data"
 

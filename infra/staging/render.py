@@ -12,8 +12,11 @@ from string import Template
 
 from gridlink.db.urls import sqlalchemy_url
 from gridlink.settings import PRODUCTION, MailBackend, Settings, TrustedProxies
+from infra.monitoring import ALERT_RULES
 from infra.staging.inventory import (
+    ALERTMANAGER_PORT,
     API,
+    API_METRICS_PORT,
     API_PORT,
     ETCD_CLIENT_PORT,
     ETCD_PEER_PORT,
@@ -21,9 +24,12 @@ from infra.staging.inventory import (
     LOAD_BALANCER_HEALTH_PORT,
     LOAD_BALANCER_PORT,
     LOCUST_MASTER_PORT,
+    MONITORING,
+    NODE_EXPORTER_PORT,
     PATRONI_PORT,
     POSTGRES_PORT,
     REDIS,
+    REDIS_EXPORTER_PORT,
     REDIS_PORT,
     REDIS_SERVICE,
     SENTINEL,
@@ -150,7 +156,9 @@ def haproxy_cfg(inventory: Inventory, lb: Host, stats_socket: Path) -> str:
     )
 
 
-def keepalived_conf(inventory: Inventory, lb: Host, curl: str = "/usr/bin/curl") -> str:
+def keepalived_conf(
+    inventory: Inventory, lb: Host, curl: str = "/usr/bin/curl", notify: Path | None = None
+) -> str:
     """Return the load balancer's keepalived file: one VRRP instance, unicast to the others."""
     balancers = inventory.load_balancers
     # Distinct priorities, the first host highest: the first election has one winner.
@@ -167,7 +175,37 @@ def keepalived_conf(inventory: Inventory, lb: Host, curl: str = "/usr/bin/curl")
         peers=peers,
         floating_address=FLOATING_ADDRESS,
         prefix=SUBNET.prefixlen,
+        notify="" if notify is None else f'notify "{notify}"',
     )
+
+
+def keepalived_notify(lb: Host, textfile_dir: Path) -> str:
+    return render("keepalived-notify.sh", host=lb.name, textfile_dir=textfile_dir)
+
+
+def prometheus_yml(inventory: Inventory, host: Host, rules: Path) -> str:
+    """Return the monitoring host's Prometheus file: every job the alert rules read."""
+
+    def targets(hosts: list[Host], port: int, scheme: str = "") -> str:
+        return ", ".join(f'"{scheme}{each.address}:{port}"' for each in hosts)
+
+    return render(
+        "prometheus.yml",
+        host=host.name,
+        rules=rules,
+        alertmanager=f"{host.address}:{ALERTMANAGER_PORT}",
+        patroni_targets=targets(inventory.databases, PATRONI_PORT),
+        haproxy_targets=targets(inventory.load_balancers, LOAD_BALANCER_HEALTH_PORT),
+        keepalived_targets=targets(inventory.load_balancers, NODE_EXPORTER_PORT),
+        api_targets=targets(inventory.with_role(API), API_METRICS_PORT),
+        redis_targets=targets(inventory.redis_hosts, REDIS_PORT, "redis://"),
+        sentinel_targets=targets(inventory.with_role(SENTINEL), SENTINEL_PORT, "redis://"),
+        redis_exporter=f"{host.address}:{REDIS_EXPORTER_PORT}",
+    )
+
+
+def alertmanager_yml(host: Host) -> str:
+    return render("alertmanager.yml", host=host.name)
 
 
 def staging_settings(inventory: Inventory) -> Settings:
@@ -187,6 +225,8 @@ def api_settings(inventory: Inventory, host: Host, mail_dir: Path) -> Settings:
     """Return the settings an API host serves with."""
     return staging_settings(inventory).replace(
         bind=f"{host.address}:{API_PORT}",
+        # /metrics for the monitoring host, on the host's own address; not behind the LBs.
+        metrics_bind=f"{host.address}:{API_METRICS_PORT}",
         workers=API_WORKERS,
         # Per-address limits must see the client, not the load balancer.
         trusted_proxies=TrustedProxies.parse(
@@ -279,7 +319,15 @@ def write_configuration(
         )
     for lb in inventory.load_balancers:
         _write(paths.etc(lb) / "haproxy.cfg", haproxy_cfg(inventory, lb, paths.stats_socket(lb)))
-        _write(paths.etc(lb) / "keepalived.conf", keepalived_conf(inventory, lb, curl))
+        notify = paths.etc(lb) / "keepalived-notify.sh"
+        _write(notify, keepalived_notify(lb, paths.textfiles(lb)))
+        notify.chmod(0o755)
+        _write(paths.etc(lb) / "keepalived.conf", keepalived_conf(inventory, lb, curl, notify))
+    for monitor in inventory.with_role(MONITORING):
+        rules = paths.etc(monitor) / "alerts.yml"  # /etc/prometheus/alerts.yml on a real host
+        _write(rules, ALERT_RULES.read_text())
+        _write(paths.etc(monitor) / "prometheus.yml", prometheus_yml(inventory, monitor, rules))
+        _write(paths.etc(monitor) / "alertmanager.yml", alertmanager_yml(monitor))
     for host in inventory.with_role(API):
         _write(paths.etc(host) / "api.env", api_env(inventory, host, paths.mail(host)))
         _write(paths.etc(host) / "gridlink-api.service", api_unit(host))

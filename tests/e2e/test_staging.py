@@ -22,6 +22,7 @@ import pytest
 from gridlink.project import VAR
 from gridlink.routing.router import ReplicaRouter
 from infra.files import reachable_root
+from infra.monitoring import query
 from infra.processes import process_alive, wait_until
 from infra.seeding import Seeded
 from infra.staging import driver, faults, hosts, network, render
@@ -121,6 +122,41 @@ def _all_checks_ok(readyz: bytes) -> bool:
     checks = json.loads(readyz)["checks"]
     expected = {"primary", "replica1", "replica2", "replica3", "redis", "change_stream"}
     return set(checks) == expected and all(state == "ok" for state in checks.values())
+
+
+# Every job the alert rules read, and how many targets each has on staging.
+SCRAPED = {
+    "patroni": 3,
+    "haproxy": 2,
+    "keepalived": 2,
+    "gridlink-api": 2,
+    "redis": 3,
+    "sentinel": 3,
+}
+
+
+def _targets_up() -> dict[str, int]:
+    """Return, by job, how many targets Prometheus scraped and, behind the Redis exporter,
+    found answering (redis_up)."""
+    found = query.instant(STAGING.prometheus_address, "up == 1 unless on (instance) redis_up == 0")
+    counts: dict[str, int] = {}
+    for labels, _value in found or []:
+        counts[labels["job"]] = counts.get(labels["job"], 0) + 1
+    return counts
+
+
+def test_prometheus_scrapes_every_host_and_the_apis_metrics_stay_closed_to_the_public(
+    staging: Seeded,
+) -> None:
+    assert wait_until(lambda: _targets_up() == SCRAPED, timeout=60), _targets_up()
+    # The API's public port still wants an admin's token; Prometheus has its own listener.
+    assert _get("/metrics")[0] == 401
+    holders = query.instant(STAGING.prometheus_address, "keepalived_vrrp_state == 2")
+    assert holders is not None
+    assert [labels["instance"].split(":")[0] for labels, _ in holders] == [
+        lb.address for lb in hosts.floating_address_holders(STAGING)
+    ]
+    assert query.firing(STAGING.prometheus_address) == []  # a whole staging pages nobody
 
 
 def test_gridlink_replicas_shows_every_database_host_of_staging(staging: Seeded) -> None:

@@ -24,6 +24,7 @@ import pytest
 from gridlink.project import VAR
 from gridlink.routing.router import ReplicaRouter
 from infra.files import reachable_root
+from infra.monitoring import query
 from infra.processes import wait_until
 from infra.seeding import Seeded
 from infra.staging import driver, faults, hosts, patroni, render
@@ -143,6 +144,10 @@ def test_primary_host_killed_writes_resume_and_nothing_acknowledged_is_lost(
     new = current_leader()
     assert new != old
     assert_nothing_lost(running)
+    # Operators hear of it: Prometheus's failover alert fires (Patroni's /metrics, scraped).
+    assert wait_until(
+        lambda: "PostgresFailover" in (query.firing(STAGING.prometheus_address) or []), 60
+    ), query.active(STAGING.prometheus_address)
     driver.up(paths, progress=lambda _line: None)  # the host boots again
     assert_rejoined_as_replica(paths, old, new)
 
