@@ -57,6 +57,9 @@ FAULTS = (
 RECOVERY_DEADLINE_SECONDS = 90.0
 # The slowest rules wait 15 s (`for:`) after a 2 s scrape: a fault is held this long at most.
 ALERT_DEADLINE_SECONDS = 45.0
+# Once staging is whole, how long its alerts get to resolve before the next fault (a
+# failover's alert, by design, fires on for 10 minutes: it is reported still firing).
+RESOLVE_DEADLINE_SECONDS = 20.0
 
 
 class AlertWatch:
@@ -105,13 +108,23 @@ class AlertWatch:
         with self._lock:
             return sorted({name for name, began in self._episodes if began >= moment})
 
+    def still_firing(self, moment: float) -> list[str]:
+        """Return the alerts that began firing at or after ``moment`` and fire still."""
+        with self._lock:
+            return sorted(
+                {
+                    dict(alert)["alertname"]
+                    for alert, began in self._began.items()
+                    if began >= moment
+                }
+            )
+
     def report(self, moment: float) -> str:
         """Say which alerts began firing since ``moment`` and which of them fire no more."""
         names = self.fired_since(moment)
         if not names:
             return "alerts: none fired (a missing rule)"
-        with self._lock:
-            now = {dict(alert)["alertname"] for alert in self._began}
+        now = set(self.still_firing(moment))
         return "alerts: " + ", ".join(
             f"{name} ({'still firing' if name in now else 'resolved'})" for name in names
         )
@@ -181,6 +194,7 @@ def inject(kind: str, paths: Paths, writers: Writers, alerts: AlertWatch) -> flo
     if not wait_until(lambda: _whole(paths), RECOVERY_DEADLINE_SECONDS):
         print("  staging did not heal in time; going on", flush=True)
     wait_until(lambda: bool(alerts.fired_since(started)), ALERT_DEADLINE_SECONDS)
+    wait_until(lambda: not alerts.still_firing(started), RESOLVE_DEADLINE_SECONDS)
     # Every pause from the fault until staging is whole again (the old primary
     # rejoining can pause commits too), and no further: the next fault's are its own.
     return writers.log.gap_around(started, time.monotonic() - started)
