@@ -38,7 +38,7 @@ pytestmark = pytest.mark.failover
 
 # Writers fill a user's grids up (100) within a test: each test writes as users of its own.
 USERS_PER_TEST = 60
-WRITING_TESTS = 5
+WRITING_TESTS = 6
 SEED_USERS = 1 + WRITING_TESTS * USERS_PER_TEST
 FAILOVER_PROMISE_SECONDS = 30.0  # issue 13: writes resume within 30 s without a person
 SWITCHOVER_PROMISE_SECONDS = 10.0
@@ -58,7 +58,7 @@ def staging(paths: Paths) -> Iterator[Seeded]:
 
 
 def writers(seeded: Seeded, test: int) -> Writers:
-    """Writers for the ``test``-th test (1 to 5), as seeded users no other test writes as.
+    """Writers for the ``test``-th test (1 to 6), as seeded users no other test writes as.
 
     test_user_0 is the Redis test's own.
     """
@@ -184,6 +184,34 @@ def test_planned_switchover_writes_back_within_ten_seconds(staging: Seeded, path
     assert current_leader() == candidate
     assert_nothing_lost(running)
     assert_rejoined_as_replica(paths, old, candidate)
+
+
+DOUBLE_FAULT_PROMISE_SECONDS = 60.0  # issue 22: two faults 10 s apart, writes back within 60 s
+FAULT_SPACING_SECONDS = 10.0
+
+
+def test_new_primary_killed_ten_seconds_after_the_old_one_came_back_writes_resume_in_a_minute(
+    staging: Seeded, paths: Paths
+) -> None:
+    first = ready_leader()
+    with writers(staging, 6) as running:
+        assert running.wait_for_writes(20, 60), running.log.summary()
+        faults.kill_host(first)
+        assert running.wait_for_writes(5, FAILOVER_PROMISE_SECONDS), running.log.summary()
+        driver.up(paths, progress=lambda _line: None)  # the old primary boots and rejoins
+        # The scenario itself, not a wait for a state: the second fault 10 s after the first heals.
+        time.sleep(FAULT_SPACING_SECONDS)
+        second = current_leader()
+        killed_at = time.monotonic()
+        faults.kill_host(second)
+        assert running.wait_for_writes(5, DOUBLE_FAULT_PROMISE_SECONDS), running.log.summary()
+        assert running.log.gap_around(killed_at, time.monotonic() - killed_at) < (
+            DOUBLE_FAULT_PROMISE_SECONDS
+        )
+    assert current_leader() not in (first, second)
+    assert_nothing_lost(running)
+    driver.up(paths, progress=lambda _line: None)
+    assert wait_until(lambda: hosts.failover_ready(STAGING), 120)
 
 
 SENTINEL_PROMISE_SECONDS = 10.0  # issue 13: Sentinel promotes within 10 s
