@@ -85,8 +85,9 @@ clean:
 swarm: install
 	$(BIN)/python -m loadtest.swarm
 
-## Staging up (seeded), then random primary and sync standby host kills, link cuts, switchovers and Redis master kills
-## for CHAOS_SECONDS (default 180) under writers and readers; prints the table, exit 1 on a lost write.
+## Staging up (seeded), then random primary, sync standby and load balancer host kills, link cuts, switchovers and Redis master kills
+## for CHAOS_SECONDS (default 180) under writers and readers (CHAOS_FAULTS: a subset); prints the table with the alerts each fault fired;
+## exit 1 on a lost write, a 5xx other than 503, or a fault that fired no alert.
 CHAOS_SECONDS ?= 180
 chaos: install
-	CHAOS_SECONDS=$(CHAOS_SECONDS) $(BIN)/python -m loadtest.chaos
+	CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_FAULTS="$(CHAOS_FAULTS)" $(BIN)/python -m loadtest.chaos

@@ -12,6 +12,7 @@ from gridlink import resources
 from gridlink.errors import add_error_handlers
 from gridlink.queries.profiles import Profiles
 from gridlink.queries.reader import Reader
+from gridlink.resources.monitoring import scrape
 from gridlink.resources.profiles import AnonymousProfileReads
 from gridlink.services import Services
 from gridlink.settings import Settings
@@ -23,6 +24,7 @@ from gridlink.web.http import (
     RequestIdMiddleware,
     json_handlers,
 )
+from gridlink.web.metrics import InternalListener
 from gridlink.web.observability import RequestObserver
 from gridlink.web.security import BrowserHeadersMiddleware
 
@@ -75,10 +77,17 @@ def create_app(settings: Settings, services: Services | None = None) -> App:
     return app
 
 
-def get_app() -> App:
-    """Build the app from the environment (gunicorn calls this in each worker)."""
+def get_app() -> Any:
+    """Build the app from the environment (gunicorn calls this in each worker).
+
+    With ``GRIDLINK_METRICS_BIND``, requests on that internal listener get
+    ``/metrics`` alone, without a token (``InternalListener``).
+    """
     settings = Settings.for_serving(os.environ)
     services = Services.connect(settings)
     # A worker that exits stops its probe thread and closes its pools.
     atexit.register(services.close)
-    return create_app(settings, services)
+    app = create_app(settings, services)
+    if not settings.metrics_bind:
+        return app
+    return InternalListener(app, settings.metrics_bind, lambda: scrape(services))

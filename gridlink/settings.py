@@ -236,6 +236,10 @@ def _bind_address(raw: str) -> str:
     return raw
 
 
+def _optional_bind_address(raw: str) -> str:
+    return _bind_address(raw) if raw else ""
+
+
 def _render_addresses(addresses: tuple[tuple[str, int], ...]) -> str:
     return ",".join(
         f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in addresses
@@ -352,6 +356,9 @@ class Settings:
     # Where `gridlink serve` listens, and its worker processes (0: twice the cores).
     bind: str = setting("GRIDLINK_BIND", "127.0.0.1:8000", _bind_address)
     workers: int = setting("GRIDLINK_WORKERS", 0, _count)
+    # A second, internal listener that serves /metrics alone, without a token, for the
+    # scraper (bind it to an address only the monitoring network reaches); "" for none.
+    metrics_bind: str = setting("GRIDLINK_METRICS_BIND", "", _optional_bind_address)
 
     @classmethod
     def variables(cls) -> dict[str, Variable[Any]]:

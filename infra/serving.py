@@ -134,7 +134,11 @@ def serve(
     ``options`` are more gunicorn options (the benchmark tunes with them).
     """
     address = bind or settings.bind
-    command = gunicorn_command(address, workers or settings.workers, app=app, options=options)
+    # The internal metrics listener, when set, is one more socket of the same server.
+    internal = ["--bind", settings.metrics_bind] if settings.metrics_bind else []
+    command = gunicorn_command(
+        address, workers or settings.workers, app=app, options=[*internal, *options]
+    )
     return ApiServer(
         address,
         command,

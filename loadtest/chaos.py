@@ -8,17 +8,23 @@ Steps, each announced on stdout:
    profiles run through the load balancer for ``CHAOS_SECONDS``;
 3. meanwhile, one fault at a time, drawn at random (``CHAOS_RANDOM_SEED``):
    the primary's host killed, the primary's link cut, a planned switchover,
-   the Redis master's host killed, or the synchronous standby's host
-   killed; each is healed (the host booted again with ``staging up``, the
+   the Redis master's host killed, the synchronous standby's host
+   killed, or a load balancer's host killed (the one holding the floating
+   address, or the other); each is healed (the host booted again with ``staging up``, the
    link restored) once writes are back, and the next waits until staging
    is whole again (``hosts.failover_ready``);
+   meanwhile Prometheus (on the monitoring host) is asked every second
+   which alerts fire: a host kill is held until one fires (at most
+   ``ALERT_DEADLINE_SECONDS``), and each fault's line says which fired and
+   which had resolved by the time staging was whole again: a fault that
+   fires nothing is a missing rule;
 4. the table: faults, seconds without writes (p50, max), acknowledged
    writes, lost writes (acknowledged but not on the primary: must be 0),
    503 answers to writes (the contract's while no primary accepts writes),
    other 5xx answers to writes and any 5xx answer to a read (must be 0:
    reads go on from replicas and the cache while there is no primary).
 
-Exit status 1 when a write was lost or another 5xx was answered.
+Exit status 1 when a write was lost, another 5xx was answered or a fault fired no alert.
 """
 
 from __future__ import annotations
@@ -32,11 +38,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from infra.monitoring import query
 from infra.processes import wait_until
 from infra.staging import driver, faults, hosts, patroni
 from infra.staging.inventory import REDIS_PORT, STAGING, Host
 from infra.staging.paths import Paths
-from loadtest.writers import Writers, call_api, lost_writes
+from loadtest.writers import CONNECTION_FAILED, Writers, call_api, lost_writes
 
 FAULTS = (
     "kill primary host",
@@ -44,8 +51,83 @@ FAULTS = (
     "switchover",
     "kill redis master host",
     "kill sync standby host",  # strict mode: commits wait until the other replica takes over
+    "kill active load balancer host",  # keepalived moves the floating address to the other
+    "kill backup load balancer host",
 )
 RECOVERY_DEADLINE_SECONDS = 90.0
+# The slowest rules wait 15 s (`for:`) after a 2 s scrape: a fault is held this long at most.
+ALERT_DEADLINE_SECONDS = 45.0
+# Once staging is whole, how long its alerts get to resolve before the next fault (a
+# failover's alert, by design, fires on for 10 minutes: it is reported still firing).
+RESOLVE_DEADLINE_SECONDS = 20.0
+
+
+class AlertWatch:
+    """Ask Prometheus every second which alerts fire; keep when each one began firing.
+
+    An alert is its name and labels: a second failover fires ``PostgresFailover``
+    again for another host while the first one's still fires, and that is a new alert.
+    """
+
+    def __init__(self, prometheus: str) -> None:
+        self._prometheus = prometheus
+        self._began: dict[tuple[tuple[str, str], ...], float] = {}  # firing now: since when
+        self._episodes: list[tuple[str, float]] = []  # (name, began) of every alert seen firing
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> AlertWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stopping.set()
+        self._thread.join(10)
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(1.0):
+            found = query.active(self._prometheus)
+            if found is None:
+                continue  # no answer: keep what was known
+            now = time.monotonic()
+            firing = {
+                tuple(sorted(alert["labels"].items()))
+                for alert in found
+                if alert["state"] == "firing"
+            }
+            with self._lock:
+                for alert in firing - set(self._began):
+                    self._began[alert] = now
+                    self._episodes.append((dict(alert)["alertname"], now))
+                for alert in set(self._began) - firing:
+                    del self._began[alert]
+
+    def fired_since(self, moment: float) -> list[str]:
+        """Return the alerts that began firing at or after ``moment``."""
+        with self._lock:
+            return sorted({name for name, began in self._episodes if began >= moment})
+
+    def still_firing(self, moment: float) -> list[str]:
+        """Return the alerts that began firing at or after ``moment`` and fire still."""
+        with self._lock:
+            return sorted(
+                {
+                    dict(alert)["alertname"]
+                    for alert, began in self._began.items()
+                    if began >= moment
+                }
+            )
+
+    def report(self, moment: float) -> str:
+        """Say which alerts began firing since ``moment`` and which of them fire no more."""
+        names = self.fired_since(moment)
+        if not names:
+            return "alerts: none fired (a missing rule)"
+        now = set(self.still_firing(moment))
+        return "alerts: " + ", ".join(
+            f"{name} ({'still firing' if name in now else 'resolved'})" for name in names
+        )
 
 
 @dataclass
@@ -79,7 +161,7 @@ class Readers:
                 status, _ = call_api(
                     self.address, "GET", f"/api/users/test_user_{turn % self.users}/", None, {}
                 )
-            except OSError:
+            except CONNECTION_FAILED:
                 status = 0
             self.reads += 1
             if status >= 500:
@@ -88,8 +170,12 @@ class Readers:
             time.sleep(0.05)
 
 
-def inject(kind: str, paths: Paths, writers: Writers) -> float:
-    """Inject one fault, heal it once writes are back; return the seconds without writes."""
+def inject(kind: str, paths: Paths, writers: Writers, alerts: AlertWatch) -> float:
+    """Inject one fault, heal it once writes are back; return the seconds without writes.
+
+    A killed host is booted again only once an alert fired too (or after
+    ``ALERT_DEADLINE_SECONDS``): healed sooner, a rule with ``for:`` never would.
+    """
     started = time.monotonic()
     if kind == "cut primary link":
         host = patroni.leader(STAGING)
@@ -103,12 +189,20 @@ def inject(kind: str, paths: Paths, writers: Writers) -> float:
     else:  # a host killed, as a power cut would, and booted again once writes are back
         faults.kill_host(_host_to_kill(kind))
         writers.wait_for_writes(5, RECOVERY_DEADLINE_SECONDS)
+        wait_until(lambda: bool(alerts.fired_since(started)), ALERT_DEADLINE_SECONDS)
         driver.up(paths, progress=lambda _line: None)
-    if not wait_until(lambda: hosts.failover_ready(STAGING), RECOVERY_DEADLINE_SECONDS):
+    if not wait_until(lambda: _whole(paths), RECOVERY_DEADLINE_SECONDS):
         print("  staging did not heal in time; going on", flush=True)
+    wait_until(lambda: bool(alerts.fired_since(started)), ALERT_DEADLINE_SECONDS)
+    wait_until(lambda: not alerts.still_firing(started), RESOLVE_DEADLINE_SECONDS)
     # Every pause from the fault until staging is whole again (the old primary
     # rejoining can pause commits too), and no further: the next fault's are its own.
     return writers.log.gap_around(started, time.monotonic() - started)
+
+
+def _whole(paths: Paths) -> bool:
+    """Tell whether staging is whole: the databases and Redis, and both load balancers."""
+    return hosts.failover_ready(STAGING) and driver.lb_ready(STAGING, paths)
 
 
 def _host_to_kill(kind: str) -> Host:
@@ -116,6 +210,11 @@ def _host_to_kill(kind: str) -> Host:
         host = patroni.leader(STAGING)
     elif kind == "kill sync standby host":
         host = patroni.sync_standby(STAGING)
+    elif kind.endswith("load balancer host"):
+        holders = hosts.floating_address_holders(STAGING)
+        others = [lb for lb in STAGING.load_balancers if lb not in holders]
+        chosen = holders if kind.startswith("kill active") else others
+        host = chosen[0] if chosen else None
     else:
         master = hosts.redis_master(STAGING)
         host = next(h for h in STAGING.redis_hosts if master == f"{h.address}:{REDIS_PORT}")
@@ -127,6 +226,13 @@ def main() -> int:
     seconds = float(os.environ.get("CHAOS_SECONDS", "180"))
     seed_users = int(os.environ.get("CHAOS_SEED_USERS", "200"))
     draw = random.Random(int(os.environ.get("CHAOS_RANDOM_SEED", str(time.time_ns()))))
+    # CHAOS_FAULTS: a comma-separated subset of FAULTS to draw from (default: all of them).
+    chosen = os.environ.get("CHAOS_FAULTS") or ",".join(FAULTS)
+    kinds = [kind.strip() for kind in chosen.split(",")]
+    unknown = [kind for kind in kinds if kind not in FAULTS]
+    if unknown:
+        print(f"chaos: unknown faults {unknown}; choose from {list(FAULTS)}", file=sys.stderr)
+        return 2
     paths = driver.default_paths()
     print(f"chaos: staging up, {seed_users} seeded users", flush=True)
     seeded = driver.up(paths, seed_users=seed_users)
@@ -135,9 +241,11 @@ def main() -> int:
     address = STAGING.load_balancer_address
     counted: Counter[str] = Counter()
     gaps: list[float] = []
+    silent = 0  # faults that fired no alert
     with (
         Writers(address, users, seeded.password, threads=4) as writers,
         Readers(address, seeded.users) as readers,
+        AlertWatch(STAGING.prometheus_address) as alerts,
     ):
         if not writers.wait_for_writes(20, 60):
             print("chaos: writes do not flow before any fault", file=sys.stderr)
@@ -145,12 +253,15 @@ def main() -> int:
         began = time.monotonic()
         deadline = began + seconds
         while time.monotonic() < deadline:
-            kind = draw.choice(FAULTS)
+            kind = draw.choice(kinds)
             print(f"chaos: {time.monotonic() - began:6.1f} s  {kind}", flush=True)
-            gap = inject(kind, paths, writers)
+            started = time.monotonic()
+            gap = inject(kind, paths, writers, alerts)
             counted[kind] += 1
             gaps.append(gap)
-            print(f"  {gap:.1f} s without writes", flush=True)
+            fired = alerts.fired_since(started)
+            silent += 0 if fired else 1
+            print(f"  {gap:.1f} s without writes; {alerts.report(started)}", flush=True)
     lost = lost_writes(STAGING.write_url, writers.log)
     log = writers.log
     if lost:
@@ -164,10 +275,11 @@ def main() -> int:
         ("other 5xx answers to writes (must be 0)", str(log.server_errors)),
         ("profile reads", str(readers.reads)),
         ("5xx answers to reads (must be 0)", str(readers.server_errors)),
+        ("faults that fired no alert (must be 0)", str(silent)),
     ]
     width = max(len(name) for name, _ in rows)
     print("\n".join(f"{name:<{width}}  {value}" for name, value in rows))
-    return 1 if lost or log.server_errors or readers.server_errors else 0
+    return 1 if lost or log.server_errors or readers.server_errors or silent else 0
 
 
 def _print_when_lost(

@@ -26,6 +26,9 @@ from sqlalchemy import create_engine, text
 from gridlink.db.urls import sqlalchemy_url
 
 RETRY_PAUSE_SECONDS = 0.2
+# A connection that fails: refused, reset, or cut mid-answer (a load balancer
+# dying while it relays one: http.client's IncompleteRead is no OSError).
+CONNECTION_FAILED = (OSError, http.client.HTTPException)
 REQUEST_TIMEOUT_SECONDS = 10.0
 
 
@@ -147,7 +150,7 @@ class Writers:
                     {"username": username, "password": self.password},
                     {},
                 )
-            except OSError:
+            except CONNECTION_FAILED:
                 status, body = 0, {}
             if status == 200:
                 return str(body["token"])
@@ -164,7 +167,7 @@ class Writers:
                 status, body = call_api(
                     self.address, "POST", "/api/grids/", {"title": key[:12]}, headers
                 )
-            except OSError:
+            except CONNECTION_FAILED:
                 self.log.refused_connections += 1
                 status, body = 0, {}
             if status == 201:

@@ -67,10 +67,19 @@ def _failover(failover: Failover | None) -> dict[str, Any] | None:
     return {**dataclasses.asdict(failover), "at": utc_timestamp(failover.at)}
 
 
+def scrape(services: Services) -> bytes:
+    """Return this server's Prometheus text: every worker's counts, the router, the stream."""
+    return render(
+        services.metrics,
+        services.router,
+        lambda: report_stream(services.primary, services.cache),
+    )
+
+
 class Metrics:
     """Prometheus text, for admins only: it names every database host.
 
-    Prometheus sends an admin's token (``authorization: {type: Token}``).
+    Prometheus itself scrapes the internal listener (``GRIDLINK_METRICS_BIND``), not this.
     """
 
     def __init__(self, services: Services) -> None:
@@ -87,12 +96,7 @@ class Metrics:
     @authenticate(Auth.ADMIN)
     def on_get(self, req: falcon.Request, resp: falcon.Response, principal: Principal) -> None:
         resp.content_type = CONTENT_TYPE
-        services = self._services
-        resp.data = render(
-            services.metrics,
-            services.router,
-            lambda: report_stream(services.primary, services.cache),
-        )
+        resp.data = scrape(self._services)
 
 
 class AdminReplicas:

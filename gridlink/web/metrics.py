@@ -207,3 +207,32 @@ def render(metrics: Metrics, router: ReplicaRouter, stream: Callable[[], StreamR
     else:
         counted = metrics.registry
     return generate_latest(_Exposition(counted, RouterCollector(router), StreamCollector(stream)))
+
+
+class InternalListener:
+    """Answer requests that came in on the internal listener with ``/metrics`` alone, no token.
+
+    The scraper's own way in (``GRIDLINK_METRICS_BIND``): a second socket of
+    the same server, bound where only the monitoring network reaches. Which
+    socket a request came in on is the server's to say (``SERVER_NAME`` and
+    ``SERVER_PORT`` are the listener's address under gunicorn), never the
+    client's. Every other request goes to ``app``, whose ``/metrics`` still
+    wants an admin's token.
+    """
+
+    def __init__(self, app: Any, listener: str, scrape: Callable[[], bytes]) -> None:
+        self._app = app
+        self._listener = listener
+        self._scrape = scrape
+
+    def __call__(self, env: dict[str, Any], start_response: Any) -> Any:
+        if f"{env.get('SERVER_NAME')}:{env.get('SERVER_PORT')}" != self._listener:
+            return self._app(env, start_response)
+        path = env.get("PATH_INFO")
+        if env.get("REQUEST_METHOD") != "GET" or path not in ("/metrics", "/metrics/"):
+            start_response("404 Not Found", [("Content-Length", "0")])
+            return [b""]
+        body = self._scrape()
+        headers = [("Content-Type", CONTENT_TYPE), ("Content-Length", str(len(body)))]
+        start_response("200 OK", headers)
+        return [body]

@@ -22,11 +22,21 @@ from gridlink.project import VAR
 from infra import binaries, redis_server
 from infra.errors import ClusterError, Progress
 from infra.files import check_postgres_can_enter, reachable_root
+from infra.monitoring import query
 from infra.processes import wait_until
 from infra.seeding import Seeded, ensure_seeded
 from infra.serving import http_status
 from infra.staging import faults, hosts, network, patroni, render
-from infra.staging.inventory import API, BRIDGE, LOAD_BALANCER, STAGING, Host, Inventory
+from infra.staging.inventory import (
+    API,
+    BRIDGE,
+    FLOATING_ADDRESS,
+    LOAD_BALANCER_PORT,
+    MONITORING,
+    STAGING,
+    Host,
+    Inventory,
+)
 from infra.staging.paths import Paths
 from infra.status import database_rows
 
@@ -34,6 +44,14 @@ STAGING_ROOT = VAR / "staging"
 READY_TIMEOUT = 60.0
 _ABSENT = "host not up"
 SEED_SHAPE = (4, 5)  # grids per user, links per grid: `make loadtest`'s profiles
+# Debian's packages: Prometheus and Alertmanager on the monitoring host, the Redis
+# exporter beside them, a node exporter on each load balancer (keepalived's state).
+MONITORING_PACKAGES = (
+    ("prometheus", "prometheus"),
+    ("prometheus-alertmanager", "prometheus-alertmanager"),
+    ("prometheus-redis-exporter", "prometheus-redis-exporter"),
+    ("prometheus-node-exporter", "prometheus-node-exporter"),
+)  # grids per user, links per grid: `make loadtest`'s profiles
 
 
 def default_paths() -> Paths:
@@ -62,12 +80,16 @@ def up(
     _require_root()
     tools = binaries.tools(progress)
     haproxy = binaries.program("haproxy", "haproxy", progress)
+    keepalived = binaries.program("keepalived", "keepalived", progress)
+    curl = binaries.program("curl", "curl", progress)  # keepalived's check of HAProxy
+    for program, package in MONITORING_PACKAGES:
+        binaries.program(program, package, progress)
     binaries.program("tc", "iproute2", progress)
     paths.root.mkdir(parents=True, exist_ok=True)
     check_postgres_can_enter(paths.root.resolve())
     patroni.patroni_bin(progress)
     binaries.program("etcd", "etcd-server", progress)
-    render.write_configuration(inventory, paths, Path(tools.initdb).parent)
+    render.write_configuration(inventory, paths, Path(tools.initdb).parent, curl)
     inventory.write(paths.inventory_file)
     progress(f"configuration rendered under {paths.root / 'etc'}; hosts in {paths.inventory_file}")
     network.create(inventory.hosts, progress)
@@ -85,20 +107,38 @@ def up(
     for host in inventory.with_role(API):
         paths.mail(host).mkdir(parents=True, exist_ok=True)
         hosts.api_server(paths, host).start(progress)
-    hosts.load_balancer(paths, inventory, haproxy).start(progress)
-    if not wait_until(lambda: _lb_ready(inventory, paths), READY_TIMEOUT):
+    for lb in inventory.load_balancers:
+        hosts.HAProxy(paths, lb, haproxy).start(progress)
+    for lb in inventory.load_balancers:  # each checks its own HAProxy, which answers by now
+        hosts.Keepalived(paths, lb, keepalived).start(progress)
+    if not wait_until(lambda: lb_ready(inventory, paths), READY_TIMEOUT):
+        balancers = inventory.load_balancers
         raise ClusterError(
-            f"the load balancer did not find every API host healthy within {READY_TIMEOUT:.0f} s: "
-            f"{hosts.lb_servers(paths)}"
+            "the load balancers did not find every API host healthy, or none took the floating "
+            f"address, within {READY_TIMEOUT:.0f} s: "
+            + ", ".join(f"{lb.name} {hosts.lb_servers(paths, lb)}" for lb in balancers)
+            + f"; holders: {[lb.name for lb in hosts.floating_address_holders(inventory)]}"
         )
-    progress(f"staging is up: {inventory.load_balancer_url}")
+    for daemon in hosts.monitoring_daemons(paths, inventory):
+        daemon.start(progress)
+    progress(
+        f"staging is up: {inventory.load_balancer_url}; "
+        f"Prometheus: http://{inventory.prometheus_address}"
+    )
     return seeded
 
 
-def _lb_ready(inventory: Inventory, paths: Paths) -> bool:
+def lb_ready(inventory: Inventory, paths: Paths) -> bool:
+    """Tell whether the load balancers are whole: keepalived runs on each, each HAProxy finds
+    every API host UP, one holds the floating address, and through it the API is ready."""
     apis = {host.name for host in inventory.with_role(API)}
-    states = hosts.lb_servers(paths)
-    return all(states.get(name) == "UP" for name in apis) and (
+    for lb in inventory.load_balancers:
+        if hosts.Keepalived(paths, lb).pid() is None:
+            return False  # one load balancer short: the next fault would leave no holder
+        states = hosts.lb_servers(paths, lb)
+        if not all(states.get(name) == "UP" for name in apis):
+            return False
+    return len(hosts.floating_address_holders(inventory)) == 1 and (
         http_status(inventory.load_balancer_address, "/readyz") == 200
     )
 
@@ -144,20 +184,35 @@ def status(paths: Paths, inventory: Inventory = STAGING) -> list[HostStatus]:
         role = "master" if master == f"{redis.host}:{redis.port}" else "replica"
         service = f"redis ({role}), sentinel"
         rows.append(HostStatus(redis_host, service, redis_server.pid(redis), redis_health))
-    lb_states = hosts.lb_servers(paths)
+    lb_states = {lb.name: hosts.lb_servers(paths, lb) for lb in inventory.load_balancers}
     for host in inventory.with_role(API):
         health = _ABSENT
         if host.netns in up:
             ready = hosts.api_answers(host, "/readyz")
-            health = f"readyz {ready or 'no answer'}, lb: {lb_states.get(host.name, '?')}"
+            seen = "/".join(states.get(host.name, "?") for states in lb_states.values())
+            health = f"readyz {ready or 'no answer'}, lbs: {seen}"
         api_pid = hosts.api_server(paths, host).pid() if _configured(paths, inventory) else None
         rows.append(HostStatus(host, "gridlink serve", api_pid, health))
-    lb = inventory.one(LOAD_BALANCER)
-    health = _ABSENT
-    if lb.netns in up:
-        ready = http_status(inventory.load_balancer_address, "/readyz")
-        health = f"readyz {ready or 'no answer'}"
-    rows.append(HostStatus(lb, "haproxy", hosts.load_balancer(paths, inventory).pid(), health))
+    holders = hosts.floating_address_holders(inventory) if up else []
+    for lb in inventory.load_balancers:
+        health = _ABSENT
+        if lb.netns in up:
+            ready = http_status(f"{lb.address}:{LOAD_BALANCER_PORT}", "/readyz")
+            health = f"readyz {ready or 'no answer'}"
+        holds = f", holds {FLOATING_ADDRESS}" if lb in holders else ""
+        keepalived = "keepalived" if hosts.Keepalived(paths, lb).pid() else "keepalived down"
+        service = f"haproxy, {keepalived}{holds}"
+        rows.append(HostStatus(lb, service, hosts.HAProxy(paths, lb).pid(), health))
+    for monitor in inventory.with_role(MONITORING):
+        prometheus = hosts.Prometheus(paths, monitor)
+        health = _ABSENT
+        if monitor.netns in up:
+            firing = query.firing(inventory.prometheus_address)
+            health = (
+                "no answer" if firing is None else f"alerts firing: {', '.join(firing) or 'none'}"
+            )
+        service = "prometheus, alertmanager, redis exporter"
+        rows.append(HostStatus(monitor, service, prometheus.pid(), health))
     return rows
 
 
@@ -200,7 +255,11 @@ def down(
     for host in inventory.hosts:
         if host.netns in network.namespaces():
             network.set_link(host, up=True)  # a cut link must not hold up a clean shutdown
-    hosts.load_balancer(paths, inventory).stop(progress)
+    for daemon in reversed(hosts.monitoring_daemons(paths, inventory)):
+        daemon.stop(progress)
+    for lb in inventory.load_balancers:
+        hosts.Keepalived(paths, lb).stop(progress)  # it gives the floating address up
+        hosts.HAProxy(paths, lb).stop(progress)
     if _configured(paths, inventory):
         for host in inventory.with_role(API):
             hosts.api_server(paths, host).stop(progress)

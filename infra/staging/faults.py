@@ -14,12 +14,18 @@ KILL_TIMEOUT = 10.0
 
 
 def kill_host(host: Host) -> list[int]:
-    """SIGKILL every process in the host's namespace, as a power cut would; return their pids."""
+    """SIGKILL every process in the host's namespace, as a power cut would; return their pids.
+
+    A host without power answers for no address either: the floating one a
+    killed keepalived leaves on the interface goes too (else the host's
+    kernel would still answer ARP for it beside the new holder).
+    """
     killed = network.pids(host)
     for pid in killed:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     wait_until(lambda: not network.pids(host), KILL_TIMEOUT)
+    network.drop_added_addresses(host)
     return killed
 
 

@@ -5,8 +5,8 @@ beside it (Patroni's store): Patroni initialises the cluster on the
 inventory's bootstrap host, clones the others, and from then on decides who
 is the primary. Redis is driven by the same module as the local cluster
 (``infra.redis_server``), only with a host's address, its rendered
-configuration and its namespace. etcd, Patroni, Sentinel, the API and HAProxy
-are each a ``Daemon`` (``infra.daemons``): started in the foreground of the
+configuration and its namespace. etcd, Patroni, Sentinel, the API, HAProxy
+and keepalived are each a ``Daemon`` (``infra.daemons``): started in the foreground of the
 host's namespace with a pid file and a log, so ``down`` stops exactly what
 ``up`` started.
 """
@@ -27,16 +27,21 @@ from infra.postgres import PgServer
 from infra.processes import log_tail, port_answers, run, wait_until
 from infra.redis_server import RedisServer
 from infra.serving import ApiServer, http_status, serve
-from infra.staging import render
+from infra.staging import network, render
 from infra.staging.inventory import (
+    ALERTMANAGER_PORT,
     API_PORT,
     DATABASE,
     DATABASE_USER,
     ETCD_CLIENT_PORT,
-    LOAD_BALANCER,
+    FLOATING_ADDRESS,
     LOAD_BALANCER_PORT,
+    MONITORING,
+    NODE_EXPORTER_PORT,
     POSTGRES_PORT,
+    PROMETHEUS_PORT,
     REDIS,
+    REDIS_EXPORTER_PORT,
     REDIS_PORT,
     REDIS_SERVICE,
     SENTINEL,
@@ -119,6 +124,150 @@ class HAProxy(HostDaemon):
 
     def answers(self) -> bool:
         return port_answers(LOAD_BALANCER_PORT, self.host.address)
+
+
+class Keepalived(HostDaemon):
+    """keepalived's VRRP side in the foreground, holding the floating address with the other LBs.
+
+    Its own pid files are named apart from ours: keepalived removes them when it stops.
+    """
+
+    program = "keepalived"
+
+    def __init__(self, paths: Paths, host: Host, keepalived_binary: str = "keepalived") -> None:
+        self.config = paths.etc(host) / "keepalived.conf"
+        self.textfiles = paths.textfiles(host)  # where its notify script writes its state
+        self.binary = keepalived_binary
+        data = paths.data(host)
+        # keepalived's own pid files: a killed keepalived leaves them behind, and one
+        # naming a pid reused since makes a new keepalived think it already runs.
+        self.own_pid_files = (data / "keepalived-main.pid", data / "keepalived-vrrp.pid")
+        super().__init__(
+            paths,
+            host,
+            [
+                keepalived_binary,
+                "--dont-fork",
+                "--log-console",
+                "--no-syslog",
+                "--vrrp",
+                "--use-file",
+                str(self.config),
+                "--pid",
+                str(self.own_pid_files[0]),
+                "--vrrp_pid",
+                str(self.own_pid_files[1]),
+            ],
+        )
+
+    def launch(self) -> int:
+        checked = run([self.binary, "--config-test", "-f", str(self.config)], self.cwd, timeout=30)
+        if checked.returncode != 0:
+            raise ClusterError(f"keepalived refuses {self.config}:\n{checked.stderr.strip()}")
+        self.textfiles.mkdir(parents=True, exist_ok=True)
+        for stale in self.own_pid_files:  # not running (start checked): left by a killed one
+            stale.unlink(missing_ok=True)
+        return super().launch()
+
+    def answers(self) -> bool:
+        """Tell whether its VRRP process started: it writes its pid file then."""
+        return self.own_pid_files[1].exists()
+
+
+class Prometheus(HostDaemon):
+    """Prometheus (Debian's) on the monitoring host, with the alert rules beside its file."""
+
+    program = "prometheus"
+
+    def __init__(self, paths: Paths, host: Host, binary: str = "prometheus") -> None:
+        super().__init__(
+            paths,
+            host,
+            [
+                binary,
+                f"--config.file={paths.etc(host) / 'prometheus.yml'}",
+                f"--storage.tsdb.path={paths.data(host) / 'prometheus'}",
+                "--storage.tsdb.retention.time=1d",
+                f"--web.listen-address={host.address}:{PROMETHEUS_PORT}",
+            ],
+        )
+
+    def answers(self) -> bool:
+        return http_status(f"{self.host.address}:{PROMETHEUS_PORT}", "/-/ready") == 200
+
+
+class Alertmanager(HostDaemon):
+    """Alertmanager (Debian's prometheus-alertmanager), alone: no cluster of them."""
+
+    program = "alertmanager"
+
+    def __init__(self, paths: Paths, host: Host, binary: str = "prometheus-alertmanager") -> None:
+        super().__init__(
+            paths,
+            host,
+            [
+                binary,
+                f"--config.file={paths.etc(host) / 'alertmanager.yml'}",
+                f"--storage.path={paths.data(host) / 'alertmanager'}",
+                f"--web.listen-address={host.address}:{ALERTMANAGER_PORT}",
+                "--cluster.listen-address=",
+            ],
+        )
+
+    def answers(self) -> bool:
+        return http_status(f"{self.host.address}:{ALERTMANAGER_PORT}", "/-/ready") == 200
+
+
+class RedisExporter(HostDaemon):
+    """redis_exporter on the monitoring host: Prometheus names each Redis or Sentinel to scrape."""
+
+    program = "redis-exporter"
+
+    def __init__(self, paths: Paths, host: Host, binary: str = "prometheus-redis-exporter") -> None:
+        super().__init__(
+            paths,
+            host,
+            # No Redis of its own (-redis.addr ""): only the targets of /scrape?target=.
+            [binary, f"-web.listen-address={host.address}:{REDIS_EXPORTER_PORT}", "-redis.addr="],
+        )
+
+    def answers(self) -> bool:
+        return http_status(f"{self.host.address}:{REDIS_EXPORTER_PORT}", "/") == 200
+
+
+class NodeExporter(HostDaemon):
+    """A node exporter serving only the host's textfiles (keepalived's state on a load balancer)."""
+
+    program = "node-exporter"
+
+    def __init__(self, paths: Paths, host: Host, binary: str = "prometheus-node-exporter") -> None:
+        self.textfiles = paths.textfiles(host)
+        super().__init__(
+            paths,
+            host,
+            [
+                binary,
+                "--collector.disable-defaults",
+                "--collector.textfile",
+                f"--collector.textfile.directory={paths.textfiles(host)}",
+                f"--web.listen-address={host.address}:{NODE_EXPORTER_PORT}",
+            ],
+        )
+
+    def launch(self) -> int:
+        self.textfiles.mkdir(parents=True, exist_ok=True)
+        return super().launch()
+
+    def answers(self) -> bool:
+        return http_status(f"{self.host.address}:{NODE_EXPORTER_PORT}", "/metrics") == 200
+
+
+def monitoring_daemons(paths: Paths, inventory: Inventory) -> list[HostDaemon]:
+    """Return what the monitoring host runs, and the node exporters of the load balancers."""
+    daemons: list[HostDaemon] = [NodeExporter(paths, lb) for lb in inventory.load_balancers]
+    for host in inventory.with_role(MONITORING):
+        daemons += [RedisExporter(paths, host), Alertmanager(paths, host), Prometheus(paths, host)]
+    return daemons
 
 
 def api_server(paths: Paths, host: Host) -> ApiServer:
@@ -300,16 +449,22 @@ def api_answers(host: Host, path: str = "/healthz") -> int | None:
     return http_status(f"{host.address}:{API_PORT}", path)
 
 
-def load_balancer(paths: Paths, inventory: Inventory, haproxy_binary: str = "haproxy") -> HAProxy:
-    return HAProxy(paths, inventory.one(LOAD_BALANCER), haproxy_binary)
+def floating_address_holders(inventory: Inventory) -> list[Host]:
+    """Return the load balancers whose interface has the floating address now (one, normally)."""
+    up = set(network.namespaces())
+    return [
+        lb
+        for lb in inventory.load_balancers
+        if lb.netns in up and FLOATING_ADDRESS in network.addresses(lb)
+    ]
 
 
-def lb_servers(paths: Paths) -> dict[str, str]:
-    """Return HAProxy's view of each API host: 'UP', 'DOWN', ... (empty if it cannot say)."""
+def lb_servers(paths: Paths, lb: Host) -> dict[str, str]:
+    """Return ``lb``'s HAProxy's view of each API host: 'UP', 'DOWN', ... (empty: no answer)."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stats:
             stats.settimeout(2)
-            stats.connect(str(paths.stats_socket))
+            stats.connect(str(paths.stats_socket(lb)))
             stats.sendall(b"show stat\n")
             answer = b""
             while chunk := stats.recv(65536):

@@ -6,6 +6,10 @@ bridge's address, so an operator on it reaches every host, and the hosts have
 no route anywhere else. On real hosts the same inventory, with the real
 addresses, renders the same configuration files (``infra/staging/render.py``).
 
+Two hosts have the load-balancer role; clients use neither's own address
+but the floating one (``FLOATING_ADDRESS``) that keepalived gives to one of
+them at a time.
+
 Roles are plain names so later roles (etcd, patroni, sentinel) are one more
 entry in a host's tuple, not a new structure.
 """
@@ -27,11 +31,15 @@ SENTINEL = "sentinel"
 API = "api"
 LOAD_BALANCER = "load-balancer"
 LOAD_GENERATOR = "load-generator"
+MONITORING = "monitoring"
 
 NAMESPACE_PREFIX = "gl-"
 BRIDGE = "gl-br0"
 SUBNET = ipaddress.ip_network("10.77.0.0/24")
 BRIDGE_ADDRESS = ipaddress.ip_address("10.77.0.1")  # the machine's own side
+# The load balancers' one address: keepalived moves it to whichever holds it (VRRP).
+FLOATING_ADDRESS = "10.77.0.40"
+VRRP_ROUTER_ID = 40  # one VRRP instance on the subnet: any 1..255 no other router uses
 
 POSTGRES_PORT = 5432
 ETCD_CLIENT_PORT = 2379
@@ -42,7 +50,13 @@ SENTINEL_PORT = 26379
 REDIS_SERVICE = "gridlink"  # the master's name in Sentinel
 API_PORT = 8000
 LOAD_BALANCER_PORT = 80
+LOAD_BALANCER_HEALTH_PORT = 8404  # HAProxy's own: /healthz (keepalived asks) and /metrics
 LOCUST_MASTER_PORT = 5557
+API_METRICS_PORT = 9101  # the API's internal listener: /metrics for the scraper, no token
+PROMETHEUS_PORT = 9090
+ALERTMANAGER_PORT = 9093
+REDIS_EXPORTER_PORT = 9121
+NODE_EXPORTER_PORT = 9100  # on the load balancers: keepalived's state (textfile collector)
 DATABASE = "gridlink"
 DATABASE_USER = "gridlink"
 
@@ -103,12 +117,25 @@ class Inventory:
         return [self.primary, *self.replicas]
 
     @property
+    def load_balancers(self) -> list[Host]:
+        return self.with_role(LOAD_BALANCER)
+
+    @property
     def load_balancer_address(self) -> str:
-        return f"{self.one(LOAD_BALANCER).address}:{LOAD_BALANCER_PORT}"
+        """Return the floating address clients use: whichever load balancer holds it answers."""
+        return f"{FLOATING_ADDRESS}:{LOAD_BALANCER_PORT}"
 
     @property
     def load_balancer_url(self) -> str:
         return f"http://{self.load_balancer_address}"
+
+    @property
+    def prometheus_address(self) -> str:
+        return f"{self.one(MONITORING).address}:{PROMETHEUS_PORT}"
+
+    @property
+    def alertmanager_address(self) -> str:
+        return f"{self.one(MONITORING).address}:{ALERTMANAGER_PORT}"
 
     def database_url(self, host: Host) -> str:
         return f"postgresql+psycopg2://{DATABASE_USER}@{host.address}:{POSTGRES_PORT}/{DATABASE}"
@@ -143,6 +170,7 @@ class Inventory:
             "subnet": str(SUBNET),
             "bridge": {"name": BRIDGE, "address": str(BRIDGE_ADDRESS)},
             "load_balancer_url": self.load_balancer_url,
+            "floating_address": FLOATING_ADDRESS,
             "hosts": [
                 {
                     "name": host.name,
@@ -171,6 +199,8 @@ STAGING = Inventory(
         Host("api1", "10.77.0.31", (API,)),
         Host("api2", "10.77.0.32", (API,)),
         Host("lb1", "10.77.0.41", (LOAD_BALANCER,)),
+        Host("lb2", "10.77.0.42", (LOAD_BALANCER,)),
         Host("load1", "10.77.0.51", (LOAD_GENERATOR,)),
+        Host("mon1", "10.77.0.61", (MONITORING,)),
     )
 )

@@ -133,6 +133,19 @@ def delay_of(host: Host) -> str | None:
     return None
 
 
+def addresses(host: Host) -> list[str]:
+    """Return the IPv4 addresses on the host's interface: its own, and any keepalived added."""
+    shown = ip("-n", host.netns, "-o", "-4", "addr", "show", "dev", "eth0", check=False)
+    return [line.split()[3].split("/")[0] for line in shown.stdout.splitlines() if "inet" in line]
+
+
+def drop_added_addresses(host: Host) -> None:
+    """Remove every address but the host's own from its interface (a floating one it held)."""
+    for address in addresses(host):
+        if address != host.address:
+            ip("-n", host.netns, "addr", "del", f"{address}/{SUBNET.prefixlen}", "dev", "eth0")
+
+
 def link_up(host: Host) -> bool:
     shown = ip("-br", "link", "show", host.veth, check=False).stdout.split()
     return len(shown) > 1 and shown[1] != "DOWN"

@@ -30,11 +30,14 @@ class Paths:
         """Return where an API host's mail backend writes (one ``.eml`` per mail)."""
         return self.data(host) / "mail"
 
+    def textfiles(self, host: Host) -> Path:
+        """Return where a host's programs leave metrics for its node exporter (``*.prom``)."""
+        return self.data(host) / "textfiles"
+
     def etcd_data(self, host: Host) -> Path:
         return self.data(host) / "etcd" / "data"
 
-    @property
-    def stats_socket(self) -> Path:
-        """HAProxy's stats socket, beside the hosts' folders: a unix socket path may not be
-        longer than 107 bytes."""
-        return self.root / "hosts" / "haproxy-stats.sock"
+    def stats_socket(self, host: Host) -> Path:
+        """HAProxy's stats socket on ``host``, beside the hosts' folders: a unix socket path
+        may not be longer than 107 bytes."""
+        return self.root / "hosts" / f"haproxy-{host.name}.sock"

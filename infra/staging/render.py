@@ -12,22 +12,30 @@ from string import Template
 
 from gridlink.db.urls import sqlalchemy_url
 from gridlink.settings import PRODUCTION, MailBackend, Settings, TrustedProxies
+from infra.monitoring import ALERT_RULES
 from infra.staging.inventory import (
+    ALERTMANAGER_PORT,
     API,
+    API_METRICS_PORT,
     API_PORT,
     ETCD_CLIENT_PORT,
     ETCD_PEER_PORT,
-    LOAD_BALANCER,
+    FLOATING_ADDRESS,
+    LOAD_BALANCER_HEALTH_PORT,
     LOAD_BALANCER_PORT,
     LOCUST_MASTER_PORT,
+    MONITORING,
+    NODE_EXPORTER_PORT,
     PATRONI_PORT,
     POSTGRES_PORT,
     REDIS,
+    REDIS_EXPORTER_PORT,
     REDIS_PORT,
     REDIS_SERVICE,
     SENTINEL,
     SENTINEL_PORT,
     SUBNET,
+    VRRP_ROUTER_ID,
     Host,
     Inventory,
 )
@@ -132,8 +140,7 @@ def redis_conf(host: Host) -> str:
     return render("redis.conf", host=host.name, address=host.address, port=REDIS_PORT)
 
 
-def haproxy_cfg(inventory: Inventory, stats_socket: Path) -> str:
-    lb = inventory.one(LOAD_BALANCER)
+def haproxy_cfg(inventory: Inventory, lb: Host, stats_socket: Path) -> str:
     servers = "".join(
         f"    server {api.name} {api.address}:{API_PORT} check\n"
         for api in inventory.with_role(API)
@@ -143,9 +150,62 @@ def haproxy_cfg(inventory: Inventory, stats_socket: Path) -> str:
         host=lb.name,
         address=lb.address,
         port=LOAD_BALANCER_PORT,
+        health_port=LOAD_BALANCER_HEALTH_PORT,
         servers=servers,
         stats_socket=stats_socket,
     )
+
+
+def keepalived_conf(
+    inventory: Inventory, lb: Host, curl: str = "/usr/bin/curl", notify: Path | None = None
+) -> str:
+    """Return the load balancer's keepalived file: one VRRP instance, unicast to the others."""
+    balancers = inventory.load_balancers
+    # Distinct priorities, the first host highest: the first election has one winner.
+    priority = 150 - 10 * balancers.index(lb)
+    peers = "".join(f"        {peer.address}\n" for peer in balancers if peer != lb)
+    return render(
+        "keepalived.conf",
+        host=lb.name,
+        address=lb.address,
+        health_port=LOAD_BALANCER_HEALTH_PORT,
+        curl=curl,
+        router_id=VRRP_ROUTER_ID,
+        priority=priority,
+        peers=peers,
+        floating_address=FLOATING_ADDRESS,
+        prefix=SUBNET.prefixlen,
+        notify="" if notify is None else f'notify "{notify}"',
+    )
+
+
+def keepalived_notify(lb: Host, textfile_dir: Path) -> str:
+    return render("keepalived-notify.sh", host=lb.name, textfile_dir=textfile_dir)
+
+
+def prometheus_yml(inventory: Inventory, host: Host, rules: Path) -> str:
+    """Return the monitoring host's Prometheus file: every job the alert rules read."""
+
+    def targets(hosts: list[Host], port: int, scheme: str = "") -> str:
+        return ", ".join(f'"{scheme}{each.address}:{port}"' for each in hosts)
+
+    return render(
+        "prometheus.yml",
+        host=host.name,
+        rules=rules,
+        alertmanager=f"{host.address}:{ALERTMANAGER_PORT}",
+        patroni_targets=targets(inventory.databases, PATRONI_PORT),
+        haproxy_targets=targets(inventory.load_balancers, LOAD_BALANCER_HEALTH_PORT),
+        keepalived_targets=targets(inventory.load_balancers, NODE_EXPORTER_PORT),
+        api_targets=targets(inventory.with_role(API), API_METRICS_PORT),
+        redis_targets=targets(inventory.redis_hosts, REDIS_PORT, "redis://"),
+        sentinel_targets=targets(inventory.with_role(SENTINEL), SENTINEL_PORT, "redis://"),
+        redis_exporter=f"{host.address}:{REDIS_EXPORTER_PORT}",
+    )
+
+
+def alertmanager_yml(host: Host) -> str:
+    return render("alertmanager.yml", host=host.name)
 
 
 def staging_settings(inventory: Inventory) -> Settings:
@@ -165,9 +225,13 @@ def api_settings(inventory: Inventory, host: Host, mail_dir: Path) -> Settings:
     """Return the settings an API host serves with."""
     return staging_settings(inventory).replace(
         bind=f"{host.address}:{API_PORT}",
+        # /metrics for the monitoring host, on the host's own address; not behind the LBs.
+        metrics_bind=f"{host.address}:{API_METRICS_PORT}",
         workers=API_WORKERS,
         # Per-address limits must see the client, not the load balancer.
-        trusted_proxies=TrustedProxies.parse(inventory.one(LOAD_BALANCER).address),
+        trusted_proxies=TrustedProxies.parse(
+            ",".join(lb.address for lb in inventory.load_balancers)
+        ),
         environment=PRODUCTION,
         mail_backend=MailBackend("file", directory=mail_dir),
     )
@@ -226,7 +290,12 @@ def parse_env(text: str) -> dict[str, str]:
 DEFAULT_PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
-def write_configuration(inventory: Inventory, paths: Paths, pg_bin: Path = DEFAULT_PG_BIN) -> None:
+def write_configuration(
+    inventory: Inventory,
+    paths: Paths,
+    pg_bin: Path = DEFAULT_PG_BIN,
+    curl: str = "/usr/bin/curl",
+) -> None:
     """Render every host's configuration files under var/staging/etc/<host>/."""
     for host in inventory.databases:
         _write(paths.etc(host) / "postgresql.conf", postgresql_conf(host, paths.data(host) / "run"))
@@ -248,8 +317,17 @@ def write_configuration(inventory: Inventory, paths: Paths, pg_bin: Path = DEFAU
             paths.etc(sentinel) / "sentinel.conf",
             sentinel_conf(inventory, sentinel, paths.data(sentinel)),
         )
-    lb = inventory.one(LOAD_BALANCER)
-    _write(paths.etc(lb) / "haproxy.cfg", haproxy_cfg(inventory, paths.stats_socket))
+    for lb in inventory.load_balancers:
+        _write(paths.etc(lb) / "haproxy.cfg", haproxy_cfg(inventory, lb, paths.stats_socket(lb)))
+        notify = paths.etc(lb) / "keepalived-notify.sh"
+        _write(notify, keepalived_notify(lb, paths.textfiles(lb)))
+        notify.chmod(0o755)
+        _write(paths.etc(lb) / "keepalived.conf", keepalived_conf(inventory, lb, curl, notify))
+    for monitor in inventory.with_role(MONITORING):
+        rules = paths.etc(monitor) / "alerts.yml"  # /etc/prometheus/alerts.yml on a real host
+        _write(rules, ALERT_RULES.read_text())
+        _write(paths.etc(monitor) / "prometheus.yml", prometheus_yml(inventory, monitor, rules))
+        _write(paths.etc(monitor) / "alertmanager.yml", alertmanager_yml(monitor))
     for host in inventory.with_role(API):
         _write(paths.etc(host) / "api.env", api_env(inventory, host, paths.mail(host)))
         _write(paths.etc(host) / "gridlink-api.service", api_unit(host))

@@ -22,6 +22,7 @@ import pytest
 from gridlink.project import VAR
 from gridlink.routing.router import ReplicaRouter
 from infra.files import reachable_root
+from infra.monitoring import query
 from infra.processes import process_alive, wait_until
 from infra.seeding import Seeded
 from infra.staging import driver, faults, hosts, network, render
@@ -109,7 +110,9 @@ def test_staging_up_builds_every_host_from_the_inventory(staging: Seeded, paths:
     status, body = _get("/readyz")
     assert status == 200
     assert _all_checks_ok(body)
-    assert all(state == "UP" for state in hosts.lb_servers(paths).values())
+    for lb in STAGING.load_balancers:
+        assert all(state == "UP" for state in hosts.lb_servers(paths, lb).values()), lb.name
+    assert len(hosts.floating_address_holders(STAGING)) == 1
     table = driver.format_status(driver.status(paths))
     assert table.count("streaming") == 2
 
@@ -119,6 +122,41 @@ def _all_checks_ok(readyz: bytes) -> bool:
     checks = json.loads(readyz)["checks"]
     expected = {"primary", "replica1", "replica2", "replica3", "redis", "change_stream"}
     return set(checks) == expected and all(state == "ok" for state in checks.values())
+
+
+# Every job the alert rules read, and how many targets each has on staging.
+SCRAPED = {
+    "patroni": 3,
+    "haproxy": 2,
+    "keepalived": 2,
+    "gridlink-api": 2,
+    "redis": 3,
+    "sentinel": 3,
+}
+
+
+def _targets_up() -> dict[str, int]:
+    """Return, by job, how many targets Prometheus scraped and, behind the Redis exporter,
+    found answering (redis_up)."""
+    found = query.instant(STAGING.prometheus_address, "up == 1 unless on (instance) redis_up == 0")
+    counts: dict[str, int] = {}
+    for labels, _value in found or []:
+        counts[labels["job"]] = counts.get(labels["job"], 0) + 1
+    return counts
+
+
+def test_prometheus_scrapes_every_host_and_the_apis_metrics_stay_closed_to_the_public(
+    staging: Seeded,
+) -> None:
+    assert wait_until(lambda: _targets_up() == SCRAPED, timeout=60), _targets_up()
+    # The API's public port still wants an admin's token; Prometheus has its own listener.
+    assert _get("/metrics")[0] == 401
+    holders = query.instant(STAGING.prometheus_address, "keepalived_vrrp_state == 2")
+    assert holders is not None
+    assert [labels["instance"].split(":")[0] for labels, _ in holders] == [
+        lb.address for lb in hosts.floating_address_holders(STAGING)
+    ]
+    assert query.firing(STAGING.prometheus_address) == []  # a whole staging pages nobody
 
 
 def test_gridlink_replicas_shows_every_database_host_of_staging(staging: Seeded) -> None:
@@ -165,6 +203,11 @@ def test_short_swarm_with_1ms_on_every_link_has_no_failures(staging: Seeded, pat
         set_delay(STAGING, None)
 
 
+def lbs_see(api: str, state: str, paths: Paths) -> bool:
+    """Tell whether every load balancer's HAProxy finds the API host ``api`` in ``state``."""
+    return all(hosts.lb_servers(paths, lb).get(api) == state for lb in STAGING.load_balancers)
+
+
 def test_api_host_killed_mid_swarm_leaves_the_lb_and_nothing_fails_after(
     staging: Seeded, paths: Paths
 ) -> None:
@@ -173,7 +216,7 @@ def test_api_host_killed_mid_swarm_leaves_the_lb_and_nothing_fails_after(
     try:
         assert wait_until(lambda: _requests_so_far(paths) > 50, timeout=30)
         assert faults.kill_host(api1)
-        assert wait_until(lambda: hosts.lb_servers(paths).get("api1") == "DOWN", timeout=10)
+        assert wait_until(lambda: lbs_see("api1", "DOWN", paths), timeout=10)
         noticed = time.time()
         # Our own reads through the load balancer, right after it noticed.
         answers = [_get("/readyz")[0] for _ in range(50)]
@@ -189,7 +232,7 @@ def test_api_host_killed_mid_swarm_leaves_the_lb_and_nothing_fails_after(
     assert settled, "the swarm ended before the load balancer noticed"
     assert settled[-1][1] == settled[0][1] == figures.failures
     assert settled[-1][0] > settled[0][0]  # and it went on serving the swarm through api2
-    assert wait_until(lambda: hosts.lb_servers(paths).get("api1") == "UP", timeout=30)
+    assert wait_until(lambda: lbs_see("api1", "UP", paths), timeout=30)
 
 
 def test_replica_host_link_cut_reads_go_on(staging: Seeded, paths: Paths) -> None:
@@ -205,8 +248,8 @@ def test_replica_host_link_cut_reads_go_on(staging: Seeded, paths: Paths) -> Non
     finally:
         faults.restore_link(db2)
     assert statuses == [200] * len(statuses)
-    assert "lb: UP" in states["api1"]
-    assert "lb: UP" in states["api2"]
+    assert "lbs: UP/UP" in states["api1"]
+    assert "lbs: UP/UP" in states["api2"]
     assert wait_until(lambda: _all_checks_ok(_get("/readyz")[1]), timeout=30)
 
 

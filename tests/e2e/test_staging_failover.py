@@ -13,6 +13,7 @@ the module, pass or fail.
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -23,6 +24,7 @@ import pytest
 from gridlink.project import VAR
 from gridlink.routing.router import ReplicaRouter
 from infra.files import reachable_root
+from infra.monitoring import query
 from infra.processes import wait_until
 from infra.seeding import Seeded
 from infra.staging import driver, faults, hosts, patroni, render
@@ -36,7 +38,8 @@ pytestmark = pytest.mark.failover
 
 # Writers fill a user's grids up (100) within a test: each test writes as users of its own.
 USERS_PER_TEST = 60
-SEED_USERS = 1 + 3 * USERS_PER_TEST
+WRITING_TESTS = 6
+SEED_USERS = 1 + WRITING_TESTS * USERS_PER_TEST
 FAILOVER_PROMISE_SECONDS = 30.0  # issue 13: writes resume within 30 s without a person
 SWITCHOVER_PROMISE_SECONDS = 10.0
 WRITERS = 4
@@ -55,7 +58,7 @@ def staging(paths: Paths) -> Iterator[Seeded]:
 
 
 def writers(seeded: Seeded, test: int) -> Writers:
-    """Writers for the ``test``-th test (1, 2, 3), as seeded users no other test writes as.
+    """Writers for the ``test``-th test (1 to 6), as seeded users no other test writes as.
 
     test_user_0 is the Redis test's own.
     """
@@ -141,6 +144,10 @@ def test_primary_host_killed_writes_resume_and_nothing_acknowledged_is_lost(
     new = current_leader()
     assert new != old
     assert_nothing_lost(running)
+    # Operators hear of it: Prometheus's failover alert fires (Patroni's /metrics, scraped).
+    assert wait_until(
+        lambda: "PostgresFailover" in (query.firing(STAGING.prometheus_address) or []), 60
+    ), query.active(STAGING.prometheus_address)
     driver.up(paths, progress=lambda _line: None)  # the host boots again
     assert_rejoined_as_replica(paths, old, new)
 
@@ -177,6 +184,34 @@ def test_planned_switchover_writes_back_within_ten_seconds(staging: Seeded, path
     assert current_leader() == candidate
     assert_nothing_lost(running)
     assert_rejoined_as_replica(paths, old, candidate)
+
+
+DOUBLE_FAULT_PROMISE_SECONDS = 60.0  # issue 22: two faults 10 s apart, writes back within 60 s
+FAULT_SPACING_SECONDS = 10.0
+
+
+def test_new_primary_killed_ten_seconds_after_the_old_one_came_back_writes_resume_in_a_minute(
+    staging: Seeded, paths: Paths
+) -> None:
+    first = ready_leader()
+    with writers(staging, 6) as running:
+        assert running.wait_for_writes(20, 60), running.log.summary()
+        faults.kill_host(first)
+        assert running.wait_for_writes(5, FAILOVER_PROMISE_SECONDS), running.log.summary()
+        driver.up(paths, progress=lambda _line: None)  # the old primary boots and rejoins
+        # The scenario itself, not a wait for a state: the second fault 10 s after the first heals.
+        time.sleep(FAULT_SPACING_SECONDS)
+        second = current_leader()
+        killed_at = time.monotonic()
+        faults.kill_host(second)
+        assert running.wait_for_writes(5, DOUBLE_FAULT_PROMISE_SECONDS), running.log.summary()
+        assert running.log.gap_around(killed_at, time.monotonic() - killed_at) < (
+            DOUBLE_FAULT_PROMISE_SECONDS
+        )
+    assert current_leader() not in (first, second)
+    assert_nothing_lost(running)
+    driver.up(paths, progress=lambda _line: None)
+    assert wait_until(lambda: hosts.failover_ready(STAGING), 120)
 
 
 SENTINEL_PROMISE_SECONDS = 10.0  # issue 13: Sentinel promotes within 10 s
@@ -225,3 +260,57 @@ def test_redis_master_host_killed_sentinel_promotes_and_no_profile_stays_stale(
     )
     driver.up(paths, progress=lambda _line: None)  # the host boots again
     assert wait_until(lambda: hosts.redis_master(STAGING) != old, 30)
+
+
+LB_PROMISE_SECONDS = 5.0  # issue 22: requests through the floating address resume within 5 s
+
+
+def ready_holder(paths: Paths) -> Host:
+    """Return the load balancer holding the floating address once both are whole."""
+    assert wait_until(lambda: driver.lb_ready(STAGING, paths), 60), "the LBs are not whole"
+    (holder,) = hosts.floating_address_holders(STAGING)
+    return holder
+
+
+def assert_writes_resume_within_the_lb_promise(running: Writers, since: float) -> None:
+    """Writes come back through the floating address within 5 s of ``since``, and keep going."""
+    left = LB_PROMISE_SECONDS - (time.monotonic() - since)
+    assert running.wait_for_writes(5, max(left, 0.1)), running.log.summary()
+    assert running.log.gap_around(since, time.monotonic() - since) < LB_PROMISE_SECONDS
+
+
+def test_active_load_balancer_host_killed_requests_resume_within_five_seconds(
+    staging: Seeded, paths: Paths
+) -> None:
+    old = ready_holder(paths)
+    with writers(staging, 4) as running:
+        assert running.wait_for_writes(20, 60), running.log.summary()
+        killed_at = time.monotonic()
+        faults.kill_host(old)  # HAProxy and keepalived at once, as a power cut would
+        assert_writes_resume_within_the_lb_promise(running, killed_at)
+    (new,) = hosts.floating_address_holders(STAGING)
+    assert new != old
+    assert_nothing_lost(running)
+    driver.up(paths, progress=lambda _line: None)  # the host boots again
+    assert wait_until(lambda: driver.lb_ready(STAGING, paths), 60)
+    # It comes back as the backup: the address does not move a second time.
+    assert hosts.floating_address_holders(STAGING) == [new]
+
+
+def test_active_load_balancers_haproxy_killed_alone_the_address_moves_too(
+    staging: Seeded, paths: Paths
+) -> None:
+    old = ready_holder(paths)
+    with writers(staging, 5) as running:
+        assert running.wait_for_writes(20, 60), running.log.summary()
+        killed_at = time.monotonic()
+        hosts.HAProxy(paths, old).stop(lambda _line: None, signal.SIGKILL)
+        assert_writes_resume_within_the_lb_promise(running, killed_at)
+        # keepalived on the old host lives on, and gave the address up: its check failed.
+        assert hosts.Keepalived(paths, old).pid() is not None
+        holders = hosts.floating_address_holders(STAGING)
+    assert len(holders) == 1
+    assert holders != [old]
+    assert_nothing_lost(running)
+    driver.up(paths, progress=lambda _line: None)  # its HAProxy started again
+    assert wait_until(lambda: driver.lb_ready(STAGING, paths), 60)

@@ -164,6 +164,7 @@ def _every_field_changed() -> Settings:
         trusted_proxies=TrustedProxies.parse("10.0.0.5, 10.1.0.0/16, fd00::/8, unix"),
         bind="0.0.0.0:9000",
         workers=3,
+        metrics_bind="10.0.0.5:9101",
     )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -27,17 +29,47 @@ def test_inventory_has_the_hosts_staging_needs_each_on_the_subnet() -> None:
 
 def test_inventory_json_names_every_host_and_the_load_balancer() -> None:
     document = json.loads(STAGING.as_json())
-    assert document["load_balancer_url"] == "http://10.77.0.41:80"
+    assert document["load_balancer_url"] == "http://10.77.0.40:80"  # the floating address
+    assert document["floating_address"] == "10.77.0.40"
     assert document["subnet"] == str(SUBNET)
     assert {h["name"]: h["namespace"] for h in document["hosts"]}["db1"] == "gl-db1"
 
 
 def test_haproxy_checks_readyz_on_every_api_host() -> None:
-    config = render.haproxy_cfg(STAGING, Path("/run/haproxy/admin.sock"))
+    config = render.haproxy_cfg(STAGING, STAGING.named("lb2"), Path("/run/haproxy/admin.sock"))
     assert "option httpchk GET /readyz" in config
     for host in STAGING.with_role("api"):
         assert f"server {host.name} {host.address}:8000 check" in config
-    assert "bind 10.77.0.41:80" in config
+    # Clients on whichever address the host has (the floating one too); health on its own.
+    assert "bind :80" in config
+    assert "bind 10.77.0.42:8404" in config
+
+
+def test_keepalived_on_each_load_balancer_holds_the_floating_address_with_the_other() -> None:
+    lb1, lb2 = STAGING.load_balancers
+    first, second = (render.keepalived_conf(STAGING, lb) for lb in (lb1, lb2))
+    for config, own, peer in ((first, lb1, lb2), (second, lb2, lb1)):
+        assert f"unicast_src_ip {own.address}" in config
+        assert f"        {peer.address}\n" in config
+        assert "10.77.0.40/24 dev eth0" in config
+        assert "advert_int 0.1" in config
+        assert "vrrp_version 3" in config
+        assert f"http://{own.address}:8404/healthz" in config  # its own HAProxy, not the peer's
+    assert "priority 150" in first
+    assert "priority 140" in second
+
+
+@pytest.mark.parametrize("lb", ["lb1", "lb2"])
+def test_keepalived_accepts_the_rendered_file(lb: str, tmp_path: Path) -> None:
+    keepalived = shutil.which("keepalived")
+    if keepalived is None:
+        pytest.skip("keepalived is not installed (staging installs it)")
+    config = tmp_path / "keepalived.conf"
+    config.write_text(render.keepalived_conf(STAGING, STAGING.named(lb)))
+    checked = subprocess.run(
+        [keepalived, "--config-test", "-f", str(config)], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stderr
 
 
 def test_api_environment_lists_every_database_host_and_trusts_only_the_load_balancer() -> None:
@@ -56,7 +88,7 @@ def test_api_environment_lists_every_database_host_and_trusts_only_the_load_bala
         "10.77.0.12:5432/gridlink",
         "10.77.0.13:5432/gridlink",
     ]
-    assert variables["GRIDLINK_TRUSTED_PROXIES"] == "10.77.0.41"
+    assert variables["GRIDLINK_TRUSTED_PROXIES"] == "10.77.0.41,10.77.0.42"
     assert variables["GRIDLINK_MAIL_BACKEND"] == "file:/var/mail/gridlink"
 
 
