@@ -2,7 +2,7 @@
 
 - ``lifetime``   the Redis client, one keyspace per Redis lifetime (run_id), the cool-off
 - ``profiles``   profile entries: the store rule (store-if-newer; long fills only with a
-                 proof), single-flight fills
+                 lease that proves them), leases, single-flight fills
 - ``marks``      read-your-writes marks
 - ``positions``  WAL positions as Redis keeps them (16 hex digits)
 - ``stream``     the change stream: the outbox the commands write, the relay that drains
