@@ -9,6 +9,8 @@
                  it into Redis, its applied position and its lag
 - ``tokens``     the token cache: the caller behind each token, tombstones for revoked
                  ones, written through after each commit and filled from the primary
+- ``near``       each process's memory of recently read profiles, dropped on Redis's
+                 invalidations, answering only while provably current
 
 Every rule that depends on time reads one injected clock (``ProfileCache(clock=...)``).
 Redis is optional: nothing here raises because Redis is down, except where a

@@ -43,6 +43,7 @@ from redis.typing import EncodableT
 
 from gridlink.cache.lifetime import Clock, RedisLifetime, log_redis_unavailable
 from gridlink.cache.marks import WriteMarks
+from gridlink.cache.near import NearCache
 from gridlink.cache.positions import BEFORE_FIELD, applied_key, encode_position, recent_key
 from gridlink.db.lsn import Position
 
@@ -128,6 +129,8 @@ class CachedProfile:
 
     version: int
     document: bytes
+    # Whether Redis keeps it long (``k`` = 1): a short fill is not kept in memory.
+    kept: bool = True
 
     @property
     def is_tombstone(self) -> bool:
@@ -147,11 +150,18 @@ class ProfileCache:
         clock: Clock = time.monotonic,
         sentinels: Sequence[tuple[str, int]] = (),
         service: str = "gridlink",
+        near_cache_bytes: int = 0,
     ) -> None:
         self.lifetime = RedisLifetime(
             url, socket_timeout=socket_timeout, clock=clock, sentinels=sentinels, service=service
         )
         self.client = self.lifetime.client
+        # This process's memory of recently read profiles (None: every read asks Redis).
+        self.near = (
+            NearCache(self.lifetime, max_bytes=near_cache_bytes, clock=clock)
+            if near_cache_bytes
+            else None
+        )
         self.marks = WriteMarks(self.lifetime, ttl=write_mark_ttl)
         self.fill_ttl = fill_ttl
         self._store_if_newer = self.client.register_script(STORE_IF_NEWER)
@@ -192,12 +202,30 @@ class ProfileCache:
 
     # --- reads ------------------------------------------------------------------------
 
-    def get_profile(self, username: str) -> CachedProfile | None:
-        """Return the cached document (one round trip), or None on a miss or if Redis is down."""
+    def recall(self, username: str) -> CachedProfile | None:
+        """Return the profile from this process's memory when it may answer; no Redis command.
+
+        For anonymous reads only: a reader with a token may have written a
+        moment ago, and memory is current only to within ``near.CURRENT_SECONDS``.
+        """
+        if self.near is None:
+            return None
+        return self.near.get(self.profile_key(username))
+
+    def get_profile(self, username: str, *, remember: bool = False) -> CachedProfile | None:
+        """Return the cached document (one round trip), or None on a miss or if Redis is down.
+
+        ``remember``: keep what Redis answered in this process's memory (for
+        ``recall``), if Redis keeps it long and nothing changed meanwhile.
+        """
+        near = self.near if remember else None
+        generation = near.generation if near is not None else 0
         try:
             key = self.profile_key(username)
             # Bytes, as stored: the client is built with decode_responses=False.
-            version, document = cast(list[bytes | None], self.client.hmget(key, ["v", "d"]))
+            version, document, kept = cast(
+                list[bytes | None], self.client.hmget(key, ["v", "d", "k"])
+            )
         except redis.RedisError as error:
             log_redis_unavailable("read", error)
             return None
@@ -205,7 +233,10 @@ class ProfileCache:
             # A miss, or Redis restarted during the call and the key named the
             # old lifetime's (possibly stale) entry.
             return None
-        return CachedProfile(int(version), document)
+        cached = CachedProfile(int(version), document, kept == b"1")
+        if near is not None and cached.kept:
+            near.keep(key, cached, generation)
+        return cached
 
     # --- stores -----------------------------------------------------------------------
 
@@ -225,6 +256,10 @@ class ProfileCache:
         except redis.RedisError as error:
             log_redis_unavailable("store", error)
             return False
+        finally:
+            if self.near is not None:
+                # This process's readers need not wait for the invalidation.
+                self.near.discard(keys[0])
         return True
 
     def store_profiles(self, documents: Iterable[tuple[str, int, bytes]]) -> int | None:
@@ -312,6 +347,8 @@ class ProfileCache:
             log_redis_unavailable("store", error)
 
     def close(self) -> None:
+        if self.near is not None:
+            self.near.close()
         self.lifetime.close()
 
 

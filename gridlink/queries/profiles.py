@@ -1,4 +1,4 @@
-"""Read side of profiles: stored bytes from the cache, else one key lookup."""
+"""Read side of profiles: stored bytes from memory or the cache, else one key lookup."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def read_profile(connection: Connection, username: str) -> StoredProfile | None:
 
 
 class Profiles:
-    """Profile reads: the cache first (no query), then one query on a replica or the primary."""
+    """Profile reads: memory, the cache (no query), else one query on a replica or the primary."""
 
     def __init__(self, services: Services, reader: Reader) -> None:
         self._cache = services.cache
@@ -71,8 +71,14 @@ class Profiles:
             # No account has it, and the cache folds case more loosely than the
             # rules (the Kelvin sign lowercases to "k"): answer before asking it.
             return None, PRIMARY
-        cached = self._cache.get_profile(username)
-        self._metrics.observe_profile_lookup(hit=cached is not None)
+        anonymous = principal is None
+        # Memory only for anonymous readers: one with a token may have just written.
+        cached = self._cache.recall(username) if anonymous else None
+        if cached is not None:
+            self._metrics.observe_profile_lookup("memory")
+            return _from_cache(cached), CACHE
+        cached = self._cache.get_profile(username, remember=anonymous)
+        self._metrics.observe_profile_lookup("miss" if cached is None else "hit")
         if cached is not None:
             return _from_cache(cached), CACHE
         with self._cache.fill(username) as fill:
