@@ -17,9 +17,10 @@ one changes (server-assisted client-side caching):
   before that ``PING``'s answer. The thread sends one every ``PING_SECONDS``;
   memory answers only while the last answered one was sent less than
   ``CURRENT_SECONDS`` ago: every write acknowledged before then has been
-  seen (API.md promises 2 and 3). Nor while an unread message waits on the
-  connection, which in practice means an invalidation is never outrun; nor
-  while Redis is cooling off after a timeout (reads go to the database then).
+  seen (API.md promises 2 and 3). Nor while a message has reached the
+  process unapplied (on the socket, or being applied by the thread), so in
+  practice an invalidation is never outrun; nor while Redis is cooling off
+  after a timeout (reads go to the database then).
 - **A lost connection loses the memory**, when it fails and again when the
   next one is tracking: what changed meanwhile is never served from memory.
 - **A read racing a change.** An entry read from Redis is kept only if no
@@ -53,8 +54,9 @@ log = logging.getLogger(__name__)
 # API.md promise 2: a process stops answering an old version this long after the
 # write's answer, at the latest.
 CURRENT_SECONDS = 0.1
-# Several PINGs per bound: a late thread (a busy process) still keeps memory current.
-PING_SECONDS = 0.02
+# Two PINGs per bound and some: a late thread (a busy process) still keeps memory
+# current, and an answer waiting unread (reads go to Redis then) waits rarely.
+PING_SECONDS = 0.04
 # What an entry costs besides its document: the key, the objects, the LRU link.
 ENTRY_OVERHEAD_BYTES = 200
 INVALIDATIONS = b"__redis__:invalidate"
@@ -80,9 +82,11 @@ class NearCache:
         # The prefix the connection tracks; None while none does.
         self._tracked: str | None = None
         # When the last answered PING was sent (the clock's time).
-        self._current_since = -math.inf
+        self._answered_since = -math.inf
         # The connection's socket, polled for an unread message; None without one.
         self._socket: int | None = None
+        # Whether the thread is taking messages off the socket and applying them.
+        self._reading = False
         self.client_id: int | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -134,7 +138,7 @@ class NearCache:
         """
         self._start()
         return (
-            self._clock() - self._current_since < CURRENT_SECONDS
+            self._clock() - self._answered_since < CURRENT_SECONDS
             and not self._lifetime.cooling_off()
             and not self._unread()
         )
@@ -142,7 +146,7 @@ class NearCache:
     @property
     def answered_since(self) -> float:
         """When (the clock's time) the last PING Redis answered was sent; -inf: none."""
-        return self._current_since
+        return self._answered_since
 
     def close(self) -> None:
         self._stopping.set()
@@ -155,13 +159,16 @@ class NearCache:
             self._bytes -= len(entry.document) + ENTRY_OVERHEAD_BYTES
 
     def _unread(self) -> bool:
+        """Tell whether a message has reached this process and is not applied yet."""
         descriptor = self._socket
         if descriptor is None:
             return True
         # A poll object of its own: one may not be polled by two threads at once.
         poll = select.poll()
         poll.register(descriptor, select.POLLIN)
-        return bool(poll.poll(0))
+        # The socket first, then the flag: a message the thread takes off the socket
+        # after the poll was taken after it set the flag.
+        return bool(poll.poll(0)) or self._reading
 
     def _start(self) -> None:
         if self._thread is not None:
@@ -227,12 +234,33 @@ class NearCache:
             sent_at = self._clock()
             due = time.monotonic() + PING_SECONDS
             connection.send_command("PING")
-            while not self._handle(connection.read_response()):
-                pass
-            self._current_since = sent_at
+            while not (answered := self._read(connection, _TRACKING_TIMEOUT_SECONDS)):
+                if answered is None:
+                    raise redis.TimeoutError("the near cache's PING got no answer")
+            self._answered_since = sent_at
             while (left := due - time.monotonic()) > 0 and not self._stopping.is_set():
-                if connection.can_read(timeout=left):
-                    self._handle(connection.read_response())
+                self._read(connection, left)
+
+    def _read(self, connection: Any, timeout: float) -> bool | None:
+        """Apply the messages that arrive within ``timeout``; say whether a PING's answer did.
+
+        None: nothing arrived.
+
+        Readers are kept from memory from before the first byte is taken off the
+        socket until the last message taken is applied (``_reading``): in between,
+        an invalidation is neither unread on the socket nor applied yet.
+        """
+        if not connection.can_read(timeout=timeout):
+            return None
+        answered = False
+        self._reading = True
+        try:
+            while True:
+                answered = self._handle(connection.read_response()) or answered
+                if not connection.can_read(timeout=0):  # nothing buffered, nothing arrived
+                    return answered
+        finally:
+            self._reading = False
 
     def _handle(self, message: list[Any]) -> bool:
         """Apply an invalidation; return True for a PING's answer."""
@@ -250,7 +278,7 @@ class NearCache:
         return False
 
     def _lose(self, connection: Any) -> None:
-        self._current_since = -math.inf
+        self._answered_since = -math.inf
         with self._lock:
             self._socket = None
             self._tracked = None
