@@ -8,8 +8,10 @@
   stores and fills from the primary live ``AUTHORITATIVE_TTL_SECONDS``.
 - **A fill from a replica lives long only with a lease that proves it.** A
   miss takes the profile's *lease* (``gl:<run_id>:lease:<user>``) unless one
-  is held: the stream's applied position at that moment, an upper bound of
-  the commit of every change of that profile Redis has been given so far.
+  is held: the stream's applied position at that moment (or, for a profile
+  the relay's last batch did not change, the position that batch raised
+  from), an upper bound of the commit of every change of that profile the
+  stream has stored so far.
   Every change of the profile stored through here (the write-through, the
   change stream) *voids* the lease in the same script. A fill is kept
   ``fill_ttl`` only if the lease is still there and the replica had replayed
