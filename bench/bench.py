@@ -18,7 +18,8 @@ machine: the report says which size it measured), and measures:
   writes 5 and 50 times a second (``bench/live_writer.py``), beside a Falcon
   app doing one Redis ``HMGET`` and one answering a constant body of the
   same size, under the same gunicorn configuration, in the same run, with
-  what Redis answered per read (commands, bytes); then the targets;
+  what Redis answered per read (commands, ``HMGET``s, bytes); a hot set of
+  profiles with each process's near cache on and off; then the targets;
 - where a cached read's CPU goes, in a process of its own
   (``bench/hit_profile.py``);
 - write latency: create a link, rename a grid (each rebuilds the profile
@@ -83,6 +84,8 @@ SMALL = SeedPlan(users=100, grids=10, links=10)
 SOURCE = "X-Gridlink-Read-Source"
 PASSWORD = "bench password"  # noqa: S105 - the seeded test users' password, not a secret
 READS = 2000
+# The hot set: profiles every read is drawn from in the near-cache rows (about 3 MB).
+HOT_PROFILES = 100
 WRITES = 200
 WRK_SECONDS = 10
 WRK_CONNECTIONS = 32
@@ -166,6 +169,8 @@ def prepare(name: str, database: str, redis_db: int, plan: SeedPlan) -> Dataset:
         database_url=built.database_url,
         replica_urls=built.replica_urls,
         redis_url=f"redis://127.0.0.1:{REDIS_PORT}/{redis_db}",
+        # Every read through Redis, unless an app below turns the near cache on.
+        near_cache_bytes=0,
     )
     services = Services.connect(settings)
     with services.primary.begin() as connection:
@@ -348,6 +353,9 @@ class Throughput:
     # writer's too), per answer: commands processed, bytes sent.
     redis_commands: float = 0.0
     redis_bytes: float = 0.0
+    # Of those, HMGETs (profile reads from Redis) and PINGs (near caches) per answer.
+    redis_hmgets: float = 0.0
+    redis_pings: float = 0.0
     # The rate another user's writes kept during the run (0: none).
     writes_per_second: float = 0.0
 
@@ -368,14 +376,22 @@ def median_throughput(runs: Sequence[Throughput]) -> Throughput:
         statistics.median(run.worker_cpu_us for run in runs),
         statistics.median(run.redis_commands for run in runs),
         statistics.median(run.redis_bytes for run in runs),
+        statistics.median(run.redis_hmgets for run in runs),
+        statistics.median(run.redis_pings for run in runs),
         statistics.median(run.writes_per_second for run in runs),
     )
 
 
-def redis_counters(client: redis.Redis) -> tuple[int, int]:
-    """Return Redis's commands processed and bytes sent so far (``INFO stats``)."""
+def redis_counters(client: redis.Redis) -> tuple[int, int, int, int]:
+    """Return Redis's commands processed, bytes sent, HMGETs and PINGs so far (``INFO``)."""
     stats: dict[str, Any] = client.info("stats")
-    return int(stats["total_commands_processed"]), int(stats["total_net_output_bytes"])
+    commands: dict[str, Any] = client.info("commandstats")
+    return (
+        int(stats["total_commands_processed"]),
+        int(stats["total_net_output_bytes"]),
+        int(commands.get("cmdstat_hmget", {}).get("calls", 0)),
+        int(commands.get("cmdstat_ping", {}).get("calls", 0)),
+    )
 
 
 def run_wrk(
@@ -383,7 +399,7 @@ def run_wrk(
 ) -> Throughput:
     """Run wrk against ``server`` (refuse any error answer) and say what it measured."""
     workers_before = sum(cpu_ticks(pid) for pid in server.worker_pids())
-    commands_before, bytes_before = redis_counters(redis_client)
+    commands_before, bytes_before, hmgets_before, pings_before = redis_counters(redis_client)
     done = subprocess.run(
         [
             wrk,
@@ -400,7 +416,7 @@ def run_wrk(
         check=True,
     )
     workers_ticks = sum(cpu_ticks(pid) for pid in server.worker_pids()) - workers_before
-    commands_after, bytes_after = redis_counters(redis_client)
+    commands_after, bytes_after, hmgets_after, pings_after = redis_counters(redis_client)
     cpu_seconds = workers_ticks / os.sysconf("SC_CLK_TCK")
     socket = re.search(
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", done.stdout
@@ -423,22 +439,28 @@ def run_wrk(
         elsewhere,
         timeouts,
         cpu_seconds / answers * 1e6,
-        # INFO itself is one command and its answer: left in, it is noise.
+        # The two INFOs are two commands and their answers: left in, they are noise.
         (commands_after - commands_before) / answers,
         (bytes_after - bytes_before) / answers,
+        (hmgets_after - hmgets_before) / answers,
+        (pings_after - pings_before) / answers,
     )
 
 
-def wrk_script(seeded: SeedResult) -> Path:
-    """A wrk script: a random seeded user's profile per request; counts where answers came from."""
-    script = WORK_DIR / "profiles.lua"
+def wrk_script(seeded: SeedResult, hot: bool = False) -> Path:
+    """A wrk script: a random seeded user's profile per request; counts where answers came from.
+
+    ``hot``: drawn from the first ``HOT_PROFILES`` users only.
+    """
+    last = min(seeded.last, seeded.first + HOT_PROFILES - 1) if hot else seeded.last
+    script = WORK_DIR / ("hot-profiles.lua" if hot else "profiles.lua")
     script.write_text(
         f"""math.randomseed(os.time())
 local threads = {{}}
 function setup(thread) table.insert(threads, thread) end
 function init(args) cache = 0; elsewhere = 0 end
 function request()
-  local number = math.random({seeded.first}, {seeded.last})
+  local number = math.random({seeded.first}, {last})
   return wrk.format("GET", "/api/users/test_user_" .. number .. "/")
 end
 function response(status, headers, body)
@@ -506,6 +528,10 @@ class App:
     # Another user's writes a second through the same server, from before the
     # warm-up pass to the end of the run (0: an idle system).
     writes_per_second: int = 0
+    # Each process's near cache at its default size (else off: every read asks Redis).
+    near_cache: bool = False
+    # Reads drawn from the first HOT_PROFILES profiles only.
+    hot: bool = False
 
 
 APPS = (
@@ -513,6 +539,16 @@ APPS = (
     App("Gridlink, steady state, another user writing 5 times a second", None, "pass", 5),
     App("Gridlink, steady state, another user writing 50 times a second", None, "pass", 50),
     App("Gridlink, every profile stored first (`--warm`)", None, "stored"),
+    App(
+        f"Gridlink, a hot set of {HOT_PROFILES} profiles, near cache off", None, "stored", hot=True
+    ),
+    App(
+        f"Gridlink, a hot set of {HOT_PROFILES} profiles, near cache on",
+        None,
+        "stored",
+        near_cache=True,
+        hot=True,
+    ),
     App(
         "Falcon app doing one Redis `HMGET` of the same entry",
         "bench.constant_app:get_redis_app()",
@@ -524,7 +560,7 @@ APPS = (
         "stored",
     ),
 )
-STEADY, WRITES_5, WRITES_50, STORED, ONE_HMGET, CONSTANT = range(len(APPS))
+STEADY, WRITES_5, WRITES_50, STORED, HOT_REDIS, HOT_NEAR, ONE_HMGET, CONSTANT = range(len(APPS))
 
 
 def sign_up_writer(dataset: Dataset) -> tuple[str, str]:
@@ -549,7 +585,7 @@ def sign_up_writer(dataset: Dataset) -> tuple[str, str]:
 def throughput(dataset: Dataset, options: Sequence[str]) -> list[Throughput]:
     """Measure each of ``APPS``: medians of interleaved rounds, in one run."""
     wrk = ensure_wrk()
-    script = wrk_script(dataset.seeded)
+    scripts = {hot: wrk_script(dataset.seeded, hot) for hot in (False, True)}
     warm_profiles(dataset.services, dataset.user_ids)
     body = WORK_DIR / "constant-body.json"
     first = dataset.seeded.username(dataset.seeded.first)
@@ -565,6 +601,9 @@ def throughput(dataset: Dataset, options: Sequence[str]) -> list[Throughput]:
             else:
                 redis_client.flushall()
             environment = {"BENCH_CONSTANT_BODY": str(body)}
+            if app.near_cache:
+                environment["GRIDLINK_NEAR_CACHE_BYTES"] = str(Settings().near_cache_bytes)
+            script = scripts[app.hot]
             with gunicorn(dataset.settings, options, app.wsgi_app, **environment) as server:
                 # Every worker booted (imports, pools) before the clock starts:
                 # the first answers come while the other workers still start.
@@ -607,6 +646,7 @@ def hit_path_profile(dataset: Dataset) -> dict[str, Any]:
         BENCH_CONSTANT_BODY=str(WORK_DIR / "constant-body.json"),
         BENCH_FIRST_USER=str(dataset.seeded.first),
         BENCH_LAST_USER=str(dataset.seeded.last),
+        BENCH_HOT_PROFILES=str(HOT_PROFILES),
     )
     environment.pop("PROMETHEUS_MULTIPROC_DIR", None)  # it makes a fresh one
     done = subprocess.run(
@@ -654,6 +694,14 @@ def report(
         "# Gridlink benchmark (`make bench`)",
         "",
         f"Measured {machine()}.",
+        "",
+        f"Large dataset: {LARGE.users:,} users, {LARGE.total_links:,} links"
+        + (
+            f" (`GRIDLINK_BENCH_USERS={LARGE.users}`; `make bench` seeds 10,000 users, "
+            "1,000,000 links, without it)."
+            if "GRIDLINK_BENCH_USERS" in os.environ
+            else "."
+        ),
         "",
         "## Seed",
         "",
@@ -710,23 +758,36 @@ def throughput_section(large: Dataset, rates: list[Throughput]) -> list[str]:
         "the warm-up to the end of `wrk`: each write commits on the primary, is written "
         "through, and moves the change stream's applied position. Worker CPU is what the "
         "gunicorn workers spent per answer (`/proc`): steadier than requests/s on this shared "
-        "machine. Redis commands and bytes are `INFO stats` deltas over the run "
-        "(`total_commands_processed`, `total_net_output_bytes`: every client's, the relay's "
-        "and the writer's included) per answer.",
+        "machine. Redis commands (of them `HMGET`s and `PING`s) and bytes are `INFO` deltas "
+        "over the run (`total_commands_processed`, `cmdstat_hmget`, `cmdstat_ping`, "
+        "`total_net_output_bytes`: every client's, the relay's, the writer's and the near "
+        "caches' included) per answer. Gridlink's rows run with the near cache off "
+        "(`GRIDLINK_NEAR_CACHE_BYTES=0`: every read asks Redis) but the one that says it is "
+        "on (its default size, "
+        f"{Settings().near_cache_bytes // 2**20} MiB per process); the hot-set rows read a "
+        f"random one of the first {HOT_PROFILES} profiles.",
         "",
         "| app | writes/s | requests/s | p50 | p99 | from the cache | worker CPU per answer "
-        f"| Redis commands per answer | Redis bytes sent per answer | no answer in {WRK_TIMEOUT} "
-        "| ÷ one-`HMGET` app |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| Redis commands per answer (`HMGET`s; `PING`s) | Redis bytes sent per answer "
+        f"| no answer in {WRK_TIMEOUT} | ÷ one-`HMGET` app | ÷ constant-body app |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         *(
             f"| {app.label} | {run.writes_per_second:.1f} | {run.requests_per_second:,.0f} "
             f"| {run.p50_ms:.2f} ms | {run.p99_ms:.2f} ms | {run.hit_ratio:.1%} "
-            f"| {run.worker_cpu_us:,.0f} us | {run.redis_commands:.2f} "
+            f"| {run.worker_cpu_us:,.0f} us | {run.redis_commands:.3f} ({run.redis_hmgets:.3f}; "
+            f"{run.redis_pings:.3f}) "
             f"| {run.redis_bytes:,.0f} | {run.timeouts} "
-            f"| {run.requests_per_second / one_read.requests_per_second:.2f} |"
+            f"| {run.requests_per_second / one_read.requests_per_second:.2f} "
+            f"| {run.requests_per_second / rates[CONSTANT].requests_per_second:.2f} |"
             for app, run in zip(APPS, rates, strict=True)
         ),
     ]
+
+
+def memory_hit_commands(run: Throughput) -> float:
+    """Redis commands per answer from memory, but the HMGETs and the near caches' PINGs."""
+    others = run.redis_commands - run.redis_hmgets - run.redis_pings
+    return max(0.0, others) / max(1e-9, 1 - run.redis_hmgets)
 
 
 def targets_section(large: Dataset, miss: Latency, rates: list[Throughput]) -> list[str]:
@@ -748,7 +809,30 @@ def targets_section(large: Dataset, miss: Latency, rates: list[Throughput]) -> l
             (f"{name} / one-`HMGET` app", f"{share(run):.2f}", "≥ 0.9", share(run) >= 0.9),
         ]
     steady = rates[STEADY]
+    near, far = rates[HOT_NEAR], rates[HOT_REDIS]
+    near_share = near.requests_per_second / rates[CONSTANT].requests_per_second
     rows += [
+        (
+            f"hot set of {HOT_PROFILES}, near cache on / constant-body app",
+            f"{near_share:.2f} (worker CPU: "
+            f"{rates[CONSTANT].worker_cpu_us / near.worker_cpu_us:.2f})",
+            "≥ 0.8",
+            near_share >= 0.8,
+        ),
+        (
+            "hot set, near cache on: answers from memory (those that sent no `HMGET`); Redis "
+            "commands per memory hit, besides the `HMGET`s of the other reads and the near "
+            "caches' `PING`s (the relay's loop is all that is left)",
+            f"{1 - near.redis_hmgets:.1%}; {memory_hit_commands(near):.4f}",
+            "0 per memory hit",
+            memory_hit_commands(near) < 0.01,
+        ),
+        (
+            "Redis bytes sent per read, hot set: near cache off → on",
+            f"{far.redis_bytes:,.0f} → {near.redis_bytes:,.0f}",
+            "",
+            near.redis_bytes < far.redis_bytes / 10,
+        ),
         (
             "every profile stored / one-`HMGET` app (the hit path alone)",
             f"{share(stored):.2f} (worker CPU: "

@@ -9,11 +9,16 @@ the change stream, and the stream's applied position moving on.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from types import TracebackType
 
 from infra.http_client import api_request
+
+# One thread keeps at most this many writes a second: a write on a busy machine
+# takes tens of milliseconds, and a thread sends the next only after an answer.
+WRITES_PER_THREAD = 5
 
 
 class LiveWriter:
@@ -23,9 +28,14 @@ class LiveWriter:
         self._address = address
         self._token = token
         self._grid = grid
-        self._interval = 1 / per_second
+        count = max(1, math.ceil(per_second / WRITES_PER_THREAD))
+        self._interval = count / per_second  # each thread's; the threads start staggered
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="live-writer", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._run, args=(number / per_second,), daemon=True)
+            for number in range(count)
+        ]
+        self._lock = threading.Lock()
         self._failure: str | None = None
         self.written = 0
         self._started = 0.0
@@ -38,7 +48,8 @@ class LiveWriter:
 
     def __enter__(self) -> LiveWriter:
         self._started = time.monotonic()
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(
@@ -48,13 +59,14 @@ class LiveWriter:
         trace: TracebackType | None,
     ) -> None:
         self._stopping.set()
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()
         self._stopped = time.monotonic()
         if self._failure is not None and kind is None:
             raise RuntimeError(f"live writer: {self._failure}")
 
-    def _run(self) -> None:
-        due = time.monotonic()
+    def _run(self, offset: float) -> None:
+        due = self._started + offset
         while not self._stopping.wait(max(0.0, due - time.monotonic())):
             reply = api_request(
                 self._address,
@@ -63,9 +75,11 @@ class LiveWriter:
                 {"title": f"Live {self.written}"},
                 self._token,
             )
-            if reply.status != 200:
-                self._failure = f"a write answered {reply.status}: {reply.body[:200]!r}"
-                return
-            self.written += 1
+            with self._lock:
+                if reply.status != 200:
+                    self._failure = f"a write answered {reply.status}: {reply.body[:200]!r}"
+                    self._stopping.set()
+                    return
+                self.written += 1
             # A fixed schedule, not a fixed pause: a slow write does not lower the rate.
             due += self._interval
