@@ -7,13 +7,15 @@ line is formatted and written (to /dev/null). It calls each WSGI app as
 gunicorn does, for random seeded users whose profiles are cached, and prints
 one JSON object:
 
-- ``cpu_us``: CPU microseconds per request of Gridlink, of the one-``HMGET``
-  app and of the constant-body app (``bench/constant_app.py``);
+- ``cpu_us``: CPU microseconds per request of Gridlink (every read through
+  Redis), of Gridlink answering a hot set from its near cache, of the
+  one-``HMGET`` app and of the constant-body app (``bench/constant_app.py``);
 - ``shares``: of Gridlink's profiled time per request, the parts spent in
   the Redis call, the metrics, the log line and everything else.
 
 Environment: the ``GRIDLINK_*`` settings of a seeded, cached cluster,
-``BENCH_CONSTANT_BODY``, ``BENCH_FIRST_USER``/``BENCH_LAST_USER``.
+``BENCH_CONSTANT_BODY``, ``BENCH_FIRST_USER``/``BENCH_LAST_USER``,
+``BENCH_HOT_PROFILES``.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ import orjson
 
 from bench.constant_app import get_app as constant_app
 from bench.constant_app import get_redis_app
-from gridlink.app import get_app
+from gridlink.app import create_app, get_app
+from gridlink.services import Services
+from gridlink.settings import Settings
 from gridlink.web.logs import JsonFormatter
 
 REQUESTS = 3000
@@ -107,6 +111,22 @@ def shares(app: WsgiApp, usernames: list[str]) -> dict[str, float]:
     return {label: spent / total for label, spent in parts.items()}
 
 
+def near_cache_app() -> WsgiApp:
+    """Build Gridlink with its near cache at the default size, once it is current."""
+    settings = Settings.for_serving(os.environ).replace(
+        near_cache_bytes=Settings().near_cache_bytes
+    )
+    services = Services.connect(settings)
+    near = services.cache.near
+    assert near is not None
+    deadline = time.monotonic() + 15
+    while not near.current():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the near cache's invalidation connection never became current")
+        time.sleep(0.01)
+    return create_app(settings, services)
+
+
 def main() -> None:
     handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
     handler.setFormatter(JsonFormatter())
@@ -117,14 +137,17 @@ def main() -> None:
     rng = random.Random(11)
     first, last = int(os.environ["BENCH_FIRST_USER"]), int(os.environ["BENCH_LAST_USER"])
     usernames = [f"test_user_{rng.randint(first, last)}" for _ in range(REQUESTS)]
+    hot_last = min(last, first + int(os.environ["BENCH_HOT_PROFILES"]) - 1)
+    hot = [f"test_user_{rng.randint(first, hot_last)}" for _ in range(REQUESTS)]
     gridlink = get_app()
-    apps: dict[str, WsgiApp] = {
-        "Gridlink": gridlink,
-        "one-HMGET app": get_redis_app(),
-        "constant-body app": constant_app(),
+    apps: dict[str, tuple[WsgiApp, list[str]]] = {
+        "Gridlink": (gridlink, usernames),
+        "Gridlink, a hot set from its near cache": (near_cache_app(), hot),
+        "one-HMGET app": (get_redis_app(), usernames),
+        "constant-body app": (constant_app(), usernames),
     }
     result = {
-        "cpu_us": {label: cpu_us_per_request(app, usernames) for label, app in apps.items()},
+        "cpu_us": {label: cpu_us_per_request(app, reads) for label, (app, reads) in apps.items()},
         "shares": shares(gridlink, usernames),
     }
     sys.stdout.write(orjson.dumps(result).decode() + "\n")

@@ -118,6 +118,7 @@ class Services:
             socket_timeout=_REDIS_TIMEOUT_SECONDS,
             sentinels=settings.redis_sentinels,
             service=settings.redis_service,
+            near_cache_bytes=settings.near_cache_bytes,
         )
         router = ReplicaRouter(
             settings.database_url,

@@ -297,8 +297,10 @@ class Settings:
     max_replica_lag_seconds: float = setting(
         "GRIDLINK_MAX_REPLICA_LAG_SECONDS", 5.0, _positive_float, repr
     )
-    # How long a fill from a replica stays cached when the change stream proves it current.
+    # How long a fill from a replica stays cached when its lease proves it current.
     cache_fill_ttl_seconds: int = setting("GRIDLINK_CACHE_FILL_TTL_SECONDS", 3600, _positive_int)
+    # Each server process's memory of recently read profiles, in bytes; 0 turns it off.
+    near_cache_bytes: int = setting("GRIDLINK_NEAR_CACHE_BYTES", 32 * 1024 * 1024, _count)
     mail_backend: MailBackend = setting(
         "GRIDLINK_MAIL_BACKEND", MailBackend("console"), _mail_backend, MailBackend.render
     )

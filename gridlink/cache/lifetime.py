@@ -62,8 +62,11 @@ class CoolOff:
     def begin(self) -> None:
         self._until = self._clock() + TIMEOUT_COOL_OFF_SECONDS
 
+    def active(self) -> bool:
+        return self._clock() < self._until
+
     def check(self) -> None:
-        if self._clock() < self._until:
+        if self.active():
             raise redis.TimeoutError("Redis timed out a moment ago; not asking it yet.")
 
 
@@ -135,6 +138,10 @@ class RedisLifetime:
             )
         else:
             self.client = redis.Redis.from_url(url, **options)
+
+    def cooling_off(self) -> bool:
+        """Tell whether Redis timed out a moment ago (and is not asked for now)."""
+        return self._cool_off.active()
 
     def on_new_lifetime(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` whenever Redis turns out to have restarted (a new run_id)."""

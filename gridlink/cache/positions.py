@@ -40,3 +40,13 @@ def decode_position(raw: bytes | None) -> Position | None:
 def applied_key(keyspace: str) -> str:
     """Name the stream's applied position in a Redis lifetime's keyspace."""
     return f"{keyspace}:stream:applied"
+
+
+# The field of ``recent_key`` that holds the position before the last batch; no
+# username has a colon.
+BEFORE_FIELD = ":before"
+
+
+def recent_key(keyspace: str) -> str:
+    """Name the hash of the stream's last batch: the position before it, the profiles it changed."""
+    return f"{keyspace}:stream:recent"

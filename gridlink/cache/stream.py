@@ -10,14 +10,18 @@ drains it:
 2. THEN read ``pg_current_wal_lsn()``: it is past the commit of every change
    the first read saw;
 3. in ONE Redis transaction, store every document (store-if-newer,
-   authoritative) and raise the applied position (``gl:<run_id>:stream:applied``)
-   to that LSN, with a lifetime of ``POSITION_TTL_SECONDS`` that every loop
-   renews, even an idle one: no key means no proof (the stream is down, or
-   Redis lost its data), and fills from replicas are short again. The
-   position is an upper bound of the commits of every change the stream has
-   applied, so an empty batch leaves it where it is (fills from replicas that
-   have replayed it stay long while nothing changes), except that a missing
-   one starts at the current LSN, past anything applied before;
+   authoritative: each voids its profile's lease) and raise the applied
+   position (``gl:<run_id>:stream:applied``) to that LSN, with a lifetime of
+   ``POSITION_TTL_SECONDS`` that every loop renews, even an idle one: no key
+   means no proof (the stream is down, or Redis lost its data), and fills
+   from replicas are short again. The position is an upper bound of the
+   commits of every change the stream has applied, so an empty batch leaves
+   it where it is, except that a missing one starts at the current LSN, past
+   anything applied before. A batch that changed profiles also records them,
+   with the position it raised from (``gl:<run_id>:stream:recent``): that
+   position bounds every *other* profile's changes, so a lease taken just
+   after a batch, for a profile the batch did not change, asks a replica
+   for less than the batch's own position (``gridlink.cache.profiles``);
 4. delete the dirty rows it applied, unless a newer version arrived meanwhile.
 
 A relay killed anywhere in this redoes the batch on its next start (stores
@@ -43,7 +47,13 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from gridlink.cache.lifetime import log_redis_unavailable
-from gridlink.cache.positions import RAISE_POSITION, applied_key, decode_position, encode_position
+from gridlink.cache.positions import (
+    BEFORE_FIELD,
+    applied_key,
+    decode_position,
+    encode_position,
+    recent_key,
+)
 from gridlink.cache.profiles import ProfileCache
 from gridlink.db.lsn import CURRENT_POSITION_SQL, Position, format_lsn, parse_lsn, position_from_row
 from gridlink.db.urls import libpq_url
@@ -57,6 +67,35 @@ POLL_SECONDS = 0.5
 POSITION_TTL_SECONDS = 5
 # A batch is one Redis MULTI: 200 documents of ~30 KB stay far inside the client timeout.
 BATCH_SIZE = 200
+
+# KEYS[1]: the applied position; KEYS[2]: the last batch's record (a hash).
+# ARGV: the batch's position (24 hex digits), seconds to live, then the
+# usernames the batch changed (none: an idle round). The position is raised as
+# RAISE_POSITION raises it (an idle round only sets a missing one). A batch
+# that changed profiles records them and the position it raised from, which
+# bounds every other profile's changes (that of the batch itself when there
+# was none: nothing then bounds what was applied before it).
+ADVANCE = f"""
+local before = redis.call('GET', KEYS[1])
+local position = ARGV[1]
+if before and (#ARGV == 2 or before > position) then
+  position = before
+end
+redis.call('SET', KEYS[1], position, 'EX', ARGV[2])
+if #ARGV > 2 then
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[2], '{BEFORE_FIELD}', before or position)
+  for index = 3, #ARGV do
+    redis.call('HSET', KEYS[2], ARGV[index], '1')
+  end
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+elseif before then
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+else
+  redis.call('DEL', KEYS[2])
+end
+return position
+"""
 # Short: the cost of a retry is one connection attempt, and the stream is late meanwhile.
 _MAX_BACKOFF_SECONDS = 1.0
 
@@ -122,7 +161,7 @@ class ChangeRelay:
         self._position_ttl = position_ttl
         self._batch_size = batch_size
         self._connection: Any = None
-        self._raise_position = cache.client.register_script(RAISE_POSITION)
+        self._advance = cache.client.register_script(ADVANCE)
 
     def run(self, stopping: threading.Event) -> None:
         """Relay until ``stopping`` is set; never end because a server went away."""
@@ -223,11 +262,13 @@ class ChangeRelay:
 
     def _apply(self, documents: list[tuple[str, int, bytes]], position: Position) -> None:
         """Store the documents and raise the applied position, all or nothing."""
+        keyspace = self._cache.keyspace()
+        changed = [username.lower() for username, _, _ in documents]
         with self._cache.client.pipeline(transaction=True) as pipeline:
             self._cache.queue_stores(pipeline, documents)
-            self._raise_position(
-                keys=[applied_key(self._cache.keyspace())],
-                args=[encode_position(position), self._position_ttl, 1 if documents else 0],
+            self._advance(
+                keys=[applied_key(keyspace), recent_key(keyspace)],
+                args=[encode_position(position), self._position_ttl, *changed],
                 client=pipeline,
             )
             pipeline.execute()

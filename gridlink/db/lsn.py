@@ -20,6 +20,12 @@ CURRENT_POSITION = text(
 )
 # Spelled for a plain DB-API cursor (the change relay's).
 CURRENT_POSITION_SQL = str(CURRENT_POSITION)
+# A replica's timeline: the one its WAL receiver streams (pg_monitor may read it),
+# or, with no receiver running, the one of its last restartpoint.
+REPLICA_TIMELINE_SQL = (
+    "COALESCE((SELECT received_tli FROM pg_stat_wal_receiver),"
+    " (SELECT timeline_id FROM pg_control_checkpoint()))"
+)
 
 
 class Position(NamedTuple):
@@ -42,6 +48,14 @@ def current_position(connection: Connection) -> Position:
     """Ask the primary ``connection`` reaches for its current position and timeline."""
     row = connection.execute(CURRENT_POSITION).one()
     return position_from_row(row[0], row[1])
+
+
+def parse_position(text: str) -> Position | None:
+    """Read a position written ``<timeline>:<lsn>`` (as SQL builds one); None for ''."""
+    timeline, separator, lsn = text.partition(":")
+    if not separator:
+        return None
+    return Position(int(timeline), parse_lsn(lsn))
 
 
 def parse_lsn(lsn: str) -> int:

@@ -23,7 +23,6 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from gridlink.accounts.tokens import Principal
 from gridlink.cache import CacheUnavailable
-from gridlink.db.lsn import Position
 from gridlink.routing.router import Replica
 from gridlink.services import Services
 
@@ -56,30 +55,18 @@ class Reader:
         self, reader: Principal | None, query: Callable[[Connection], T]
     ) -> tuple[T, ReadSource]:
         """Run ``query`` for ``reader`` (None: anonymous); return its result and source."""
-        result, source, _position = self.read_with_position(reader, query)
-        return result, source
-
-    def read_with_position(
-        self, reader: Principal | None, query: Callable[[Connection], T]
-    ) -> tuple[T, ReadSource, Position | None]:
-        """Read as ``read`` does; also return the replica's replay position before the query.
-
-        The position is None when the primary answered (nothing is newer).
-        """
         failure: Exception | None = None
-        for engine, source, position in self._candidates(reader):
+        for engine, source in self._candidates(reader):
             try:
                 with engine.connect() as connection:
-                    return query(connection), source, position
+                    return query(connection), source
             except _UNREACHABLE as error:
                 log.warning("read failed on %s, trying the next server", source.name)
                 failure = error
         assert failure is not None
         raise failure
 
-    def _candidates(
-        self, reader: Principal | None
-    ) -> Iterator[tuple[Engine, ReadSource, Position | None]]:
+    def _candidates(self, reader: Principal | None) -> Iterator[tuple[Engine, ReadSource]]:
         services = self._services
         chosen: Replica | None = None
         try:
@@ -91,10 +78,10 @@ class Reader:
             # branch, or not: the router only hands out a replica of the same one.
             chosen = services.router.choose(written)
             if chosen is not None:
-                yield chosen.engine, REPLICA, chosen.position
-        yield services.primary, PRIMARY, None
+                yield chosen.engine, REPLICA
+        yield services.primary, PRIMARY
         # The primary is down: any replica in rotation beats no answer.
         services.router.refresh_if_blind()
         fallback = services.router.choose()
         if fallback is not None and fallback != chosen:
-            yield fallback.engine, REPLICA, fallback.position
+            yield fallback.engine, REPLICA

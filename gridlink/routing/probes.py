@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from gridlink.db.lsn import parse_lsn
+from gridlink.db.lsn import REPLICA_TIMELINE_SQL, parse_lsn
 from gridlink.db.tcp import dead_peer_options
 
 logger = logging.getLogger(__name__)
@@ -37,19 +37,16 @@ PROBE_DEADLINE_SECONDS = 0.8
 _TCP_USER_TIMEOUT_MS = 1000
 
 # The timeline: a primary's is the one its current WAL file is named after; a
-# replica's is the one its WAL receiver streams (pg_monitor may read it), or,
-# with no receiver running, the one of its last restartpoint. The replay age
-# is taken against clock_timestamp(), the moment the row is computed, not
-# now(), the start of the transaction the query happens to run in.
+# replica's, REPLICA_TIMELINE_SQL's. The replay age is taken against
+# clock_timestamp(), the moment the row is computed, not now(), the start of
+# the transaction the query happens to run in.
 _PROBE_SQL = (
     "SELECT pg_is_in_recovery(),"
     " CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,"
     " pg_last_wal_receive_lsn()::text,"
     " pg_last_wal_replay_lsn()::text,"
     " EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float8,"
-    " CASE WHEN pg_is_in_recovery()"
-    "  THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver),"
-    "                (SELECT timeline_id FROM pg_control_checkpoint()))"
+    f" CASE WHEN pg_is_in_recovery() THEN {REPLICA_TIMELINE_SQL}"
     "  ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
     " END"
 )

@@ -54,7 +54,7 @@ class Metrics:
         )
         self.profile_cache = Counter(
             "gridlink_profile_cache_lookups",
-            "Profile lookups in Redis, by result: hit or miss.",
+            "Profile lookups, by result: memory (this process's near cache), hit (Redis) or miss.",
             ["result"],
             registry=self.registry,
         )
@@ -67,7 +67,7 @@ class Metrics:
         # Every series exists from the start, so a rate() has a zero to start
         # from; and each child is bound once, not looked up per request.
         self._lookups = {
-            hit: self.profile_cache.labels(result="hit" if hit else "miss") for hit in (True, False)
+            result: self.profile_cache.labels(result=result) for result in ("memory", "hit", "miss")
         }
         self._reads = {
             source: self.reads.labels(source=source) for source in ("cache", "replica", "primary")
@@ -93,8 +93,9 @@ class Metrics:
         child = self._reads.get(source)
         (child or self.reads.labels(source=source)).inc()
 
-    def observe_profile_lookup(self, *, hit: bool) -> None:
-        self._lookups[hit].inc()
+    def observe_profile_lookup(self, result: str) -> None:
+        """Count a profile lookup: ``memory``, ``hit`` or ``miss``."""
+        self._lookups[result].inc()
 
 
 def current_snapshot(router: ReplicaRouter) -> RouterSnapshot:

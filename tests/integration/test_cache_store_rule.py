@@ -1,4 +1,4 @@
-"""The store rule as Redis runs it (one Lua script), and the write-mark rule with a fake clock.
+"""The store rule and the leases as Redis runs them (Lua scripts), and the write-mark rule.
 
 Each test uses a ProfileCache of its own on the session's Redis, with an
 injected clock where time matters, and usernames of its own.
@@ -17,7 +17,8 @@ from gridlink.cache import (
     CacheUnavailable,
     ProfileCache,
 )
-from gridlink.cache.positions import RAISE_POSITION, applied_key, encode_position
+from gridlink.cache.positions import RAISE_POSITION, applied_key, encode_position, recent_key
+from gridlink.cache.stream import ADVANCE
 from gridlink.db.lsn import Position
 from gridlink.settings import Settings
 from tests.support.api import random_username
@@ -134,6 +135,103 @@ def test_without_an_applied_position_a_fill_from_a_replica_lives_one_second(
     from_primary = random_username("primary")
     fill(cache, from_primary, 1, None)
     assert ttl(cache, from_primary) > FILL_TTL
+
+
+def kept(cache: ProfileCache, username: str) -> bytes | None:
+    """Say whether the entry is marked kept for long (b"1") or a short fill (b"0")."""
+    flag: bytes | None = cache.client.hget(cache.profile_key(username), "k")  # type: ignore[assignment]
+    return flag
+
+
+def test_the_lease_is_the_applied_position_when_the_miss_was_taken_not_when_it_is_stored(
+    cache: ProfileCache, set_applied: Callable[..., None]
+) -> None:
+    set_applied(1000)
+    username = random_username("lease")
+    with cache.fill(username) as turn:
+        # Other users write meanwhile: the stream applies their changes, never this one's.
+        set_applied(5000)
+        turn.store(1, b"one", Position(1, 1000))
+    assert FILL_TTL - 5 < ttl(cache, username) <= FILL_TTL
+    assert kept(cache, username) == b"1"
+
+
+def test_a_change_of_the_profile_voids_its_lease_and_a_fill_that_raced_it_lives_one_second(
+    cache: ProfileCache, set_applied: Callable[..., None]
+) -> None:
+    set_applied(1000)
+    username = random_username("raced")
+    with cache.fill(username) as turn:
+        # Between the fill's read (version 1) and its store: version 2 is committed and
+        # stored (the relay or the write-through), and its entry evicted.
+        assert cache.store_profile(username, 2, b"two")
+        cache.client.delete(cache.profile_key(username))
+        turn.store(1, b"one", Position(1, 2000))
+    assert 0 < ttl(cache, username) <= SHORT_FILL_TTL_SECONDS
+    assert kept(cache, username) == b"0"
+
+
+def test_an_evicted_lease_proves_nothing(
+    cache: ProfileCache, set_applied: Callable[..., None]
+) -> None:
+    set_applied(1000)
+    username = random_username("evicted")
+    with cache.fill(username) as turn:
+        cache.client.delete(cache.lease_key(username))
+        turn.store(1, b"one", Position(1, 2000))
+    assert 0 < ttl(cache, username) <= SHORT_FILL_TTL_SECONDS
+
+
+def test_a_fill_kept_short_leaves_its_lease_to_prove_the_next_one(
+    cache: ProfileCache, set_applied: Callable[..., None]
+) -> None:
+    set_applied(1000)
+    username = random_username("second")
+    fill(cache, username, 1, 900)  # the replica was a moment behind the lease
+    assert 0 < ttl(cache, username) <= SHORT_FILL_TTL_SECONDS
+    set_applied(9000)  # others keep writing
+    cache.client.delete(cache.profile_key(username))  # the short fill expires
+    fill(cache, username, 1, 1000)
+    assert FILL_TTL - 5 < ttl(cache, username) <= FILL_TTL
+
+
+def test_a_lease_from_before_a_failover_is_replaced_on_the_next_miss(
+    cache: ProfileCache, set_applied: Callable[..., None]
+) -> None:
+    set_applied(5000, timeline=1)
+    username = random_username("failover")
+    fill(cache, username, 1, 5000, timeline=1)
+    cache.client.delete(cache.profile_key(username))
+    set_applied(100, timeline=2)  # the relay's first round on the new primary
+    fill(cache, username, 1, 100, timeline=2)
+    assert FILL_TTL - 5 < ttl(cache, username) <= FILL_TTL
+
+
+def test_a_lease_taken_after_a_batch_that_changed_other_profiles_asks_for_less(
+    cache: ProfileCache,
+) -> None:
+    advance = cache.client.register_script(ADVANCE)
+    keys = [applied_key(cache.keyspace()), recent_key(cache.keyspace())]
+    unchanged, changed = random_username("quiet"), random_username("busy")
+
+    def relay_batch(lsn: int, *usernames: str) -> None:
+        position = encode_position(Position(1, lsn))
+        advance(keys=keys, args=[position, 60, *(name.lower() for name in usernames)])
+
+    relay_batch(1000, random_username("earlier"))
+    relay_batch(2000, changed)  # the batch this replica has not replayed yet
+    fill(cache, unchanged, 1, 1000)  # its changes were all applied by 1000
+    fill(cache, changed, 1, 1000)  # its change is in the batch that raised to 2000
+    assert FILL_TTL - 5 < ttl(cache, unchanged) <= FILL_TTL
+    assert 0 < ttl(cache, changed) <= SHORT_FILL_TTL_SECONDS
+    relay_batch(3000)  # an idle round keeps the record
+    later = random_username("later")
+    fill(cache, later, 1, 1000)
+    assert FILL_TTL - 5 < ttl(cache, later) <= FILL_TTL
+    cache.client.delete(keys[1])  # evicted: the applied position is the lease again
+    evicted = random_username("norecord")
+    fill(cache, evicted, 1, 1000)
+    assert 0 < ttl(cache, evicted) <= SHORT_FILL_TTL_SECONDS
 
 
 def test_the_fill_lock_is_released_by_the_store_and_others_wait_for_it(

@@ -6,8 +6,12 @@ leave nothing older than the newest acknowledged write served past API.md's
 bound (the lag bound + 2 s). And a read-mostly workload is answered from the
 cache after one pass.
 
+Fills stay under live writes: a read-mostly workload stays answered from the
+cache while another user writes, and a fill that raced a change of its own
+profile is refused its long life (leases, ``gridlink.cache.profiles``).
+
 These tests stop servers and the relay, so they run on a cluster of their own
-(``GRIDLINK_TEST_PORT_BASE`` + 50) with a relay each test controls.
+(``GRIDLINK_TEST_PORT_BASE`` + 160) with a relay each test controls.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from typing import Any
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import falcon.testing
 import pytest
@@ -25,14 +32,17 @@ from sqlalchemy import text
 
 from gridlink.app import create_app
 from gridlink.cache import SHORT_FILL_TTL_SECONDS
+from gridlink.cache.positions import decode_position
 from gridlink.cache.stream import RELAY_LOCK_KEY
 from gridlink.db.lsn import CURRENT_POSITION_SQL
 from gridlink.ops.seed import SeedPlan, seed
+from gridlink.queries.profiles import Profiles, StoredProfile
+from gridlink.queries.reader import REPLICA, Reader, ReadSource
 from gridlink.services import Services
 from gridlink.settings import Settings
 from infra import cluster, redis_server
 from infra.relay_supervisor import RELAY_COMMAND
-from tests.support.api import sign_up
+from tests.support.api import ApiUser, sign_up
 from tests.support.clusters import cluster_layout, running, settings_for
 from tests.support.faults import cached_version, redis_frozen, replay_paused
 from tests.support.metrics import make_admin, scrape, value
@@ -403,3 +413,128 @@ def test_after_two_passes_a_read_mostly_workload_is_answered_from_the_cache(
     sources = [anonymous_read(client, username).headers[SOURCE] for username in usernames]
     from_cache = sources.count("cache") / len(sources)
     assert from_cache >= 0.99, f"{sources.count('cache')} of {len(sources)} from the cache"
+
+
+# --- fills stay under other users' writes; a fill that raced its own profile's change does not
+
+
+@dataclass
+class SteadyWriter:
+    """Another user renaming a grid of theirs through the API, again and again, until stopped."""
+
+    client: falcon.testing.TestClient
+    user: ApiUser
+    slug: str
+    written: int = 0
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            rename_grid(self.client, self.user, self.slug, f"Title {self.written}")
+            self.written += 1
+            self.stopping.wait(WRITE_PAUSE_SECONDS)
+
+
+# About 20 writes a second, as fast as a busy editor: the stream applies each one.
+WRITE_PAUSE_SECONDS = 0.05
+
+
+@contextmanager
+def another_user_writing(client: falcon.testing.TestClient) -> Iterator[SteadyWriter]:
+    user = sign_up(client, "editor")
+    writer = SteadyWriter(client, user, create_grid(client, user, "Draft")["slug"])
+    thread = threading.Thread(target=writer.run, name="steady-writer")
+    thread.start()
+    try:
+        wait_for(lambda: writer.written > 0, 15, "the other user's first write")
+        yield writer
+    finally:
+        writer.stopping.set()
+        thread.join()
+
+
+def test_a_read_mostly_workload_stays_answered_from_the_cache_while_another_user_writes(
+    services: Services, client: falcon.testing.TestClient, relay: None
+) -> None:
+    result = seed(services, SeedPlan(users=200, grids=2, links=2), progress=None)
+    usernames = [result.username(number) for number in range(result.first, result.last + 1)]
+    wait_for_stream(services)
+    wait_for_replica(services)
+    with another_user_writing(client) as writer:
+        services.cache.client.flushall()
+        wait_for(lambda: applied_position(services) is not None, 15, "the relay's next position")
+        applied_before = decode_position(applied_position(services))
+        written_before = writer.written
+        for _ in range(2):
+            for username in usernames:
+                anonymous_read(client, username)
+        wait_for(
+            lambda: short_lived_entries(services, usernames) == 0,
+            SHORT_FILL_TTL_SECONDS + 15,
+            "every short-lived fill expires",
+        )
+        sources = [anonymous_read(client, username).headers[SOURCE] for username in usernames]
+        applied_after = decode_position(applied_position(services))
+        written = writer.written - written_before
+    # The other user's writes were applied all along, moving the stream's position
+    # past every replica's last probe: the position the old rule compared fills with.
+    assert written >= 5, written
+    assert applied_before is not None
+    assert applied_after is not None
+    assert applied_after > applied_before
+    from_cache = sources.count("cache") / len(sources)
+    assert from_cache >= 0.99, f"{sources.count('cache')} of {len(sources)} from the cache"
+
+
+T = TypeVar("T")
+
+
+class ChangeBetweenReadAndStore(Reader):
+    """A reader that runs ``between`` once its query has read, before the fill stores it."""
+
+    def __init__(
+        self, services: Services, between: Callable[[StoredProfile, ReadSource], None]
+    ) -> None:
+        super().__init__(services)
+        self._between = between
+
+    def read(self, reader: Any, query: Callable[..., T]) -> tuple[T, ReadSource]:
+        result, source = super().read(reader, query)
+        assert isinstance(result, StoredProfile)
+        self._between(result, source)
+        return result, source
+
+
+def test_a_fill_that_raced_a_change_of_its_own_profile_is_not_kept(
+    services: Services, client: falcon.testing.TestClient, relay: None
+) -> None:
+    user = sign_up(client, "raced")
+    slug = create_grid(client, user, "Old")["slug"]
+    wait_for_stream(services)
+    wait_for_replica(services)
+    services.cache.client.delete(services.cache.profile_key(user.username))
+    read_versions: list[int] = []
+
+    def change_the_profile(read: StoredProfile, source: ReadSource) -> None:
+        # Without the change, this fill would be kept long: its replica had replayed its lease.
+        raw: Any = services.cache.client.get(services.cache.lease_key(user.username))
+        lease = decode_position(raw)
+        assert source == REPLICA
+        assert lease is not None
+        assert read.replayed is not None
+        assert read.replayed.proves(lease)
+        read_versions.append(read.version)
+        rename_grid(client, user, slug, "New")  # committed and written through
+        wait_for_stream(services)  # and applied by the stream
+        services.cache.client.delete(services.cache.profile_key(user.username))  # then evicted
+
+    profiles = Profiles(services, ChangeBetweenReadAndStore(services, change_the_profile))
+    stored, source = profiles.find(user.username, None)
+    newest = primary_version(services, user.username)
+    assert stored is not None
+    assert source == REPLICA
+    assert read_versions == [stored.version]
+    assert stored.version < newest
+    ttl = entry_ttl_ms(services, user.username)
+    assert ttl == -2 or 0 < ttl <= SHORT_FILL_TTL_SECONDS * 1000, ttl
+    assert_newest_within(client, user.username, newest, bound(services))

@@ -35,6 +35,7 @@ CLUSTERS = {
     "mail-e2e": 180,  # e2e/test_mail_e2e.py
     "accounts-faults": 200,  # integration/test_accounts_when_servers_fail.py
     "primary-killed": 220,  # e2e/test_primary_killed.py
+    "near-cache": 240,  # integration/test_near_cache.py
 }
 PORTS_PER_CLUSTER = 20
 TEST_SIGNUP_LIMIT = 1_000_000

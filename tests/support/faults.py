@@ -391,7 +391,8 @@ def assert_settles_on_newest(address: str, account: Account, newest: int, within
     while profile_versions(address, account, 1) != [newest]:
         assert time.monotonic() < deadline, f"{account.username}: not at {newest} in {within} s"
         time.sleep(0.05)
-    assert profile_versions(address, account, 12) == [newest] * 12, account.username
+    versions = profile_versions(address, account, 12)
+    assert versions == [newest] * 12, (account.username, versions)
 
 
 def serves_normally(address: str, account: Account) -> bool:
@@ -504,7 +505,8 @@ def assert_cache_settles_on_newest(
         within,
         f"{account.username}: version {newest} in the cache",
     )
-    assert profile_versions(address, account, 12) == [newest] * 12, account.username
+    versions = profile_versions(address, account, 12)
+    assert versions == [newest] * 12, (account.username, versions)
 
 
 # --------------------------------------------------------------------------- killing a worker

@@ -136,6 +136,7 @@ def _every_field_changed() -> Settings:
         redis_service="other",
         max_replica_lag_seconds=2.5,
         cache_fill_ttl_seconds=60,
+        near_cache_bytes=0,
         mail_backend=MailBackend("smtp", host="mail.example", port=2525),
         token_ttl_days=7,
         token_idle_days=3,

@@ -1,0 +1,285 @@
+"""A hot profile costs Redis nothing: each process's memory, invalidated by Redis.
+
+An anonymous read answered from memory sends no Redis command and carries the
+same answer as one from Redis. Memory answers only while its invalidation
+connection is provably current: not once the connection is cut, not past the
+bound when Redis stops answering, never with what changed while it was cut
+off, and never to a reader with a token (who may have just written).
+
+These tests kill connections and freeze Redis, so they run on a cluster of
+their own (``GRIDLINK_TEST_PORT_BASE`` + 240).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import falcon.testing
+import pytest
+import redis
+
+from gridlink.app import create_app
+from gridlink.cache import TIMEOUT_COOL_OFF_SECONDS, ProfileCache
+from gridlink.cache.near import CURRENT_SECONDS, NearCache
+from gridlink.services import Services
+from gridlink.settings import Settings
+from infra import cluster
+from tests.support.api import ApiUser, sign_up
+from tests.support.clusters import cluster_layout, running, settings_for
+from tests.support.faults import redis_frozen
+from tests.support.profile_reads import (
+    SOURCE,
+    anonymous_read,
+    create_grid,
+    etag_version,
+    rename_grid,
+)
+from tests.support.queries import count_redis_round_trips
+from tests.support.relay import relay_running
+from tests.support.waiting import wait_for
+
+
+@pytest.fixture(scope="module")
+def layout() -> Iterator[cluster.ClusterLayout]:
+    with running(cluster_layout("near-cache")) as built:
+        yield built
+
+
+@pytest.fixture(scope="module")
+def settings(layout: cluster.ClusterLayout, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return settings_for(layout, tmp_path_factory.mktemp("near-cache-mail"))
+
+
+@pytest.fixture(scope="module")
+def services(settings: Settings) -> Iterator[Services]:
+    connected = Services.connect(settings)
+    try:
+        with relay_running(settings):
+            yield connected
+    finally:
+        connected.close()
+
+
+@pytest.fixture(scope="module")
+def client(services: Services) -> falcon.testing.TestClient:
+    return falcon.testing.TestClient(create_app(services.settings, services))
+
+
+@pytest.fixture(scope="module")
+def elsewhere(settings: Settings) -> Iterator[falcon.testing.TestClient]:
+    """Another server process, as far as the cache goes: its own services and memory."""
+    other = Services.connect(settings)
+    try:
+        yield falcon.testing.TestClient(create_app(settings, other))
+    finally:
+        other.close()
+
+
+def near(services: Services) -> NearCache:
+    assert services.cache.near is not None, "the near cache is on by default"
+    return services.cache.near
+
+
+def in_memory(client: falcon.testing.TestClient, services: Services, username: str) -> bool:
+    """Read ``username`` anonymously; tell whether the answer cost no Redis command."""
+    with count_redis_round_trips() as sent:
+        anonymous_read(client, username)
+    return not sent
+
+
+def held_in_memory(client: falcon.testing.TestClient, services: Services, username: str) -> None:
+    """Read until this process answers ``username`` from memory."""
+    wait_for(near(services).current, 15, "the invalidation connection is current")
+    wait_for(lambda: in_memory(client, services, username), 15, "the profile is kept in memory")
+
+
+def comparable(result: falcon.testing.Result) -> tuple[int, dict[str, str], bytes]:
+    headers = {name.lower(): value for name, value in result.headers.items()}
+    headers.pop("x-request-id")
+    return result.status_code, headers, result.content
+
+
+def test_a_profile_read_from_memory_sends_redis_nothing_and_is_the_same_answer(
+    client: falcon.testing.TestClient, services: Services
+) -> None:
+    user = sign_up(client, "hot")
+    create_grid(client, user, "Hot")
+    path = f"/api/users/{user.username}/"
+    wait_for(near(services).current, 15, "the invalidation connection is current")
+    with count_redis_round_trips() as sent:
+        from_redis = client.simulate_get(path)
+    assert any("HMGET" in command for command in sent), sent
+    for _ in range(3):
+        with count_redis_round_trips() as sent:
+            from_memory = client.simulate_get(path)
+        assert sent == []
+        assert comparable(from_memory) == comparable(from_redis)
+        assert from_memory.headers[SOURCE] == "cache"
+    with count_redis_round_trips() as sent:
+        unchanged = client.simulate_get(path, headers={"If-None-Match": from_redis.headers["ETag"]})
+    assert sent == []
+    assert unchanged.status_code == 304
+
+
+def test_a_reader_with_a_token_is_never_answered_from_memory(
+    client: falcon.testing.TestClient,
+    elsewhere: falcon.testing.TestClient,
+    services: Services,
+) -> None:
+    user = sign_up(client, "own")
+    slug = create_grid(client, user, "Before")["slug"]
+    path = f"/api/users/{user.username}/"
+    held_in_memory(client, services, user.username)
+    with count_redis_round_trips() as sent:
+        client.simulate_get(path, headers=user.headers)
+    assert any("HMGET" in command for command in sent), sent  # memory held it: not for them
+    # The user writes through another process; this one hears of it only a moment later.
+    rename_grid(elsewhere, user, slug, "After")
+    own = client.simulate_get(path, headers=user.headers)
+    assert [grid["title"] for grid in own.json["grids"]] == ["After"]
+
+
+def kill_invalidation_connection(services: Services) -> None:
+    client_id = near(services).client_id
+    assert client_id is not None
+    services.cache.client.client_kill_filter(_id=str(client_id))
+
+
+def test_a_process_whose_invalidation_connection_is_cut_stops_answering_from_memory(
+    client: falcon.testing.TestClient, services: Services
+) -> None:
+    user = sign_up(client, "cut")
+    held_in_memory(client, services, user.username)
+    kill_invalidation_connection(services)
+    # At once: Redis closed the connection before it answered the kill.
+    assert not in_memory(client, services, user.username)
+    wait_for(near(services).current, 15, "a new invalidation connection")
+    assert near(services).client_id is not None
+
+
+@pytest.fixture
+def reconnects_held(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[threading.Event]:
+    """Hold the near cache's next connection until the event is set (then let it connect)."""
+    release = threading.Event()
+    cache = near(services)
+    connect: Callable[[], Any] = cache._connect
+
+    def held() -> Any:
+        release.wait()
+        return connect()
+
+    monkeypatch.setattr(cache, "_connect", held)
+    try:
+        yield release
+    finally:
+        release.set()
+
+
+def test_a_profile_changed_while_the_process_was_cut_off_is_never_served_from_memory(
+    client: falcon.testing.TestClient,
+    elsewhere: falcon.testing.TestClient,
+    services: Services,
+    reconnects_held: threading.Event,
+) -> None:
+    user = sign_up(client, "missed")
+    slug = create_grid(client, user, "Before")["slug"]
+    held_in_memory(client, services, user.username)
+    before = etag_version(anonymous_read(client, user.username))
+    kill_invalidation_connection(services)
+    wait_for(lambda: near(services).client_id is None, 15, "the cut is noticed")
+    # Changed while nothing could tell this process: its invalidation is lost to it.
+    rename_grid(elsewhere, user, slug, "After")
+    reconnects_held.set()
+    wait_for(near(services).current, 15, "a new invalidation connection")
+    versions = [etag_version(anonymous_read(client, user.username)) for _ in range(3)]
+    assert versions[0] > before
+    assert versions == [versions[0]] * 3
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def assert_silent(settings: Settings) -> None:
+    """Check that Redis answers nothing now: a PING sent from here on is never answered."""
+    silent = redis.Redis.from_url(settings.redis_url, socket_timeout=0.2)
+    try:
+        with pytest.raises(redis.TimeoutError):
+            silent.ping()
+    finally:
+        silent.close()
+
+
+def test_with_redis_silent_memory_answers_no_longer_than_the_bound(
+    layout: cluster.ClusterLayout, settings: Settings, client: falcon.testing.TestClient
+) -> None:
+    user: ApiUser = sign_up(client, "silent")
+    clock = FakeClock()
+    cache = ProfileCache(
+        settings.redis_url, write_mark_ttl=10, clock=clock, near_cache_bytes=1_000_000
+    )
+    try:
+        assert cache.near is not None
+        wait_for(cache.near.current, 15, "the invalidation connection is current")
+        wait_for(
+            lambda: (
+                cache.get_profile(user.username, remember=True) is not None
+                and cache.recall(user.username) is not None
+            ),
+            15,
+            "the profile is kept in memory",
+        )
+        # Every PING the thread sent so far was sent at this moment, as the clock goes.
+        last_answered = clock.now
+        with redis_frozen(layout):
+            # Redis answers nothing now, PINGs included: memory is current until
+            # the bound has passed since the last answered PING was sent.
+            assert_silent(settings)
+            clock.now = last_answered + CURRENT_SECONDS / 2
+            assert cache.recall(user.username) is not None
+            clock.now = last_answered + CURRENT_SECONDS
+            assert cache.recall(user.username) is None
+    finally:
+        cache.close()
+
+
+def test_memory_does_not_answer_while_redis_cools_off_after_a_timeout(
+    layout: cluster.ClusterLayout, settings: Settings, client: falcon.testing.TestClient
+) -> None:
+    # A write whose write-through timed out is missing from Redis until the change
+    # stream brings it: meanwhile this process reads the database, memory included.
+    user = sign_up(client, "cooling")
+    clock = FakeClock()
+    cache = ProfileCache(
+        settings.redis_url, write_mark_ttl=10, clock=clock, near_cache_bytes=1_000_000
+    )
+    try:
+        near = cache.near
+        assert near is not None
+        wait_for(near.current, 15, "the invalidation connection is current")
+        wait_for(
+            lambda: (
+                cache.get_profile(user.username, remember=True) is not None
+                and cache.recall(user.username) is not None
+            ),
+            15,
+            "the profile is kept in memory",
+        )
+        with redis_frozen(layout):
+            assert_silent(settings)
+            assert cache.get_profile(user.username) is None  # timed out: the cool-off begins
+        clock.now += TIMEOUT_COOL_OFF_SECONDS / 2
+        wait_for(lambda: near.answered_since == clock.now, 15, "a PING sent since is answered")
+        assert cache.recall(user.username) is None
+        clock.now += TIMEOUT_COOL_OFF_SECONDS / 2
+        wait_for(lambda: cache.recall(user.username) is not None, 15, "memory answers again")
+    finally:
+        cache.close()
