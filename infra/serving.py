@@ -18,6 +18,7 @@ from pathlib import Path
 from gridlink.project import PROJECT_ROOT
 from gridlink.settings import Settings
 from infra.daemons import Daemon
+from infra.processes import process_alive
 from infra.relay_supervisor import RELAY_COMMAND
 
 GUNICORN_CONF = PROJECT_ROOT / "infra" / "gunicorn.conf.py"
@@ -90,7 +91,11 @@ class ApiServer(Daemon):
         if master is None:
             return []
         children = Path(f"/proc/{master}/task/{master}/children")
-        return [int(pid) for pid in children.read_text().split() if _is_alive(int(pid))]
+        return [
+            int(pid)
+            for pid in children.read_text().split()
+            if process_alive(int(pid), self.program)
+        ]
 
     def relay_pid(self) -> int | None:
         """The pid of the change relay the master supervises.
@@ -147,12 +152,3 @@ def serve(
         netns=netns,
         environment=environment if environment is not None else environment_for(settings),
     )
-
-
-def _is_alive(pid: int) -> bool:
-    """True unless ``pid`` is gone or a zombie (PID 1 here does not reap orphans)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state not in ("Z", "X")

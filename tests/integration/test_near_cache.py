@@ -54,12 +54,8 @@ def settings(layout: cluster.ClusterLayout, tmp_path_factory: pytest.TempPathFac
 
 @pytest.fixture(scope="module")
 def services(settings: Settings) -> Iterator[Services]:
-    connected = Services.connect(settings)
-    try:
-        with relay_running(settings):
-            yield connected
-    finally:
-        connected.close()
+    with Services.connected(settings) as connected, relay_running(settings):
+        yield connected
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +66,8 @@ def client(services: Services) -> falcon.testing.TestClient:
 @pytest.fixture(scope="module")
 def elsewhere(settings: Settings) -> Iterator[falcon.testing.TestClient]:
     """Another server process, as far as the cache goes: its own services and memory."""
-    other = Services.connect(settings)
-    try:
+    with Services.connected(settings) as other:
         yield falcon.testing.TestClient(create_app(settings, other))
-    finally:
-        other.close()
 
 
 def near(services: Services) -> NearCache:

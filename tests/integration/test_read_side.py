@@ -44,12 +44,8 @@ def services(
     layout: cluster.ClusterLayout, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Services]:
     settings = settings_for(layout, tmp_path_factory.mktemp("read-side-mail"))
-    connected = Services.connect(settings)
-    try:
-        with relay_running(settings):
-            yield connected
-    finally:
-        connected.close()
+    with Services.connected(settings) as connected, relay_running(settings):
+        yield connected
 
 
 @pytest.fixture(scope="module")
