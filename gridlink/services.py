@@ -21,6 +21,7 @@ from sqlalchemy.engine import ExceptionContext
 
 from gridlink.accounts.passwords import HashSlots
 from gridlink.accounts.ratelimit import Limiter
+from gridlink.accounts.seals import Seal
 from gridlink.cache import ProfileCache, TokenCache
 from gridlink.db.tcp import dead_peer_options
 from gridlink.db.urls import prefer_hosts
@@ -135,7 +136,11 @@ class Services:
             primary=primary,
             cache=cache,
             token_cache=TokenCache(
-                cache.lifetime, primary, router.read_engines, idle_days=settings.token_idle_days
+                cache.lifetime,
+                primary,
+                router.read_engines,
+                idle_days=settings.token_idle_days,
+                seal=Seal.for_keys(settings.token_cache_keys),
             ),
             router=router,
             mail=MailPoller(mail_engine, make_mailer(settings.mail_backend)),

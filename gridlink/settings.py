@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
+from gridlink.accounts.seals import MIN_KEY_CHARACTERS
 from gridlink.db.urls import libpq_url, sqlalchemy_url
 
 # The addresses of the local cluster that `gridlink cluster up` starts
@@ -126,6 +127,19 @@ def _redis_url(raw: str) -> str:
     if parts.scheme != "unix" and not parts.hostname:
         raise ValueError("must name a host, as in redis://127.0.0.1:6379/0")
     return raw
+
+
+def _cache_keys(raw: str) -> tuple[str, ...]:
+    """Parse comma-separated seal keys: the first seals, all open (``gridlink.accounts.seals``)."""
+    keys = tuple(key.strip() for key in raw.split(",") if key.strip())
+    if any(len(key) < MIN_KEY_CHARACTERS for key in keys):
+        raise ValueError(
+            f"each key must be at least {MIN_KEY_CHARACTERS} random characters "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    if len(set(keys)) != len(keys):
+        raise ValueError("a key is listed twice")
+    return keys
 
 
 def _address_list(raw: str) -> tuple[tuple[str, int], ...]:
@@ -259,18 +273,36 @@ def _joined(values: tuple[str, ...]) -> str:
 
 @dataclass(frozen=True)
 class Variable(Generic[T]):
-    """How one setting is read from, and written back to, its ``GRIDLINK_*`` variable."""
+    """How one setting is read from, and written back to, its ``GRIDLINK_*`` variable.
+
+    A ``secret`` one is never repeated in an error; a URL's password never is either.
+    """
 
     name: str
     parse: Callable[[str], T]
     render: Callable[[T], str] = str
+    secret: bool = False
+
+    def shown(self, raw: str) -> str:
+        """Return ``raw`` as an error may repeat it."""
+        if self.secret:
+            return "(a secret, not shown)"
+        return repr(_URL_PASSWORD.sub(r"\1:***@", raw))
+
+
+_URL_PASSWORD = re.compile(r"(://[^:@/]*):[^@/]*@")
 
 
 def setting(
-    name: str, default: T, parse: Callable[[str], T], render: Callable[[T], str] = str
+    name: str,
+    default: T,
+    parse: Callable[[str], T],
+    render: Callable[[T], str] = str,
+    *,
+    secret: bool = False,
 ) -> T:
     """Declare a ``Settings`` field: its variable, parser and renderer beside its default."""
-    variable = Variable(name, parse, render)
+    variable = Variable(name, parse, render, secret)
     return field(default=default, metadata={_VARIABLE: variable})
 
 
@@ -361,6 +393,11 @@ class Settings:
     # A second, internal listener that serves /metrics alone, without a token, for the
     # scraper (bind it to an address only the monitoring network reaches); "" for none.
     metrics_bind: str = setting("GRIDLINK_METRICS_BIND", "", _optional_bind_address)
+    # The keys that seal token entries in Redis (gridlink.accounts.seals): the first seals,
+    # all open. Unset, each server launch makes its own; hosts sharing a Redis share them.
+    token_cache_keys: tuple[str, ...] = setting(
+        "GRIDLINK_TOKEN_CACHE_KEYS", (), _cache_keys, _joined, secret=True
+    )
 
     @classmethod
     def variables(cls) -> dict[str, Variable[Any]]:
@@ -378,7 +415,8 @@ class Settings:
             try:
                 values[name] = variable.parse(raw.strip())
             except ValueError as problem:
-                raise SettingsError(variable.name, f"{problem} (got {raw!r})") from None
+                shown = variable.shown(raw)
+                raise SettingsError(variable.name, f"{problem} (got {shown})") from None
         return cls(**values)
 
     def to_environ(self) -> dict[str, str]:

@@ -31,6 +31,8 @@ EVENTS = frozenset(
         "user_promoted",
         "user_demoted",
         "account_deleted",
+        # A token's entry in Redis failed its seal: someone wrote into the cache.
+        "token_cache_forged",
     }
 )
 

@@ -313,5 +313,7 @@ def test_every_security_event_has_its_test():
         "session_revoked",
         "user_promoted",
         "user_demoted",
+        # tests/integration/test_accounts_tokens.py: a token entry written by hand into Redis.
+        "token_cache_forged",
     }
     assert tested == EVENTS

@@ -166,6 +166,7 @@ def _every_field_changed() -> Settings:
         bind="0.0.0.0:9000",
         workers=3,
         metrics_bind="10.0.0.5:9101",
+        token_cache_keys=("k" * 43, "o" * 43),
     )
 
 
