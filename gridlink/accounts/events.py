@@ -31,6 +31,15 @@ EVENTS = frozenset(
         "user_promoted",
         "user_demoted",
         "account_deleted",
+        # Sign-in with OpenID providers (gridlink/commands/identities.py); a sign-in
+        # is login_succeeded or login_failed, with the provider's name.
+        "signup_ticket_issued",
+        "signup_ticket_refused",
+        "signed_up",
+        "identity_email_taken",
+        "identity_linked",
+        "identity_unlinked",
+        "identity_provider_unavailable",
     }
 )
 

@@ -16,10 +16,12 @@ import os
 import secrets
 import selectors
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import requests
@@ -75,6 +77,10 @@ class OpenIdProvider:
     client_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     port: int = 0
     _process: subprocess.Popen[str] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None
 
     @property
     def issuer(self) -> str:
@@ -213,3 +219,28 @@ def _listening_port(stdout: IO[str], log_path: Path) -> int:
     if not line.startswith("listening "):
         raise RuntimeError(f"the OpenID provider did not start ({line!r}); see {log_path}")
     return int(line.split()[1])
+
+
+# The providers the tests run, by name: a plain one; one whose JWKS holds another key
+# under its signing key's kid; one whose clock runs 15 minutes late, so each ID token it
+# issues expired long before it is redeemed; and one that the tests stop and start.
+PROVIDER_KINDS: dict[str, dict[str, Any]] = {
+    "local": {},
+    "forged": {"foreign_jwks": True},
+    "late": {"clock_skew_seconds": -900, "id_token_ttl": 60},
+    "flaky": {},
+}
+
+
+@contextmanager
+def providers_running(directory: Path) -> Iterator[dict[str, OpenIdProvider]]:
+    """Start every provider of ``PROVIDER_KINDS`` (logs in ``directory``); stop them after."""
+    install_node_packages()
+    started: list[OpenIdProvider] = []
+    try:
+        for name, options in PROVIDER_KINDS.items():
+            started.append(OpenIdProvider(name, directory / f"{name}.log", **options).start())
+        yield {provider.name: provider for provider in started}
+    finally:
+        for provider in started:
+            provider.stop()
