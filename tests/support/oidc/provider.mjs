@@ -17,6 +17,12 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 
+// Stdout carries the "listening" line alone (the harness reads no more of it): every
+// notice and warning goes to stderr, the log.
+for (const method of ['log', 'info', 'warn', 'debug']) {
+  console[method] = console.error;
+}
+
 const skewMs = Number(process.env.OP_CLOCK_SKEW_SECONDS || 0) * 1000;
 if (skewMs) {
   const realNow = Date.now;
@@ -77,7 +83,14 @@ server.listen(Number(process.env.OP_PORT || 0), '127.0.0.1', () => {
     },
     features: { devInteractions: { enabled: true } },
     pkce: { required: () => true },
-    ttl: { IdToken: Number(process.env.OP_ID_TOKEN_TTL || 600) },
+    ttl: {
+      IdToken: Number(process.env.OP_ID_TOKEN_TTL || 600),
+      AccessToken: 600,
+      AuthorizationCode: 60,
+      Interaction: 600,
+      Session: 3600,
+      Grant: 3600,
+    },
     cookies: { keys: [randomBytes(32).toString('hex')] },
   });
   if (foreignJwks) {
