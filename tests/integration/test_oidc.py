@@ -23,6 +23,7 @@ from gridlink.oidc.provider import ProviderClient
 from gridlink.services import Services
 from gridlink.settings import Settings
 from tests.support.api import ApiUser, assert_error, auth, login, random_username, sign_up
+from tests.support.mail import mails_to, token_in
 from tests.support.oidc_provider import Authorization, OpenIdProvider
 from tests.support.security_log import security_events
 from tests.support.waiting import wait_for
@@ -446,3 +447,24 @@ def test_a_deleted_account_takes_its_identities_with_it(app_client, local, addre
     assert deleted.status_code == 204, deleted.text
     # The identity is nobody's now: signing in with it starts a new account.
     assert sign_in(app_client, "local", local.sign_in(account), address).status_code == 202
+
+
+def test_a_reset_gives_an_account_made_through_a_provider_its_first_password(
+    app_client, local, address, mail_dir
+):
+    account = new_account()
+    created = sign_up_through(app_client, local, account, address)
+    email, username = created["user"]["email"], created["user"]["username"]
+    asked = app_client.simulate_post(
+        "/api/auth/password/reset/", json={"email": email}, remote_addr=address
+    )
+    assert asked.status_code == 202
+    [mail] = mails_to(mail_dir, email, expected=1)
+    confirmed = app_client.simulate_post(
+        "/api/auth/password/reset/confirm/",
+        json={"token": token_in(mail), "new_password": "a first password of its own"},
+    )
+    assert confirmed.status_code == 204, confirmed.text
+    assert login(app_client, username, "a first password of its own").status_code == 200
+    # With a password, its only identity may go; the provider's sign-in stays until then.
+    assert sign_in(app_client, "local", local.sign_in(account), address).status_code == 200

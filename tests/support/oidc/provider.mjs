@@ -87,8 +87,9 @@ server.listen(Number(process.env.OP_PORT || 0), '127.0.0.1', () => {
       IdToken: Number(process.env.OP_ID_TOKEN_TTL || 600),
       AccessToken: 600,
       AuthorizationCode: 60,
-      Interaction: 600,
-      Session: 3600,
+      // Longer than the late provider is behind: its cookies must outlive its skew.
+      Interaction: 3600,
+      Session: 14 * 24 * 3600,
       Grant: 3600,
     },
     cookies: { keys: [randomBytes(32).toString('hex')] },
