@@ -148,6 +148,7 @@ class ProviderClient:
         Raise ``TokenRejected`` for a code the provider refuses or a token
         that fails a check, ``ProviderUnreachable`` when the provider fails.
         """
+        self._check_pause(self._clock())
         metadata = self.metadata()
         tokens = self._guarded(
             lambda: self._redeem_code(metadata, code, code_verifier, redirect_uri)
