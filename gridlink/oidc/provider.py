@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 from urllib.parse import urljoin
 
@@ -110,6 +111,8 @@ class ProviderClient:
     ) -> None:
         self.config = config
         self._http = http or requests.Session()
+        # One session serves every user's sign-in: it must carry nobody's cookies to another.
+        self._http.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
         self._clock = clock
         self._lock = threading.Lock()
         self._metadata: Metadata | None = None
@@ -133,12 +136,18 @@ class ProviderClient:
             return self._metadata
 
     def known_metadata(self) -> Metadata | None:
-        """Return the metadata if it can be had without waiting on a provider that is down."""
+        """Return the metadata if it can be had without waiting on a provider that is down.
+
+        While another request is fetching it, or the provider fails, what is kept
+        (maybe old, maybe nothing) is returned: an old copy still says where to start.
+        """
+        if not self._lock.acquire(blocking=False):
+            return self._metadata
+        self._lock.release()
         try:
             return self.metadata()
         except ProviderUnreachable:
-            with self._lock:
-                return self._metadata  # an old copy still says where to start
+            return self._metadata
 
     def redeem(
         self, *, code: str, code_verifier: str, redirect_uri: str, nonce: str
