@@ -38,7 +38,9 @@ EVENTS = frozenset(
         "signed_up",
         "identity_email_taken",
         "identity_linked",
+        "identity_link_refused",
         "identity_unlinked",
+        "identity_unlink_refused",
         "identity_provider_unavailable",
     }
 )

@@ -191,7 +191,7 @@ def link_identity(
     """
     # Inside the transaction of the Idempotency-Key, if the request has one (which holds
     # no row yet): a replay must answer the first answer, not redeem a used code again.
-    identity = _verified(provider, redemption, on_outage=lambda: None)
+    identity = _verified(provider, redemption, on_outage=lambda: None, user_id=principal.user_id)
     lock_profile(uow, principal.user_id)  # the caller's writes in a line
     caller(uow, principal)
     linked = _link(
@@ -227,6 +227,7 @@ def unlink_identity(uow: UnitOfWork, principal: Principal, *, identity_id: str) 
         .where(Identity.user_id == user.id, Identity.id != identity.id)
     )
     if user.password_hash is None and not others:
+        security_event("identity_unlink_refused", user_id=user.id, provider=identity.provider)
         raise Conflict(
             "This identity is the account's only way to sign in: set a password "
             "(by a password reset) or link another identity first."
@@ -239,7 +240,11 @@ def unlink_identity(uow: UnitOfWork, principal: Principal, *, identity_id: str) 
 
 
 def _verified(
-    provider: ProviderClient, redemption: Redemption, *, on_outage: Callable[[], None]
+    provider: ProviderClient,
+    redemption: Redemption,
+    *,
+    on_outage: Callable[[], None],
+    user_id: int | None = None,
 ) -> VerifiedIdentity:
     """Redeem the code and verify its ID token; raise 400 or 503 when that fails."""
     try:
@@ -250,17 +255,17 @@ def _verified(
             nonce=redemption.nonce,
         )
     except TokenRejected as problem:
-        security_event("login_failed", user_id=None, provider=provider.name, reason=str(problem))
+        security_event("login_failed", user_id=user_id, provider=provider.name, reason=str(problem))
         raise InvalidRequest(_REFUSED) from None
     except ProviderUnreachable as problem:
         on_outage()  # an outage is not the client's failed attempt
-        security_event("identity_provider_unavailable", user_id=None, provider=provider.name)
+        security_event("identity_provider_unavailable", user_id=user_id, provider=provider.name)
         raise Unavailable(
             "The sign-in provider cannot be reached; try again shortly.",
             retry_after_seconds=max(1, round(problem.retry_after_seconds)),
         ) from None
     if len(identity.subject) > _MAX_SUBJECT_LENGTH:
-        security_event("login_failed", user_id=None, provider=provider.name, reason="long sub")
+        security_event("login_failed", user_id=user_id, provider=provider.name, reason="long sub")
         raise InvalidRequest(_REFUSED)
     return identity
 
@@ -287,7 +292,7 @@ def _link(
     if uow.session.execute(
         select(Identity.id).where(Identity.issuer == issuer, Identity.subject == subject)
     ).first():
-        raise _already_linked()
+        raise _already_linked(user_id, provider)
     identity = Identity(
         user_id=user_id, provider=provider, issuer=issuer, subject=subject, email=email
     )
@@ -296,11 +301,13 @@ def _link(
         with uow.session.begin_nested():
             uow.session.flush()
     except IntegrityError:
-        raise _already_linked() from None  # a link of the same identity raced this one
+        # A link of the same identity raced this one.
+        raise _already_linked(user_id, provider) from None
     return identity
 
 
-def _already_linked() -> Conflict:
+def _already_linked(user_id: int, provider: str) -> Conflict:
+    security_event("identity_link_refused", user_id=user_id, provider=provider)
     return Conflict("This identity is already linked to an account.")
 
 

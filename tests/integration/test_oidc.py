@@ -390,6 +390,8 @@ def test_linking_and_unlinking_an_identity(app_client, local, user, other_user, 
         "not_found",
     )
     assert len(security_events(log_lines, "identity_linked")) == 1
+    refused = security_events(log_lines, "identity_link_refused")
+    assert [event["provider"] for event in refused] == ["local", "local"]
     assert len(security_events(log_lines, "identity_unlinked")) == 1
 
 
@@ -417,7 +419,7 @@ def test_linking_needs_a_token_and_a_known_provider(app_client, local, user):
     )
 
 
-def test_the_only_way_into_an_account_cannot_be_unlinked(app_client, local, address):
+def test_the_only_way_into_an_account_cannot_be_unlinked(app_client, local, address, log_lines):
     created = sign_up_through(app_client, local, new_account(), address)
     token = created["token"]
     [only] = identities_of(app_client, token)
@@ -429,6 +431,7 @@ def test_the_only_way_into_an_account_cannot_be_unlinked(app_client, local, addr
     [last] = identities_of(app_client, token)
     last_path = f"/api/users/me/identities/{last['id']}/"
     assert_error(app_client.simulate_delete(last_path, headers=auth(token)), 409, "conflict")
+    assert len(security_events(log_lines, "identity_unlink_refused")) == 2
 
 
 def test_an_account_with_a_password_may_unlink_its_last_identity(app_client, local, user):

@@ -319,7 +319,9 @@ def test_every_security_event_has_its_test():
         "signed_up",
         "identity_email_taken",
         "identity_linked",
+        "identity_link_refused",
         "identity_unlinked",
+        "identity_unlink_refused",
         "identity_provider_unavailable",
     }
     assert tested == EVENTS
