@@ -27,6 +27,7 @@ from gridlink.db.tcp import dead_peer_options
 from gridlink.db.urls import prefer_hosts
 from gridlink.mail.backends import make_mailer
 from gridlink.mail.outbox import MailPoller
+from gridlink.oidc.provider import ProviderClient
 from gridlink.routing.router import ReplicaRouter
 from gridlink.settings import Settings
 from gridlink.web.metrics import Metrics
@@ -107,6 +108,8 @@ class Services:
     limiter: Limiter
     # What this process counts for /metrics (its own registry: apps never share counts).
     metrics: Metrics = field(default_factory=Metrics)
+    # The OpenID providers one may sign in with, by name; each keeps its discovery and keys.
+    identity_providers: dict[str, ProviderClient] = field(default_factory=dict)
 
     @classmethod
     def connect(cls, settings: Settings) -> Services:
@@ -146,6 +149,9 @@ class Services:
             mail=MailPoller(mail_engine, make_mailer(settings.mail_backend)),
             passwords=HashSlots(settings.hash_slots),
             limiter=Limiter(cache.client, settings.server_processes),
+            identity_providers={
+                provider.name: ProviderClient(provider) for provider in settings.oidc_providers
+            },
         )
 
     @classmethod
