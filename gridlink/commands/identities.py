@@ -8,9 +8,10 @@ never by email, since an unverified or recycled address would hand the
 account over. So an identity no account has, whose email an account has,
 is refused (409): the owner signs in and links it.
 
-Sign-in counts as a login attempt from the client's address (given back on
-success) and a ticket's sign-up as a sign-up; every outcome is a security
-event.
+Sign-in counts as a login attempt from the client's address, or from the
+device it presents (given back on success), and a ticket's sign-up as a
+sign-up; every outcome is a security event. A fresh sign-in with one of
+its identities also confirms an account's deletion, as a password does.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from gridlink.errors import (
     RateLimited,
     Unavailable,
 )
-from gridlink.models import Identity, SignupTicket, User
+from gridlink.models import Identity, LoginDevice, SignupTicket, User
 from gridlink.oidc.provider import (
     ProviderClient,
     ProviderUnreachable,
@@ -106,12 +107,10 @@ def sign_in_with_provider(
     throttle = login_throttle(uow)
     # Without a device the address is counted first, before any query, as a login does.
     presented = find_device(uow, device) if device else None
-    client = None
     if presented is None:
         reservation = admit_login_address(throttle, address)
     else:
-        client = LoginClient(account_key(presented.user_id, ""), address, presented.id)
-        reservation = _admit_device(throttle, client, presented.user_id)
+        reservation = _admit_device(throttle, presented, address)
         uow.end_reads()  # no transaction waits on the provider
     uow.after_database_failure(lambda: throttle.give_back(reservation))
     identity = _verified(provider, redemption, on_outage=lambda: throttle.give_back(reservation))
@@ -123,19 +122,15 @@ def sign_in_with_provider(
     if linked is not None:
         token = issue_token(uow, linked, address=address, user_agent=user_agent)
         # The device is answered back only to its own account's sign-in: to any other, a new one.
-        if presented is None or presented.user_id != linked.id:
-            client, presented = None, None
+        own = presented if presented is not None and presented.user_id == linked.id else None
         device = remember_device(
-            uow,
-            linked.id,
-            device_id=presented.id if presented else None,
-            device=device if presented else None,
+            uow, linked.id, device_id=own.id if own else None, device=device if own else None
         )
         user_id = linked.id
         uow.after_commit(lambda: throttle.give_back(reservation))
-        if client is not None:
-            device_client = client
-            uow.after_commit(lambda: throttle.succeeded(device_client))
+        if own is not None:
+            known = _device_client(own, address)
+            uow.after_commit(lambda: throttle.succeeded(known))
         uow.after_commit(
             lambda: security_event("login_succeeded", user_id=user_id, provider=provider.name)
         )
@@ -320,12 +315,17 @@ def delete_account_with_identity(
     uow.after_commit(lambda: throttle.give_back(reservation))
 
 
-def _admit_device(throttle: LoginThrottle, client: LoginClient, user_id: int) -> Reservation:
-    """Count a sign-in from a device against that device's own allowance, or raise 429."""
+def _device_client(device: LoginDevice, address: str | None) -> LoginClient:
+    """The client a sign-in presenting ``device`` is: that device of its account."""
+    return LoginClient(account_key(device.user_id, ""), address, device.id)
+
+
+def _admit_device(throttle: LoginThrottle, device: LoginDevice, address: str | None) -> Reservation:
+    """Count a sign-in from ``device`` against that device's own allowance, or raise 429."""
     try:
-        return throttle.admit(client, address_admitted=True)
+        return throttle.admit(_device_client(device, address), address_admitted=True)
     except RateLimited:
-        security_event("login_throttled", user_id=user_id, with_device=True)
+        security_event("login_throttled", user_id=device.user_id, with_device=True)
         raise
 
 

@@ -22,6 +22,7 @@ from gridlink.cache.stream import ChangeRelay
 from gridlink.oidc.provider import ProviderClient
 from gridlink.services import Services
 from gridlink.settings import Settings
+from tests.support.accounts import find_user_id, user_id_of
 from tests.support.api import (
     ApiUser,
     assert_error,
@@ -512,22 +513,6 @@ OWNED_ROWS = {
 }
 
 
-def account_id(services: Services, username: str) -> int:
-    with services.primary.connect() as connection:
-        found: int = connection.execute(
-            text("SELECT id FROM users WHERE username = :name"), {"name": username}
-        ).scalar_one()
-    return found
-
-
-def account_exists(services: Services, username: str) -> bool:
-    with services.primary.connect() as connection:
-        found = connection.execute(
-            text("SELECT 1 FROM users WHERE username = :name"), {"name": username}
-        ).first()
-    return found is not None
-
-
 def rows_of(services: Services, user_id: int) -> dict[str, int]:
     """How many rows the account has in each table that holds its things."""
     with services.primary.connect() as connection:
@@ -545,7 +530,7 @@ def test_an_account_made_through_a_provider_deletes_itself_with_a_fresh_sign_in(
     grid = create_grid(app_client, owner)
     create_link(app_client, owner, grid["slug"])
     assert link(app_client, owner.token, local, new_account("del2")).status_code == 201
-    owner_id = account_id(services, owner.username)
+    owner_id = user_id_of(services, owner.username)
     before = rows_of(services, owner_id)
     assert before == {
         "users": 1,
@@ -585,7 +570,7 @@ def test_an_account_with_a_password_may_confirm_its_deletion_with_a_linked_ident
     assert link(app_client, owner.token, local, account).status_code == 201
     deleted = delete_me(app_client, owner.token, confirmation(local, account))
     assert deleted.status_code == 204, deleted.text
-    assert not account_exists(services, owner.username)
+    assert find_user_id(services, owner.username) is None
 
 
 def test_an_identity_that_is_not_the_callers_does_not_delete_the_account(
@@ -600,8 +585,8 @@ def test_an_identity_that_is_not_the_callers_does_not_delete_the_account(
     nobodys = delete_me(app_client, owner.token, confirmation(local, new_account("none")))
     assert assert_error(nobodys, 403, "permission_denied") == error
     assert user.username not in others.text
-    assert account_exists(services, owner.username)
-    assert rows_of(services, account_id(services, user.username))["identities"] == 1
+    assert find_user_id(services, owner.username) is not None
+    assert rows_of(services, user_id_of(services, user.username))["identities"] == 1
     assert app_client.simulate_get("/api/users/me/", headers=owner.headers).status_code == 200
     failed = security_events(log_lines, "login_failed")
     assert [event["reason"] for event in failed] == ["not its identity"] * 2
@@ -618,7 +603,7 @@ def test_a_replayed_or_wrong_code_does_not_delete_the_account(app_client, local,
     assert_error(delete_me(app_client, owner.token, replayed), 400, "invalid_request")
     wrong_nonce = {**confirmation(local, account), "nonce": "not the nonce it was issued for"}
     assert_error(delete_me(app_client, owner.token, wrong_nonce), 400, "invalid_request")
-    assert account_exists(services, owner.username)
+    assert find_user_id(services, owner.username) is not None
 
 
 def test_a_deletion_takes_the_password_or_a_provider_not_both_and_not_neither(
@@ -637,7 +622,7 @@ def test_a_deletion_takes_the_password_or_a_provider_not_both_and_not_neither(
     assert set(error["fields"]) == {"code_verifier", "redirect_uri", "nonce"}
     unknown = delete_me(app_client, user.token, {**fresh, "provider": "nowhere"})
     assert_error(unknown, 404, "not_found")
-    assert account_exists(services, user.username)
+    assert find_user_id(services, user.username) is not None
 
 
 def test_a_password_check_of_an_account_without_a_password_says_to_set_one(
@@ -670,7 +655,7 @@ def test_a_password_check_of_an_account_without_a_password_says_to_set_one(
         assert "no password" in error["message"]
         if method == "DELETE":
             assert "linked provider" in error["message"]
-    assert account_exists(services, owner.username)
+    assert find_user_id(services, owner.username) is not None
     assert security_events(log_lines, "login_throttled") == []
 
 
@@ -687,7 +672,7 @@ def test_failed_confirmations_with_a_provider_count_against_the_session(
     throttled = delete_me(app_client, owner.token, confirmation(local, account))
     assert_error(throttled, 429, "rate_limited")
     assert security_events(log_lines, "login_throttled")
-    assert account_exists(services, owner.username)
+    assert find_user_id(services, owner.username) is not None
     # The session's allowance alone: another session of the account deletes it.
     other = sign_in(app_client, "local", local.sign_in(account), _elsewhere()).json["token"]
     assert delete_me(app_client, other, confirmation(local, account)).status_code == 204
@@ -713,7 +698,7 @@ def test_a_sign_in_that_presents_its_device_is_answered_the_same_device(
 ):
     account = new_account()
     created = sign_up_through(app_client, local, account, address)
-    owner_id = account_id(services, created["user"]["username"])
+    owner_id = user_id_of(services, created["user"]["username"])
     device = created["device"]
     again = sign_in_with_device(app_client, local, account, address, device)
     assert again.status_code == 200, again.text
@@ -729,7 +714,7 @@ def test_a_sign_in_that_presents_its_device_is_answered_the_same_device(
         assert answered.json["device"] not in {device, presented}
     assert rows_of(services, owner_id)["login_devices"] == 5
     # Another account's device was not made this one's.
-    assert rows_of(services, account_id(services, user.username))["login_devices"] == 1
+    assert rows_of(services, user_id_of(services, user.username))["login_devices"] == 1
 
 
 def test_a_device_is_not_held_to_its_address_throttle_but_to_its_own(
