@@ -678,6 +678,33 @@ def test_failed_confirmations_with_a_provider_count_against_the_session(
     assert delete_me(app_client, other, confirmation(local, account)).status_code == 204
 
 
+def test_a_provider_that_is_down_deletes_nothing_and_counts_nothing(
+    app_client, flaky, address, services, log_lines
+):
+    account = new_account()
+    owner = sign_up(app_client, "down")
+    assert link(app_client, owner.token, flaky, account).status_code == 201
+    stale = [confirmation(flaky, account)]
+    stale += [
+        confirmation(flaky, account) for _ in range(services.settings.password_checks_per_session)
+    ]
+    flaky.stop()
+    # More attempts than the session's allowance: an outage is not the owner's failure.
+    for body in stale:
+        down = delete_me(app_client, owner.token, body)
+        assert_error(down, 503, "unavailable")
+        assert int(down.headers["Retry-After"]) >= 1
+    assert find_user_id(services, owner.username) is not None
+    assert security_events(log_lines, "login_throttled") == []
+    flaky.start()
+    wait_for(
+        lambda: delete_me(app_client, owner.token, confirmation(flaky, account)).status_code == 204,
+        timeout=20,
+        what="the restarted provider to confirm the deletion",
+    )
+    assert find_user_id(services, owner.username) is None
+
+
 # --------------------------------------------------------------------------- devices
 
 
