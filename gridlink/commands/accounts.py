@@ -37,6 +37,7 @@ from gridlink.commands.sessions import (
     confirm_password,
     issue_token,
     lock_caller,
+    no_password,
     revoke_tokens,
     same_text,
 )
@@ -46,6 +47,10 @@ from gridlink.mail.letters import MAIL_TOKEN_LIFETIME, email_change_notice
 from gridlink.mail.outbox import email_confirmation_order
 from gridlink.models import AuthToken, EmailChange, User
 
+_BY_PROVIDER = (
+    ", or confirm the deletion with a sign-in at a linked provider "
+    "(`provider`, `code`, `code_verifier`, `redirect_uri`, `nonce`)"
+)
 _TAKEN = {
     "username": "This username is taken.",
     "email": "An account with this email already exists.",
@@ -151,13 +156,27 @@ def confirm_email_change(uow: UnitOfWork, principal: Principal, *, token: str) -
 
 
 def delete_account(uow: UnitOfWork, principal: Principal, *, password: str) -> None:
-    """Delete the caller's account, grids, links and tokens, after checking the password."""
+    """Delete the caller's account, grids, links and tokens, after checking the password.
+
+    An account without a password is a 400 naming ``password``: it confirms
+    with a sign-in at a linked provider instead (``gridlink.commands.identities``).
+    """
     user = caller(uow, principal)
     checked_hash = user.password_hash
+    if checked_hash is None:
+        raise no_password("password", instead=_BY_PROVIDER)
     uow.end_reads()
     confirm_password(uow, principal, user, password, field="password")
     lock_profile(uow, principal.user_id)
-    user = lock_caller(uow, principal, checked_hash)
+    erase_account(uow, lock_caller(uow, principal, checked_hash))
+
+
+def erase_account(uow: UnitOfWork, user: User, **event: str) -> None:
+    """Delete ``user`` (the caller, locked, the profile locked), whose owner was just confirmed.
+
+    Its grids, links, tokens, devices, identities and mailed tokens go with it;
+    its tokens are marked revoked in the cache once this commits.
+    """
     token_hashes = uow.session.scalars(
         select(AuthToken.token_hash).where(
             AuthToken.user_id == user.id, AuthToken.revoked_on.is_(None)
@@ -168,7 +187,7 @@ def delete_account(uow: UnitOfWork, principal: Principal, *, password: str) -> N
     uow.session.delete(user)
     uow.after_commit(lambda: uow.token_cache.store_revoked(token_hashes))
     account_id = user.id
-    uow.after_commit(lambda: security_event("account_deleted", user_id=account_id))
+    uow.after_commit(lambda: security_event("account_deleted", user_id=account_id, **event))
 
 
 def set_admin(uow: UnitOfWork, *, username: str, is_admin: bool) -> User:

@@ -36,6 +36,18 @@ def presented_device(device: str | None) -> ColumnElement[bool]:
     return matches
 
 
+def find_device(uow: UnitOfWork, device: str) -> LoginDevice | None:
+    """The device ``device`` names, whichever account's, or None (a wrong shape: no query).
+
+    For a sign-in that learns its account only later (through a provider).
+    """
+    if not _DEVICE_FORM.match(device):
+        return None
+    return uow.session.scalars(
+        select(LoginDevice).where(LoginDevice.device_hash == hash_token(device))
+    ).one_or_none()
+
+
 def remember_device(
     uow: UnitOfWork, user_id: int, *, device_id: int | None, device: str | None
 ) -> str:

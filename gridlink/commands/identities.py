@@ -8,9 +8,10 @@ never by email, since an unverified or recycled address would hand the
 account over. So an identity no account has, whose email an account has,
 is refused (409): the owner signs in and links it.
 
-Sign-in counts as a login attempt from the client's address (given back on
-success) and a ticket's sign-up as a sign-up; every outcome is a security
-event.
+Sign-in counts as a login attempt from the client's address, or from the
+device it presents (given back on success), and a ticket's sign-up as a
+sign-up; every outcome is a security event. A fresh sign-in with one of
+its identities also confirms an account's deletion, as a password does.
 """
 
 from __future__ import annotations
@@ -26,21 +27,31 @@ from sqlalchemy.exc import IntegrityError
 
 from gridlink.accounts.emails import same_email
 from gridlink.accounts.events import security_event
-from gridlink.accounts.throttles import admit_sign_up
+from gridlink.accounts.ratelimit import Reservation
+from gridlink.accounts.throttles import LoginClient, LoginThrottle, account_key, admit_sign_up
 from gridlink.accounts.tokens import Principal, hash_token, is_token_form, new_token
-from gridlink.commands.accounts import open_account, refuse_taken
-from gridlink.commands.devices import remember_device
+from gridlink.commands.accounts import erase_account, open_account, refuse_taken
+from gridlink.commands.devices import find_device, remember_device
 from gridlink.commands.profiles import lock_profile
 from gridlink.commands.sessions import (
     SignedIn,
+    admit_check,
     admit_login_address,
     caller,
     issue_token,
+    locked_caller,
     login_throttle,
 )
 from gridlink.commands.unit_of_work import UnitOfWork
-from gridlink.errors import Conflict, InvalidRequest, NotFound, Unavailable
-from gridlink.models import Identity, SignupTicket, User
+from gridlink.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    Unavailable,
+)
+from gridlink.models import Identity, LoginDevice, SignupTicket, User
 from gridlink.oidc.provider import (
     ProviderClient,
     ProviderUnreachable,
@@ -80,16 +91,27 @@ def sign_in_with_provider(
     provider: ProviderClient,
     redemption: Redemption,
     address: str | None,
+    device: str | None = None,
     user_agent: str | None = None,
 ) -> SignedIn | SignupOffer:
     """Sign in with the identity the provider vouches for, or offer a sign-up ticket.
 
     Raise 400 if the code or token fails verification (or the provider
     gives no verified email for a new identity), 409 if an account has the
-    identity's email, 503 if the provider cannot be reached.
+    identity's email, 503 if the provider cannot be reached, 429 once the
+    client failed too often. The client is the ``device`` it presents, if
+    a login or sign-up of some account answered it (held to that device's
+    own allowance, which password logins with it share), else its address;
+    the device is answered back when the identity is that account's.
     """
     throttle = login_throttle(uow)
-    reservation = admit_login_address(throttle, address)
+    # Without a device the address is counted first, before any query, as a login does.
+    presented = find_device(uow, device) if device else None
+    if presented is None:
+        reservation = admit_login_address(throttle, address)
+    else:
+        reservation = _admit_device(throttle, presented, address)
+        uow.end_reads()  # no transaction waits on the provider
     uow.after_database_failure(lambda: throttle.give_back(reservation))
     identity = _verified(provider, redemption, on_outage=lambda: throttle.give_back(reservation))
     linked = uow.session.execute(
@@ -99,9 +121,16 @@ def sign_in_with_provider(
     ).scalar_one_or_none()
     if linked is not None:
         token = issue_token(uow, linked, address=address, user_agent=user_agent)
-        device = remember_device(uow, linked.id, device_id=None, device=None)
+        # The device is answered back only to its own account's sign-in: to any other, a new one.
+        own = presented if presented is not None and presented.user_id == linked.id else None
+        device = remember_device(
+            uow, linked.id, device_id=own.id if own else None, device=device if own else None
+        )
         user_id = linked.id
         uow.after_commit(lambda: throttle.give_back(reservation))
+        if own is not None:
+            known = _device_client(own, address)
+            uow.after_commit(lambda: throttle.succeeded(known))
         uow.after_commit(
             lambda: security_event("login_succeeded", user_id=user_id, provider=provider.name)
         )
@@ -237,6 +266,67 @@ def unlink_identity(uow: UnitOfWork, principal: Principal, *, identity_id: str) 
     uow.after_commit(
         lambda: security_event("identity_unlinked", user_id=principal.user_id, provider=provider)
     )
+
+
+def delete_account_with_identity(
+    uow: UnitOfWork,
+    principal: Principal,
+    *,
+    provider: ProviderClient,
+    redemption: Redemption,
+) -> None:
+    """Delete the caller's account once a fresh sign-in shows they hold one of its identities.
+
+    What a password confirms for an account with one, for any account: the
+    code is redeemed and its ID token verified (400 if either fails, 503 if
+    the provider is down), and its (issuer, subject) must be linked to the
+    caller's account (403 otherwise, whether or not another account has it).
+    Attempts count against the session's allowance of password checks; an
+    outage or a success gives the attempt back.
+    """
+    caller(uow, principal)
+    uow.end_reads()  # no transaction waits on the provider
+    reservation = admit_check(uow, principal, check="identity")
+    throttle = login_throttle(uow)
+    uow.after_database_failure(lambda: throttle.give_back(reservation))
+    identity = _verified(
+        provider,
+        redemption,
+        on_outage=lambda: throttle.give_back(reservation),
+        user_id=principal.user_id,
+    )
+    lock_profile(uow, principal.user_id)
+    user = locked_caller(uow, principal)
+    if not uow.session.execute(
+        select(Identity.id).where(
+            Identity.user_id == user.id,
+            Identity.issuer == identity.issuer,
+            Identity.subject == identity.subject,
+        )
+    ).first():
+        security_event(
+            "login_failed", user_id=user.id, provider=provider.name, reason="not its identity"
+        )
+        raise PermissionDenied(
+            "This identity is not linked to this account: sign in at the provider as one "
+            "that is, or confirm with the password."
+        )
+    erase_account(uow, user, provider=provider.name)
+    uow.after_commit(lambda: throttle.give_back(reservation))
+
+
+def _device_client(device: LoginDevice, address: str | None) -> LoginClient:
+    """The client a sign-in presenting ``device`` is: that device of its account."""
+    return LoginClient(account_key(device.user_id, ""), address, device.id)
+
+
+def _admit_device(throttle: LoginThrottle, device: LoginDevice, address: str | None) -> Reservation:
+    """Count a sign-in from ``device`` against that device's own allowance, or raise 429."""
+    try:
+        return throttle.admit(_device_client(device, address), address_admitted=True)
+    except RateLimited:
+        security_event("login_throttled", user_id=device.user_id, with_device=True)
+        raise
 
 
 def _verified(

@@ -167,14 +167,14 @@ def confirm_password(
     A 400, not a 401: the token is fine and the client must not drop it; the
     user mistyped a form field. Failures count against the session (the
     token) alone: a stolen token cannot be used to guess the password
-    faster, and nobody's failures elsewhere refuse the owner here.
+    faster, and nobody's failures elsewhere refuse the owner here. An
+    account without a password (made through a provider) is a 400 naming
+    ``field`` that says how to set one, with nothing counted or hashed.
     """
+    if user.password_hash is None:
+        raise no_password(field)
+    reservation = admit_check(uow, principal, check=field)
     throttle = login_throttle(uow)
-    try:
-        reservation = throttle.admit_password_check(principal.token_hash)
-    except RateLimited:
-        security_event("login_throttled", user_id=user.id, check=field)
-        raise
     try:
         verified = uow.passwords.verify(user.password_hash, password)
     except Unavailable:
@@ -188,8 +188,34 @@ def confirm_password(
     throttle.give_back(reservation)
 
 
+def admit_check(uow: UnitOfWork, principal: Principal, *, check: str) -> Reservation:
+    """Count a check that the caller is the owner against their session, or raise 429."""
+    try:
+        return login_throttle(uow).admit_password_check(principal.token_hash)
+    except RateLimited:
+        security_event("login_throttled", user_id=principal.user_id, check=check)
+        raise
+
+
+def no_password(field: str, *, instead: str = "") -> InvalidRequest:
+    """The 400 for a password check of an account that has none (made through a provider)."""
+    advice = "This account has no password: set one by a password reset"
+    return InvalidRequest(
+        f"{advice}{instead}.",
+        fields={field: [f"{advice} (POST /api/auth/password/reset/){instead}."]},
+    )
+
+
 def lock_caller(uow: UnitOfWork, principal: Principal, checked_hash: str | None) -> User:
     """Lock the caller's row; raise 409 if their password changed since it was checked."""
+    user = locked_caller(uow, principal)
+    if user.password_hash != checked_hash:
+        raise Conflict("The password changed meanwhile; try again.")
+    return user
+
+
+def locked_caller(uow: UnitOfWork, principal: Principal) -> User:
+    """Lock and read again the caller's row; 401 if the account was deleted meanwhile."""
     user = uow.session.scalars(
         select(User)
         .where(User.id == principal.user_id)
@@ -200,8 +226,6 @@ def lock_caller(uow: UnitOfWork, principal: Principal, checked_hash: str | None)
     ).one_or_none()
     if user is None:
         raise Unauthenticated("The token is not valid.")
-    if user.password_hash != checked_hash:
-        raise Conflict("The password changed meanwhile; try again.")
     return user
 
 

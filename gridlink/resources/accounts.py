@@ -7,13 +7,14 @@ from functools import partial
 import falcon
 
 from gridlink.accounts.tokens import Principal
-from gridlink.commands import accounts, passwords, sessions
+from gridlink.commands import accounts, identities, passwords, sessions
 from gridlink.commands.unit_of_work import run_command
 from gridlink.queries.accounts import read_me
 from gridlink.queries.reader import Reader
+from gridlink.resources.params import UNKNOWN_PROVIDER, identity_provider
 from gridlink.resources.responses import READ_SOURCE_HEADER
 from gridlink.schemas.accounts import (
-    AccountDeleteIn,
+    ACCOUNT_DELETIONS,
     EmailConfirmIn,
     LoginIn,
     MeOut,
@@ -23,6 +24,7 @@ from gridlink.schemas.accounts import (
     PasswordResetIn,
     SignedInOut,
     SignupIn,
+    load_account_deletion,
 )
 from gridlink.schemas.base import NoBodyIn, load
 from gridlink.services import Services
@@ -268,17 +270,37 @@ class Me(_AccountsResource):
     @documented(
         Operation(
             "deleteMe",
-            "Delete the account with its grids and links; its profile is gone at once.",
+            "Delete the account with its grids, links and identities; its profile is gone at "
+            "once. Confirmed by the password, or by a fresh sign-in at a provider whose "
+            "identity is linked to the account (an account made through a provider has no "
+            "password): the code, PKCE verifier, redirect URI and nonce of that sign-in.",
             (Reply(204, "Deleted."),),
             tag=_TAG,
-            body=AccountDeleteIn,
-            errors={400: "The password is not correct.", 429: _CHECKS_THROTTLED},
+            body=ACCOUNT_DELETIONS,
+            errors={
+                400: "The password is not correct, or the account has none; both or neither of "
+                "the password and a provider's fields were sent (named in `fields`); or the "
+                "provider's code or ID token failed verification.",
+                403: "The provider's identity is not linked to this account.",
+                404: UNKNOWN_PROVIDER,
+                429: _CHECKS_THROTTLED + " Or with failed sign-ins at providers.",
+                503: "The provider cannot be reached; try again after Retry-After.",
+            },
         )
     )
     @authenticate(Auth.REQUIRED)
     def on_delete(self, req: falcon.Request, resp: falcon.Response, principal: Principal) -> None:
-        body = load(AccountDeleteIn(), read_optional_json_object(req))
-        run_command(self._services, partial(accounts.delete_account, principal=principal, **body))
+        body = load_account_deletion(read_optional_json_object(req))
+        if "password" in body:
+            delete = partial(accounts.delete_account, principal=principal, **body)
+        else:
+            delete = partial(
+                identities.delete_account_with_identity,
+                principal=principal,
+                provider=identity_provider(self._services, body.pop("provider")),
+                redemption=identities.Redemption(**body),
+            )
+        run_command(self._services, delete)
         resp.status = falcon.HTTP_204
 
 

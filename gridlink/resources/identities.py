@@ -12,13 +12,12 @@ from gridlink.accounts.tokens import Principal
 from gridlink.commands import identities
 from gridlink.commands.sessions import SignedIn
 from gridlink.commands.unit_of_work import run_command
-from gridlink.errors import NotFound
 from gridlink.models import Identity
 from gridlink.oidc.provider import ProviderClient
 from gridlink.queries.identities import read_identities
 from gridlink.queries.reader import Reader
 from gridlink.resources.accounts import send_signed_in
-from gridlink.resources.params import idempotency_key
+from gridlink.resources.params import UNKNOWN_PROVIDER, idempotency_key, identity_provider
 from gridlink.resources.responses import READ_SOURCE_HEADER, send_answer
 from gridlink.schemas.accounts import SignedInOut
 from gridlink.schemas.base import NoBodyIn, load
@@ -27,7 +26,7 @@ from gridlink.schemas.identities import (
     IdentityList,
     IdentityOut,
     ProviderList,
-    RedemptionIn,
+    ProviderSignInIn,
     SignupOfferOut,
     TicketSignupIn,
 )
@@ -50,7 +49,6 @@ IDENTITY_ID = (
     {"type": "string", "pattern": slug_json_pattern(IDENTITY_PREFIX)},
     "The identity's id.",
 )
-_UNKNOWN_PROVIDER = "No provider of this name is configured."
 _REFUSED = (
     "The code was refused by the provider, or the ID token failed a check (signature, "
     "issuer, audience, expiry, nonce); or a new identity has no verified email."
@@ -63,10 +61,7 @@ class _IdentityResource:
         self._services = services
 
     def _provider(self, name: str) -> ProviderClient:
-        provider = self._services.identity_providers.get(name)
-        if provider is None:
-            raise NotFound(_UNKNOWN_PROVIDER)
-        return provider
+        return identity_provider(self._services, name)
 
     def _client(self, req: falcon.Request) -> str:
         return client_address(req, self._services.settings.trusted_proxies)
@@ -114,21 +109,22 @@ class SignIn(_IdentityResource):
                 ),
             ),
             tag=_TAG,
-            body=RedemptionIn,
+            body=ProviderSignInIn,
             path={"name": _PROVIDER_NAME},
             errors={
                 400: _REFUSED,
-                404: _UNKNOWN_PROVIDER,
+                404: UNKNOWN_PROVIDER,
                 409: "No account has this identity, but one has its email: sign in there and "
                 "link it.",
-                429: "Too many failed sign-ins from this address.",
+                429: "Too many failed sign-ins from this address, or from the device presented.",
                 503: _UNAVAILABLE,
             },
         )
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         provider = self._provider(name)
-        body = load(RedemptionIn(), read_json_object(req))
+        body = load(ProviderSignInIn(), read_json_object(req))
+        device = body.pop("device", None)
         outcome = run_command(
             self._services,
             partial(
@@ -136,6 +132,7 @@ class SignIn(_IdentityResource):
                 provider=provider,
                 redemption=identities.Redemption(**body),
                 address=self._client(req),
+                device=device,
                 user_agent=req.user_agent,
             ),
         )
@@ -210,7 +207,7 @@ class Identities(_IdentityResource):
             creates=True,
             errors={
                 400: _REFUSED,
-                404: _UNKNOWN_PROVIDER,
+                404: UNKNOWN_PROVIDER,
                 409: "The identity is linked already (to this account or another).",
                 503: _UNAVAILABLE,
             },

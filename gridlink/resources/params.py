@@ -1,4 +1,4 @@
-"""Request parameters several resources share: list paging and idempotency keys."""
+"""Request parameters several resources share: list paging, idempotency keys, providers."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from typing import Any
 
 import falcon
 
-from gridlink.errors import InvalidRequest
+from gridlink.errors import InvalidRequest, NotFound
+from gridlink.oidc.provider import ProviderClient
 from gridlink.queries.pages import DEFAULT_LIMIT, MAX_LIMIT, PageRequest, unknown_cursor
+from gridlink.services import Services
 from gridlink.slugs import GRID_PREFIX, LINK_PREFIX, is_slug
 from gridlink.web.idempotency import IdempotencyKey
 
@@ -42,3 +44,14 @@ def idempotency_key(req: falcon.Request, body: Any) -> IdempotencyKey | None:
     if not _PRINTABLE_ASCII.match(key):
         raise InvalidRequest("Idempotency-Key must be 1 to 255 printable ASCII characters.")
     return IdempotencyKey.for_request(key, req.method, req.path, body)
+
+
+UNKNOWN_PROVIDER = "No provider of this name is configured."
+
+
+def identity_provider(services: Services, name: str) -> ProviderClient:
+    """The configured OpenID provider ``name``; 404 if there is none."""
+    provider = services.identity_providers.get(name)
+    if provider is None:
+        raise NotFound(UNKNOWN_PROVIDER)
+    return provider

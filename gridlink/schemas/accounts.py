@@ -1,7 +1,8 @@
 """marshmallow schemas of the accounts endpoints, one direction each.
 
 The ``...In`` schemas load a request body (through ``gridlink.schemas.base``:
-unknown fields refused, errors in API.md's shape); ``MeOut`` dumps the Me
+unknown fields refused, errors in API.md's shape); a deletion's body is
+one of two (``load_account_deletion``); ``MeOut`` dumps the Me
 object and, with ``SignedInOut``, documents it; ``SessionList`` dumps the
 sessions list.
 """
@@ -13,7 +14,16 @@ from typing import Any
 from marshmallow import Schema, fields, validate
 
 from gridlink.accounts.password_rules import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
-from gridlink.schemas.base import InputSchema, Timestamp, slug_out, text_field, username_out
+from gridlink.errors import InvalidRequest
+from gridlink.schemas.base import (
+    InputSchema,
+    Timestamp,
+    load,
+    slug_out,
+    text_field,
+    username_out,
+)
+from gridlink.schemas.identities import IdentityLinkIn
 from gridlink.slugs import SESSION_PREFIX, USERNAME_JSON_PATTERN, USERNAME_PATTERN
 
 
@@ -78,7 +88,38 @@ class EmailConfirmIn(InputSchema):
 
 
 class AccountDeleteIn(InputSchema):
+    """Deletion confirmed by the account's password."""
+
     password = fields.String(required=True)
+
+
+class ProviderConfirmationIn(IdentityLinkIn):
+    """Deletion confirmed by a fresh sign-in at a provider whose identity is linked to the account.
+
+    For an account without a password, or any account with a linked identity.
+    """
+
+
+ACCOUNT_DELETIONS = (AccountDeleteIn, ProviderConfirmationIn)
+_BY_PROVIDER = tuple(ProviderConfirmationIn().fields)
+
+
+def load_account_deletion(body: dict[str, Any]) -> dict[str, Any]:
+    """Load a deletion's body: ``password``, or the provider's fields; 400 for both or neither."""
+    by_password = "password" in body
+    by_provider = sorted(name for name in _BY_PROVIDER if name in body)
+    if by_password == bool(by_provider):
+        named = ["password", *by_provider] if by_password else ["password", "provider"]
+        problem = (
+            "Send `password`, or `provider` with `code`, `code_verifier`, `redirect_uri` "
+            "and `nonce` (a fresh sign-in at a linked provider): "
+            + ("not both." if by_password else "one of them.")
+        )
+        raise InvalidRequest(
+            "Confirm the deletion with the password or with a provider, not both and not neither.",
+            fields={name: [problem] for name in named},
+        )
+    return load(AccountDeleteIn() if by_password else ProviderConfirmationIn(), body)
 
 
 class MeOut(Schema):

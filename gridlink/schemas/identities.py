@@ -40,6 +40,11 @@ class RedemptionIn(InputSchema):
     nonce = fields.String(required=True, validate=validate.Length(min=1, max=512))
 
 
+class ProviderSignInIn(RedemptionIn):
+    # The value a login or sign-up of the account answered: the client's own allowance.
+    device = fields.String(validate=validate.Length(min=1, max=256))
+
+
 class IdentityLinkIn(RedemptionIn):
     provider = fields.String(required=True, validate=validate.Length(min=1, max=32))
 

@@ -68,7 +68,8 @@ class Operation:
     summary: str
     replies: tuple[Reply, ...]
     tag: str
-    body: type[Schema] | None = None
+    # A request body: one schema, or several of which the body must be exactly one.
+    body: type[Schema] | tuple[type[Schema], ...] | None = None
     body_required: bool = True
     # The route's {fields}, each with its JSON schema and meaning.
     path: Mapping[str, tuple[dict[str, Any], str]] = field(default_factory=dict)
@@ -301,11 +302,15 @@ def _render_operation(uri_template: str, operation: Operation, auth: Auth) -> di
     if operation.body is not None:
         rendered["requestBody"] = {
             "required": operation.body_required,
-            "content": {falcon.MEDIA_JSON: {"schema": operation.body}},
+            "content": {falcon.MEDIA_JSON: {"schema": _body_schema(operation.body)}},
         }
     if not rendered["parameters"]:
         del rendered["parameters"]
     return rendered
+
+
+def _body_schema(body: type[Schema] | tuple[type[Schema], ...]) -> Any:
+    return {"oneOf": list(body)} if isinstance(body, tuple) else body
 
 
 def _parameters(uri_template: str, operation: Operation) -> list[Mapping[str, Any]]:

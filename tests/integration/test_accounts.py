@@ -348,9 +348,9 @@ def test_deleting_with_a_wrong_password_is_a_400_and_keeps_the_account(client, s
     assert client.simulate_get("/api/users/me/", headers=user.headers).status_code == 200
 
 
-def test_deleting_without_a_body_asks_for_the_password(client, user):
+def test_deleting_without_a_body_asks_for_the_password_or_a_provider(client, user):
     result = client.simulate_delete("/api/users/me/", headers=user.headers)
-    assert set(assert_error(result, 400, "invalid_request")["fields"]) == {"password"}
+    assert set(assert_error(result, 400, "invalid_request")["fields"]) == {"password", "provider"}
 
 
 # --- what answers never show -----------------------------------------------------------------

@@ -22,7 +22,17 @@ from gridlink.cache.stream import ChangeRelay
 from gridlink.oidc.provider import ProviderClient
 from gridlink.services import Services
 from gridlink.settings import Settings
-from tests.support.api import ApiUser, assert_error, auth, login, random_username, sign_up
+from tests.support.accounts import find_user_id, user_id_of
+from tests.support.api import (
+    ApiUser,
+    assert_error,
+    auth,
+    create_grid,
+    create_link,
+    login,
+    random_username,
+    sign_up,
+)
 from tests.support.mail import mails_to, token_in
 from tests.support.oidc_provider import Authorization, OpenIdProvider
 from tests.support.security_log import security_events
@@ -471,3 +481,288 @@ def test_a_reset_gives_an_account_made_through_a_provider_its_first_password(
     assert login(app_client, username, "a first password of its own").status_code == 200
     # With a password, its only identity may go; the provider's sign-in stays until then.
     assert sign_in(app_client, "local", local.sign_in(account), address).status_code == 200
+
+
+# --------------------------------------------------------------------------- deleting the account
+
+
+def provider_user(created: dict[str, Any]) -> ApiUser:
+    """The account a ticket's sign-up made, as the API helpers take it (it has no password)."""
+    me = created["user"]
+    return ApiUser(me["username"], me["email"], "", created["token"], created["device"])
+
+
+def delete_me(
+    client: falcon.testing.TestClient, token: str, body: dict[str, Any] | None
+) -> falcon.testing.Result:
+    return client.simulate_delete("/api/users/me/", json=body, headers=auth(token))
+
+
+def confirmation(provider: OpenIdProvider, account: str) -> dict[str, str]:
+    """A fresh sign-in at ``provider`` as ``account``: what confirms a deletion."""
+    return {"provider": provider.name, **provider.sign_in(account).body()}
+
+
+OWNED_ROWS = {
+    "users": "SELECT count(*) FROM users WHERE id = :id",
+    "identities": "SELECT count(*) FROM identities WHERE user_id = :id",
+    "grids": "SELECT count(*) FROM grids WHERE user_id = :id",
+    "links": "SELECT count(*) FROM links l JOIN grids g ON g.id = l.grid_id WHERE g.user_id = :id",
+    "auth_tokens": "SELECT count(*) FROM auth_tokens WHERE user_id = :id",
+    "login_devices": "SELECT count(*) FROM login_devices WHERE user_id = :id",
+}
+
+
+def rows_of(services: Services, user_id: int) -> dict[str, int]:
+    """How many rows the account has in each table that holds its things."""
+    with services.primary.connect() as connection:
+        return {
+            table: connection.execute(text(query), {"id": user_id}).scalar_one()
+            for table, query in OWNED_ROWS.items()
+        }
+
+
+def test_an_account_made_through_a_provider_deletes_itself_with_a_fresh_sign_in(
+    app_client, local, address, services, log_lines
+):
+    account = new_account("del")
+    owner = provider_user(sign_up_through(app_client, local, account, address))
+    grid = create_grid(app_client, owner)
+    create_link(app_client, owner, grid["slug"])
+    assert link(app_client, owner.token, local, new_account("del2")).status_code == 201
+    owner_id = user_id_of(services, owner.username)
+    before = rows_of(services, owner_id)
+    assert before == {
+        "users": 1,
+        "identities": 2,
+        "grids": 1,
+        "links": 1,
+        "auth_tokens": 1,
+        "login_devices": 1,
+    }
+    profile = f"/api/users/{owner.username}/"
+    assert app_client.simulate_get(profile).status_code == 200
+
+    deleted = delete_me(app_client, owner.token, confirmation(local, account))
+    assert deleted.status_code == 204, deleted.text
+    assert set(rows_of(services, owner_id).values()) == {0}
+    with services.primary.connect() as connection:
+        identities = connection.execute(
+            text("SELECT count(*) FROM identities WHERE subject = :account"), {"account": account}
+        ).scalar_one()
+    assert identities == 0
+    assert_error(app_client.simulate_get(profile), 404, "not_found")
+    assert_error(app_client.simulate_get(f"/api/grids/{grid['slug']}/"), 404, "not_found")
+    assert_error(
+        app_client.simulate_get("/api/users/me/", headers=owner.headers), 401, "unauthenticated"
+    )
+    [event] = security_events(log_lines, "account_deleted")
+    assert event["provider"] == "local"
+    # The identity is nobody's now: signing in with it starts a new account.
+    assert sign_in(app_client, "local", local.sign_in(account), address).status_code == 202
+
+
+def test_an_account_with_a_password_may_confirm_its_deletion_with_a_linked_identity(
+    app_client, local, services
+):
+    owner = sign_up(app_client, "pw")
+    account = new_account()
+    assert link(app_client, owner.token, local, account).status_code == 201
+    deleted = delete_me(app_client, owner.token, confirmation(local, account))
+    assert deleted.status_code == 204, deleted.text
+    assert find_user_id(services, owner.username) is None
+
+
+def test_an_identity_that_is_not_the_callers_does_not_delete_the_account(
+    app_client, local, address, services, user, log_lines
+):
+    owner = provider_user(sign_up_through(app_client, local, new_account(), address))
+    someone = new_account("some")
+    assert link(app_client, user.token, local, someone).status_code == 201
+    # Another account's identity, and an identity no account has: the same 403.
+    others = delete_me(app_client, owner.token, confirmation(local, someone))
+    error = assert_error(others, 403, "permission_denied")
+    nobodys = delete_me(app_client, owner.token, confirmation(local, new_account("none")))
+    assert assert_error(nobodys, 403, "permission_denied") == error
+    assert user.username not in others.text
+    assert find_user_id(services, owner.username) is not None
+    assert rows_of(services, user_id_of(services, user.username))["identities"] == 1
+    assert app_client.simulate_get("/api/users/me/", headers=owner.headers).status_code == 200
+    failed = security_events(log_lines, "login_failed")
+    assert [event["reason"] for event in failed] == ["not its identity"] * 2
+    assert security_events(log_lines, "account_deleted") == []
+
+
+def test_a_replayed_or_wrong_code_does_not_delete_the_account(app_client, local, address, services):
+    account = new_account()
+    owner = provider_user(sign_up_through(app_client, local, account, address))
+    authorization = local.sign_in(account)
+    # The code was redeemed once already (a sign-in): it cannot confirm a deletion.
+    assert sign_in(app_client, "local", authorization, address).status_code == 200
+    replayed = {"provider": "local", **authorization.body()}
+    assert_error(delete_me(app_client, owner.token, replayed), 400, "invalid_request")
+    wrong_nonce = {**confirmation(local, account), "nonce": "not the nonce it was issued for"}
+    assert_error(delete_me(app_client, owner.token, wrong_nonce), 400, "invalid_request")
+    assert find_user_id(services, owner.username) is not None
+
+
+def test_a_deletion_takes_the_password_or_a_provider_not_both_and_not_neither(
+    app_client, local, user, services
+):
+    fresh = confirmation(local, new_account())
+    both = delete_me(app_client, user.token, {"password": user.password, **fresh})
+    error = assert_error(both, 400, "invalid_request")
+    assert set(error["fields"]) == {"password", *fresh}
+    neithers: list[dict[str, Any] | None] = [{}, None]
+    for neither in neithers:
+        error = assert_error(delete_me(app_client, user.token, neither), 400, "invalid_request")
+        assert set(error["fields"]) == {"password", "provider"}
+    partial_body = {"provider": "local", "code": fresh["code"]}
+    error = assert_error(delete_me(app_client, user.token, partial_body), 400, "invalid_request")
+    assert set(error["fields"]) == {"code_verifier", "redirect_uri", "nonce"}
+    unknown = delete_me(app_client, user.token, {**fresh, "provider": "nowhere"})
+    assert_error(unknown, 404, "not_found")
+    assert find_user_id(services, user.username) is not None
+
+
+def test_a_password_check_of_an_account_without_a_password_says_to_set_one(
+    app_client, local, address, services, log_lines
+):
+    owner = provider_user(sign_up_through(app_client, local, new_account(), address))
+    never = "a password it never had"
+    attempts = [
+        ("password", "DELETE", "/api/users/me/", {"password": never}),
+        (
+            "current_password",
+            "POST",
+            "/api/auth/password/change/",
+            {"current_password": never, "new_password": "a first password of its own"},
+        ),
+        (
+            "current_password",
+            "PATCH",
+            "/api/users/me/",
+            {"email": "elsewhere@example.test", "current_password": never},
+        ),
+    ]
+    for field, method, path, body in attempts:
+        # More than the session's allowance: nothing is counted, nothing could be guessed.
+        for _ in range(services.settings.password_checks_per_session + 1):
+            answer = app_client.simulate_request(method, path, json=body, headers=owner.headers)
+            error = assert_error(answer, 400, "invalid_request")
+        assert list(error["fields"]) == [field]
+        assert "password reset" in error["fields"][field][0]
+        assert "no password" in error["message"]
+        if method == "DELETE":
+            assert "linked provider" in error["message"]
+    assert find_user_id(services, owner.username) is not None
+    assert security_events(log_lines, "login_throttled") == []
+
+
+def test_failed_confirmations_with_a_provider_count_against_the_session(
+    app_client, local, address, services, log_lines
+):
+    account = new_account()
+    owner = provider_user(sign_up_through(app_client, local, account, address))
+    authorization = local.sign_in(account)
+    assert sign_in(app_client, "local", authorization, address).status_code == 200
+    replayed = {"provider": "local", **authorization.body()}
+    for _ in range(services.settings.password_checks_per_session):
+        assert_error(delete_me(app_client, owner.token, replayed), 400, "invalid_request")
+    throttled = delete_me(app_client, owner.token, confirmation(local, account))
+    assert_error(throttled, 429, "rate_limited")
+    assert security_events(log_lines, "login_throttled")
+    assert find_user_id(services, owner.username) is not None
+    # The session's allowance alone: another session of the account deletes it.
+    other = sign_in(app_client, "local", local.sign_in(account), _elsewhere()).json["token"]
+    assert delete_me(app_client, other, confirmation(local, account)).status_code == 204
+
+
+def test_a_provider_that_is_down_deletes_nothing_and_counts_nothing(
+    app_client, flaky, address, services, log_lines
+):
+    account = new_account()
+    owner = sign_up(app_client, "down")
+    assert link(app_client, owner.token, flaky, account).status_code == 201
+    stale = [confirmation(flaky, account)]
+    stale += [
+        confirmation(flaky, account) for _ in range(services.settings.password_checks_per_session)
+    ]
+    flaky.stop()
+    # More attempts than the session's allowance: an outage is not the owner's failure.
+    for body in stale:
+        down = delete_me(app_client, owner.token, body)
+        assert_error(down, 503, "unavailable")
+        assert int(down.headers["Retry-After"]) >= 1
+    assert find_user_id(services, owner.username) is not None
+    assert security_events(log_lines, "login_throttled") == []
+    flaky.start()
+    wait_for(
+        lambda: delete_me(app_client, owner.token, confirmation(flaky, account)).status_code == 204,
+        timeout=20,
+        what="the restarted provider to confirm the deletion",
+    )
+    assert find_user_id(services, owner.username) is None
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def sign_in_with_device(
+    client: falcon.testing.TestClient,
+    provider: OpenIdProvider,
+    account: str,
+    address: str,
+    device: str,
+) -> falcon.testing.Result:
+    return sign_in(
+        client, provider.name, {**provider.sign_in(account).body(), "device": device}, address
+    )
+
+
+def test_a_sign_in_that_presents_its_device_is_answered_the_same_device(
+    app_client, local, address, user, services
+):
+    account = new_account()
+    created = sign_up_through(app_client, local, account, address)
+    owner_id = user_id_of(services, created["user"]["username"])
+    device = created["device"]
+    again = sign_in_with_device(app_client, local, account, address, device)
+    assert again.status_code == 200, again.text
+    assert again.json["device"] == device
+    assert rows_of(services, owner_id)["login_devices"] == 1
+    # Without it, or with another account's device or a made-up one: a new device each time.
+    for presented in (None, user.device, "x" * 43, "not a device"):
+        if presented is None:
+            answered = sign_in(app_client, "local", local.sign_in(account), address)
+        else:
+            answered = sign_in_with_device(app_client, local, account, address, presented)
+        assert answered.status_code == 200, answered.text
+        assert answered.json["device"] not in {device, presented}
+    assert rows_of(services, owner_id)["login_devices"] == 5
+    # Another account's device was not made this one's.
+    assert rows_of(services, user_id_of(services, user.username))["login_devices"] == 1
+
+
+def test_a_device_is_not_held_to_its_address_throttle_but_to_its_own(
+    app_client, oidc_services, local, address, log_lines
+):
+    account = new_account()
+    device = sign_up_through(app_client, local, account, address)["device"]
+    authorization = local.sign_in(new_account())
+    assert sign_in(app_client, "local", authorization, address).status_code == 202
+    for _ in range(FAILURES_PER_ADDRESS):
+        assert sign_in(app_client, "local", authorization, address).status_code == 400
+    # The address is refused; the owner's device, which failed nothing, is not.
+    assert_error(sign_in(app_client, "local", local.sign_in(account), address), 429, "rate_limited")
+    signed_in = sign_in_with_device(app_client, local, account, address, device)
+    assert signed_in.status_code == 200, signed_in.text
+    assert signed_in.json["device"] == device
+    # The device's own failures are its own, from whatever address.
+    replayed = {**authorization.body(), "device": device}
+    for _ in range(oidc_services.settings.login_failures_per_client):
+        assert_error(sign_in(app_client, "local", replayed, _elsewhere()), 400, "invalid_request")
+    refused = sign_in_with_device(app_client, local, account, _elsewhere(), device)
+    assert_error(refused, 429, "rate_limited")
+    throttled = security_events(log_lines, "login_throttled")
+    assert [event.get("with_device") for event in throttled] == [None, True]

@@ -18,7 +18,6 @@ from typing import Any
 import falcon.testing
 import orjson
 import pytest
-from sqlalchemy import text
 
 from gridlink.accounts.events import EVENTS, SECURITY_LOGGER
 from gridlink.commands.accounts import set_admin
@@ -26,7 +25,7 @@ from gridlink.commands.unit_of_work import run_command
 from gridlink.services import Services
 from gridlink.web.http import client_from
 from tests.support.abuse import an_address
-from tests.support.accounts import RESET_PASSWORD, reset_token
+from tests.support.accounts import RESET_PASSWORD, reset_token, user_id_of
 from tests.support.api import ApiUser, random_username
 from tests.support.mail import mails_to
 from tests.support.waiting import wait_for
@@ -91,14 +90,6 @@ def assert_logged_once(
     for secret in secrets_:
         assert secret not in raw, event
     assert not TOKEN_SHAPED.search(raw), raw
-
-
-def user_id_of(services: Services, username: str) -> int:
-    with services.primary.connect() as connection:
-        found: int = connection.execute(
-            text("SELECT id FROM users WHERE username = :u"), {"u": username}
-        ).scalar_one()
-    return found
 
 
 def mailed_token(mail_dir: Path, address: str) -> str:

@@ -1,4 +1,5 @@
-"""Account flows tests share: password resets through the mail, login attempts from an address."""
+"""Account flows tests share: password resets through the mail, login attempts from an address,
+an account's id."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from email.parser import BytesParser
 from pathlib import Path
 
 import falcon.testing
+from sqlalchemy import text
 
+from gridlink.services import Services
 from tests.support.abuse import an_address
 from tests.support.mail import MAIL_WAIT_SECONDS, token_in
 from tests.support.waiting import wait_for
@@ -76,3 +79,18 @@ def attempt(
     if device is not None:
         body["device"] = device
     return client.simulate_post("/api/auth/login/", json=body, remote_addr=address)
+
+
+def find_user_id(services: Services, username: str) -> int | None:
+    """The id of the account ``username`` on the primary, or None if there is none."""
+    with services.primary.connect() as connection:
+        found: int | None = connection.execute(
+            text("SELECT id FROM users WHERE username = :u"), {"u": username}
+        ).scalar_one_or_none()
+    return found
+
+
+def user_id_of(services: Services, username: str) -> int:
+    found = find_user_id(services, username)
+    assert found is not None, f"no account {username}"
+    return found
