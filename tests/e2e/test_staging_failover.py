@@ -68,6 +68,12 @@ def writers(seeded: Seeded, test: int) -> Writers:
     return Writers(STAGING.load_balancer_address, users, seeded.password, threads=WRITERS)
 
 
+def assert_writing(running: Writers) -> None:
+    """Every writer has logged in (no argon2 hash left to compete with the fault) and writes."""
+    assert running.wait_until_logged_in(120), running.log.summary()
+    assert running.wait_for_writes(20, 60), running.log.summary()
+
+
 def ready_leader() -> Host:
     """Return the leader once a failover could happen (a sync standby, every host streaming)."""
     assert wait_until(lambda: hosts.failover_ready(STAGING), 120), "staging is not healthy"
@@ -138,7 +144,7 @@ def test_primary_host_killed_writes_resume_and_nothing_acknowledged_is_lost(
 ) -> None:
     old = ready_leader()
     with writers(staging, 1) as running:
-        assert running.wait_for_writes(20, 60), running.log.summary()
+        assert_writing(running)
         faults.kill_host(old)  # every process of the host: etcd, Patroni, PostgreSQL
         assert running.wait_for_writes(10, FAILOVER_PROMISE_SECONDS), running.log.summary()
     new = current_leader()
@@ -155,7 +161,7 @@ def test_primary_host_killed_writes_resume_and_nothing_acknowledged_is_lost(
 def test_primary_link_cut_writes_resume_on_one_primary_only(staging: Seeded, paths: Paths) -> None:
     old = ready_leader()
     with writers(staging, 2) as running:
-        assert running.wait_for_writes(20, 60), running.log.summary()
+        assert_writing(running)
         faults.cut_link(old)
         try:
             assert running.wait_for_writes(10, FAILOVER_PROMISE_SECONDS), running.log.summary()
@@ -176,7 +182,7 @@ def test_planned_switchover_writes_back_within_ten_seconds(staging: Seeded, path
     candidate = patroni.sync_standby(STAGING)
     assert candidate is not None
     with writers(staging, 3) as running:
-        assert running.wait_for_writes(20, 60), running.log.summary()
+        assert_writing(running)
         started = time.monotonic()
         driver.switchover(paths, candidate.name, progress=lambda _line: None)  # staging switchover
         left = SWITCHOVER_PROMISE_SECONDS - (time.monotonic() - started)
@@ -195,7 +201,7 @@ def test_new_primary_killed_ten_seconds_after_the_old_one_came_back_writes_resum
 ) -> None:
     first = ready_leader()
     with writers(staging, 6) as running:
-        assert running.wait_for_writes(20, 60), running.log.summary()
+        assert_writing(running)
         faults.kill_host(first)
         assert running.wait_for_writes(5, FAILOVER_PROMISE_SECONDS), running.log.summary()
         driver.up(paths, progress=lambda _line: None)  # the old primary boots and rejoins
@@ -235,7 +241,7 @@ def test_new_primary_killed_while_the_old_one_rewinds_writes_resume_in_a_minute(
     first = ready_leader()
     log = hosts.Patroni(paths, first).log
     with writers(staging, 7) as running:
-        assert running.wait_for_writes(20, 60), running.log.summary()
+        assert_writing(running)
         faults.kill_host(first)
         assert running.wait_for_writes(5, FAILOVER_PROMISE_SECONDS), running.log.summary()
         second = current_leader()
@@ -330,7 +336,7 @@ def test_active_load_balancer_host_killed_requests_resume_within_five_seconds(
 ) -> None:
     old = ready_holder(paths)
     with writers(staging, 4) as running:
-        assert running.wait_for_writes(20, 60), running.log.summary()
+        assert_writing(running)
         killed_at = time.monotonic()
         faults.kill_host(old)  # HAProxy and keepalived at once, as a power cut would
         assert_writes_resume_within_the_lb_promise(running, killed_at)
@@ -348,7 +354,7 @@ def test_active_load_balancers_haproxy_killed_alone_the_address_moves_too(
 ) -> None:
     old = ready_holder(paths)
     with writers(staging, 5) as running:
-        assert running.wait_for_writes(20, 60), running.log.summary()
+        assert_writing(running)
         killed_at = time.monotonic()
         hosts.HAProxy(paths, old).stop(lambda _line: None, signal.SIGKILL)
         assert_writes_resume_within_the_lb_promise(running, killed_at)
