@@ -102,11 +102,12 @@ class Writers:
         self.password = password
         self.log = WriteLog()
         self._stopping = threading.Event()
-        shares = [list(users[index::threads]) for index in range(threads)]
+        shares = [share for index in range(threads) if (share := list(users[index::threads]))]
+        # Set by each thread once it has logged in as all of its users (argon2: slow).
+        self._logged_in = [threading.Event() for _ in shares]
         self._threads = [
-            threading.Thread(target=self._write, args=(share,), daemon=True)
-            for share in shares
-            if share
+            threading.Thread(target=self._write, args=(share, logged_in), daemon=True)
+            for share, logged_in in zip(shares, self._logged_in, strict=True)
         ]
 
     def __enter__(self) -> Writers:
@@ -129,8 +130,18 @@ class Writers:
             time.sleep(0.1)
         return False
 
-    def _write(self, usernames: list[str]) -> None:
+    def wait_until_logged_in(self, timeout: float) -> bool:
+        """Wait until every thread has logged in as each of its users and only writes.
+
+        A fault injected before then meets logins too: each retried one costs an
+        argon2 hash, CPU a failover on a busy machine needs.
+        """
+        deadline = time.monotonic() + timeout
+        return all(event.wait(max(deadline - time.monotonic(), 0)) for event in self._logged_in)
+
+    def _write(self, usernames: list[str], logged_in: threading.Event) -> None:
         tokens = [token for name in usernames if (token := self._login(name)) is not None]
+        logged_in.set()
         full: set[str] = set()
         while tokens and not self._stopping.is_set():
             token = tokens[0]

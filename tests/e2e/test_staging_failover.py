@@ -38,7 +38,7 @@ pytestmark = pytest.mark.failover
 
 # Writers fill a user's grids up (100) within a test: each test writes as users of its own.
 USERS_PER_TEST = 60
-WRITING_TESTS = 6
+WRITING_TESTS = 7
 SEED_USERS = 1 + WRITING_TESTS * USERS_PER_TEST
 FAILOVER_PROMISE_SECONDS = 30.0  # issue 13: writes resume within 30 s without a person
 SWITCHOVER_PROMISE_SECONDS = 10.0
@@ -58,7 +58,7 @@ def staging(paths: Paths) -> Iterator[Seeded]:
 
 
 def writers(seeded: Seeded, test: int) -> Writers:
-    """Writers for the ``test``-th test (1 to 6), as seeded users no other test writes as.
+    """Writers for the ``test``-th test (1 to 7), as seeded users no other test writes as.
 
     test_user_0 is the Redis test's own.
     """
@@ -66,6 +66,12 @@ def writers(seeded: Seeded, test: int) -> Writers:
     users = [f"test_user_{number}" for number in range(first, first + USERS_PER_TEST)]
     assert first + USERS_PER_TEST <= seeded.users
     return Writers(STAGING.load_balancer_address, users, seeded.password, threads=WRITERS)
+
+
+def assert_writing(running: Writers) -> None:
+    """Every writer has logged in (no argon2 hash left to compete with the fault) and writes."""
+    assert running.wait_until_logged_in(120), running.log.summary()
+    assert running.wait_for_writes(20, 60), running.log.summary()
 
 
 def ready_leader() -> Host:
@@ -138,7 +144,7 @@ def test_primary_host_killed_writes_resume_and_nothing_acknowledged_is_lost(
 ) -> None:
     old = ready_leader()
     with writers(staging, 1) as running:
-        assert running.wait_for_writes(20, 60), running.log.summary()
+        assert_writing(running)
         faults.kill_host(old)  # every process of the host: etcd, Patroni, PostgreSQL
         assert running.wait_for_writes(10, FAILOVER_PROMISE_SECONDS), running.log.summary()
     new = current_leader()
@@ -155,7 +161,7 @@ def test_primary_host_killed_writes_resume_and_nothing_acknowledged_is_lost(
 def test_primary_link_cut_writes_resume_on_one_primary_only(staging: Seeded, paths: Paths) -> None:
     old = ready_leader()
     with writers(staging, 2) as running:
-        assert running.wait_for_writes(20, 60), running.log.summary()
+        assert_writing(running)
         faults.cut_link(old)
         try:
             assert running.wait_for_writes(10, FAILOVER_PROMISE_SECONDS), running.log.summary()
@@ -176,7 +182,7 @@ def test_planned_switchover_writes_back_within_ten_seconds(staging: Seeded, path
     candidate = patroni.sync_standby(STAGING)
     assert candidate is not None
     with writers(staging, 3) as running:
-        assert running.wait_for_writes(20, 60), running.log.summary()
+        assert_writing(running)
         started = time.monotonic()
         driver.switchover(paths, candidate.name, progress=lambda _line: None)  # staging switchover
         left = SWITCHOVER_PROMISE_SECONDS - (time.monotonic() - started)
@@ -195,7 +201,7 @@ def test_new_primary_killed_ten_seconds_after_the_old_one_came_back_writes_resum
 ) -> None:
     first = ready_leader()
     with writers(staging, 6) as running:
-        assert running.wait_for_writes(20, 60), running.log.summary()
+        assert_writing(running)
         faults.kill_host(first)
         assert running.wait_for_writes(5, FAILOVER_PROMISE_SECONDS), running.log.summary()
         driver.up(paths, progress=lambda _line: None)  # the old primary boots and rejoins
@@ -211,6 +217,52 @@ def test_new_primary_killed_ten_seconds_after_the_old_one_came_back_writes_resum
     assert current_leader() not in (first, second)
     assert_nothing_lost(running)
     driver.up(paths, progress=lambda _line: None)
+    assert wait_until(lambda: hosts.failover_ready(STAGING), 120)
+
+
+def patroni_says(paths: Paths, host: Host, since: int, text: str) -> bool:
+    """Tell whether the host's Patroni log has written ``text`` past byte ``since``."""
+    with hosts.Patroni(paths, host).log.open("rb") as log:
+        log.seek(since)
+        return text.encode() in log.read()
+
+
+def test_new_primary_killed_while_the_old_one_rewinds_writes_resume_in_a_minute(
+    staging: Seeded, paths: Paths
+) -> None:
+    """The old primary boots as soon as the new one has a synchronous standby, rewinds from
+    it, and starts as its standby: the new primary dies then, before the old one is consistent.
+
+    Rewound from the dead host, it can only become consistent with WAL from the
+    new leader; Patroni points it there once it stops waiting for the start
+    (``pg_ctl_timeout``), and until then strict mode lets the new leader commit
+    nothing (63 s with Patroni's default 60 s wait).
+    """
+    first = ready_leader()
+    log = hosts.Patroni(paths, first).log
+    with writers(staging, 7) as running:
+        assert_writing(running)
+        faults.kill_host(first)
+        assert running.wait_for_writes(5, FAILOVER_PROMISE_SECONDS), running.log.summary()
+        second = current_leader()
+        # Not killed before Patroni's /sync names its standby: until then nothing may be promoted.
+        assert wait_until(lambda: patroni.sync_standby(STAGING) not in (None, first), 30)
+        since = log.stat().st_size
+        hosts.Etcd(paths, first).start(lambda _line: None, wait=False)  # the host boots,
+        hosts.Patroni(paths, first).start(lambda _line: None)  # and nothing waits for it
+        assert wait_until(lambda: patroni_says(paths, first, since, "starting as a secondary"), 60)
+        killed_at = time.monotonic()
+        faults.kill_host(second)
+        assert running.wait_for_writes(5, DOUBLE_FAULT_PROMISE_SECONDS), running.log.summary()
+        assert running.log.gap_around(killed_at, time.monotonic() - killed_at) < (
+            DOUBLE_FAULT_PROMISE_SECONDS
+        )
+    # The fault was the one meant: a rewind, and a start the dead leader left unfinished.
+    assert patroni_says(paths, first, since, "pg_rewind exit code=0")
+    assert patroni_says(paths, first, since, "Still starting up as a standby.")
+    assert current_leader() not in (first, second)
+    assert_nothing_lost(running)
+    driver.up(paths, progress=lambda _line: None)  # the second host boots again
     assert wait_until(lambda: hosts.failover_ready(STAGING), 120)
 
 
@@ -284,7 +336,7 @@ def test_active_load_balancer_host_killed_requests_resume_within_five_seconds(
 ) -> None:
     old = ready_holder(paths)
     with writers(staging, 4) as running:
-        assert running.wait_for_writes(20, 60), running.log.summary()
+        assert_writing(running)
         killed_at = time.monotonic()
         faults.kill_host(old)  # HAProxy and keepalived at once, as a power cut would
         assert_writes_resume_within_the_lb_promise(running, killed_at)
@@ -302,7 +354,7 @@ def test_active_load_balancers_haproxy_killed_alone_the_address_moves_too(
 ) -> None:
     old = ready_holder(paths)
     with writers(staging, 5) as running:
-        assert running.wait_for_writes(20, 60), running.log.summary()
+        assert_writing(running)
         killed_at = time.monotonic()
         hosts.HAProxy(paths, old).stop(lambda _line: None, signal.SIGKILL)
         assert_writes_resume_within_the_lb_promise(running, killed_at)

@@ -150,6 +150,8 @@ def test_patroni_and_etcd_run_on_every_database_host_in_synchronous_mode() -> No
     assert "synchronous_mode_strict: true" in patroni
     assert "failsafe_mode: true" in patroni
     assert "use_pg_rewind: true" in patroni
+    # A standby rewound from a primary that died meanwhile is re-pointed within 10 s, not 60.
+    assert "pg_ctl_timeout: 10" in patroni
     assert "listen: '10.77.0.12:5432'" in patroni
     assert (
         "initial-cluster: 'db1=http://10.77.0.11:2380,db2=http://10.77.0.12:2380,"
