@@ -128,6 +128,12 @@ def _redis_url(raw: str) -> str:
     return raw
 
 
+def _optional_path(raw: str) -> str:
+    if raw and not raw.startswith("/"):
+        raise ValueError("must be an absolute path, or empty")
+    return raw
+
+
 def _address_list(raw: str) -> tuple[tuple[str, int], ...]:
     """Parse comma-separated host:port addresses (Sentinels), e.g. 10.77.0.21:26379."""
     addresses = []
@@ -361,6 +367,10 @@ class Settings:
     # A second, internal listener that serves /metrics alone, without a token, for the
     # scraper (bind it to an address only the monitoring network reaches); "" for none.
     metrics_bind: str = setting("GRIDLINK_METRICS_BIND", "", _optional_bind_address)
+    # The certificate (PEM, chain included) and key `gridlink serve` answers TLS with on
+    # every listener, the metrics one too; "" for plain HTTP (both or neither).
+    tls_certificate: str = setting("GRIDLINK_TLS_CERTIFICATE", "", _optional_path)
+    tls_key: str = setting("GRIDLINK_TLS_KEY", "", _optional_path)
 
     @classmethod
     def variables(cls) -> dict[str, Variable[Any]]:
@@ -396,6 +406,11 @@ class Settings:
         server's log: in production the backend must be chosen explicitly.
         """
         settings = cls.from_env(environ)
+        if bool(settings.tls_certificate) != bool(settings.tls_key):
+            raise SettingsError(
+                "GRIDLINK_TLS_KEY" if settings.tls_certificate else "GRIDLINK_TLS_CERTIFICATE",
+                "must be set with GRIDLINK_TLS_CERTIFICATE and GRIDLINK_TLS_KEY both, or neither",
+            )
         if settings.environment != DEVELOPMENT and not environ.get("GRIDLINK_MAIL_BACKEND"):
             raise SettingsError(
                 "GRIDLINK_MAIL_BACKEND",

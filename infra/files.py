@@ -42,6 +42,14 @@ def pg_command(command: Sequence[str]) -> list[str]:
     return [runuser, "-u", POSTGRES_USER, "--", *command]
 
 
+def give_to(path: Path, account: str) -> None:
+    """Make ``path`` (made if missing) ``account``'s when root, so its daemon can write it."""
+    path.mkdir(parents=True, exist_ok=True)
+    if as_root():
+        user = pwd.getpwnam(account)
+        os.chown(path, user.pw_uid, user.pw_gid)
+
+
 def give_to_postgres(path: Path) -> None:
     """Hand a path to the postgres user when we are root, so the servers can use it."""
     if as_root():

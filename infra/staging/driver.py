@@ -10,6 +10,7 @@ removes the namespaces and the bridge; ``--purge`` deletes the data too.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,25 +20,26 @@ from gridlink.db.urls import sqlalchemy_url
 from gridlink.ops.migrate import migrate
 from gridlink.ops.text_table import align_rows
 from gridlink.project import VAR
-from infra import binaries, redis_server
+from infra import binaries, http_client, redis_server
 from infra.errors import ClusterError, Progress
-from infra.files import check_postgres_can_enter, reachable_root
+from infra.files import check_postgres_can_enter, give_to, reachable_root
 from infra.monitoring import query
-from infra.processes import wait_until
+from infra.processes import run, wait_until
 from infra.seeding import Seeded, ensure_seeded
 from infra.serving import http_status
-from infra.staging import faults, hosts, network, patroni, render
+from infra.staging import access, faults, hosts, network, patroni, render
 from infra.staging.inventory import (
     API,
     BRIDGE,
     FLOATING_ADDRESS,
-    LOAD_BALANCER_PORT,
+    LOAD_BALANCER_TLS_PORT,
     MONITORING,
     STAGING,
     Host,
     Inventory,
 )
 from infra.staging.paths import Paths
+from infra.staging.secrets import Secrets
 from infra.status import database_rows
 
 STAGING_ROOT = VAR / "staging"
@@ -70,6 +72,41 @@ def _require_root() -> None:
         )
 
 
+def operate(paths: Paths, inventory: Inventory = STAGING) -> None:
+    """Act as the operator of the staging under ``paths`` from now on, in this process.
+
+    Its services are reached as ``infra.staging.access`` says (this staging's
+    secrets); HTTPS is verified against its CA; Prometheus and Alertmanager are
+    logged into with their web password. Nothing is made here: before the
+    first ``up`` there is nothing to trust yet.
+    """
+    access.use(paths.root)
+    secrets = Secrets(paths.secrets)
+    if access.ca_file().exists():
+        http_client.trust(access.ca_file())
+    if secrets.has(render.WEB_PASSWORD_SECRET):
+        login = hosts.web_login()
+        for address in (inventory.prometheus_address, inventory.alertmanager_address):
+            http_client.remember_login(address, login)
+
+
+def ensure_account(name: str, progress: Progress) -> None:
+    """Make the system user ``name`` (no home, no login shell) unless it exists."""
+    try:
+        pwd.getpwnam(name)
+        return
+    except KeyError:
+        pass
+    made = run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+        Path("/"),
+        timeout=30,
+    )
+    if made.returncode != 0:
+        raise ClusterError(f"useradd {name} failed: {made.stderr.strip()}")
+    progress(f"made the system user {name}")
+
+
 def up(
     paths: Paths,
     seed_users: int | None = None,
@@ -89,7 +126,9 @@ def up(
     check_postgres_can_enter(paths.root.resolve())
     patroni.patroni_bin(progress)
     binaries.program("etcd", "etcd-server", progress)
+    ensure_account(render.API_ACCOUNT, progress)
     render.write_configuration(inventory, paths, Path(tools.initdb).parent, curl)
+    operate(paths, inventory)
     inventory.write(paths.inventory_file)
     progress(f"configuration rendered under {paths.root / 'etc'}; hosts in {paths.inventory_file}")
     network.create(inventory.hosts, progress)
@@ -102,10 +141,10 @@ def up(
     seeded = None
     if seed_users is not None:
         shape = (seed_users, *SEED_SHAPE)
-        settings = render.staging_settings(inventory)
+        settings = render.staging_settings(inventory, Secrets(paths.secrets))
         seeded = ensure_seeded(settings, seed_state(paths), shape, progress)
     for host in inventory.with_role(API):
-        paths.mail(host).mkdir(parents=True, exist_ok=True)
+        give_to(paths.mail(host), render.API_ACCOUNT)
         hosts.api_server(paths, host).start(progress)
     for lb in inventory.load_balancers:
         hosts.HAProxy(paths, lb, haproxy).start(progress)
@@ -122,8 +161,9 @@ def up(
     for daemon in hosts.monitoring_daemons(paths, inventory):
         daemon.start(progress)
     progress(
-        f"staging is up: {inventory.load_balancer_url}; "
-        f"Prometheus: http://{inventory.prometheus_address}"
+        f"staging is up: {inventory.load_balancer_url} (CA: {access.ca_file()}); "
+        f"Prometheus: {inventory.prometheus_address} (user {render.WEB_USER}, its password in "
+        f"{Secrets(paths.secrets).root / 'passwords' / render.WEB_PASSWORD_SECRET})"
     )
     return seeded
 
@@ -160,6 +200,7 @@ def status(paths: Paths, inventory: Inventory = STAGING) -> list[HostStatus]:
     Only hosts whose namespace is on the bridge are asked anything: without
     the bridge, 10.77.0.0/24 would go out by the machine's default route.
     """
+    operate(paths, inventory)
     up = set(network.namespaces()) if network.link_exists(BRIDGE) else set()
     rows = []
     if _configured(paths, inventory) and all(host.netns in up for host in inventory.databases):
@@ -180,7 +221,8 @@ def status(paths: Paths, inventory: Inventory = STAGING) -> list[HostStatus]:
         redis = hosts.redis(inventory, paths, redis_host)
         redis_health = _ABSENT
         if redis_host.netns in up:
-            redis_health = "ok" if redis_server.answers(redis.host, redis.port) else "no answer"
+            answering = redis_server.answers(redis.host, redis.port, redis.client_options)
+            redis_health = "ok" if answering else "no answer"
         role = "master" if master == f"{redis.host}:{redis.port}" else "replica"
         service = f"redis ({role}), sentinel"
         rows.append(HostStatus(redis_host, service, redis_server.pid(redis), redis_health))
@@ -197,7 +239,7 @@ def status(paths: Paths, inventory: Inventory = STAGING) -> list[HostStatus]:
     for lb in inventory.load_balancers:
         health = _ABSENT
         if lb.netns in up:
-            ready = http_status(f"{lb.address}:{LOAD_BALANCER_PORT}", "/readyz")
+            ready = http_status(f"https://{lb.address}:{LOAD_BALANCER_TLS_PORT}", "/readyz")
             health = f"readyz {ready or 'no answer'}"
         holds = f", holds {FLOATING_ADDRESS}" if lb in holders else ""
         keepalived = "keepalived" if hosts.Keepalived(paths, lb).pid() else "keepalived down"
@@ -252,6 +294,7 @@ def down(
 ) -> None:
     """Stop every service, kill what is left in the namespaces, remove the network; purge data."""
     _require_root()
+    operate(paths, inventory)
     for host in inventory.hosts:
         if host.netns in network.namespaces():
             network.set_link(host, up=True)  # a cut link must not hold up a clean shutdown
@@ -287,6 +330,7 @@ def switchover(
 ) -> None:
     """Hand the primary over to ``candidate_name`` (default: the synchronous standby)."""
     _require_root()
+    operate(paths, inventory)
     leader = patroni.leader(inventory)
     if leader is None:
         raise ClusterError("no database host answers as Patroni's leader; nothing to hand over.")
@@ -311,6 +355,7 @@ def fault(
 ) -> None:
     """Inject or undo a host fault on each named host ('all': every host)."""
     _require_root()
+    operate(paths, inventory)
     hosts = (
         list(inventory.hosts)
         if list(host_names) == ["all"]

@@ -14,6 +14,7 @@ host's namespace with a pid file and a log, so ``down`` stops exactly what
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 
 import redis as redis_lib
 
@@ -22,12 +23,13 @@ from infra import postgres, redis_server
 from infra.binaries import Tools
 from infra.daemons import START_TIMEOUT, Daemon
 from infra.errors import ClusterError, Progress
-from infra.files import make_pg_dir
+from infra.files import give_to, make_pg_dir
+from infra.http_client import basic_auth
 from infra.postgres import PgServer
-from infra.processes import log_tail, port_answers, run, wait_until
+from infra.processes import as_account, log_tail, port_answers, run, wait_until
 from infra.redis_server import RedisServer
-from infra.serving import ApiServer, http_status, serve
-from infra.staging import network, render
+from infra.serving import ApiServer, environment_for, http_status, serve
+from infra.staging import access, network, render
 from infra.staging.inventory import (
     ALERTMANAGER_PORT,
     API_PORT,
@@ -35,7 +37,7 @@ from infra.staging.inventory import (
     DATABASE_USER,
     ETCD_CLIENT_PORT,
     FLOATING_ADDRESS,
-    LOAD_BALANCER_PORT,
+    LOAD_BALANCER_TLS_PORT,
     MONITORING,
     NODE_EXPORTER_PORT,
     POSTGRES_PORT,
@@ -51,21 +53,41 @@ from infra.staging.inventory import (
 )
 from infra.staging.paths import Paths
 from infra.staging.patroni import cluster_members, leader, patroni_role, patroni_venv
+from infra.staging.redis_acl import MONITOR_USER, PASSWORD_OF, RedisAccess
+from infra.staging.secrets import Secrets, write_private
+
+# What a daemon given an environment of its own inherits: where to find programs.
+_BASE_ENVIRONMENT = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+
+
+def web_login() -> dict[str, str]:
+    """Return the header that logs into Prometheus's and Alertmanager's web (basic auth)."""
+    return basic_auth(render.WEB_USER, access.secrets().password(render.WEB_PASSWORD_SECRET))
 
 
 class HostDaemon(Daemon):
     """A program on one staging host: pid file and log in the host's data folder."""
 
-    def __init__(self, paths: Paths, host: Host, command: list[str]) -> None:
+    def __init__(
+        self,
+        paths: Paths,
+        host: Host,
+        command: list[str],
+        *,
+        account: str | None = None,
+        environment: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(
             f"{host.name} {self.program}",
-            command,
+            [*as_account(account), *command],
             pid_file=paths.data(host) / f"{self.program}.pid",
             log=paths.data(host) / f"{self.program}.log",
             cwd=paths.root,
             netns=host.netns,
+            environment=None if environment is None else {**_BASE_ENVIRONMENT, **environment},
         )
         self.host = host
+        self.account = account
 
 
 class Etcd(HostDaemon):
@@ -91,18 +113,25 @@ class Patroni(HostDaemon):
 
 
 class Sentinel(HostDaemon):
-    """A Redis Sentinel, run from a copy of its rendered file (Sentinel rewrites it)."""
+    """A Redis Sentinel as redis, run from a copy of its rendered file (Sentinel rewrites it).
+
+    The copy is made once: after that it holds what Sentinel learnt (the
+    master of the moment, the other Sentinels) and its users' passwords.
+    """
 
     program = "sentinel"
 
     def __init__(self, paths: Paths, host: Host, redis_server_binary: str = "redis-server") -> None:
         self.working_config = paths.data(host) / "sentinel.conf"
         self.rendered_config = paths.etc(host) / "sentinel.conf"
-        super().__init__(paths, host, [redis_server_binary, str(self.working_config), "--sentinel"])
+        command = [redis_server_binary, str(self.working_config), "--sentinel"]
+        super().__init__(paths, host, command, account=render.REDIS_ACCOUNT)
 
     def launch(self) -> int:
+        give_to(self.working_config.parent, render.REDIS_ACCOUNT)
         if not self.working_config.exists():
-            self.working_config.write_text(self.rendered_config.read_text())
+            text = self.rendered_config.read_text()
+            write_private(self.working_config, text, render.REDIS_ACCOUNT)
         return super().launch()
 
 
@@ -123,7 +152,7 @@ class HAProxy(HostDaemon):
         return super().launch()
 
     def answers(self) -> bool:
-        return port_answers(LOAD_BALANCER_PORT, self.host.address)
+        return port_answers(LOAD_BALANCER_TLS_PORT, self.host.address)
 
 
 class Keepalived(HostDaemon):
@@ -180,20 +209,28 @@ class Prometheus(HostDaemon):
     program = "prometheus"
 
     def __init__(self, paths: Paths, host: Host, binary: str = "prometheus") -> None:
+        self.storage = paths.data(host) / "prometheus"
         super().__init__(
             paths,
             host,
             [
                 binary,
                 f"--config.file={paths.etc(host) / 'prometheus.yml'}",
-                f"--storage.tsdb.path={paths.data(host) / 'prometheus'}",
+                f"--storage.tsdb.path={self.storage}",
                 "--storage.tsdb.retention.time=1d",
                 f"--web.listen-address={host.address}:{PROMETHEUS_PORT}",
+                f"--web.config.file={paths.etc(host) / 'prometheus-web.yml'}",
             ],
+            account=render.PROMETHEUS_ACCOUNT,
         )
 
+    def launch(self) -> int:
+        give_to(self.storage, render.PROMETHEUS_ACCOUNT)
+        return super().launch()
+
     def answers(self) -> bool:
-        return http_status(f"{self.host.address}:{PROMETHEUS_PORT}", "/-/ready") == 200
+        address = f"https://{self.host.address}:{PROMETHEUS_PORT}"
+        return http_status(address, "/-/ready", headers=web_login()) == 200
 
 
 class Alertmanager(HostDaemon):
@@ -202,20 +239,28 @@ class Alertmanager(HostDaemon):
     program = "alertmanager"
 
     def __init__(self, paths: Paths, host: Host, binary: str = "prometheus-alertmanager") -> None:
+        self.storage = paths.data(host) / "alertmanager"
         super().__init__(
             paths,
             host,
             [
                 binary,
                 f"--config.file={paths.etc(host) / 'alertmanager.yml'}",
-                f"--storage.path={paths.data(host) / 'alertmanager'}",
+                f"--storage.path={self.storage}",
                 f"--web.listen-address={host.address}:{ALERTMANAGER_PORT}",
+                f"--web.config.file={paths.etc(host) / 'alertmanager-web.yml'}",
                 "--cluster.listen-address=",
             ],
+            account=render.PROMETHEUS_ACCOUNT,
         )
 
+    def launch(self) -> int:
+        give_to(self.storage, render.PROMETHEUS_ACCOUNT)
+        return super().launch()
+
     def answers(self) -> bool:
-        return http_status(f"{self.host.address}:{ALERTMANAGER_PORT}", "/-/ready") == 200
+        address = f"https://{self.host.address}:{ALERTMANAGER_PORT}"
+        return http_status(address, "/-/ready", headers=web_login()) == 200
 
 
 class RedisExporter(HostDaemon):
@@ -224,15 +269,30 @@ class RedisExporter(HostDaemon):
     program = "redis-exporter"
 
     def __init__(self, paths: Paths, host: Host, binary: str = "prometheus-redis-exporter") -> None:
+        secrets = Secrets(paths.secrets)
+        names = [host.address, host.name]
+        served = secrets.certificate(host.name, "redis-exporter", names, render.PROMETHEUS_ACCOUNT)
         super().__init__(
             paths,
             host,
-            # No Redis of its own (-redis.addr ""): only the targets of /scrape?target=.
-            [binary, f"-web.listen-address={host.address}:{REDIS_EXPORTER_PORT}", "-redis.addr="],
+            [
+                binary,
+                f"-web.listen-address={host.address}:{REDIS_EXPORTER_PORT}",
+                # No Redis of its own (-redis.addr ""): only the targets of /scrape?target=,
+                # each over TLS verified against the CA, as `monitor`.
+                "-redis.addr=",
+                f"-redis.user={MONITOR_USER}",
+                f"-tls-ca-cert-file={secrets.ca_certificate}",
+                f"-tls-server-cert-file={served.certificate}",
+                f"-tls-server-key-file={served.key}",
+            ],
+            account=render.PROMETHEUS_ACCOUNT,
+            # The password in its environment (never its command line: `ps` shows that).
+            environment={"REDIS_PASSWORD": secrets.password(PASSWORD_OF[MONITOR_USER])},
         )
 
     def answers(self) -> bool:
-        return http_status(f"{self.host.address}:{REDIS_EXPORTER_PORT}", "/") == 200
+        return http_status(f"https://{self.host.address}:{REDIS_EXPORTER_PORT}", "/") == 200
 
 
 class NodeExporter(HostDaemon):
@@ -251,7 +311,9 @@ class NodeExporter(HostDaemon):
                 "--collector.textfile",
                 f"--collector.textfile.directory={paths.textfiles(host)}",
                 f"--web.listen-address={host.address}:{NODE_EXPORTER_PORT}",
+                f"--web.config.file={paths.etc(host) / 'node-exporter-web.yml'}",
             ],
+            account=render.PROMETHEUS_ACCOUNT,
         )
 
     def launch(self) -> int:
@@ -259,7 +321,7 @@ class NodeExporter(HostDaemon):
         return super().launch()
 
     def answers(self) -> bool:
-        return http_status(f"{self.host.address}:{NODE_EXPORTER_PORT}", "/metrics") == 200
+        return http_status(f"https://{self.host.address}:{NODE_EXPORTER_PORT}", "/metrics") == 200
 
 
 def monitoring_daemons(paths: Paths, inventory: Inventory) -> list[HostDaemon]:
@@ -276,12 +338,17 @@ def api_server(paths: Paths, host: Host) -> ApiServer:
     Only what a real host's unit would have: its env file, no GRIDLINK_* of ours.
     """
     variables = render.parse_env((paths.etc(host) / "api.env").read_text())
-    return serve(
-        Settings.from_env(variables),
+    settings = Settings.from_env(variables)
+    server = serve(
+        settings,
         pid_file=paths.data(host) / "gunicorn.pid",
         log=paths.data(host) / "gunicorn.log",
         netns=host.netns,
+        # Every variable of the file, as systemd's EnvironmentFile passes them.
+        environment=environment_for(settings, **variables),
     )
+    server.command = [*as_account(render.API_ACCOUNT), *server.command]
+    return server
 
 
 # --------------------------------------------------------------------------- PostgreSQL, Redis
@@ -318,12 +385,21 @@ def redis(inventory: Inventory, paths: Paths, host: Host | None = None) -> Redis
         config_file=paths.etc(host) / "redis.conf",
         settings=follow,
         netns=host.netns,
+        tls=True,
+        client_options=monitor_access().client_options(),
+        account=render.REDIS_ACCOUNT,
     )
 
 
+def monitor_access() -> RedisAccess:
+    """How ``gridlink staging`` asks Redis and Sentinel anything: TLS, as ``monitor``."""
+    return RedisAccess.of(access.secrets(), MONITOR_USER)
+
+
 def start_redis(tools: Tools, inventory: Inventory, paths: Paths, progress: Progress) -> None:
-    """Start every Redis, then a Sentinel beside each."""
+    """Start every Redis, then a Sentinel beside each, all as the redis user."""
     for host in inventory.redis_hosts:
+        give_to(paths.data(host), render.REDIS_ACCOUNT)
         redis_server.start(tools, redis(inventory, paths, host), progress)
     for host in inventory.with_role(SENTINEL):
         Sentinel(paths, host, tools.redis_server).start(progress)
@@ -333,8 +409,9 @@ def start_redis(tools: Tools, inventory: Inventory, paths: Paths, progress: Prog
 
 def redis_master(inventory: Inventory) -> str | None:
     """Return the address Sentinels give for the master ('host:port'), None if none answers."""
+    options = monitor_access().client_options()
     for host in inventory.with_role(SENTINEL):
-        client = redis_lib.Redis(host.address, SENTINEL_PORT, socket_timeout=1)
+        client = redis_lib.Redis(host.address, SENTINEL_PORT, socket_timeout=1, **options)
         try:
             answer = client.execute_command(  # type: ignore[no-untyped-call]
                 "SENTINEL", "get-master-addr-by-name", REDIS_SERVICE
@@ -445,8 +522,8 @@ def stop_databases(inventory: Inventory, paths: Paths, progress: Progress) -> No
 
 
 def api_answers(host: Host, path: str = "/healthz") -> int | None:
-    """Return the HTTP status of ``path`` on the host's API, or None if it does not answer."""
-    return http_status(f"{host.address}:{API_PORT}", path)
+    """Return the HTTP status of ``path`` on the host's API (https), or None if no answer."""
+    return http_status(f"https://{host.address}:{API_PORT}", path)
 
 
 def floating_address_holders(inventory: Inventory) -> list[Host]:

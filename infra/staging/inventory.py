@@ -49,7 +49,8 @@ REDIS_PORT = 6379
 SENTINEL_PORT = 26379
 REDIS_SERVICE = "gridlink"  # the master's name in Sentinel
 API_PORT = 8000
-LOAD_BALANCER_PORT = 80
+LOAD_BALANCER_PORT = 80  # plain HTTP: answers only a redirect to HTTPS
+LOAD_BALANCER_TLS_PORT = 443
 LOAD_BALANCER_HEALTH_PORT = 8404  # HAProxy's own: /healthz (keepalived asks) and /metrics
 LOCUST_MASTER_PORT = 5557
 API_METRICS_PORT = 9101  # the API's internal listener: /metrics for the scraper, no token
@@ -122,20 +123,21 @@ class Inventory:
 
     @property
     def load_balancer_address(self) -> str:
-        """Return the floating address clients use: whichever load balancer holds it answers."""
-        return f"{FLOATING_ADDRESS}:{LOAD_BALANCER_PORT}"
+        """Return the floating address clients use, over TLS (``infra.http_client``'s form):
+        whichever load balancer holds it answers."""
+        return f"https://{FLOATING_ADDRESS}:{LOAD_BALANCER_TLS_PORT}"
 
     @property
     def load_balancer_url(self) -> str:
-        return f"http://{self.load_balancer_address}"
+        return f"https://{FLOATING_ADDRESS}"
 
     @property
     def prometheus_address(self) -> str:
-        return f"{self.one(MONITORING).address}:{PROMETHEUS_PORT}"
+        return f"https://{self.one(MONITORING).address}:{PROMETHEUS_PORT}"
 
     @property
     def alertmanager_address(self) -> str:
-        return f"{self.one(MONITORING).address}:{ALERTMANAGER_PORT}"
+        return f"https://{self.one(MONITORING).address}:{ALERTMANAGER_PORT}"
 
     def database_url(self, host: Host) -> str:
         return f"postgresql+psycopg2://{DATABASE_USER}@{host.address}:{POSTGRES_PORT}/{DATABASE}"
@@ -153,7 +155,8 @@ class Inventory:
 
     @property
     def redis_url(self) -> str:
-        return f"redis://{self.one(REDIS).address}:{REDIS_PORT}/0"
+        """Where Redis is, without credentials (``render.redis_url`` adds the API's)."""
+        return f"rediss://{self.one(REDIS).address}:{REDIS_PORT}/0"
 
     @property
     def redis_hosts(self) -> list[Host]:

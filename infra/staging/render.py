@@ -6,9 +6,12 @@ real host would get copied into /etc (each template names its place there).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
+
+import bcrypt
 
 from gridlink.db.urls import sqlalchemy_url
 from gridlink.settings import PRODUCTION, MailBackend, Settings, TrustedProxies
@@ -23,6 +26,7 @@ from infra.staging.inventory import (
     FLOATING_ADDRESS,
     LOAD_BALANCER_HEALTH_PORT,
     LOAD_BALANCER_PORT,
+    LOAD_BALANCER_TLS_PORT,
     LOCUST_MASTER_PORT,
     MONITORING,
     NODE_EXPORTER_PORT,
@@ -40,9 +44,26 @@ from infra.staging.inventory import (
     Inventory,
 )
 from infra.staging.paths import Paths
+from infra.staging.redis_acl import (
+    API_USER,
+    ON_REDIS,
+    ON_SENTINEL,
+    PASSWORD_OF,
+    REPLICA_USER,
+    SENTINEL_USER,
+    user_lines,
+)
+from infra.staging.secrets import Secrets, write_private
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 API_WORKERS = 2  # per API host: two hosts share this machine's two cores
+# The users the daemons run as (Debian's packages make the first three; `staging up`
+# makes `gridlink`): each one's keys and secret-bearing files are its own, 0600.
+REDIS_ACCOUNT = "redis"
+HAPROXY_ACCOUNT = "haproxy"
+PROMETHEUS_ACCOUNT = "prometheus"
+API_ACCOUNT = "gridlink"
+API_CERTIFICATE = "api"  # the API hosts' certificate, in Secrets
 
 
 @dataclass(frozen=True)
@@ -79,16 +100,36 @@ def pg_hba_conf(host: Host) -> str:
     return render("pg_hba.conf", host=host.name, subnet=SUBNET)
 
 
-def sentinel_conf(inventory: Inventory, host: Host, directory: Path) -> str:
+def redis_certificate(secrets: Secrets, host: Host) -> tuple[Path, Path]:
+    """Return the certificate and key Redis and Sentinel on ``host`` serve (owned by redis)."""
+    pair = secrets.certificate(host.name, "redis", [host.address, host.name], REDIS_ACCOUNT)
+    return pair.certificate, pair.key
+
+
+def sentinel_conf(
+    inventory: Inventory,
+    host: Host,
+    directory: Path,
+    secrets: Secrets,
+    port: int = SENTINEL_PORT,
+    master_port: int = REDIS_PORT,
+) -> str:
+    certificate, key = redis_certificate(secrets, host)
     return render(
         "sentinel.conf",
         host=host.name,
         address=host.address,
-        port=SENTINEL_PORT,
+        port=port,
+        certificate=certificate,
+        key=key,
+        ca=secrets.ca_certificate,
         directory=directory,
         service=REDIS_SERVICE,
         master_address=inventory.one(REDIS).address,
-        master_port=REDIS_PORT,
+        master_port=master_port,
+        sentinel_user=SENTINEL_USER,
+        sentinel_password=secrets.password(PASSWORD_OF[SENTINEL_USER]),
+        users=user_lines(secrets, ON_SENTINEL).rstrip("\n"),
     )
 
 
@@ -136,13 +177,52 @@ def patroni_yml(inventory: Inventory, host: Host, files: PatroniFiles) -> str:
     )
 
 
-def redis_conf(host: Host) -> str:
-    return render("redis.conf", host=host.name, address=host.address, port=REDIS_PORT)
+def redis_conf(host: Host, secrets: Secrets, acl_file: Path, port: int = REDIS_PORT) -> str:
+    certificate, key = redis_certificate(secrets, host)
+    return render(
+        "redis.conf",
+        host=host.name,
+        address=host.address,
+        port=port,
+        certificate=certificate,
+        key=key,
+        ca=secrets.ca_certificate,
+        acl_file=acl_file,
+        replica_user=REPLICA_USER,
+        replica_password=secrets.password(PASSWORD_OF[REPLICA_USER]),
+    )
 
 
-def haproxy_cfg(inventory: Inventory, lb: Host, stats_socket: Path) -> str:
+def redis_acl(secrets: Secrets) -> str:
+    """Return a Redis server's ACL file (``/etc/redis/users.acl`` on a real host)."""
+    return user_lines(secrets, ON_REDIS)
+
+
+def write_redis_files(paths: Paths, host: Host, secrets: Secrets) -> None:
+    """Render a Redis host's configuration and ACL file, each 0600 owned by redis."""
+    acl_file = paths.etc(host) / "users.acl"
+    write_private(acl_file, redis_acl(secrets), REDIS_ACCOUNT)
+    write_private(
+        paths.etc(host) / "redis.conf", redis_conf(host, secrets, acl_file), REDIS_ACCOUNT
+    )
+
+
+def redis_url(inventory: Inventory, secrets: Secrets) -> str:
+    """Return GRIDLINK_REDIS_URL: TLS verified against the staging CA, as the API's ACL user."""
+    password = secrets.password(PASSWORD_OF[API_USER])
+    return (
+        f"rediss://{API_USER}:{password}@{inventory.one(REDIS).address}:{REDIS_PORT}/0"
+        f"?ssl_ca_certs={secrets.ca_certificate}"
+    )
+
+
+def haproxy_cfg(
+    inventory: Inventory, lb: Host, stats_socket: Path, certificate: Path, ca: Path
+) -> str:
+    """Return ``lb``'s HAProxy file: TLS on 443 with ``certificate`` (its key in the same
+    file), to the API hosts over TLS verified against ``ca``."""
     servers = "".join(
-        f"    server {api.name} {api.address}:{API_PORT} check\n"
+        f"    server {api.name} {api.address}:{API_PORT} check verifyhost {api.name}\n"
         for api in inventory.with_role(API)
     )
     return render(
@@ -150,14 +230,37 @@ def haproxy_cfg(inventory: Inventory, lb: Host, stats_socket: Path) -> str:
         host=lb.name,
         address=lb.address,
         port=LOAD_BALANCER_PORT,
+        https_port=LOAD_BALANCER_TLS_PORT,
         health_port=LOAD_BALANCER_HEALTH_PORT,
         servers=servers,
         stats_socket=stats_socket,
+        account=HAPROXY_ACCOUNT,
+        certificate=certificate,
+        ca=ca,
     )
 
 
+def write_haproxy_files(inventory: Inventory, paths: Paths, lb: Host, secrets: Secrets) -> None:
+    """Render ``lb``'s HAProxy file and its certificate with the key (0600, owned by haproxy).
+
+    The certificate names the floating address, the host's own and its name:
+    clients reach the API by the first, keepalived and Prometheus by the second.
+    """
+    pair = secrets.certificate(
+        lb.name, "haproxy", [FLOATING_ADDRESS, lb.address, lb.name], HAPROXY_ACCOUNT
+    )
+    bundle = paths.etc(lb) / "haproxy.pem"  # /etc/haproxy/gridlink.pem on a real host
+    write_private(bundle, pair.certificate.read_text() + pair.key.read_text(), HAPROXY_ACCOUNT)
+    config = haproxy_cfg(inventory, lb, paths.stats_socket(lb), bundle, secrets.ca_certificate)
+    _write(paths.etc(lb) / "haproxy.cfg", config)
+
+
 def keepalived_conf(
-    inventory: Inventory, lb: Host, curl: str = "/usr/bin/curl", notify: Path | None = None
+    inventory: Inventory,
+    lb: Host,
+    curl: str = "/usr/bin/curl",
+    notify: Path | None = None,
+    ca: Path = Path("/etc/ssl/certs/gridlink-ca.crt"),
 ) -> str:
     """Return the load balancer's keepalived file: one VRRP instance, unicast to the others."""
     balancers = inventory.load_balancers
@@ -170,6 +273,7 @@ def keepalived_conf(
         address=lb.address,
         health_port=LOAD_BALANCER_HEALTH_PORT,
         curl=curl,
+        ca=ca,
         router_id=VRRP_ROUTER_ID,
         priority=priority,
         peers=peers,
@@ -183,7 +287,17 @@ def keepalived_notify(lb: Host, textfile_dir: Path) -> str:
     return render("keepalived-notify.sh", host=lb.name, textfile_dir=textfile_dir)
 
 
-def prometheus_yml(inventory: Inventory, host: Host, rules: Path) -> str:
+WEB_USER = "prometheus"  # Prometheus's and Alertmanager's web user; its password: prometheus-web
+WEB_PASSWORD_SECRET = "prometheus-web"  # noqa: S105 (a secret's name)
+
+
+def prometheus_yml(
+    inventory: Inventory,
+    host: Host,
+    rules: Path,
+    ca: Path,
+    web_password_file: Path = Path("/etc/prometheus/web-password"),
+) -> str:
     """Return the monitoring host's Prometheus file: every job the alert rules read."""
 
     def targets(hosts: list[Host], port: int, scheme: str = "") -> str:
@@ -193,37 +307,87 @@ def prometheus_yml(inventory: Inventory, host: Host, rules: Path) -> str:
         "prometheus.yml",
         host=host.name,
         rules=rules,
+        ca=ca,
+        web_user=WEB_USER,
+        web_password_file=web_password_file,
         alertmanager=f"{host.address}:{ALERTMANAGER_PORT}",
         patroni_targets=targets(inventory.databases, PATRONI_PORT),
         haproxy_targets=targets(inventory.load_balancers, LOAD_BALANCER_HEALTH_PORT),
         keepalived_targets=targets(inventory.load_balancers, NODE_EXPORTER_PORT),
         api_targets=targets(inventory.with_role(API), API_METRICS_PORT),
-        redis_targets=targets(inventory.redis_hosts, REDIS_PORT, "redis://"),
-        sentinel_targets=targets(inventory.with_role(SENTINEL), SENTINEL_PORT, "redis://"),
+        redis_targets=targets(inventory.redis_hosts, REDIS_PORT, "rediss://"),
+        sentinel_targets=targets(inventory.with_role(SENTINEL), SENTINEL_PORT, "rediss://"),
         redis_exporter=f"{host.address}:{REDIS_EXPORTER_PORT}",
     )
+
+
+def web_config(host: Host, service: str, secrets: Secrets, password: str | None = None) -> str:
+    """Return a Prometheus-family program's ``--web.config.file``: TLS with ``host``'s
+    certificate for ``service``; with ``password``, basic auth as WEB_USER (its bcrypt hash)."""
+    pair = secrets.certificate(host.name, service, [host.address, host.name], PROMETHEUS_ACCOUNT)
+    basic_auth = ""
+    if password is not None:
+        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode()
+        basic_auth = f"basic_auth_users:\n  {WEB_USER}: {hashed}"
+    return render(
+        "web-config.yml",
+        host=host.name,
+        service=service,
+        certificate=pair.certificate,
+        key=pair.key,
+        basic_auth=basic_auth,
+    )
+
+
+def write_monitoring_files(inventory: Inventory, paths: Paths, secrets: Secrets) -> None:
+    """Render the monitoring host's files and the load balancers' node exporters' web files."""
+    for lb in inventory.load_balancers:
+        web = web_config(lb, "node-exporter", secrets)
+        write_private(paths.etc(lb) / "node-exporter-web.yml", web, PROMETHEUS_ACCOUNT)
+    for monitor in inventory.with_role(MONITORING):
+        etc = paths.etc(monitor)
+        rules = etc / "alerts.yml"  # /etc/prometheus/alerts.yml on a real host
+        _write(rules, ALERT_RULES.read_text())
+        password = secrets.password(WEB_PASSWORD_SECRET)
+        password_file = etc / "web-password"  # Prometheus's own, to reach Alertmanager
+        write_private(password_file, password, PROMETHEUS_ACCOUNT)
+        config = prometheus_yml(inventory, monitor, rules, secrets.ca_certificate, password_file)
+        write_private(etc / "prometheus.yml", config, PROMETHEUS_ACCOUNT)
+        _write(etc / "alertmanager.yml", alertmanager_yml(monitor))
+        for service in ("prometheus", "alertmanager"):
+            web = web_config(monitor, service, secrets, password)
+            write_private(etc / f"{service}-web.yml", web, PROMETHEUS_ACCOUNT)
 
 
 def alertmanager_yml(host: Host) -> str:
     return render("alertmanager.yml", host=host.name)
 
 
-def staging_settings(inventory: Inventory) -> Settings:
-    """Return the settings that point a process at staging's servers (migrate, seed, the API)."""
+def staging_settings(inventory: Inventory, secrets: Secrets | None = None) -> Settings:
+    """Return the settings that point a process at staging's servers (migrate, seed, the API).
+
+    Redis as the API's user, with staging's ``secrets`` (without: the database alone).
+    """
     return Settings(
         # Every database host: libpq keeps the one that accepts writes (Patroni's leader),
         # and the router finds each one's role by asking it.
         database_url=sqlalchemy_url(inventory.write_url),
         replica_urls=tuple(inventory.database_url(host) for host in inventory.databases),
-        redis_url=inventory.redis_url,
+        redis_url=inventory.redis_url if secrets is None else redis_url(inventory, secrets),
         redis_sentinels=inventory.sentinels,
         redis_service=REDIS_SERVICE,
     )
 
 
-def api_settings(inventory: Inventory, host: Host, mail_dir: Path) -> Settings:
+def issue_api_certificate(secrets: Secrets, host: Host) -> None:
+    """Issue the certificate the API on ``host`` serves TLS with (its key owned by gridlink)."""
+    secrets.certificate(host.name, API_CERTIFICATE, [host.address, host.name], API_ACCOUNT)
+
+
+def api_settings(inventory: Inventory, host: Host, mail_dir: Path, secrets: Secrets) -> Settings:
     """Return the settings an API host serves with."""
-    return staging_settings(inventory).replace(
+    tls = secrets.key_pair(host.name, API_CERTIFICATE)
+    return staging_settings(inventory, secrets).replace(
         bind=f"{host.address}:{API_PORT}",
         # /metrics for the monitoring host, on the host's own address; not behind the LBs.
         metrics_bind=f"{host.address}:{API_METRICS_PORT}",
@@ -234,15 +398,43 @@ def api_settings(inventory: Inventory, host: Host, mail_dir: Path) -> Settings:
         ),
         environment=PRODUCTION,
         mail_backend=MailBackend("file", directory=mail_dir),
+        tls_certificate=str(tls.certificate),
+        tls_key=str(tls.key),
     )
 
 
-def api_env(inventory: Inventory, host: Host, mail_dir: Path) -> str:
-    """Return the API host's environment file: every setting, as ``Settings.to_environ`` has it."""
-    variables = api_settings(inventory, host, mail_dir).to_environ()
+TOKEN_CACHE_KEYS = "GRIDLINK_TOKEN_CACHE_KEYS"  # noqa: S105 (a variable's name)
+
+
+def api_env(
+    inventory: Inventory,
+    host: Host,
+    mail_dir: Path,
+    secrets: Secrets,
+    token_cache_keys: Sequence[str] = (),
+) -> str:
+    """Return the API host's environment file: every setting, as ``Settings.to_environ`` has it.
+
+    It holds passwords and the token cache's MAC keys: it is written 0600 for
+    the API's user. ``token_cache_keys`` (default: the one in ``secrets``) are
+    the keys the API signs with (the first) and accepts; during a rotation, the
+    new one and the old.
+    """
+    variables = api_settings(inventory, host, mail_dir, secrets).to_environ()
+    keys = list(token_cache_keys) or [secrets.password("token-cache-key")]
+    variables[TOKEN_CACHE_KEYS] = ",".join(keys)
     return render("api.env", host=host.name) + "".join(
         f"{name}={value}\n" for name, value in variables.items()
     )
+
+
+def write_api_env(
+    inventory: Inventory, paths: Paths, host: Host, token_cache_keys: Sequence[str] = ()
+) -> None:
+    """Render an API host's api.env, 0600 owned by gridlink (``api_env``); issue its certificate."""
+    issue_api_certificate(Secrets(paths.secrets), host)
+    text = api_env(inventory, host, paths.mail(host), Secrets(paths.secrets), token_cache_keys)
+    write_private(paths.etc(host) / "api.env", text, API_ACCOUNT)
 
 
 def api_unit(host: Host) -> str:
@@ -297,6 +489,7 @@ def write_configuration(
     curl: str = "/usr/bin/curl",
 ) -> None:
     """Render every host's configuration files under var/staging/etc/<host>/."""
+    secrets = Secrets(paths.secrets)
     for host in inventory.databases:
         _write(paths.etc(host) / "postgresql.conf", postgresql_conf(host, paths.data(host) / "run"))
         _write(paths.etc(host) / "pg_hba.conf", pg_hba_conf(host))
@@ -311,25 +504,23 @@ def write_configuration(
         )
         _write(paths.etc(host) / "patroni.yml", patroni_yml(inventory, host, files))
     for redis_host in inventory.redis_hosts:
-        _write(paths.etc(redis_host) / "redis.conf", redis_conf(redis_host))
+        write_redis_files(paths, redis_host, secrets)
     for sentinel in inventory.with_role(SENTINEL):
-        _write(
+        write_private(
             paths.etc(sentinel) / "sentinel.conf",
-            sentinel_conf(inventory, sentinel, paths.data(sentinel)),
+            sentinel_conf(inventory, sentinel, paths.data(sentinel), secrets),
+            REDIS_ACCOUNT,
         )
     for lb in inventory.load_balancers:
-        _write(paths.etc(lb) / "haproxy.cfg", haproxy_cfg(inventory, lb, paths.stats_socket(lb)))
+        write_haproxy_files(inventory, paths, lb, secrets)
         notify = paths.etc(lb) / "keepalived-notify.sh"
         _write(notify, keepalived_notify(lb, paths.textfiles(lb)))
         notify.chmod(0o755)
-        _write(paths.etc(lb) / "keepalived.conf", keepalived_conf(inventory, lb, curl, notify))
-    for monitor in inventory.with_role(MONITORING):
-        rules = paths.etc(monitor) / "alerts.yml"  # /etc/prometheus/alerts.yml on a real host
-        _write(rules, ALERT_RULES.read_text())
-        _write(paths.etc(monitor) / "prometheus.yml", prometheus_yml(inventory, monitor, rules))
-        _write(paths.etc(monitor) / "alertmanager.yml", alertmanager_yml(monitor))
+        keepalived = keepalived_conf(inventory, lb, curl, notify, secrets.ca_certificate)
+        _write(paths.etc(lb) / "keepalived.conf", keepalived)
+    write_monitoring_files(inventory, paths, secrets)
     for host in inventory.with_role(API):
-        _write(paths.etc(host) / "api.env", api_env(inventory, host, paths.mail(host)))
+        write_api_env(inventory, paths, host)
         _write(paths.etc(host) / "gridlink-api.service", api_unit(host))
 
 

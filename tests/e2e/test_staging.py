@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pytest
 from gridlink.project import VAR
 from gridlink.routing.router import ReplicaRouter
 from infra.files import reachable_root
+from infra.http_client import fetch
 from infra.monitoring import query
 from infra.processes import process_alive, wait_until
 from infra.seeding import Seeded
@@ -50,11 +50,9 @@ def staging(paths: Paths) -> Iterator[Seeded]:
 
 
 def _get(path: str, timeout: float = 10.0) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://{LB_ADDRESS}{path}", timeout=timeout) as answer:
-            return int(answer.status), answer.read()
-    except urllib.error.HTTPError as refused:
-        return int(refused.code), b""
+    """GET through the floating address, over https verified against the staging CA."""
+    reply = fetch(LB_ADDRESS, "GET", path, timeout=timeout)
+    return reply.status, reply.body
 
 
 def _grid_paths(username: str) -> list[str]:

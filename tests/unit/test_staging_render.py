@@ -11,6 +11,7 @@ import pytest
 
 from infra.staging import render
 from infra.staging.inventory import STAGING, SUBNET
+from infra.staging.secrets import Secrets
 from infra.staging.statements import kind_of
 from loadtest.run import LoadTestError
 from loadtest.swarm import run_time_seconds
@@ -29,20 +30,32 @@ def test_inventory_has_the_hosts_staging_needs_each_on_the_subnet() -> None:
 
 def test_inventory_json_names_every_host_and_the_load_balancer() -> None:
     document = json.loads(STAGING.as_json())
-    assert document["load_balancer_url"] == "http://10.77.0.40:80"  # the floating address
+    assert document["load_balancer_url"] == "https://10.77.0.40"  # the floating address
     assert document["floating_address"] == "10.77.0.40"
     assert document["subnet"] == str(SUBNET)
     assert {h["name"]: h["namespace"] for h in document["hosts"]}["db1"] == "gl-db1"
 
 
-def test_haproxy_checks_readyz_on_every_api_host() -> None:
-    config = render.haproxy_cfg(STAGING, STAGING.named("lb2"), Path("/run/haproxy/admin.sock"))
+def test_haproxy_checks_readyz_on_every_api_host_over_verified_tls() -> None:
+    config = render.haproxy_cfg(
+        STAGING,
+        STAGING.named("lb2"),
+        Path("/run/haproxy/admin.sock"),
+        Path("/etc/haproxy/gridlink.pem"),
+        Path("/etc/ssl/gridlink-ca.crt"),
+    )
     assert "option httpchk GET /readyz" in config
     for host in STAGING.with_role("api"):
-        assert f"server {host.name} {host.address}:8000 check" in config
-    # Clients on whichever address the host has (the floating one too); health on its own.
-    assert "bind :80" in config
-    assert "bind 10.77.0.42:8404" in config
+        assert f"server {host.name} {host.address}:8000 check verifyhost {host.name}" in config
+    assert "ssl verify required ca-file /etc/ssl/gridlink-ca.crt" in config
+    # Clients on whichever address the host has (the floating one too), TLS on 443 and
+    # a redirect on 80; health on its own address, TLS too.
+    assert "bind :443 ssl crt /etc/haproxy/gridlink.pem" in config
+    assert "bind :80\n" in config
+    assert "redirect scheme https code 301 unless { ssl_fc }" in config
+    assert "Strict-Transport-Security" in config
+    assert "bind 10.77.0.42:8404 ssl crt /etc/haproxy/gridlink.pem" in config
+    assert "user haproxy" in config
 
 
 def test_keepalived_on_each_load_balancer_holds_the_floating_address_with_the_other() -> None:
@@ -54,7 +67,7 @@ def test_keepalived_on_each_load_balancer_holds_the_floating_address_with_the_ot
         assert "10.77.0.40/24 dev eth0" in config
         assert "advert_int 0.1" in config
         assert "vrrp_version 3" in config
-        assert f"http://{own.address}:8404/healthz" in config  # its own HAProxy, not the peer's
+        assert f"https://{own.address}:8404/healthz" in config  # its own HAProxy, not the peer's
     assert "priority 150" in first
     assert "priority 140" in second
 
@@ -72,11 +85,22 @@ def test_keepalived_accepts_the_rendered_file(lb: str, tmp_path: Path) -> None:
     assert checked.returncode == 0, checked.stderr
 
 
-def test_api_environment_lists_every_database_host_and_trusts_only_the_load_balancer() -> None:
+def test_api_environment_lists_every_database_host_and_trusts_only_the_load_balancer(
+    tmp_path: Path,
+) -> None:
+    secrets = Secrets(tmp_path / "secrets")
     variables = render.parse_env(
-        render.api_env(STAGING, STAGING.named("api2"), Path("/var/mail/gridlink"))
+        render.api_env(STAGING, STAGING.named("api2"), Path("/var/mail/gridlink"), secrets)
     )
     assert variables["GRIDLINK_BIND"] == "10.77.0.32:8000"
+    # TLS on its listeners; Redis over TLS as the API's ACL user; the token cache's MAC key.
+    assert variables["GRIDLINK_TLS_CERTIFICATE"] == str(tmp_path / "secrets/api2/api.crt")
+    assert variables["GRIDLINK_TLS_KEY"] == str(tmp_path / "secrets/api2/api.key")
+    assert variables["GRIDLINK_REDIS_URL"] == (
+        f"rediss://gridlink-api:{secrets.password('redis-api')}@10.77.0.21:6379/0"
+        f"?ssl_ca_certs={secrets.ca_certificate}"
+    )
+    assert variables["GRIDLINK_TOKEN_CACHE_KEYS"] == secrets.password("token-cache-key")
     # Writes: whichever host accepts them (Patroni's leader); reads: each host by its role.
     assert variables["GRIDLINK_DATABASE_URL"] == (
         "postgresql://gridlink@10.77.0.11:5432,10.77.0.12:5432,10.77.0.13:5432/gridlink"
