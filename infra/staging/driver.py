@@ -27,7 +27,7 @@ from infra.monitoring import query
 from infra.processes import run, wait_until
 from infra.seeding import Seeded, ensure_seeded
 from infra.serving import http_status
-from infra.staging import access, faults, hosts, network, patroni, render
+from infra.staging import access, faults, hosts, network, patroni, render, rotation
 from infra.staging.inventory import (
     API,
     BRIDGE,
@@ -145,6 +145,7 @@ def up(
         seeded = ensure_seeded(settings, seed_state(paths), shape, progress)
     for host in inventory.with_role(API):
         give_to(paths.mail(host), render.API_ACCOUNT)
+        give_to(paths.data(host) / "home", render.API_ACCOUNT)
         hosts.api_server(paths, host).start(progress)
     for lb in inventory.load_balancers:
         hosts.HAProxy(paths, lb, haproxy).start(progress)
@@ -317,6 +318,17 @@ def down(
     if purge and paths.root.exists():
         shutil.rmtree(paths.root)
         progress(f"removed {paths.root}")
+
+
+def rotate_secrets(
+    paths: Paths, progress: Progress = print, inventory: Inventory = STAGING
+) -> None:
+    """Replace the API's passwords and the token cache's key without a failed request."""
+    _require_root()
+    operate(paths, inventory)
+    if not lb_ready(inventory, paths):
+        raise ClusterError("staging is not whole (`gridlink staging status`): rotate once it is.")
+    rotation.rotate_secrets(paths, inventory, progress)
 
 
 FAULTS = ("kill", "cut", "restore", "delay")

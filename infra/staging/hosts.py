@@ -14,16 +14,20 @@ host's namespace with a pid file and a log, so ``down`` stops exactly what
 from __future__ import annotations
 
 import socket
+import sys
+import sysconfig
 from collections.abc import Mapping
+from pathlib import Path
 
 import redis as redis_lib
 
+from gridlink.project import VAR
 from gridlink.settings import Settings
 from infra import postgres, redis_server
 from infra.binaries import Tools
 from infra.daemons import START_TIMEOUT, Daemon
 from infra.errors import ClusterError, Progress
-from infra.files import give_to, make_pg_dir
+from infra.files import give_to, make_pg_dir, reachable_root
 from infra.http_client import basic_auth
 from infra.postgres import PgServer
 from infra.processes import as_account, log_tail, port_answers, run, wait_until
@@ -339,16 +343,45 @@ def api_server(paths: Paths, host: Host) -> ApiServer:
     """
     variables = render.parse_env((paths.etc(host) / "api.env").read_text())
     settings = Settings.from_env(variables)
+    home = paths.data(host) / "home"  # the gridlink user's, for what gunicorn keeps there
     server = serve(
         settings,
         pid_file=paths.data(host) / "gunicorn.pid",
         log=paths.data(host) / "gunicorn.log",
         netns=host.netns,
         # Every variable of the file, as systemd's EnvironmentFile passes them.
-        environment=environment_for(settings, **variables),
+        environment={**environment_for(settings, **variables), "HOME": str(home)},
     )
-    server.command = [*as_account(render.API_ACCOUNT), *server.command]
+    _, *gunicorn = server.command  # [this interpreter, -m, gunicorn, ...]
+    python = api_python(paths)
+    server.command = [*as_account(render.API_ACCOUNT), str(python), *gunicorn]
     return server
+
+
+def api_python(paths: Paths) -> Path:
+    """Return the interpreter the API hosts run: the machine's Python with this checkout's
+    packages, in a folder the gridlink user can reach (as /opt/gridlink/.venv on a real host).
+
+    The checkout's own virtualenv may be built on an interpreter only root can
+    reach (pyenv under /root); the gridlink user could not run it, nor start the
+    change relay with it. A virtualenv of the machine's Python (same minor
+    version) that adds the checkout's site-packages runs the same code.
+    """
+    packages = Path(sysconfig.get_paths()["purelib"])
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    system = Path(f"/usr/bin/python{version}")
+    if not system.exists():
+        raise ClusterError(f"the API hosts run {system} (this checkout's Python {version})")
+    venv = reachable_root(VAR / "tools") / f"api-python-{version}"
+    python = venv / "bin" / "python"
+    link = venv / "lib" / f"python{version}" / "site-packages" / "gridlink-checkout.pth"
+    wanted = f"import site; site.addsitedir({str(packages)!r})\n"
+    if not (python.exists() and link.exists() and link.read_text() == wanted):
+        made = run([str(system), "-m", "venv", "--without-pip", str(venv)], Path("/"), timeout=60)
+        if made.returncode != 0:
+            raise ClusterError(f"making {venv} failed: {made.stderr.strip()}")
+        link.write_text(wanted)
+    return python
 
 
 # --------------------------------------------------------------------------- PostgreSQL, Redis

@@ -12,6 +12,9 @@ stored as its SHA-256 in the rendered files (``#<hash>``), never in clear:
 - ``sentinel``: Sentinel's link to each Redis (the set Redis's Sentinel
   documentation gives) and to the other Sentinels.
 - ``monitor``: redis_exporter, and ``gridlink staging`` asking who the master is.
+- ``operator``: ``gridlink staging rotate-secrets`` changing a user's passwords
+  (ACL SETUSER, and saving them: ACL SAVE, SENTINEL FLUSHCONFIG). Whoever may
+  change ACLs may give themselves anything: its password is root's alone.
 
 Redis allows a user two passwords at once; ``gridlink staging rotate-secrets``
 adds the API's new one, moves the API over, then removes the old one.
@@ -31,6 +34,7 @@ API_USER = "gridlink-api"
 REPLICA_USER = "replica"
 SENTINEL_USER = "sentinel"
 MONITOR_USER = "monitor"
+OPERATOR_USER = "operator"
 
 # Each user's secret (Secrets.password names, agreed with the database side).
 PASSWORD_OF = {
@@ -38,6 +42,7 @@ PASSWORD_OF = {
     REPLICA_USER: "redis-replication",
     SENTINEL_USER: "redis-sentinel",
     MONITOR_USER: "redis-monitor",
+    OPERATOR_USER: "redis-operator",
 }
 
 
@@ -87,16 +92,23 @@ _MONITOR_ON_SENTINEL = "resetchannels -@all " + _plus(
     "sentinel|replicas sentinel|sentinels sentinel|get-master-addr-by-name role"
 )
 
+_OPERATOR_ON_REDIS = "resetchannels -@all " + _plus("ping hello acl|setuser acl|save")
+_OPERATOR_ON_SENTINEL = "resetchannels -@all " + _plus(
+    "ping hello acl|setuser sentinel|flushconfig"
+)
+
 ON_REDIS = {
     API_USER: _API_ON_REDIS,
     REPLICA_USER: _REPLICA_ON_REDIS,
     SENTINEL_USER: _SENTINEL_ON_REDIS,
     MONITOR_USER: _MONITOR_ON_REDIS,
+    OPERATOR_USER: _OPERATOR_ON_REDIS,
 }
 ON_SENTINEL = {
     API_USER: _API_ON_SENTINEL,
     SENTINEL_USER: _SENTINEL_ON_SENTINEL,
     MONITOR_USER: _MONITOR_ON_SENTINEL,
+    OPERATOR_USER: _OPERATOR_ON_SENTINEL,
 }
 
 

@@ -11,22 +11,43 @@ machine (it would share its namespaces) is torn down first
 from __future__ import annotations
 
 import csv
+import http.client
 import json
+import pwd
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis as redis_lib
 
 from gridlink.project import VAR
 from gridlink.routing.router import ReplicaRouter
+from infra import http_client
 from infra.files import reachable_root
-from infra.http_client import fetch
+from infra.http_client import api_request, fetch
 from infra.monitoring import query
 from infra.processes import process_alive, wait_until
 from infra.seeding import Seeded
-from infra.staging import driver, faults, hosts, network, render
-from infra.staging.inventory import BRIDGE, BRIDGE_ADDRESS, STAGING, SUBNET
+from infra.serving import http_status
+from infra.staging import access, driver, faults, hosts, network, render
+from infra.staging.inventory import (
+    API_METRICS_PORT,
+    API_PORT,
+    BRIDGE,
+    BRIDGE_ADDRESS,
+    LOAD_BALANCER_HEALTH_PORT,
+    LOAD_BALANCER_PORT,
+    NODE_EXPORTER_PORT,
+    REDIS_EXPORTER_PORT,
+    REDIS_PORT,
+    SENTINEL_PORT,
+    STAGING,
+    SUBNET,
+    Host,
+)
 from infra.staging.network import NoNetem
 from infra.staging.paths import Paths
 from loadtest.swarm import Swarm, SwarmPlan, reports_dir, set_delay
@@ -249,6 +270,207 @@ def test_replica_host_link_cut_reads_go_on(staging: Seeded, paths: Paths) -> Non
     assert "lbs: UP/UP" in states["api1"]
     assert "lbs: UP/UP" in states["api2"]
     assert wait_until(lambda: _all_checks_ok(_get("/readyz")[1]), timeout=30)
+
+
+# --------------------------------------------------------------------------- what it refuses
+
+LB_HOST = STAGING.load_balancer_url.removeprefix("https://")
+
+
+def _refused_plain(address: str) -> bool:
+    """Tell whether plain HTTP to ``host:port`` gets no HTTP answer at all."""
+    return http_status(address, "/") is None
+
+
+def test_the_edge_redirects_plain_http_and_sends_hsts_on_every_https_answer(
+    staging: Seeded,
+) -> None:
+    plain = fetch(f"{LB_HOST}:{LOAD_BALANCER_PORT}", "GET", "/api/users/test_user_1/")
+    assert plain.status == 301
+    assert plain.headers["Location"] == f"https://{LB_HOST}/api/users/test_user_1/"
+    assert b"test_user_1" not in plain.body  # a redirect, not the profile
+    for path in ("/api/users/test_user_1/", "/readyz", "/api/users/me/", "/nothing/"):
+        answer = fetch(LB_ADDRESS, "GET", path)
+        assert answer.headers["Strict-Transport-Security"] == "max-age=31536000", path
+    # The certificate is the staging CA's and names the floating address: verified above.
+    for lb in STAGING.load_balancers:
+        assert _refused_plain(f"{lb.address}:{LOAD_BALANCER_HEALTH_PORT}"), lb.name
+        health = f"https://{lb.address}:{LOAD_BALANCER_HEALTH_PORT}"
+        assert http_status(health, "/healthz") == 200, lb.name
+        assert _refused_plain(f"{lb.address}:{NODE_EXPORTER_PORT}"), lb.name
+
+
+def test_api_hosts_answer_tls_alone_and_trust_forwarded_addresses_from_the_lbs_alone(
+    staging: Seeded, paths: Paths
+) -> None:
+    for host in STAGING.with_role("api"):
+        for port in (API_PORT, API_METRICS_PORT):
+            assert _refused_plain(f"{host.address}:{port}"), (host.name, port)
+        assert hosts.api_answers(host, "/healthz") == 200
+        env = render.parse_env((paths.etc(host) / "api.env").read_text())
+        assert env["GRIDLINK_TRUSTED_PROXIES"] == ",".join(
+            lb.address for lb in STAGING.load_balancers
+        )
+        assert _owned_alone_by(paths.etc(host) / "api.env", render.API_ACCOUNT)
+        assert _runs_as(hosts.api_server(paths, host).pid()) == render.API_ACCOUNT
+    for lb in STAGING.load_balancers:
+        assert _runs_as(hosts.HAProxy(paths, lb).pid()) == render.HAPROXY_ACCOUNT
+        assert _owned_alone_by(paths.etc(lb) / "haproxy.pem", render.HAPROXY_ACCOUNT)
+
+
+def test_prometheus_and_alertmanager_want_tls_and_their_password(staging: Seeded) -> None:
+    for address in (STAGING.prometheus_address, STAGING.alertmanager_address):
+        host_port = address.removeprefix("https://")
+        assert _refused_plain(host_port), address
+        nobody = fetch(address, "GET", "/-/ready", headers={"Authorization": "Basic eDp5"})
+        assert nobody.status == 401, address
+        assert http_client.basic_auth("prometheus", "a wrong password") != hosts.web_login()
+        wrong = fetch(
+            address, "GET", "/-/ready", headers=http_client.basic_auth("prometheus", "wrong pw")
+        )
+        assert wrong.status == 401, address
+        assert fetch(address, "GET", "/-/ready").status == 200  # the operator's login
+    monitor = STAGING.one("monitoring")
+    assert _refused_plain(f"{monitor.address}:{REDIS_EXPORTER_PORT}")
+
+
+def _redis_ports() -> list[tuple[str, str, int]]:
+    return [(host.name, host.address, REDIS_PORT) for host in STAGING.redis_hosts] + [
+        (host.name, host.address, SENTINEL_PORT) for host in STAGING.with_role("sentinel")
+    ]
+
+
+def test_redis_and_sentinel_refuse_everyone_without_tls_and_a_user_of_their_own(
+    staging: Seeded,
+) -> None:
+    ca: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(access.ca_file()), "socket_timeout": 2}
+    api_password = access.secrets().password("redis-api")  # the positive case, read on purpose
+    for name, address, port in _redis_ports():
+        refused: list[dict[str, Any]] = [
+            {},
+            {"username": "gridlink-api", "password": "not the password at all"},
+            {"username": "default", "password": ""},
+        ]
+        for credentials in refused:
+            client = redis_lib.Redis(address, port, **ca, **credentials)
+            with pytest.raises((redis_lib.AuthenticationError, redis_lib.ResponseError)):
+                client.ping()
+            client.close()
+        plain = redis_lib.Redis(
+            address, port, socket_timeout=2, username="gridlink-api", password=api_password
+        )
+        with pytest.raises(redis_lib.ConnectionError):
+            plain.ping()
+        plain.close()
+        api = redis_lib.Redis(address, port, **ca, username="gridlink-api", password=api_password)
+        assert api.ping(), (name, port)
+        forbidden: tuple[tuple[str, ...], ...] = (
+            (("CONFIG", "GET", "*"), ("FLUSHALL",), ("ACL", "LIST"), ("KEYS", "*"))
+            if port == REDIS_PORT
+            else (
+                ("SENTINEL", "FAILOVER", "gridlink"),
+                ("SENTINEL", "SET", "gridlink", "quorum", "1"),
+            )
+        )
+        for command in forbidden:
+            with pytest.raises(redis_lib.exceptions.NoPermissionError):
+                api.execute_command(*command)  # type: ignore[no-untyped-call]
+        api.close()
+
+
+def test_staging_s_secrets_are_kept_by_their_users_alone(staging: Seeded, paths: Paths) -> None:
+    for host in STAGING.redis_hosts:
+        assert _owned_alone_by(paths.etc(host) / "redis.conf", render.REDIS_ACCOUNT)
+        assert _owned_alone_by(paths.etc(host) / "users.acl", render.REDIS_ACCOUNT)
+        assert _runs_as(_redis_pid(paths, host)) == render.REDIS_ACCOUNT
+    monitor = STAGING.one("monitoring")
+    assert _runs_as(hosts.Prometheus(paths, monitor).pid()) == render.PROMETHEUS_ACCOUNT
+    assert _owned_alone_by(paths.etc(monitor) / "prometheus-web.yml", render.PROMETHEUS_ACCOUNT)
+    inventory = paths.inventory_file.read_text()
+    passwords = access.secrets().root / "passwords"
+    for secret in passwords.iterdir():
+        assert secret.stat().st_mode & 0o777 == 0o600
+        assert secret.read_text().strip() not in inventory
+        for daemon_pid in (pid for host in STAGING.hosts for pid in network.pids(host)):
+            try:
+                command = Path(f"/proc/{daemon_pid}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            assert secret.read_text().strip() not in command, secret.name
+
+
+def _redis_pid(paths: Paths, host: Host) -> int | None:
+    from infra import redis_server
+
+    return redis_server.pid(hosts.redis(STAGING, paths, host))
+
+
+def _owned_alone_by(path: Path, account: str) -> bool:
+    status = path.stat()
+    return status.st_mode & 0o777 == 0o600 and pwd.getpwuid(status.st_uid).pw_name == account
+
+
+def _runs_as(pid: int | None) -> str:
+    assert pid is not None
+    return pwd.getpwuid(Path(f"/proc/{pid}").stat().st_uid).pw_name
+
+
+def test_rotating_the_secrets_drops_no_request_and_the_old_redis_password_stops_working(
+    staging: Seeded, paths: Paths
+) -> None:
+    old_password = access.secrets().password("redis-api")
+    old_key = access.secrets().password("token-cache-key")
+    token = _login(staging)
+    failures: list[str] = []
+    answered: list[int] = []
+    stop = threading.Event()
+
+    def keep_asking() -> None:
+        paths_asked = ("/api/users/test_user_3/", "/api/users/me/", "/readyz")
+        while not stop.is_set():
+            for path in paths_asked:
+                try:
+                    reply = api_request(LB_ADDRESS, "GET", path, token=token, timeout=10)
+                except (OSError, http.client.HTTPException) as problem:
+                    failures.append(f"{path}: {type(problem).__name__}")
+                    continue
+                answered.append(reply.status)
+                if reply.status != 200:
+                    failures.append(f"{path}: {reply.status}")
+
+    askers = [threading.Thread(target=keep_asking) for _ in range(3)]
+    for asker in askers:
+        asker.start()
+    try:
+        driver.rotate_secrets(paths, progress=lambda _line: None)
+    finally:
+        stop.set()
+        for asker in askers:
+            asker.join()
+    assert failures == []
+    assert len(answered) > 50
+    assert access.secrets().password("redis-api") != old_password
+    assert access.secrets().password("token-cache-key") != old_key
+    ca: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(access.ca_file()), "socket_timeout": 2}
+    for _name, address, port in _redis_ports():
+        old = redis_lib.Redis(address, port, **ca, username="gridlink-api", password=old_password)
+        with pytest.raises(redis_lib.AuthenticationError):
+            old.ping()
+        old.close()
+    for host in STAGING.with_role("api"):
+        env = render.parse_env((paths.etc(host) / "api.env").read_text())
+        assert old_password not in env["GRIDLINK_REDIS_URL"]
+        assert env["GRIDLINK_TOKEN_CACHE_KEYS"] == access.secrets().password("token-cache-key")
+    assert wait_until(lambda: _all_checks_ok(_get("/readyz")[1]), timeout=30)
+
+
+def _login(seeded: Seeded) -> str:
+    body = {"username": "test_user_3", "password": seeded.password}
+    reply = api_request(LB_ADDRESS, "POST", "/api/auth/login/", body)
+    assert reply.status == 200, reply.body
+    token = json.loads(reply.body)["token"]
+    assert isinstance(token, str)
+    return token
 
 
 def test_down_leaves_no_namespace_process_or_address_behind(staging: Seeded, paths: Paths) -> None:

@@ -201,7 +201,7 @@ def test_the_api_uses_redis_with_its_own_user_alone(
     ids=["no credentials", "a wrong password", "the default user"],
 )
 def test_redis_and_sentinel_refuse_who_does_not_prove_a_user(
-    redis_up: RedisServer, secrets: Secrets, credentials: dict[str, str]
+    redis_up: RedisServer, secrets: Secrets, credentials: dict[str, Any]
 ) -> None:
     tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(secrets.ca_certificate)}
     for port in (REDIS_PORT, SENTINEL_PORT):
