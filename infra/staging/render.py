@@ -100,10 +100,11 @@ def pg_hba_conf(host: Host) -> str:
     return render("pg_hba.conf", host=host.name, subnet=SUBNET)
 
 
-def redis_certificate(secrets: Secrets, host: Host) -> tuple[Path, Path]:
-    """Return the certificate and key Redis and Sentinel on ``host`` serve (owned by redis)."""
+def redis_tls(secrets: Secrets, host: Host) -> dict[str, Path]:
+    """Return the TLS files Redis and Sentinel on ``host`` name: its certificate, its key
+    (owned by redis) and the CA they verify peers with."""
     pair = secrets.certificate(host.name, "redis", [host.address, host.name], REDIS_ACCOUNT)
-    return pair.certificate, pair.key
+    return {"certificate": pair.certificate, "key": pair.key, "ca": secrets.ca_certificate}
 
 
 def sentinel_conf(
@@ -114,15 +115,12 @@ def sentinel_conf(
     port: int = SENTINEL_PORT,
     master_port: int = REDIS_PORT,
 ) -> str:
-    certificate, key = redis_certificate(secrets, host)
     return render(
         "sentinel.conf",
         host=host.name,
         address=host.address,
         port=port,
-        certificate=certificate,
-        key=key,
-        ca=secrets.ca_certificate,
+        **redis_tls(secrets, host),
         directory=directory,
         service=REDIS_SERVICE,
         master_address=inventory.one(REDIS).address,
@@ -178,15 +176,12 @@ def patroni_yml(inventory: Inventory, host: Host, files: PatroniFiles) -> str:
 
 
 def redis_conf(host: Host, secrets: Secrets, acl_file: Path, port: int = REDIS_PORT) -> str:
-    certificate, key = redis_certificate(secrets, host)
     return render(
         "redis.conf",
         host=host.name,
         address=host.address,
         port=port,
-        certificate=certificate,
-        key=key,
-        ca=secrets.ca_certificate,
+        **redis_tls(secrets, host),
         acl_file=acl_file,
         replica_user=REPLICA_USER,
         replica_password=secrets.password(PASSWORD_OF[REPLICA_USER]),
