@@ -19,30 +19,40 @@ from pathlib import Path
 from gridlink.db.urls import sqlalchemy_url
 from gridlink.ops.migrate import migrate
 from gridlink.ops.text_table import align_rows
-from gridlink.project import VAR
 from infra import binaries, http_client, redis_server
 from infra.errors import ClusterError, Progress
-from infra.files import check_postgres_can_enter, give_to, reachable_root
+from infra.files import check_postgres_can_enter, make_folder_for
 from infra.monitoring import query
 from infra.processes import run, wait_until
 from infra.seeding import Seeded, ensure_seeded
 from infra.serving import http_status
-from infra.staging import access, faults, hosts, network, patroni, render, rotation
+from infra.staging import (
+    access,
+    database_roles,
+    faults,
+    hosts,
+    network,
+    patroni,
+    render,
+    rotation,
+)
 from infra.staging.inventory import (
     API,
     BRIDGE,
     FLOATING_ADDRESS,
     LOAD_BALANCER_TLS_PORT,
     MONITORING,
+    OWNER_ROLE,
     STAGING,
     Host,
     Inventory,
+    operator_login,
 )
 from infra.staging.paths import Paths
 from infra.staging.secrets import Secrets
 from infra.status import database_rows
 
-STAGING_ROOT = VAR / "staging"
+STAGING_ROOT = access.STAGING_ROOT
 READY_TIMEOUT = 60.0
 _ABSENT = "host not up"
 SEED_SHAPE = (4, 5)  # grids per user, links per grid: `make loadtest`'s profiles
@@ -57,7 +67,7 @@ MONITORING_PACKAGES = (
 
 
 def default_paths() -> Paths:
-    return Paths(reachable_root(STAGING_ROOT))
+    return Paths(access.default_root())
 
 
 def seed_state(paths: Paths) -> Path:
@@ -115,6 +125,7 @@ def up(
 ) -> Seeded | None:
     """Bring every host of staging up (idempotent); seed ``seed_users`` users when asked."""
     _require_root()
+    access.use(paths.root)
     tools = binaries.tools(progress)
     haproxy = binaries.program("haproxy", "haproxy", progress)
     keepalived = binaries.program("keepalived", "keepalived", progress)
@@ -128,6 +139,7 @@ def up(
     binaries.program("etcd", "etcd-server", progress)
     ensure_account(render.API_ACCOUNT, progress)
     render.write_configuration(inventory, paths, Path(tools.initdb).parent, curl)
+    database_roles.write_operator_passfile(Secrets(paths.secrets))
     operate(paths, inventory)
     inventory.write(paths.inventory_file)
     progress(f"configuration rendered under {paths.root / 'etc'}; hosts in {paths.inventory_file}")
@@ -136,16 +148,18 @@ def up(
     hosts.start_redis(tools, inventory, paths, progress)
     # The leader itself, not the multi-host URL: a host booting again may
     # accept a connection and close it while it starts, and libpq gives up there.
-    migrate(sqlalchemy_url(inventory.database_url(leader)))
+    # Migrations and seeding as the owner of the database's objects, not as the API.
+    owner = operator_login(OWNER_ROLE)
+    migrate(sqlalchemy_url(inventory.database_url(leader, owner)))
     progress("migrated the primary")
     seeded = None
     if seed_users is not None:
         shape = (seed_users, *SEED_SHAPE)
-        settings = render.staging_settings(inventory, Secrets(paths.secrets))
+        settings = render.staging_settings(inventory, owner, Secrets(paths.secrets))
         seeded = ensure_seeded(settings, seed_state(paths), shape, progress)
     for host in inventory.with_role(API):
-        give_to(paths.mail(host), render.API_ACCOUNT)
-        give_to(paths.data(host) / "home", render.API_ACCOUNT)
+        make_folder_for(paths.mail(host), render.API_ACCOUNT)
+        make_folder_for(paths.data(host) / "home", render.API_ACCOUNT)
         hosts.api_server(paths, host).start(progress)
     for lb in inventory.load_balancers:
         hosts.HAProxy(paths, lb, haproxy).start(progress)
@@ -293,7 +307,10 @@ def _link(host: Host) -> str:
 def down(
     paths: Paths, purge: bool = False, progress: Progress = print, inventory: Inventory = STAGING
 ) -> None:
-    """Stop every service, kill what is left in the namespaces, remove the network; purge data."""
+    """Stop every service, kill what is left in the namespaces, remove the network; purge data.
+
+    Purging removes the staging's secrets with its data: the next one makes its own.
+    """
     _require_root()
     operate(paths, inventory)
     for host in inventory.hosts:

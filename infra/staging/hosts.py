@@ -13,6 +13,7 @@ host's namespace with a pid file and a log, so ``down`` stops exactly what
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import sysconfig
@@ -27,18 +28,16 @@ from infra import postgres, redis_server
 from infra.binaries import Tools
 from infra.daemons import START_TIMEOUT, Daemon
 from infra.errors import ClusterError, Progress
-from infra.files import give_to, make_pg_dir, reachable_root
+from infra.files import give_to, make_folder_for, make_pg_dir, reachable_root
 from infra.http_client import basic_auth
 from infra.postgres import PgServer
 from infra.processes import as_account, log_tail, port_answers, run, wait_until
 from infra.redis_server import RedisServer
 from infra.serving import ApiServer, environment_for, http_status, serve
-from infra.staging import access, network, render
+from infra.staging import access, database_roles, network, render
 from infra.staging.inventory import (
     ALERTMANAGER_PORT,
     API_PORT,
-    DATABASE,
-    DATABASE_USER,
     ETCD_CLIENT_PORT,
     FLOATING_ADDRESS,
     LOAD_BALANCER_TLS_PORT,
@@ -64,13 +63,28 @@ from infra.staging.secrets import Secrets, write_private
 _BASE_ENVIRONMENT = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
 
+def as_user(user: str) -> list[str]:
+    """Return the prefix that runs a command as ``user`` (setpriv execs: the pid stays the same).
+
+    With ``user``'s own environment (HOME above all: libpq looks for client
+    certificates under ~/.postgresql, and root's home is closed to others).
+    """
+    return ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--reset-env", "--"]
+
+
 def web_login() -> dict[str, str]:
     """Return the header that logs into Prometheus's and Alertmanager's web (basic auth)."""
     return basic_auth(render.WEB_USER, access.secrets().password(render.WEB_PASSWORD_SECRET))
 
 
 class HostDaemon(Daemon):
-    """A program on one staging host: pid file and log in the host's data folder."""
+    """A program on one staging host: pid file and log in the host's data folder.
+
+    One with a ``user`` runs as that user (root launches it and drops to it
+    with ``setpriv``), and its log and pid file are that user's too.
+    """
+
+    user: str | None = None
 
     def __init__(
         self,
@@ -78,12 +92,11 @@ class HostDaemon(Daemon):
         host: Host,
         command: list[str],
         *,
-        account: str | None = None,
         environment: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(
             f"{host.name} {self.program}",
-            [*as_account(account), *command],
+            self._as_user(environment) + command,
             pid_file=paths.data(host) / f"{self.program}.pid",
             log=paths.data(host) / f"{self.program}.log",
             cwd=paths.root,
@@ -91,29 +104,59 @@ class HostDaemon(Daemon):
             environment=None if environment is None else {**_BASE_ENVIRONMENT, **environment},
         )
         self.host = host
-        self.account = account
+
+    def _as_user(self, environment: Mapping[str, str] | None) -> list[str]:
+        """The prefix that drops to ``user``: with its own environment, or with ``environment``
+        (a secret a program reads only from there) when it is given one."""
+        if self.user is None:
+            return []
+        return as_user(self.user) if environment is None else as_account(self.user)
+
+    def launch(self) -> int:
+        if self.user is None:
+            return super().launch()
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.log.touch(mode=0o640)
+        give_to(self.log, self.user, 0o640)
+        pid = super().launch()
+        give_to(self.pid_file, self.user, 0o644)
+        return pid
 
 
 class Etcd(HostDaemon):
+    """An etcd member as the etcd user, TLS only (clients and peers show a certificate)."""
+
     program = "etcd"
+    user = "etcd"
 
     def __init__(self, paths: Paths, host: Host) -> None:
         config = paths.etc(host) / "etcd.conf.yml"
+        self.data_dir = paths.etcd_data(host)
         super().__init__(paths, host, ["etcd", "--config-file", str(config)])
 
+    def launch(self) -> int:
+        folder = self.data_dir.parent  # the member's data (and its WAL), the etcd user's alone
+        folder.mkdir(parents=True, exist_ok=True)
+        for directory, _folders, files in os.walk(folder):
+            give_to(Path(directory), self.user, 0o700)
+            for name in files:
+                give_to(Path(directory) / name, self.user, 0o600)
+        return super().launch()
+
     def answers(self) -> bool:
-        return http_status(f"{self.host.address}:{ETCD_CLIENT_PORT}", "/health") == 200
+        address = f"{self.host.address}:{ETCD_CLIENT_PORT}"
+        return access.https_status(address, "/health", client_certificate=True) == 200
 
 
 class Patroni(HostDaemon):
     """Patroni as the postgres user (PostgreSQL refuses root); it runs the host's PostgreSQL."""
 
     program = "patroni"
+    user = "postgres"
 
     def __init__(self, paths: Paths, host: Host) -> None:
-        as_postgres = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
         patroni = str(patroni_venv() / "bin" / "patroni")  # `staging up` installs it first
-        super().__init__(paths, host, [*as_postgres, patroni, str(paths.etc(host) / "patroni.yml")])
+        super().__init__(paths, host, [patroni, str(paths.etc(host) / "patroni.yml")])
 
 
 class Sentinel(HostDaemon):
@@ -124,15 +167,16 @@ class Sentinel(HostDaemon):
     """
 
     program = "sentinel"
+    user = render.REDIS_ACCOUNT
 
     def __init__(self, paths: Paths, host: Host, redis_server_binary: str = "redis-server") -> None:
         self.working_config = paths.data(host) / "sentinel.conf"
         self.rendered_config = paths.etc(host) / "sentinel.conf"
         command = [redis_server_binary, str(self.working_config), "--sentinel"]
-        super().__init__(paths, host, command, account=render.REDIS_ACCOUNT)
+        super().__init__(paths, host, command)
 
     def launch(self) -> int:
-        give_to(self.working_config.parent, render.REDIS_ACCOUNT)
+        make_folder_for(self.working_config.parent, render.REDIS_ACCOUNT)
         if not self.working_config.exists():
             text = self.rendered_config.read_text()
             write_private(self.working_config, text, render.REDIS_ACCOUNT)
@@ -211,6 +255,7 @@ class Prometheus(HostDaemon):
     """Prometheus (Debian's) on the monitoring host, with the alert rules beside its file."""
 
     program = "prometheus"
+    user = render.PROMETHEUS_ACCOUNT
 
     def __init__(self, paths: Paths, host: Host, binary: str = "prometheus") -> None:
         self.storage = paths.data(host) / "prometheus"
@@ -225,11 +270,10 @@ class Prometheus(HostDaemon):
                 f"--web.listen-address={host.address}:{PROMETHEUS_PORT}",
                 f"--web.config.file={paths.etc(host) / 'prometheus-web.yml'}",
             ],
-            account=render.PROMETHEUS_ACCOUNT,
         )
 
     def launch(self) -> int:
-        give_to(self.storage, render.PROMETHEUS_ACCOUNT)
+        make_folder_for(self.storage, render.PROMETHEUS_ACCOUNT)
         return super().launch()
 
     def answers(self) -> bool:
@@ -241,6 +285,7 @@ class Alertmanager(HostDaemon):
     """Alertmanager (Debian's prometheus-alertmanager), alone: no cluster of them."""
 
     program = "alertmanager"
+    user = render.PROMETHEUS_ACCOUNT
 
     def __init__(self, paths: Paths, host: Host, binary: str = "prometheus-alertmanager") -> None:
         self.storage = paths.data(host) / "alertmanager"
@@ -255,11 +300,10 @@ class Alertmanager(HostDaemon):
                 f"--web.config.file={paths.etc(host) / 'alertmanager-web.yml'}",
                 "--cluster.listen-address=",
             ],
-            account=render.PROMETHEUS_ACCOUNT,
         )
 
     def launch(self) -> int:
-        give_to(self.storage, render.PROMETHEUS_ACCOUNT)
+        make_folder_for(self.storage, render.PROMETHEUS_ACCOUNT)
         return super().launch()
 
     def answers(self) -> bool:
@@ -271,6 +315,7 @@ class RedisExporter(HostDaemon):
     """redis_exporter on the monitoring host: Prometheus names each Redis or Sentinel to scrape."""
 
     program = "redis-exporter"
+    user = render.PROMETHEUS_ACCOUNT
 
     def __init__(self, paths: Paths, host: Host, binary: str = "prometheus-redis-exporter") -> None:
         secrets = Secrets(paths.secrets)
@@ -290,7 +335,6 @@ class RedisExporter(HostDaemon):
                 f"-tls-server-cert-file={served.certificate}",
                 f"-tls-server-key-file={served.key}",
             ],
-            account=render.PROMETHEUS_ACCOUNT,
             # The password in its environment (never its command line: `ps` shows that).
             environment={"REDIS_PASSWORD": secrets.password(PASSWORD_OF[MONITOR_USER])},
         )
@@ -303,6 +347,7 @@ class NodeExporter(HostDaemon):
     """A node exporter serving only the host's textfiles (keepalived's state on a load balancer)."""
 
     program = "node-exporter"
+    user = render.PROMETHEUS_ACCOUNT
 
     def __init__(self, paths: Paths, host: Host, binary: str = "prometheus-node-exporter") -> None:
         self.textfiles = paths.textfiles(host)
@@ -317,7 +362,6 @@ class NodeExporter(HostDaemon):
                 f"--web.listen-address={host.address}:{NODE_EXPORTER_PORT}",
                 f"--web.config.file={paths.etc(host) / 'node-exporter-web.yml'}",
             ],
-            account=render.PROMETHEUS_ACCOUNT,
         )
 
     def launch(self) -> int:
@@ -388,7 +432,10 @@ def api_python(paths: Paths) -> Path:
 
 
 def pg_server(paths: Paths, host: Host) -> PgServer:
-    """Return the PostgreSQL server of a database host, configured from its rendered files."""
+    """Return the PostgreSQL server of a database host, configured from its rendered files.
+
+    Asked as the superuser over verified TLS, its password from the operator's passfile.
+    """
     return PgServer(
         name=host.name,
         host=host.address,
@@ -398,6 +445,7 @@ def pg_server(paths: Paths, host: Host) -> PgServer:
         hba=(paths.etc(host) / "pg_hba.conf").read_text(),
         socket_dir=paths.data(host) / "run",
         netns=host.netns,
+        client_options=tuple(access.libpq_options().items()),
     )
 
 
@@ -432,7 +480,7 @@ def monitor_access() -> RedisAccess:
 def start_redis(tools: Tools, inventory: Inventory, paths: Paths, progress: Progress) -> None:
     """Start every Redis, then a Sentinel beside each, all as the redis user."""
     for host in inventory.redis_hosts:
-        give_to(paths.data(host), render.REDIS_ACCOUNT)
+        make_folder_for(paths.data(host), render.REDIS_ACCOUNT)
         redis_server.start(tools, redis(inventory, paths, host), progress)
     for host in inventory.with_role(SENTINEL):
         Sentinel(paths, host, tools.redis_server).start(progress)
@@ -496,7 +544,7 @@ def start_databases(inventory: Inventory, paths: Paths, progress: Progress) -> H
             f"{3 * START_TIMEOUT:.0f} s: {[(h.name, patroni_role(h)) for h in inventory.databases]}"
         )
     found = wait_for_leader(inventory, paths)
-    postgres.ensure_app_database(pg_server(paths, found), DATABASE, DATABASE_USER, progress)
+    database_roles.ensure(found, Secrets(paths.secrets), progress)
     progress(
         f"patroni: {found.name} leads; "
         + ", ".join(f"{host.name} {patroni_role(host)}" for host in inventory.databases)

@@ -16,9 +16,11 @@ import bcrypt
 from gridlink.db.urls import sqlalchemy_url
 from gridlink.settings import PRODUCTION, MailBackend, Settings, TrustedProxies
 from infra.monitoring import ALERT_RULES
+from infra.staging.access import PATRONI_USER, api_login
 from infra.staging.inventory import (
     ALERTMANAGER_PORT,
     API,
+    API_LOGINS,
     API_METRICS_PORT,
     API_PORT,
     ETCD_CLIENT_PORT,
@@ -36,12 +38,17 @@ from infra.staging.inventory import (
     REDIS_EXPORTER_PORT,
     REDIS_PORT,
     REDIS_SERVICE,
+    REPLICATION_ROLE,
+    REWIND_ROLE,
     SENTINEL,
     SENTINEL_PORT,
     SUBNET,
+    SUPERUSER_ROLE,
     VRRP_ROUTER_ID,
+    DatabaseLogin,
     Host,
     Inventory,
+    operator_login,
 )
 from infra.staging.paths import Paths
 from infra.staging.redis_acl import (
@@ -53,7 +60,7 @@ from infra.staging.redis_acl import (
     SENTINEL_USER,
     user_lines,
 )
-from infra.staging.secrets import Secrets, write_private
+from infra.staging.secrets import KeyPair, Secrets, write_private
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 API_WORKERS = 2  # per API host: two hosts share this machine's two cores
@@ -85,7 +92,7 @@ def render(template: str, **values: object) -> str:
     )
 
 
-def postgresql_conf(host: Host, socket_dir: Path) -> str:
+def postgresql_conf(host: Host, socket_dir: Path, tls: KeyPair) -> str:
     return render(
         "postgresql.conf",
         host=host.name,
@@ -93,11 +100,17 @@ def postgresql_conf(host: Host, socket_dir: Path) -> str:
         address=host.address,
         port=POSTGRES_PORT,
         socket_dir=socket_dir,
+        ssl_cert=tls.certificate,
+        ssl_key=tls.key,
     )
 
 
 def pg_hba_conf(host: Host) -> str:
-    return render("pg_hba.conf", host=host.name, subnet=SUBNET)
+    return render("pg_hba.conf", host=host.name, subnet=SUBNET, replication_role=REPLICATION_ROLE)
+
+
+def pg_ident_conf(host: Host) -> str:
+    return render("pg_ident.conf", host=host.name)
 
 
 def redis_tls(secrets: Secrets, host: Host) -> dict[str, Path]:
@@ -131,9 +144,9 @@ def sentinel_conf(
     )
 
 
-def etcd_conf(inventory: Inventory, host: Host, data_dir: Path) -> str:
+def etcd_conf(inventory: Inventory, host: Host, data_dir: Path, tls: KeyPair, ca: Path) -> str:
     members = ",".join(
-        f"{db.name}=http://{db.address}:{ETCD_PEER_PORT}" for db in inventory.databases
+        f"{db.name}=https://{db.address}:{ETCD_PEER_PORT}" for db in inventory.databases
     )
     return render(
         "etcd.conf.yml",
@@ -143,22 +156,30 @@ def etcd_conf(inventory: Inventory, host: Host, data_dir: Path) -> str:
         peer_port=ETCD_PEER_PORT,
         client_port=ETCD_CLIENT_PORT,
         initial_cluster=members,
+        cert=tls.certificate,
+        key=tls.key,
+        ca=ca,
     )
 
 
 @dataclass(frozen=True)
 class PatroniFiles:
-    """Where Patroni on one host finds its PostgreSQL: data, binaries, the rendered files."""
+    """Where Patroni on one host finds its PostgreSQL: data, binaries, the rendered files, TLS."""
 
     data_dir: Path
     bin_dir: Path
     custom_conf: Path
     hba_file: Path
+    ident_file: Path
     socket_dir: Path
     pgpass: Path  # Patroni writes one for its replicas; $HOME may not be the postgres user's
+    rest: KeyPair  # its REST API's certificate
+    etcd_client: KeyPair  # what it shows etcd
+    ca: Path
 
 
-def patroni_yml(inventory: Inventory, host: Host, files: PatroniFiles) -> str:
+def patroni_yml(inventory: Inventory, host: Host, files: PatroniFiles, secrets: Secrets) -> str:
+    """Return Patroni's file on ``host``: it holds passwords (write it 0600, owned by postgres)."""
     return render(
         "patroni.yml",
         host=host.name,
@@ -170,8 +191,22 @@ def patroni_yml(inventory: Inventory, host: Host, files: PatroniFiles) -> str:
         bin_dir=files.bin_dir,
         custom_conf=files.custom_conf,
         hba_file=files.hba_file,
+        ident_file=files.ident_file,
         socket_dir=files.socket_dir,
         pgpass=files.pgpass,
+        ca=files.ca,
+        rest_cert=files.rest.certificate,
+        rest_key=files.rest.key,
+        rest_user=PATRONI_USER,
+        rest_password=secrets.password("patroni-restapi"),
+        etcd_cert=files.etcd_client.certificate,
+        etcd_key=files.etcd_client.key,
+        superuser=SUPERUSER_ROLE,
+        superuser_password=secrets.password("postgres-superuser"),
+        replication_user=REPLICATION_ROLE,
+        replication_password=secrets.password("postgres-replication"),
+        rewind_user=REWIND_ROLE,
+        rewind_password=secrets.password("postgres-rewind"),
     )
 
 
@@ -358,16 +393,21 @@ def alertmanager_yml(host: Host) -> str:
     return render("alertmanager.yml", host=host.name)
 
 
-def staging_settings(inventory: Inventory, secrets: Secrets | None = None) -> Settings:
+def staging_settings(
+    inventory: Inventory, login: DatabaseLogin | None = None, secrets: Secrets | None = None
+) -> Settings:
     """Return the settings that point a process at staging's servers (migrate, seed, the API).
 
-    Redis as the API's user, with staging's ``secrets`` (without: the database alone).
+    As ``login`` (default: the operator, as the API's login in use, its
+    password in the operator's passfile); verify-full on every URL. Redis as
+    the API's user, with staging's ``secrets`` (without: the database alone).
     """
+    login = login or operator_login()
     return Settings(
         # Every database host: libpq keeps the one that accepts writes (Patroni's leader),
         # and the router finds each one's role by asking it.
-        database_url=sqlalchemy_url(inventory.write_url),
-        replica_urls=tuple(inventory.database_url(host) for host in inventory.databases),
+        database_url=sqlalchemy_url(inventory.write_url_for(login)),
+        replica_urls=tuple(inventory.database_url(host, login) for host in inventory.databases),
         redis_url=inventory.redis_url if secrets is None else redis_url(inventory, secrets),
         redis_sentinels=inventory.sentinels,
         redis_service=REDIS_SERVICE,
@@ -379,10 +419,12 @@ def issue_api_certificate(secrets: Secrets, host: Host) -> None:
     secrets.certificate(host.name, API_CERTIFICATE, [host.address, host.name], API_ACCOUNT)
 
 
-def api_settings(inventory: Inventory, host: Host, mail_dir: Path, secrets: Secrets) -> Settings:
-    """Return the settings an API host serves with."""
+def api_settings(
+    inventory: Inventory, host: Host, mail_dir: Path, login: DatabaseLogin, secrets: Secrets
+) -> Settings:
+    """Return the settings an API host serves with (as ``login``, the API's in use)."""
     tls = secrets.key_pair(host.name, API_CERTIFICATE)
-    return staging_settings(inventory, secrets).replace(
+    return staging_settings(inventory, login, secrets).replace(
         bind=f"{host.address}:{API_PORT}",
         # /metrics for the monitoring host, on the host's own address; not behind the LBs.
         metrics_bind=f"{host.address}:{API_METRICS_PORT}",
@@ -405,6 +447,7 @@ def api_env(
     inventory: Inventory,
     host: Host,
     mail_dir: Path,
+    login: DatabaseLogin,
     secrets: Secrets,
     token_cache_keys: Sequence[str] = (),
 ) -> str:
@@ -415,7 +458,7 @@ def api_env(
     the keys the API signs with (the first) and accepts; during a rotation, the
     new one and the old.
     """
-    variables = api_settings(inventory, host, mail_dir, secrets).to_environ()
+    variables = api_settings(inventory, host, mail_dir, login, secrets).to_environ()
     keys = list(token_cache_keys) or [secrets.password("token-cache-key")]
     variables[TOKEN_CACHE_KEYS] = ",".join(keys)
     return render("api.env", host=host.name) + "".join(
@@ -426,9 +469,14 @@ def api_env(
 def write_api_env(
     inventory: Inventory, paths: Paths, host: Host, token_cache_keys: Sequence[str] = ()
 ) -> None:
-    """Render an API host's api.env, 0600 owned by gridlink (``api_env``); issue its certificate."""
-    issue_api_certificate(Secrets(paths.secrets), host)
-    text = api_env(inventory, host, paths.mail(host), Secrets(paths.secrets), token_cache_keys)
+    """Render an API host's api.env, 0600 owned by gridlink (``api_env``); issue its certificate.
+
+    As the API's database login in use (``api_database_login``).
+    """
+    secrets = Secrets(paths.secrets)
+    issue_api_certificate(secrets, host)
+    login = api_database_login(secrets)
+    text = api_env(inventory, host, paths.mail(host), login, secrets, token_cache_keys)
     write_private(paths.etc(host) / "api.env", text, API_ACCOUNT)
 
 
@@ -483,21 +531,37 @@ def write_configuration(
     pg_bin: Path = DEFAULT_PG_BIN,
     curl: str = "/usr/bin/curl",
 ) -> None:
-    """Render every host's configuration files under var/staging/etc/<host>/."""
+    """Render every host's configuration files under var/staging/etc/<host>/.
+
+    Certificates and passwords come from the staging's secrets (made the first
+    time); a file holding a password is written 0600 for the user that reads it.
+    """
     secrets = Secrets(paths.secrets)
+    ca = secrets.ca_certificate
     for host in inventory.databases:
-        _write(paths.etc(host) / "postgresql.conf", postgresql_conf(host, paths.data(host) / "run"))
+        names = [host.address, host.name]
+        server = secrets.certificate(host.name, "postgres", names, owner="postgres")
+        socket_dir = paths.data(host) / "run"
+        _write(paths.etc(host) / "postgresql.conf", postgresql_conf(host, socket_dir, server))
         _write(paths.etc(host) / "pg_hba.conf", pg_hba_conf(host))
-        _write(paths.etc(host) / "etcd.conf.yml", etcd_conf(inventory, host, paths.etcd_data(host)))
+        _write(paths.etc(host) / "pg_ident.conf", pg_ident_conf(host))
+        etcd = secrets.certificate(host.name, "etcd", names, owner="etcd")
+        etcd_file = etcd_conf(inventory, host, paths.etcd_data(host), etcd, ca)
+        _write(paths.etc(host) / "etcd.conf.yml", etcd_file)
         files = PatroniFiles(
             data_dir=paths.data(host) / "pgdata",
             bin_dir=pg_bin,
             custom_conf=paths.etc(host) / "postgresql.conf",
             hba_file=paths.etc(host) / "pg_hba.conf",
-            socket_dir=paths.data(host) / "run",
+            ident_file=paths.etc(host) / "pg_ident.conf",
+            socket_dir=socket_dir,
             pgpass=paths.data(host) / "pgpass",
+            rest=secrets.certificate(host.name, "patroni", names, owner="postgres"),
+            etcd_client=secrets.certificate(host.name, "etcd-client", names, owner="postgres"),
+            ca=ca,
         )
-        _write(paths.etc(host) / "patroni.yml", patroni_yml(inventory, host, files))
+        patroni_file = patroni_yml(inventory, host, files, secrets)
+        write_private(paths.etc(host) / "patroni.yml", patroni_file, owner="postgres")
     for redis_host in inventory.redis_hosts:
         write_redis_files(paths, redis_host, secrets)
     for sentinel in inventory.with_role(SENTINEL):
@@ -511,12 +575,23 @@ def write_configuration(
         notify = paths.etc(lb) / "keepalived-notify.sh"
         _write(notify, keepalived_notify(lb, paths.textfiles(lb)))
         notify.chmod(0o755)
-        keepalived = keepalived_conf(inventory, lb, curl, notify, secrets.ca_certificate)
+        keepalived = keepalived_conf(inventory, lb, curl, notify, ca)
         _write(paths.etc(lb) / "keepalived.conf", keepalived)
     write_monitoring_files(inventory, paths, secrets)
     for host in inventory.with_role(API):
         write_api_env(inventory, paths, host)
         _write(paths.etc(host) / "gridlink-api.service", api_unit(host))
+
+
+def api_database_login(secrets: Secrets) -> DatabaseLogin:
+    """Return the API's database login in use, with its password (what api.env holds)."""
+    role = api_login() or API_LOGINS[0]
+    return DatabaseLogin(role, secrets.ca_certificate, password=secrets.password(api_secret(role)))
+
+
+def api_secret(role: str) -> str:
+    """Return the name of the secret holding an API login's password (postgres-api-a, -b)."""
+    return f"postgres-api-{role.rsplit('_', 1)[-1]}"
 
 
 def _write(path: Path, text: str) -> None:

@@ -4,7 +4,7 @@ Nothing the API holds is refused while it changes, so no request fails:
 
 1. The database: the API moves to its other login with a fresh password, and
    only then is the old login's password re-randomised (the database side,
-   ``rotate_api_database_role``).
+   ``database_roles.rotate_api_database_role``; step 4 is how the API moves).
 2. Redis: the API's user gets the new password beside the old one on every
    Redis and Sentinel (Redis keeps two at once), saved where each keeps it.
 3. The token cache's MAC key: the API signs with the new key and still accepts
@@ -30,7 +30,7 @@ import redis as redis_lib
 
 from infra.errors import ClusterError, Progress
 from infra.processes import wait_until
-from infra.staging import hosts, render
+from infra.staging import access, database_roles, hosts, patroni, render
 from infra.staging.inventory import API, REDIS_PORT, SENTINEL, SENTINEL_PORT, Host, Inventory
 from infra.staging.paths import Paths
 from infra.staging.redis_acl import API_USER, OPERATOR_USER, PASSWORD_OF, RedisAccess
@@ -44,24 +44,30 @@ BACK_TIMEOUT = 60.0
 def rotate_secrets(paths: Paths, inventory: Inventory, progress: Progress = print) -> None:
     """Replace the API's database and Redis passwords and the token cache's MAC key, live."""
     secrets = Secrets(paths.secrets)
-    # 1. The database login: the other one, with a fresh password (wt-pg's half).
-    # MERGE POINT (wt-pg): call rotate_api_database_role(paths, inventory, progress) here; it
-    # re-renders api.env with the other login, which step 4 below rolls onto the API hosts.
+    leader = patroni.leader(inventory)
+    if leader is None:
+        raise ClusterError("no database host answers as Patroni's leader; rotate once one does.")
     old_password = secrets.password(PASSWORD_OF[API_USER])
     new_password = secrets.rotate(PASSWORD_OF[API_USER])
     old_key = secrets.password(TOKEN_CACHE_KEY)
     new_key = secrets.rotate(TOKEN_CACHE_KEY)
-    # 2. Both Redis passwords work while the API hosts move.
+    # Both Redis passwords work while the API hosts move.
     set_api_passwords(inventory, secrets, progress, add=new_password)
     rerender_redis_files(paths, inventory, secrets)  # what a Redis starting now reads
     progress("redis: the API's user takes its new password beside the old one")
-    # 3-4. The API hosts onto the new password and key, still accepting the old key.
-    roll_api_hosts(paths, inventory, [new_key, old_key], progress)
-    # 5. The old Redis password goes; then the old key.
+
+    def move_api(_write_url: str) -> None:
+        # The API hosts onto the other database login, the new Redis password and the new
+        # key, still accepting the old key; the database side retires the old login after.
+        roll_api_hosts(paths, inventory, [new_key, old_key], progress)
+
+    database_roles.rotate_api_database_role(inventory, leader, secrets, move_api)
+    login = access.api_login()
+    progress(f"database: the API logs in as {login}; the other login's password is new")
     set_api_passwords(inventory, secrets, progress, remove=old_password)
     progress("redis: the API's old password is refused from now on")
     roll_api_hosts(paths, inventory, [new_key], progress)
-    progress("rotated: the API's Redis password and the token cache's key")
+    progress("rotated: the API's database and Redis passwords and the token cache's key")
 
 
 def set_api_passwords(
