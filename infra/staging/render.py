@@ -15,6 +15,7 @@ import bcrypt
 
 from gridlink.db.urls import sqlalchemy_url
 from gridlink.settings import PRODUCTION, MailBackend, Settings, TrustedProxies
+from infra.files import make_folder_for
 from infra.monitoring import ALERT_RULES
 from infra.staging.access import PATRONI_USER, api_login
 from infra.staging.inventory import (
@@ -229,7 +230,12 @@ def redis_acl(secrets: Secrets) -> str:
 
 
 def write_redis_files(paths: Paths, host: Host, secrets: Secrets) -> None:
-    """Render a Redis host's configuration and ACL file, each 0600 owned by redis."""
+    """Render a Redis host's configuration and ACL file, each 0600 owned by redis.
+
+    Their folder is redis's too, as Debian's /etc/redis is: ``ACL SAVE`` writes the
+    ACL file anew beside the old one and renames it.
+    """
+    make_folder_for(paths.etc(host), REDIS_ACCOUNT)
     acl_file = paths.etc(host) / "users.acl"
     write_private(acl_file, redis_acl(secrets), REDIS_ACCOUNT)
     write_private(

@@ -52,7 +52,13 @@ def rotate_secrets(paths: Paths, inventory: Inventory, progress: Progress = prin
     old_key = secrets.password(TOKEN_CACHE_KEY)
     new_key = secrets.rotate(TOKEN_CACHE_KEY)
     # Both Redis passwords work while the API hosts move.
-    set_api_passwords(inventory, secrets, progress, add=new_password)
+    try:
+        set_api_passwords(inventory, secrets, progress, add=new_password)
+    except ClusterError:
+        # Nothing moved yet: keep what every server and api.env still have.
+        secrets.restore(PASSWORD_OF[API_USER], old_password)
+        secrets.restore(TOKEN_CACHE_KEY, old_key)
+        raise
     rerender_redis_files(paths, inventory, secrets)  # what a Redis starting now reads
     progress("redis: the API's user takes its new password beside the old one")
 

@@ -87,7 +87,10 @@ class Secrets:
 
     def rotate(self, name: str) -> str:
         """Replace the password called ``name`` with a new random one and return it."""
-        value = secrets.token_urlsafe(_PASSWORD_BYTES)
+        return self.restore(name, secrets.token_urlsafe(_PASSWORD_BYTES))
+
+    def restore(self, name: str, value: str) -> str:
+        """Keep ``value`` as the password called ``name`` again (a rotation that did not happen)."""
         write_private(self._password_file(name), value + "\n")
         return value
 
