@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 BIND ?= 127.0.0.1:8000
 
-.PHONY: install upgrade run test soak lint format clean loadtest bench swarm flood chaos failover-test
+.PHONY: install node-packages upgrade run test soak lint format clean loadtest bench swarm flood chaos failover-test
 
 # constraints.txt pins every package to the versions the suite last passed
 # with: a fresh clone installs what was tested, not whatever is newest today.
@@ -20,6 +20,11 @@ $(INSTALLED): setup.cfg pyproject.toml constraints.txt
 	touch $@
 
 install: $(INSTALLED)
+
+## The npm packages of the OpenID provider the tests run (tests/support/oidc), from its
+## lockfile, when missing (Node and npm with apt-get when root, as PostgreSQL is).
+node-packages: install
+	$(BIN)/python -c 'from tests.support.oidc_provider import install_node_packages as i; i()'
 
 ## Re-resolve every package to its newest allowed version and pin the result in constraints.txt.
 upgrade:
@@ -39,7 +44,7 @@ run: install
 
 ## Lint, type-check and run the whole suite against a cluster the run starts and stops.
 ## Staging's promises are part of it: a run that cannot bring staging up fails, never skips.
-test: lint
+test: lint node-packages
 	GRIDLINK_REQUIRE_STAGING=1 $(BIN)/pytest
 
 ## Inject random faults under client traffic for SOAK_SECONDS (default 120); not in `make test`.

@@ -154,7 +154,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
     """Seed test users, grids and links; refuse bad counts with one line and status 2."""
-    from gridlink.ops.seed import SeedError, SeedPlan, parse_count, seed
+    from gridlink.ops.seed import SeedError, SeedPlan, parse_count, read_password, seed
     from gridlink.services import Services
 
     try:
@@ -164,12 +164,13 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
             links=parse_count("--links", args.links),
         )
         plan.check(settings)
-    except SeedError as problem:
+        password = read_password(args.password_file) if args.password_file else None
+    except (SeedError, OSError) as problem:
         print(f"gridlink: {problem}", file=sys.stderr)
         return 2
     try:
         with Services.connected(settings) as services:
-            result = seed(services, plan, password=args.password, warm=args.warm)
+            result = seed(services, plan, password=password, warm=args.warm)
     except SeedError as problem:
         print(f"gridlink: {problem}", file=sys.stderr)
         return 1
@@ -182,7 +183,8 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
         "phases: "
         + ", ".join(f"{name} {took:.1f} s" for name, took in result.phase_seconds.items())
     )
-    print(f"password of every seeded user: {result.password}")
+    if password is None:  # made here: whoever seeded needs it
+        print(f"password of every seeded user: {result.password}")
     return 0
 
 
@@ -200,7 +202,11 @@ def add_seed_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     ):
         seed_parser.add_argument(option, default=str(default), help=f"{what} (default {default:,})")
     seed_parser.add_argument(
-        "--password", default=None, help="every seeded user's password (default: random, printed)"
+        "--password-file",
+        default=None,
+        metavar="PATH",
+        help="read every seeded user's password from the first line of PATH, '-' for standard "
+        "input: never on the command line (default: a random one, printed)",
     )
     seed_parser.add_argument(
         "--warm", action="store_true", help="also store every new profile in the Redis cache"

@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from gridlink.slugs import SESSION_PREFIX, new_slug
+from gridlink.slugs import IDENTITY_PREFIX, SESSION_PREFIX, new_slug
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -68,7 +68,8 @@ class User(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     username: Mapped[str] = mapped_column(String(30))
     email: Mapped[str] = mapped_column(String(254))
-    password_hash: Mapped[str] = mapped_column(Text)
+    # None: an account made through an OpenID provider, until a reset sets a password.
+    password_hash: Mapped[str | None] = mapped_column(Text)
     display_name: Mapped[str] = mapped_column(String(64), server_default="")
     is_admin: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     created_on: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -126,6 +127,49 @@ class LoginDevice(Base):
     last_used_on: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+
+
+class Identity(Base):
+    """An account's identity at an OpenID provider: (issuer, subject), linked by its owner."""
+
+    __tablename__ = "identities"
+    __table_args__ = (
+        CheckConstraint("public_id ~ '^id_[0-9a-f]{32}$'", name="public_id_form"),
+        CheckConstraint("char_length(subject) <= 255", name="subject_length"),
+        CheckConstraint("char_length(email) <= 254", name="email_length"),
+        # One account per identity: a second link of it is a 409.
+        Index("uq_identities_issuer_subject", "issuer", "subject", unique=True),
+        Index("ix_identities_user_id", "user_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    public_id: Mapped[str] = mapped_column(
+        String(35), unique=True, default=lambda: new_slug(IDENTITY_PREFIX)
+    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    # The provider's name in the settings when it was linked; the issuer is who vouches.
+    provider: Mapped[str] = mapped_column(String(32))
+    issuer: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(Text)
+    # The email the provider gave when it was linked (shown to the owner only).
+    email: Mapped[str | None] = mapped_column(String(254))
+    created_on: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class SignupTicket(Base):
+    """A verified identity no account has yet, waiting for a username; only its hash is kept."""
+
+    __tablename__ = "signup_tickets"
+    __table_args__ = (Index("ix_signup_tickets_expires_on", "expires_on"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    ticket_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    issuer: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(Text)
+    email: Mapped[str] = mapped_column(String(254))
+    created_on: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_on: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class PasswordReset(Base):

@@ -21,11 +21,13 @@ from sqlalchemy.engine import ExceptionContext
 
 from gridlink.accounts.passwords import HashSlots
 from gridlink.accounts.ratelimit import Limiter
+from gridlink.accounts.seals import Seal
 from gridlink.cache import ProfileCache, TokenCache
 from gridlink.db.tcp import dead_peer_options
 from gridlink.db.urls import prefer_hosts
 from gridlink.mail.backends import make_mailer
 from gridlink.mail.outbox import MailPoller
+from gridlink.oidc.provider import ProviderClient
 from gridlink.routing.router import ReplicaRouter
 from gridlink.settings import Settings
 from gridlink.web.metrics import Metrics
@@ -106,6 +108,8 @@ class Services:
     limiter: Limiter
     # What this process counts for /metrics (its own registry: apps never share counts).
     metrics: Metrics = field(default_factory=Metrics)
+    # The OpenID providers one may sign in with, by name; each keeps its discovery and keys.
+    identity_providers: dict[str, ProviderClient] = field(default_factory=dict)
 
     @classmethod
     def connect(cls, settings: Settings) -> Services:
@@ -135,12 +139,19 @@ class Services:
             primary=primary,
             cache=cache,
             token_cache=TokenCache(
-                cache.lifetime, primary, router.read_engines, idle_days=settings.token_idle_days
+                cache.lifetime,
+                primary,
+                router.read_engines,
+                idle_days=settings.token_idle_days,
+                seal=Seal.for_keys(settings.token_cache_keys),
             ),
             router=router,
             mail=MailPoller(mail_engine, make_mailer(settings.mail_backend)),
             passwords=HashSlots(settings.hash_slots),
             limiter=Limiter(cache.client, settings.server_processes),
+            identity_providers={
+                provider.name: ProviderClient(provider) for provider in settings.oidc_providers
+            },
         )
 
     @classmethod

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
+from gridlink.accounts.seals import MIN_KEY_CHARACTERS
 from gridlink.db.urls import libpq_url, sqlalchemy_url
+from gridlink.oidc.config import (
+    PROVIDERS_VARIABLE,
+    OidcProvider,
+    ProviderSettingError,
+    read_providers,
+    render_providers,
+)
 
 # The addresses of the local cluster that `gridlink cluster up` starts
 # (infra/cluster.py; a unit test keeps the two in step).
@@ -132,6 +140,19 @@ def _optional_path(raw: str) -> str:
     if raw and not raw.startswith("/"):
         raise ValueError("must be an absolute path, or empty")
     return raw
+
+
+def _cache_keys(raw: str) -> tuple[str, ...]:
+    """Parse comma-separated seal keys: the first seals, all open (``gridlink.accounts.seals``)."""
+    keys = tuple(key.strip() for key in raw.split(",") if key.strip())
+    if any(len(key) < MIN_KEY_CHARACTERS for key in keys):
+        raise ValueError(
+            f"each key must be at least {MIN_KEY_CHARACTERS} random characters "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    if len(set(keys)) != len(keys):
+        raise ValueError("a key is listed twice")
+    return keys
 
 
 def _address_list(raw: str) -> tuple[tuple[str, int], ...]:
@@ -265,18 +286,70 @@ def _joined(values: tuple[str, ...]) -> str:
 
 @dataclass(frozen=True)
 class Variable(Generic[T]):
-    """How one setting is read from, and written back to, its ``GRIDLINK_*`` variable."""
+    """How one setting is read from, and written back to, its ``GRIDLINK_*`` variable.
+
+    A ``secret`` one is never repeated in an error; a URL's password never is either.
+    A setting whose variable names others (each OpenID provider has its own
+    issuer, client id and secret) reads them with ``read_with`` and writes
+    them back with ``write_with``; ``name`` is the variable that names them.
+    """
 
     name: str
     parse: Callable[[str], T]
     render: Callable[[T], str] = str
+    secret: bool = False
+    read_with: Callable[[str, Mapping[str, str]], T] | None = None
+    write_with: Callable[[T], dict[str, str]] | None = None
+
+    def shown(self, raw: str) -> str:
+        """Return ``raw`` as an error may repeat it."""
+        if self.secret:
+            return "(a secret, not shown)"
+        return repr(_URL_PASSWORD.sub(r"\1:***@", raw))
+
+    def read(self, raw: str, environ: Mapping[str, str]) -> T:
+        """Parse this variable's ``raw`` value (and, for a family, the variables it names)."""
+        if self.read_with is None:
+            return self.parse(raw)
+        try:
+            return self.read_with(raw, environ)
+        except ProviderSettingError as problem:
+            # Its own message: a secret's value is never repeated in it.
+            raise SettingsError(problem.variable, str(problem)) from None
+
+    def write(self, value: T) -> dict[str, str]:
+        """Return the variables that carry ``value`` to a child process."""
+        if self.write_with is None:
+            return {self.name: self.render(value)}
+        return self.write_with(value)
+
+
+_URL_PASSWORD = re.compile(r"(://[^:@/]*):[^@/]*@")
 
 
 def setting(
-    name: str, default: T, parse: Callable[[str], T], render: Callable[[T], str] = str
+    name: str,
+    default: T,
+    parse: Callable[[str], T],
+    render: Callable[[T], str] = str,
+    *,
+    secret: bool = False,
 ) -> T:
     """Declare a ``Settings`` field: its variable, parser and renderer beside its default."""
-    variable = Variable(name, parse, render)
+    variable = Variable(name, parse, render, secret)
+    return field(default=default, metadata={_VARIABLE: variable})
+
+
+def setting_family(
+    name: str,
+    default: T,
+    read: Callable[[str, Mapping[str, str]], T],
+    write: Callable[[T], dict[str, str]],
+) -> T:
+    """Declare a field read from ``name`` and the variables its value names (see ``Variable``)."""
+    variable: Variable[T] = Variable(
+        name, lambda raw: read(raw, {}), read_with=read, write_with=write
+    )
     return field(default=default, metadata={_VARIABLE: variable})
 
 
@@ -371,6 +444,16 @@ class Settings:
     # every listener, the metrics one too; "" for plain HTTP (both or neither).
     tls_certificate: str = setting("GRIDLINK_TLS_CERTIFICATE", "", _optional_path)
     tls_key: str = setting("GRIDLINK_TLS_KEY", "", _optional_path)
+    # The keys that seal token entries in Redis (gridlink.accounts.seals): the first seals,
+    # all open. Unset, each server launch makes its own; hosts sharing a Redis share them.
+    token_cache_keys: tuple[str, ...] = setting(
+        "GRIDLINK_TOKEN_CACHE_KEYS", (), _cache_keys, _joined, secret=True
+    )
+    # OpenID Connect providers to sign in with; each name's issuer, client id and client
+    # secret come from GRIDLINK_OIDC_<NAME>_ISSUER, _CLIENT_ID and _CLIENT_SECRET.
+    oidc_providers: tuple[OidcProvider, ...] = setting_family(
+        PROVIDERS_VARIABLE, (), read_providers, render_providers
+    )
 
     @classmethod
     def variables(cls) -> dict[str, Variable[Any]]:
@@ -386,17 +469,20 @@ class Settings:
             if raw is None:
                 continue
             try:
-                values[name] = variable.parse(raw.strip())
+                values[name] = variable.read(raw.strip(), environ)
+            except SettingsError:
+                raise
             except ValueError as problem:
-                raise SettingsError(variable.name, f"{problem} (got {raw!r})") from None
+                shown = variable.shown(raw)
+                raise SettingsError(variable.name, f"{problem} (got {shown})") from None
         return cls(**values)
 
     def to_environ(self) -> dict[str, str]:
         """Return every ``GRIDLINK_*`` variable that gives a child process these settings."""
-        return {
-            variable.name: variable.render(getattr(self, name))
-            for name, variable in self.variables().items()
-        }
+        environ: dict[str, str] = {}
+        for name, variable in self.variables().items():
+            environ.update(variable.write(getattr(self, name)))
+        return environ
 
     @classmethod
     def for_serving(cls, environ: Mapping[str, str]) -> Settings:

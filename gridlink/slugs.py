@@ -1,4 +1,4 @@
-"""Public ids: usernames, and ``gr_``, ``li_`` or ``se_`` with 128 random bits in lowercase hex."""
+"""Public ids: usernames, and ``gr_``, ``li_``, ``se_`` or ``id_`` with 128 random bits in hex."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ GRID_PREFIX = "gr_"
 LINK_PREFIX = "li_"
 # A login session (a token) as its owner sees it listed: never the token itself.
 SESSION_PREFIX = "se_"
-_SLUG = re.compile(r"^(gr|li|se)_[0-9a-f]{32}$")
+# An account's identity at an OpenID provider, as its owner sees it listed.
+IDENTITY_PREFIX = "id_"
+_SLUG = re.compile(r"^(gr|li|se|id)_[0-9a-f]{32}$")
 # \Z, not $: "$" would let a trailing newline through.
 USERNAME_PATTERN = r"\A[A-Za-z0-9_]{3,30}\Z"
 _USERNAME = re.compile(USERNAME_PATTERN)

@@ -13,6 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from gridlink.accounts.seals import new_key
 from gridlink.settings import Settings, SettingsError
 from gridlink.web.logs import LOGGING
 from infra.relay_supervisor import RelaySupervisor
@@ -22,6 +23,7 @@ from infra.relay_supervisor import RelaySupervisor
 # and the workers inherit the master's modules. It must be set first.
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 created_metrics_dirs: list[str] = []  # made by this master, removed when it exits
+TOKEN_CACHE_KEYS_VARIABLE = Settings.variables()["token_cache_keys"].name
 
 try:
     _settings = Settings.from_env(os.environ)
@@ -63,6 +65,10 @@ def on_starting(server: object) -> None:
     # this server's own count, whatever an inherited environment said.
     workers_count = getattr(getattr(server, "cfg", None), "workers", workers)
     os.environ["GRIDLINK_SERVER_PROCESSES"] = str(workers_count)
+    # Token entries in Redis are sealed (gridlink.accounts.seals): without keys set, this
+    # launch makes one that its workers and relay inherit, so they open each other's.
+    if not os.environ.get(TOKEN_CACHE_KEYS_VARIABLE, "").strip():
+        os.environ[TOKEN_CACHE_KEYS_VARIABLE] = new_key()
     try:
         Settings.for_serving(os.environ)
     except SettingsError as problem:

@@ -21,6 +21,7 @@ from gridlink.models import User
 from gridlink.settings import Settings
 from infra.errors import ClusterError, Progress
 from infra.serving import environment_for
+from infra.staging.secrets import write_private
 
 GRIDLINK = Path(sys.executable).with_name("gridlink")
 ADMIN_USERNAME = "test_user_0"
@@ -44,11 +45,10 @@ def user_exists(settings: Settings, username: str) -> bool:
     return found is not None
 
 
-def seed_command(shape: tuple[int, int, int], password: str) -> list[str]:
+def seed_command(shape: tuple[int, int, int]) -> list[str]:
     """Return the ``gridlink seed`` command line for ``shape``, cache warmed.
 
-    ``--password=...`` in one word: a random password may start with "-"
-    (``token_urlsafe``), which argparse would take for an option.
+    The password goes to its standard input, never onto the command line.
     """
     users, grids, links = shape
     return [
@@ -58,7 +58,7 @@ def seed_command(shape: tuple[int, int, int], password: str) -> list[str]:
         f"--grids={grids}",
         f"--links={links}",
         "--warm",
-        f"--password={password}",
+        "--password-file=-",
     ]
 
 
@@ -81,14 +81,15 @@ def ensure_seeded(
     seeded = Seeded(users, secrets.token_urlsafe(12))
     progress(f"seeding {users:,} users x {grids} grids x {links} links, cache warmed")
     result = subprocess.run(
-        seed_command((users, grids, links), seeded.password),
+        seed_command((users, grids, links)),
+        input=seeded.password + "\n",
+        text=True,
         env=environment_for(settings),
         check=False,
     )
     if result.returncode != 0:
         raise ClusterError(f"`gridlink seed` failed with status {result.returncode}.")
-    state_file.parent.mkdir(parents=True, exist_ok=True)
-    state_file.write_text(json.dumps({"users": seeded.users, "password": seeded.password}))
+    write_private(state_file, json.dumps({"users": seeded.users, "password": seeded.password}))
     make_admin(settings, ADMIN_USERNAME)
     return seeded
 

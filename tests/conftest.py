@@ -25,6 +25,7 @@ from gridlink.web.logs import JsonFormatter
 from infra import cluster
 from tests.support.api import ApiUser, sign_up
 from tests.support.clusters import cluster_layout, running, settings_for
+from tests.support.oidc_provider import OpenIdProvider, providers_running
 from tests.support.relay import relay_running
 
 
@@ -60,6 +61,15 @@ def relay(settings: Settings, services: Services) -> Iterator[ChangeRelay]:
 @pytest.fixture(scope="session")
 def client(settings: Settings, services: Services, relay: ChangeRelay) -> falcon.testing.TestClient:
     return falcon.testing.TestClient(create_app(settings, services))
+
+
+@pytest.fixture(scope="session")
+def openid_providers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, OpenIdProvider]]:
+    """Real OpenID providers (panva's oidc-provider) on loopback, by name; see PROVIDER_KINDS."""
+    with providers_running(tmp_path_factory.mktemp("openid-providers")) as providers:
+        yield providers
 
 
 @pytest.fixture

@@ -31,6 +31,19 @@ EVENTS = frozenset(
         "user_promoted",
         "user_demoted",
         "account_deleted",
+        # A token's entry in Redis failed its seal: someone wrote into the cache.
+        "token_cache_forged",
+        # Sign-in with OpenID providers (gridlink/commands/identities.py); a sign-in
+        # is login_succeeded or login_failed, with the provider's name.
+        "signup_ticket_issued",
+        "signup_ticket_refused",
+        "signed_up",
+        "identity_email_taken",
+        "identity_linked",
+        "identity_link_refused",
+        "identity_unlinked",
+        "identity_unlink_refused",
+        "identity_provider_unavailable",
     }
 )
 

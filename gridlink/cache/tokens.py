@@ -32,6 +32,11 @@ flag, expiry, last use on record) or a tombstone saying "not a valid token".
   end: if Redis is merely unreachable when a revocation commits and then
   answers again with the same data, the revoked token still works for at most
   that long after its entry was written; no longer.
+- **Sealed**: a caller's entry carries an HMAC under the server's keys, bound
+  to the token's hash (``gridlink.accounts.seals``). One that fails to open (written
+  by hand into Redis, copied from another token, or sealed with a retired key)
+  is a miss: the database decides, and the entry is replaced unless it changed
+  meanwhile. The tombstone is not sealed: it grants nothing.
 - **Redis unreachable**: tokens are checked in the database alone.
 """
 
@@ -49,6 +54,8 @@ import redis
 from sqlalchemy import Engine, Row, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from gridlink.accounts.events import security_event
+from gridlink.accounts.seals import Seal
 from gridlink.accounts.tokens import Principal, hash_token, is_token_form
 from gridlink.cache.lifetime import RedisLifetime, log_redis_unavailable
 from gridlink.cache.token_use import UseRecorder
@@ -64,6 +71,16 @@ _NOT_VALID = b"not-valid"
 # undo the tombstone.
 _STORE_UNLESS_REVOKED = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
+
+# KEYS[1]: the entry; ARGV: the entry that failed its seal, the caller, seconds to keep.
+# Replaces a forged entry unless something (a revocation's tombstone) replaced it first.
+_REPLACE_IF_UNCHANGED = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
@@ -98,9 +115,7 @@ class _CachedCaller:
         )
 
     @classmethod
-    def decode(cls, token_hash: bytes, raw: bytes, now: float) -> _CachedCaller | None:
-        if raw == _NOT_VALID:
-            return None
+    def decode(cls, token_hash: bytes, raw: bytes, now: float) -> _CachedCaller:
         fields = orjson.loads(raw)
         principal = Principal(
             user_id=fields["user_id"],
@@ -136,6 +151,7 @@ class TokenCache:
         replicas: Sequence[Engine],
         *,
         idle_days: float,
+        seal: Seal,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._lifetime = lifetime
@@ -143,6 +159,7 @@ class TokenCache:
         self._primary = primary
         self._replicas = tuple(replicas)
         self._idle_seconds = idle_days * 86400
+        self.seal = seal
         self._clock = clock
         self._uses = UseRecorder(lifetime, primary)
 
@@ -177,7 +194,8 @@ class TokenCache:
             return
         try:
             key = self.key(principal.token_hash)
-            self._client.eval(_STORE_UNLESS_REVOKED, 1, key, _NOT_VALID, caller.encode(), seconds)
+            sealed = self.seal.seal(principal.token_hash, caller.encode())
+            self._client.eval(_STORE_UNLESS_REVOKED, 1, key, _NOT_VALID, sealed, seconds)
         except redis.RedisError as problem:
             log_redis_unavailable("token not cached; it will be read from the database", problem)
 
@@ -205,10 +223,15 @@ class TokenCache:
         except redis.RedisError as problem:
             log_redis_unavailable("token cache unreachable, checking the database", problem)
             return self._look_up(token_hash)
+        if raw == _NOT_VALID:
+            return None
         if raw is not None:
-            return _CachedCaller.decode(token_hash, raw, now)
+            payload = self.seal.open(token_hash, raw)
+            if payload is not None:
+                return _CachedCaller.decode(token_hash, payload, now)
+            security_event("token_cache_forged", user_id=None)
         caller = self._look_up(token_hash)
-        self._fill(key, caller, now)
+        self._fill(key, caller, now, replacing=raw)
         return caller
 
     def _look_up(self, token_hash: bytes) -> _CachedCaller | None:
@@ -232,15 +255,22 @@ class TokenCache:
                     continue
             raise primary_problem from None
 
-    def _fill(self, key: str, caller: _CachedCaller | None, now: float) -> None:
+    def _fill(
+        self, key: str, caller: _CachedCaller | None, now: float, replacing: bytes | None
+    ) -> None:
+        """Cache what the database said: in a free entry, or over the unsealed ``replacing``."""
         if caller is None or caller.ends_at(self._idle_seconds) <= now:
             # Unknown, revoked or ended: time only moves on, so it stays not valid.
             raw, seconds = _NOT_VALID, TOKEN_CACHE_SECONDS
         else:
-            raw, seconds = caller.encode(), caller.seconds_to_keep(now, self._idle_seconds)
+            sealed = self.seal.seal(caller.principal.token_hash, caller.encode())
+            raw, seconds = sealed, caller.seconds_to_keep(now, self._idle_seconds)
         try:
-            # NX: never overwrite what a revocation (or an issue) wrote meanwhile.
-            self._client.set(key, raw, ex=seconds, nx=True)
+            if replacing is None:
+                # NX: never overwrite what a revocation (or an issue) wrote meanwhile.
+                self._client.set(key, raw, ex=seconds, nx=True)
+            else:
+                self._client.eval(_REPLACE_IF_UNCHANGED, 1, key, replacing, raw, seconds)
         except redis.RedisError as problem:
             log_redis_unavailable("token lookup not cached", problem)
 

@@ -68,12 +68,22 @@ def sign_up(
     """Create an account, its public profile, its first token and its first device."""
     admit_sign_up(uow.limiter, uow.settings, address)
     refuse_weak_password(password, field="password", user_inputs=account_words(username, email))
-    _refuse_taken(uow, username=username, email=email)
+    refuse_taken(uow, username=username, email=email)
     uow.end_reads()
     password_hash = uow.passwords.hash(password)
     user = User(
         username=username, email=email, password_hash=password_hash, display_name=display_name
     )
+    return open_account(uow, user, address=address, user_agent=user_agent)
+
+
+def open_account(
+    uow: UnitOfWork, user: User, *, address: str | None, user_agent: str | None
+) -> SignedIn:
+    """Add ``user`` with its public profile, its first token and its first device.
+
+    A username or email taken by a sign-up that raced this one is a 409.
+    """
     uow.session.add(user)
     _flush_unique(uow)
     create_profile(uow, user.id)
@@ -127,7 +137,7 @@ def confirm_email_change(uow: UnitOfWork, principal: Principal, *, token: str) -
             fields={"token": ["Unknown, already used or expired."]},
         )
     if email_key(change.new_email) != email_key(user.email):
-        _refuse_taken(uow, email=change.new_email)
+        refuse_taken(uow, email=change.new_email)
     # Before the switch: it cancels the reset mails still on their way to the old address.
     use_up_mailed_tokens(uow, user.id)
     user.email = change.new_email
@@ -211,9 +221,7 @@ def _request_email_change(
     uow.after_commit(lambda: security_event("email_change_requested", user_id=account_id))
 
 
-def _refuse_taken(
-    uow: UnitOfWork, *, username: str | None = None, email: str | None = None
-) -> None:
+def refuse_taken(uow: UnitOfWork, *, username: str | None = None, email: str | None = None) -> None:
     """Raise 409 naming each of ``username`` and ``email`` another account holds."""
     checks: dict[str, ColumnElement[bool]] = {}
     if username is not None:

@@ -79,7 +79,7 @@ def log_in(
     throttle = login_throttle(uow)
     # Without a device the address is counted first, before any query: a
     # flood from one address is refused at the cost of one Redis call.
-    from_address = None if device else _admit_address(throttle, address)
+    from_address = None if device else admit_login_address(throttle, address)
     uow.after_database_failure(lambda: throttle.give_back(from_address))
     found = uow.session.execute(
         select(User, LoginDevice.id)
@@ -106,6 +106,7 @@ def log_in(
         security_event("login_failed", user_id=user_id, with_device=client.has_device)
         raise Unauthenticated("The username or password is not correct.")
     assert user is not None  # verify says no without an account
+    assert user.password_hash is not None  # verify says no without a password
     if needs_rehash(user.password_hash):
         _rehash(uow, user, password)
     token = issue_token(uow, user, address=address, user_agent=user_agent)
@@ -118,7 +119,8 @@ def log_in(
     return SignedIn(user, token, device)
 
 
-def _admit_address(throttle: LoginThrottle, address: str | None) -> Reservation | None:
+def admit_login_address(throttle: LoginThrottle, address: str | None) -> Reservation | None:
+    """Count a login attempt from ``address`` (a failure unless given back), or raise 429."""
     try:
         return throttle.admit_address(address)
     except RateLimited:
@@ -186,7 +188,7 @@ def confirm_password(
     throttle.give_back(reservation)
 
 
-def lock_caller(uow: UnitOfWork, principal: Principal, checked_hash: str) -> User:
+def lock_caller(uow: UnitOfWork, principal: Principal, checked_hash: str | None) -> User:
     """Lock the caller's row; raise 409 if their password changed since it was checked."""
     user = uow.session.scalars(
         select(User)

@@ -8,7 +8,8 @@ run as often as you like (hourly is the suggested schedule, see README).
 - idempotency keys past their 24 hours (a replay after that creates anew);
 - login tokens that expired or were revoked (they are refused either way:
   an unknown token is a 401 too);
-- password-reset and email-change tokens used or expired;
+- password-reset and email-change tokens used or expired, and OpenID sign-up
+  tickets expired (a used one is deleted when used);
 - outbox mail older than the tokens it carries (it could only deliver a dead
   token; normally the mail poller has long sent it);
 - soft-deleted links and grids deleted longer ago than
@@ -60,6 +61,11 @@ def retention_rules() -> list[RetentionRule]:
             "email changes used or expired",
             "email_changes",
             "used_on IS NOT NULL OR expires_on < now()",
+        ),
+        RetentionRule(
+            "sign-up tickets expired",
+            "signup_tickets",
+            "expires_on < now()",
         ),
         RetentionRule(
             "undelivered mail past its tokens' lifetime",

@@ -151,6 +151,22 @@ def parse_count(option: str, raw: str) -> int:
         raise SeedError(f"{option} must be a whole number (got {raw!r})") from None
 
 
+def read_password(path: str) -> str:
+    """Read the seeded users' password from the first line of ``path`` ('-': standard input).
+
+    A password is read, never given on the command line, where ``ps`` shows it to everyone.
+    """
+    if path == "-":
+        line = sys.stdin.readline()
+    else:
+        with open(path, encoding="utf-8") as given:
+            line = given.readline()
+    password = line.rstrip("\r\n")
+    if not password:
+        raise SeedError(f"--password-file: {path} has no password on its first line")
+    return password
+
+
 class _Phases:
     """One progress bar across the phases, and the time each phase took."""
 

@@ -7,6 +7,7 @@ from gridlink.resources import (
     docs,
     grids,
     health,
+    identities,
     links,
     monitoring,
     profiles,
@@ -18,6 +19,15 @@ from gridlink.web.http import App
 
 def add_routes(app: App, services: Services) -> None:
     """Mount every resource of the API on ``app``, and its OpenAPI document."""
-    for module in (health, accounts, sessions, profiles, grids, links, monitoring):
+    for module in (
+        health,
+        accounts,
+        sessions,
+        identities,
+        profiles,
+        grids,
+        links,
+        monitoring,
+    ):
         module.add_routes(app, services)
     docs.add_routes(app)

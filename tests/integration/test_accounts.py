@@ -78,7 +78,7 @@ def test_a_conflict_names_both_fields_when_both_are_taken(client, user, other_us
 def test_a_sign_up_that_loses_the_race_for_a_username_is_a_conflict(client, user, monkeypatch):
     # As if another sign-up committed the name between the check and the insert:
     # the unique index decides, and the answer is still a 409.
-    monkeypatch.setattr(gridlink.commands.accounts, "_refuse_taken", lambda *a, **k: None)
+    monkeypatch.setattr(gridlink.commands.accounts, "refuse_taken", lambda *a, **k: None)
     result = client.simulate_post(
         "/api/auth/signup/", json=signup_body(username=user.username.swapcase())
     )

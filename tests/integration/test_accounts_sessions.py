@@ -77,6 +77,7 @@ def token_cache(services: Services, clock: Clock) -> TokenCache:
         services.primary,
         services.replicas,
         idle_days=services.settings.token_idle_days,
+        seal=services.token_cache.seal,
         clock=clock,
     )
 

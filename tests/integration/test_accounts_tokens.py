@@ -12,9 +12,10 @@ import orjson
 import pytest
 from sqlalchemy import text
 
+from gridlink.accounts.seals import Seal, new_key
 from gridlink.accounts.tokens import hash_token, new_token
 from gridlink.app import create_app
-from gridlink.cache import TOKEN_CACHE_SECONDS
+from gridlink.cache import TOKEN_CACHE_SECONDS, TokenCache
 from gridlink.cli import main
 from gridlink.errors import Unauthenticated
 from gridlink.services import Services
@@ -188,6 +189,71 @@ def test_a_token_of_the_right_form_is_looked_up(client):
         result = client.simulate_get("/api/users/me/", headers=auth(new_token()))
     assert_error(result, 401, "unauthenticated")
     assert sent
+
+
+def forged_entry(user_id: int, username: str) -> bytes:
+    """What someone with write access to Redis would write to make a token an admin's."""
+    far = (datetime.now(UTC) + timedelta(days=1)).timestamp()
+    return orjson.dumps(
+        {
+            "user_id": user_id,
+            "username": username,
+            "is_admin": True,
+            "expires_at": far,
+            "last_used_at": far,
+        }
+    )
+
+
+def test_a_token_entry_written_by_hand_into_redis_logs_no_one_in(client, services, user, log_lines):
+    made_up = new_token()
+    key = services.token_cache.key(hash_token(made_up))
+    user_id = services.token_cache.authenticate(user.token).user_id
+    # In the form the cache itself stores (a tag, a dot, the caller), with a tag no key made.
+    for forged in (forged_entry(user_id, user.username), b"A" * 43 + b"." + forged_entry(1, "x")):
+        services.redis.set(key, forged, ex=60)
+
+        assert me_status(client, made_up) == 401
+        assert_error(
+            client.simulate_get("/api/admin/replicas/", headers=auth(made_up)),
+            401,
+            "unauthenticated",
+        )
+    assert security_events(log_lines, "token_cache_forged")
+
+
+def test_a_real_tokens_entry_rewritten_by_hand_grants_nothing_more(client, services, user):
+    key = services.token_cache.key(hash_token(user.token))
+    user_id = services.token_cache.authenticate(user.token).user_id
+    services.redis.set(key, forged_entry(user_id, user.username), ex=60)
+
+    me = client.simulate_get("/api/users/me/", headers=user.headers)
+
+    assert (me.status_code, me.json["username"], me.json["is_admin"]) == (200, user.username, False)
+    assert client.simulate_get("/api/admin/replicas/", headers=user.headers).status_code == 403
+    # The database decided, and its answer replaced the forgery: the next check costs no query.
+    assert services.redis.get(key) != forged_entry(user_id, user.username)
+    with count_queries(services.primary, *services.replicas) as counted:
+        services.token_cache.authenticate(user.token)
+    assert counted.count == 0
+
+
+def test_an_entry_sealed_with_a_retired_key_is_read_again_from_the_database(client, services, user):
+    old_key_cache = TokenCache(
+        services.cache.lifetime,
+        services.primary,
+        services.replicas,
+        idle_days=services.settings.token_idle_days,
+        seal=Seal([new_key()]),
+    )
+    principal = services.token_cache.authenticate(user.token)
+    row_times = datetime.now(UTC) + timedelta(days=1), datetime.now(UTC)
+    services.redis.delete(services.token_cache.key(hash_token(user.token)))
+    old_key_cache.store(principal, *row_times)
+
+    with count_queries(services.primary) as counted:
+        assert services.token_cache.authenticate(user.token).user_id == principal.user_id
+    assert counted.count == 1
 
 
 def test_a_late_write_through_never_undoes_a_revocation(client, services, user):

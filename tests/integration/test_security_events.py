@@ -313,5 +313,17 @@ def test_every_security_event_has_its_test():
         "session_revoked",
         "user_promoted",
         "user_demoted",
+        # tests/integration/test_accounts_tokens.py: a token entry written by hand into Redis.
+        "token_cache_forged",
+        # Sign-in with OpenID providers: tests/integration/test_oidc.py drives these.
+        "signup_ticket_issued",
+        "signup_ticket_refused",
+        "signed_up",
+        "identity_email_taken",
+        "identity_linked",
+        "identity_link_refused",
+        "identity_unlinked",
+        "identity_unlink_refused",
+        "identity_provider_unavailable",
     }
     assert tested == EVENTS

@@ -235,15 +235,50 @@ def test_a_seed_that_cannot_name_its_users_writes_nothing(
             connection.execute(text("DELETE FROM users WHERE username = :name"), {"name": longest})
 
 
-def run_cli(settings: Settings, *arguments: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    settings: Settings, *arguments: str, input: str = ""
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gridlink.cli", "seed", *arguments],
+        input=input,
         env=server_environment(settings),
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+def test_a_password_read_from_standard_input_is_the_seeded_users_and_never_printed(
+    client, settings: Settings, services: Services
+):
+    password = "-a seed password from stdin"  # a leading dash: read, never parsed as an option
+    done = run_cli(
+        settings,
+        "--users",
+        "1",
+        "--grids",
+        "1",
+        "--links",
+        "1",
+        "--password-file=-",
+        input=password + "\n",
+    )
+    assert done.returncode == 0, done.stderr
+    assert password not in done.stdout + done.stderr
+    username = scalar(services, "SELECT username FROM users ORDER BY id DESC LIMIT 1")
+    answer = client.simulate_post(
+        "/api/auth/login/", json={"username": username, "password": password}
+    )
+    assert answer.status_code == 200
+
+
+def test_an_empty_password_file_is_refused_with_one_line_and_status_2(settings, tmp_path):
+    empty = tmp_path / "password"
+    empty.write_text("\n")
+    refused = run_cli(settings, "--users", "1", f"--password-file={empty}")
+    assert (refused.returncode, refused.stderr.count("\n")) == (2, 1)
+    assert "has no password on its first line" in refused.stderr
 
 
 def test_the_command_prints_a_summary_and_draws_progress_on_stderr(settings: Settings):

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from gridlink.accounts.seals import new_key
 from gridlink.ops.migrate import migrate
 from gridlink.project import VAR
 from gridlink.settings import MailBackend, Settings
@@ -40,6 +41,7 @@ CLUSTERS = {
 }
 PORTS_PER_CLUSTER = 20
 TEST_SIGNUP_LIMIT = 1_000_000
+TEST_TOKEN_CACHE_KEY = new_key()  # made per run, never written down
 
 
 def cluster_layout(name: str, replicas: int = 1) -> cluster.ClusterLayout:
@@ -79,4 +81,6 @@ def settings_for(layout: cluster.ClusterLayout, mail_dir: Path) -> Settings:
         # sign-up limits are tested with settings of their own.
         signups_per_address=TEST_SIGNUP_LIMIT,
         signups_per_minute=TEST_SIGNUP_LIMIT,
+        # One key for the run: every process of the suite opens what the others sealed.
+        token_cache_keys=(TEST_TOKEN_CACHE_KEY,),
     )

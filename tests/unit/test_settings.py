@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gridlink.db.urls import sqlalchemy_url
+from gridlink.oidc.config import OidcProvider
 from gridlink.project import PROJECT_ROOT
 from gridlink.settings import MailBackend, Settings, SettingsError, TrustedProxies
 from infra.cluster import ClusterLayout
@@ -168,6 +169,11 @@ def _every_field_changed() -> Settings:
         metrics_bind="10.0.0.5:9101",
         tls_certificate="/etc/gridlink/api.crt",
         tls_key="/etc/gridlink/api.key",
+        token_cache_keys=("k" * 43, "o" * 43),
+        oidc_providers=(
+            OidcProvider("gitlab", "https://gitlab.example", "gridlink", "a provider secret"),
+            OidcProvider("local", "http://127.0.0.1:9400/", "app", "another client secret"),
+        ),
     )
 
 

@@ -1,0 +1,1 @@
+"""Sign-in with OpenID Connect providers: their configuration, discovery, keys and ID tokens."""
