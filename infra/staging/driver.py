@@ -44,9 +44,9 @@ from infra.staging.inventory import (
     MONITORING,
     OWNER_ROLE,
     STAGING,
+    DatabaseLogin,
     Host,
     Inventory,
-    operator_login,
 )
 from infra.staging.paths import Paths
 from infra.staging.secrets import Secrets
@@ -139,7 +139,7 @@ def up(
     binaries.program("etcd", "etcd-server", progress)
     ensure_account(render.API_ACCOUNT, progress)
     render.write_configuration(inventory, paths, Path(tools.initdb).parent, curl)
-    database_roles.write_operator_passfile(Secrets(paths.secrets))
+    database_roles.write_operator_passfile(Secrets(paths.secrets))  # before any connection
     operate(paths, inventory)
     inventory.write(paths.inventory_file)
     progress(f"configuration rendered under {paths.root / 'etc'}; hosts in {paths.inventory_file}")
@@ -148,14 +148,17 @@ def up(
     hosts.start_redis(tools, inventory, paths, progress)
     # The leader itself, not the multi-host URL: a host booting again may
     # accept a connection and close it while it starts, and libpq gives up there.
-    # Migrations and seeding as the owner of the database's objects, not as the API.
-    owner = operator_login(OWNER_ROLE)
+    # Migrations and seeding as the owner of the database's objects, not as the API;
+    # `gridlink seed` gets the owner's URL, password included, in its environment alone.
+    secrets = Secrets(paths.secrets)
+    password = secrets.password(database_roles.OWNER_SECRET)
+    owner = DatabaseLogin(OWNER_ROLE, secrets.ca_certificate, password=password)
     migrate(sqlalchemy_url(inventory.database_url(leader, owner)))
     progress("migrated the primary")
     seeded = None
     if seed_users is not None:
         shape = (seed_users, *SEED_SHAPE)
-        settings = render.staging_settings(inventory, owner, Secrets(paths.secrets))
+        settings = render.staging_settings(inventory, owner, secrets)
         seeded = ensure_seeded(settings, seed_state(paths), shape, progress)
     for host in inventory.with_role(API):
         make_folder_for(paths.mail(host), render.API_ACCOUNT)
