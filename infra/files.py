@@ -49,6 +49,13 @@ def give_to_postgres(path: Path) -> None:
         os.chown(path, account.pw_uid, account.pw_gid)
 
 
+def give_to(path: Path, user: str, mode: int) -> None:
+    """Make ``path`` ``user``'s own with ``mode`` (a daemon's data, which it alone may read)."""
+    account = pwd.getpwnam(user)
+    os.chown(path, account.pw_uid, account.pw_gid)
+    path.chmod(mode)
+
+
 def make_pg_dir(path: Path, mode: int = 0o700) -> None:
     path.mkdir(parents=True, exist_ok=True)
     path.chmod(mode)  # initdb and the postmaster insist on 0700 for data dirs

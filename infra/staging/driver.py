@@ -18,29 +18,31 @@ from pathlib import Path
 from gridlink.db.urls import sqlalchemy_url
 from gridlink.ops.migrate import migrate
 from gridlink.ops.text_table import align_rows
-from gridlink.project import VAR
 from infra import binaries, redis_server
 from infra.errors import ClusterError, Progress
-from infra.files import check_postgres_can_enter, reachable_root
+from infra.files import check_postgres_can_enter
 from infra.monitoring import query
 from infra.processes import wait_until
 from infra.seeding import Seeded, ensure_seeded
 from infra.serving import http_status
-from infra.staging import faults, hosts, network, patroni, render
+from infra.staging import access, database_roles, faults, hosts, network, patroni, render
 from infra.staging.inventory import (
     API,
     BRIDGE,
     FLOATING_ADDRESS,
     LOAD_BALANCER_PORT,
     MONITORING,
+    OWNER_ROLE,
     STAGING,
     Host,
     Inventory,
+    operator_login,
 )
 from infra.staging.paths import Paths
+from infra.staging.secrets import Secrets
 from infra.status import database_rows
 
-STAGING_ROOT = VAR / "staging"
+STAGING_ROOT = access.STAGING_ROOT
 READY_TIMEOUT = 60.0
 _ABSENT = "host not up"
 SEED_SHAPE = (4, 5)  # grids per user, links per grid: `make loadtest`'s profiles
@@ -55,7 +57,7 @@ MONITORING_PACKAGES = (
 
 
 def default_paths() -> Paths:
-    return Paths(reachable_root(STAGING_ROOT))
+    return Paths(access.default_root())
 
 
 def seed_state(paths: Paths) -> Path:
@@ -78,6 +80,7 @@ def up(
 ) -> Seeded | None:
     """Bring every host of staging up (idempotent); seed ``seed_users`` users when asked."""
     _require_root()
+    access.use(paths.root)
     tools = binaries.tools(progress)
     haproxy = binaries.program("haproxy", "haproxy", progress)
     keepalived = binaries.program("keepalived", "keepalived", progress)
@@ -90,6 +93,7 @@ def up(
     patroni.patroni_bin(progress)
     binaries.program("etcd", "etcd-server", progress)
     render.write_configuration(inventory, paths, Path(tools.initdb).parent, curl)
+    database_roles.write_operator_passfile(Secrets(paths.secrets))
     inventory.write(paths.inventory_file)
     progress(f"configuration rendered under {paths.root / 'etc'}; hosts in {paths.inventory_file}")
     network.create(inventory.hosts, progress)
@@ -97,12 +101,14 @@ def up(
     hosts.start_redis(tools, inventory, paths, progress)
     # The leader itself, not the multi-host URL: a host booting again may
     # accept a connection and close it while it starts, and libpq gives up there.
-    migrate(sqlalchemy_url(inventory.database_url(leader)))
+    # Migrations and seeding as the owner of the database's objects, not as the API.
+    owner = operator_login(OWNER_ROLE)
+    migrate(sqlalchemy_url(inventory.database_url(leader, owner)))
     progress("migrated the primary")
     seeded = None
     if seed_users is not None:
         shape = (seed_users, *SEED_SHAPE)
-        settings = render.staging_settings(inventory)
+        settings = render.staging_settings(inventory, owner)
         seeded = ensure_seeded(settings, seed_state(paths), shape, progress)
     for host in inventory.with_role(API):
         paths.mail(host).mkdir(parents=True, exist_ok=True)
@@ -160,6 +166,7 @@ def status(paths: Paths, inventory: Inventory = STAGING) -> list[HostStatus]:
     Only hosts whose namespace is on the bridge are asked anything: without
     the bridge, 10.77.0.0/24 would go out by the machine's default route.
     """
+    access.use(paths.root)
     up = set(network.namespaces()) if network.link_exists(BRIDGE) else set()
     rows = []
     if _configured(paths, inventory) and all(host.netns in up for host in inventory.databases):
@@ -250,8 +257,12 @@ def _link(host: Host) -> str:
 def down(
     paths: Paths, purge: bool = False, progress: Progress = print, inventory: Inventory = STAGING
 ) -> None:
-    """Stop every service, kill what is left in the namespaces, remove the network; purge data."""
+    """Stop every service, kill what is left in the namespaces, remove the network; purge data.
+
+    Purging removes the staging's secrets with its data: the next one makes its own.
+    """
     _require_root()
+    access.use(paths.root)
     for host in inventory.hosts:
         if host.netns in network.namespaces():
             network.set_link(host, up=True)  # a cut link must not hold up a clean shutdown
@@ -287,6 +298,7 @@ def switchover(
 ) -> None:
     """Hand the primary over to ``candidate_name`` (default: the synchronous standby)."""
     _require_root()
+    access.use(paths.root)
     leader = patroni.leader(inventory)
     if leader is None:
         raise ClusterError("no database host answers as Patroni's leader; nothing to hand over.")
@@ -311,6 +323,7 @@ def fault(
 ) -> None:
     """Inject or undo a host fault on each named host ('all': every host)."""
     _require_root()
+    access.use(paths.root)
     hosts = (
         list(inventory.hosts)
         if list(host_names) == ["all"]

@@ -13,7 +13,9 @@ host's namespace with a pid file and a log, so ``down`` stops exactly what
 
 from __future__ import annotations
 
+import os
 import socket
+from pathlib import Path
 
 import redis as redis_lib
 
@@ -22,17 +24,15 @@ from infra import postgres, redis_server
 from infra.binaries import Tools
 from infra.daemons import START_TIMEOUT, Daemon
 from infra.errors import ClusterError, Progress
-from infra.files import make_pg_dir
+from infra.files import give_to, make_pg_dir
 from infra.postgres import PgServer
 from infra.processes import log_tail, port_answers, run, wait_until
 from infra.redis_server import RedisServer
 from infra.serving import ApiServer, http_status, serve
-from infra.staging import network, render
+from infra.staging import access, database_roles, network, render
 from infra.staging.inventory import (
     ALERTMANAGER_PORT,
     API_PORT,
-    DATABASE,
-    DATABASE_USER,
     ETCD_CLIENT_PORT,
     FLOATING_ADDRESS,
     LOAD_BALANCER_PORT,
@@ -51,6 +51,7 @@ from infra.staging.inventory import (
 )
 from infra.staging.paths import Paths
 from infra.staging.patroni import cluster_members, leader, patroni_role, patroni_venv
+from infra.staging.secrets import Secrets
 
 
 class HostDaemon(Daemon):
@@ -68,15 +69,38 @@ class HostDaemon(Daemon):
         self.host = host
 
 
+def as_user(user: str) -> list[str]:
+    """Return the prefix that runs a command as ``user`` (setpriv execs: the pid stays the same).
+
+    With ``user``'s own environment (HOME above all: libpq looks for client
+    certificates under ~/.postgresql, and root's home is closed to others).
+    """
+    return ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--reset-env", "--"]
+
+
 class Etcd(HostDaemon):
+    """An etcd member as the etcd user, TLS only (clients and peers show a certificate)."""
+
     program = "etcd"
+    user = "etcd"
 
     def __init__(self, paths: Paths, host: Host) -> None:
         config = paths.etc(host) / "etcd.conf.yml"
-        super().__init__(paths, host, ["etcd", "--config-file", str(config)])
+        self.data_dir = paths.etcd_data(host)
+        super().__init__(paths, host, [*as_user(self.user), "etcd", "--config-file", str(config)])
+
+    def launch(self) -> int:
+        folder = self.data_dir.parent  # the member's data (and its WAL), the etcd user's alone
+        folder.mkdir(parents=True, exist_ok=True)
+        for directory, _folders, files in os.walk(folder):
+            give_to(Path(directory), self.user, 0o700)
+            for name in files:
+                give_to(Path(directory) / name, self.user, 0o600)
+        return super().launch()
 
     def answers(self) -> bool:
-        return http_status(f"{self.host.address}:{ETCD_CLIENT_PORT}", "/health") == 200
+        address = f"{self.host.address}:{ETCD_CLIENT_PORT}"
+        return access.https_status(address, "/health", client_certificate=True) == 200
 
 
 class Patroni(HostDaemon):
@@ -85,9 +109,9 @@ class Patroni(HostDaemon):
     program = "patroni"
 
     def __init__(self, paths: Paths, host: Host) -> None:
-        as_postgres = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
         patroni = str(patroni_venv() / "bin" / "patroni")  # `staging up` installs it first
-        super().__init__(paths, host, [*as_postgres, patroni, str(paths.etc(host) / "patroni.yml")])
+        config = str(paths.etc(host) / "patroni.yml")
+        super().__init__(paths, host, [*as_user("postgres"), patroni, config])
 
 
 class Sentinel(HostDaemon):
@@ -288,7 +312,10 @@ def api_server(paths: Paths, host: Host) -> ApiServer:
 
 
 def pg_server(paths: Paths, host: Host) -> PgServer:
-    """Return the PostgreSQL server of a database host, configured from its rendered files."""
+    """Return the PostgreSQL server of a database host, configured from its rendered files.
+
+    Asked as the superuser over verified TLS, its password from the operator's passfile.
+    """
     return PgServer(
         name=host.name,
         host=host.address,
@@ -298,6 +325,7 @@ def pg_server(paths: Paths, host: Host) -> PgServer:
         hba=(paths.etc(host) / "pg_hba.conf").read_text(),
         socket_dir=paths.data(host) / "run",
         netns=host.netns,
+        client_options=tuple(access.libpq_options().items()),
     )
 
 
@@ -386,7 +414,7 @@ def start_databases(inventory: Inventory, paths: Paths, progress: Progress) -> H
             f"{3 * START_TIMEOUT:.0f} s: {[(h.name, patroni_role(h)) for h in inventory.databases]}"
         )
     found = wait_for_leader(inventory, paths)
-    postgres.ensure_app_database(pg_server(paths, found), DATABASE, DATABASE_USER, progress)
+    database_roles.ensure(found, Secrets(paths.secrets), progress)
     progress(
         f"patroni: {found.name} leads; "
         + ", ".join(f"{host.name} {patroni_role(host)}" for host in inventory.databases)

@@ -13,9 +13,11 @@ from string import Template
 from gridlink.db.urls import sqlalchemy_url
 from gridlink.settings import PRODUCTION, MailBackend, Settings, TrustedProxies
 from infra.monitoring import ALERT_RULES
+from infra.staging.access import PATRONI_USER, api_login
 from infra.staging.inventory import (
     ALERTMANAGER_PORT,
     API,
+    API_LOGINS,
     API_METRICS_PORT,
     API_PORT,
     ETCD_CLIENT_PORT,
@@ -32,14 +34,20 @@ from infra.staging.inventory import (
     REDIS_EXPORTER_PORT,
     REDIS_PORT,
     REDIS_SERVICE,
+    REPLICATION_ROLE,
+    REWIND_ROLE,
     SENTINEL,
     SENTINEL_PORT,
     SUBNET,
+    SUPERUSER_ROLE,
     VRRP_ROUTER_ID,
+    DatabaseLogin,
     Host,
     Inventory,
+    operator_login,
 )
 from infra.staging.paths import Paths
+from infra.staging.secrets import KeyPair, Secrets, write_private
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 API_WORKERS = 2  # per API host: two hosts share this machine's two cores
@@ -64,7 +72,7 @@ def render(template: str, **values: object) -> str:
     )
 
 
-def postgresql_conf(host: Host, socket_dir: Path) -> str:
+def postgresql_conf(host: Host, socket_dir: Path, tls: KeyPair) -> str:
     return render(
         "postgresql.conf",
         host=host.name,
@@ -72,11 +80,17 @@ def postgresql_conf(host: Host, socket_dir: Path) -> str:
         address=host.address,
         port=POSTGRES_PORT,
         socket_dir=socket_dir,
+        ssl_cert=tls.certificate,
+        ssl_key=tls.key,
     )
 
 
 def pg_hba_conf(host: Host) -> str:
-    return render("pg_hba.conf", host=host.name, subnet=SUBNET)
+    return render("pg_hba.conf", host=host.name, subnet=SUBNET, replication_role=REPLICATION_ROLE)
+
+
+def pg_ident_conf(host: Host) -> str:
+    return render("pg_ident.conf", host=host.name)
 
 
 def sentinel_conf(inventory: Inventory, host: Host, directory: Path) -> str:
@@ -92,9 +106,9 @@ def sentinel_conf(inventory: Inventory, host: Host, directory: Path) -> str:
     )
 
 
-def etcd_conf(inventory: Inventory, host: Host, data_dir: Path) -> str:
+def etcd_conf(inventory: Inventory, host: Host, data_dir: Path, tls: KeyPair, ca: Path) -> str:
     members = ",".join(
-        f"{db.name}=http://{db.address}:{ETCD_PEER_PORT}" for db in inventory.databases
+        f"{db.name}=https://{db.address}:{ETCD_PEER_PORT}" for db in inventory.databases
     )
     return render(
         "etcd.conf.yml",
@@ -104,22 +118,30 @@ def etcd_conf(inventory: Inventory, host: Host, data_dir: Path) -> str:
         peer_port=ETCD_PEER_PORT,
         client_port=ETCD_CLIENT_PORT,
         initial_cluster=members,
+        cert=tls.certificate,
+        key=tls.key,
+        ca=ca,
     )
 
 
 @dataclass(frozen=True)
 class PatroniFiles:
-    """Where Patroni on one host finds its PostgreSQL: data, binaries, the rendered files."""
+    """Where Patroni on one host finds its PostgreSQL: data, binaries, the rendered files, TLS."""
 
     data_dir: Path
     bin_dir: Path
     custom_conf: Path
     hba_file: Path
+    ident_file: Path
     socket_dir: Path
     pgpass: Path  # Patroni writes one for its replicas; $HOME may not be the postgres user's
+    rest: KeyPair  # its REST API's certificate
+    etcd_client: KeyPair  # what it shows etcd
+    ca: Path
 
 
-def patroni_yml(inventory: Inventory, host: Host, files: PatroniFiles) -> str:
+def patroni_yml(inventory: Inventory, host: Host, files: PatroniFiles, secrets: Secrets) -> str:
+    """Return Patroni's file on ``host``: it holds passwords (write it 0600, owned by postgres)."""
     return render(
         "patroni.yml",
         host=host.name,
@@ -131,8 +153,22 @@ def patroni_yml(inventory: Inventory, host: Host, files: PatroniFiles) -> str:
         bin_dir=files.bin_dir,
         custom_conf=files.custom_conf,
         hba_file=files.hba_file,
+        ident_file=files.ident_file,
         socket_dir=files.socket_dir,
         pgpass=files.pgpass,
+        ca=files.ca,
+        rest_cert=files.rest.certificate,
+        rest_key=files.rest.key,
+        rest_user=PATRONI_USER,
+        rest_password=secrets.password("patroni-restapi"),
+        etcd_cert=files.etcd_client.certificate,
+        etcd_key=files.etcd_client.key,
+        superuser=SUPERUSER_ROLE,
+        superuser_password=secrets.password("postgres-superuser"),
+        replication_user=REPLICATION_ROLE,
+        replication_password=secrets.password("postgres-replication"),
+        rewind_user=REWIND_ROLE,
+        rewind_password=secrets.password("postgres-rewind"),
     )
 
 
@@ -183,7 +219,7 @@ def keepalived_notify(lb: Host, textfile_dir: Path) -> str:
     return render("keepalived-notify.sh", host=lb.name, textfile_dir=textfile_dir)
 
 
-def prometheus_yml(inventory: Inventory, host: Host, rules: Path) -> str:
+def prometheus_yml(inventory: Inventory, host: Host, rules: Path, ca: Path) -> str:
     """Return the monitoring host's Prometheus file: every job the alert rules read."""
 
     def targets(hosts: list[Host], port: int, scheme: str = "") -> str:
@@ -193,6 +229,7 @@ def prometheus_yml(inventory: Inventory, host: Host, rules: Path) -> str:
         "prometheus.yml",
         host=host.name,
         rules=rules,
+        ca=ca,
         alertmanager=f"{host.address}:{ALERTMANAGER_PORT}",
         patroni_targets=targets(inventory.databases, PATRONI_PORT),
         haproxy_targets=targets(inventory.load_balancers, LOAD_BALANCER_HEALTH_PORT),
@@ -208,22 +245,29 @@ def alertmanager_yml(host: Host) -> str:
     return render("alertmanager.yml", host=host.name)
 
 
-def staging_settings(inventory: Inventory) -> Settings:
-    """Return the settings that point a process at staging's servers (migrate, seed, the API)."""
+def staging_settings(inventory: Inventory, login: DatabaseLogin | None = None) -> Settings:
+    """Return the settings that point a process at staging's servers (migrate, seed, the API).
+
+    As ``login`` (default: the operator, as the API's login in use, its
+    password in the operator's passfile); verify-full on every URL.
+    """
+    login = login or operator_login()
     return Settings(
         # Every database host: libpq keeps the one that accepts writes (Patroni's leader),
         # and the router finds each one's role by asking it.
-        database_url=sqlalchemy_url(inventory.write_url),
-        replica_urls=tuple(inventory.database_url(host) for host in inventory.databases),
+        database_url=sqlalchemy_url(inventory.write_url_for(login)),
+        replica_urls=tuple(inventory.database_url(host, login) for host in inventory.databases),
         redis_url=inventory.redis_url,
         redis_sentinels=inventory.sentinels,
         redis_service=REDIS_SERVICE,
     )
 
 
-def api_settings(inventory: Inventory, host: Host, mail_dir: Path) -> Settings:
-    """Return the settings an API host serves with."""
-    return staging_settings(inventory).replace(
+def api_settings(
+    inventory: Inventory, host: Host, mail_dir: Path, login: DatabaseLogin
+) -> Settings:
+    """Return the settings an API host serves with (as ``login``, the API's in use)."""
+    return staging_settings(inventory, login).replace(
         bind=f"{host.address}:{API_PORT}",
         # /metrics for the monitoring host, on the host's own address; not behind the LBs.
         metrics_bind=f"{host.address}:{API_METRICS_PORT}",
@@ -237,9 +281,12 @@ def api_settings(inventory: Inventory, host: Host, mail_dir: Path) -> Settings:
     )
 
 
-def api_env(inventory: Inventory, host: Host, mail_dir: Path) -> str:
-    """Return the API host's environment file: every setting, as ``Settings.to_environ`` has it."""
-    variables = api_settings(inventory, host, mail_dir).to_environ()
+def api_env(inventory: Inventory, host: Host, mail_dir: Path, login: DatabaseLogin) -> str:
+    """Return the API host's environment file: every setting, as ``Settings.to_environ`` has it.
+
+    It holds the database password: write it 0600.
+    """
+    variables = api_settings(inventory, host, mail_dir, login).to_environ()
     return render("api.env", host=host.name) + "".join(
         f"{name}={value}\n" for name, value in variables.items()
     )
@@ -296,20 +343,37 @@ def write_configuration(
     pg_bin: Path = DEFAULT_PG_BIN,
     curl: str = "/usr/bin/curl",
 ) -> None:
-    """Render every host's configuration files under var/staging/etc/<host>/."""
+    """Render every host's configuration files under var/staging/etc/<host>/.
+
+    Certificates and passwords come from the staging's secrets (made the first
+    time); a file holding a password is written 0600 for the user that reads it.
+    """
+    secrets = Secrets(paths.secrets)
+    ca = secrets.ca_certificate
     for host in inventory.databases:
-        _write(paths.etc(host) / "postgresql.conf", postgresql_conf(host, paths.data(host) / "run"))
+        names = [host.address, host.name]
+        server = secrets.certificate(host.name, "postgres", names, owner="postgres")
+        socket_dir = paths.data(host) / "run"
+        _write(paths.etc(host) / "postgresql.conf", postgresql_conf(host, socket_dir, server))
         _write(paths.etc(host) / "pg_hba.conf", pg_hba_conf(host))
-        _write(paths.etc(host) / "etcd.conf.yml", etcd_conf(inventory, host, paths.etcd_data(host)))
+        _write(paths.etc(host) / "pg_ident.conf", pg_ident_conf(host))
+        etcd = secrets.certificate(host.name, "etcd", names, owner="etcd")
+        etcd_file = etcd_conf(inventory, host, paths.etcd_data(host), etcd, ca)
+        _write(paths.etc(host) / "etcd.conf.yml", etcd_file)
         files = PatroniFiles(
             data_dir=paths.data(host) / "pgdata",
             bin_dir=pg_bin,
             custom_conf=paths.etc(host) / "postgresql.conf",
             hba_file=paths.etc(host) / "pg_hba.conf",
-            socket_dir=paths.data(host) / "run",
+            ident_file=paths.etc(host) / "pg_ident.conf",
+            socket_dir=socket_dir,
             pgpass=paths.data(host) / "pgpass",
+            rest=secrets.certificate(host.name, "patroni", names, owner="postgres"),
+            etcd_client=secrets.certificate(host.name, "etcd-client", names, owner="postgres"),
+            ca=ca,
         )
-        _write(paths.etc(host) / "patroni.yml", patroni_yml(inventory, host, files))
+        patroni_file = patroni_yml(inventory, host, files, secrets)
+        write_private(paths.etc(host) / "patroni.yml", patroni_file, owner="postgres")
     for redis_host in inventory.redis_hosts:
         _write(paths.etc(redis_host) / "redis.conf", redis_conf(redis_host))
     for sentinel in inventory.with_role(SENTINEL):
@@ -326,11 +390,26 @@ def write_configuration(
     for monitor in inventory.with_role(MONITORING):
         rules = paths.etc(monitor) / "alerts.yml"  # /etc/prometheus/alerts.yml on a real host
         _write(rules, ALERT_RULES.read_text())
-        _write(paths.etc(monitor) / "prometheus.yml", prometheus_yml(inventory, monitor, rules))
+        prometheus = prometheus_yml(inventory, monitor, rules, ca)
+        _write(paths.etc(monitor) / "prometheus.yml", prometheus)
         _write(paths.etc(monitor) / "alertmanager.yml", alertmanager_yml(monitor))
+    login = api_database_login(secrets)
     for host in inventory.with_role(API):
-        _write(paths.etc(host) / "api.env", api_env(inventory, host, paths.mail(host)))
+        write_private(
+            paths.etc(host) / "api.env", api_env(inventory, host, paths.mail(host), login)
+        )
         _write(paths.etc(host) / "gridlink-api.service", api_unit(host))
+
+
+def api_database_login(secrets: Secrets) -> DatabaseLogin:
+    """Return the API's database login in use, with its password (what api.env holds)."""
+    role = api_login() or API_LOGINS[0]
+    return DatabaseLogin(role, secrets.ca_certificate, password=secrets.password(api_secret(role)))
+
+
+def api_secret(role: str) -> str:
+    """Return the name of the secret holding an API login's password (postgres-api-a, -b)."""
+    return f"postgres-api-{role.rsplit('_', 1)[-1]}"
 
 
 def _write(path: Path, text: str) -> None:

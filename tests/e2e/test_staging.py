@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import psycopg2
+import psycopg2.errors
 import pytest
 
 from gridlink.project import VAR
@@ -25,10 +29,21 @@ from infra.files import reachable_root
 from infra.monitoring import query
 from infra.processes import process_alive, wait_until
 from infra.seeding import Seeded
-from infra.staging import driver, faults, hosts, network, render
-from infra.staging.inventory import BRIDGE, BRIDGE_ADDRESS, STAGING, SUBNET
+from infra.serving import http_status
+from infra.staging import access, driver, faults, hosts, network, patroni, render
+from infra.staging.inventory import (
+    BRIDGE,
+    BRIDGE_ADDRESS,
+    ETCD_CLIENT_PORT,
+    PATRONI_PORT,
+    POSTGRES_PORT,
+    STAGING,
+    SUBNET,
+    Host,
+)
 from infra.staging.network import NoNetem
 from infra.staging.paths import Paths
+from infra.staging.secrets import Secrets
 from loadtest.swarm import Swarm, SwarmPlan, reports_dir, set_delay
 from tests.support.staging import staging_up
 
@@ -251,6 +266,152 @@ def test_replica_host_link_cut_reads_go_on(staging: Seeded, paths: Paths) -> Non
     assert "lbs: UP/UP" in states["api1"]
     assert "lbs: UP/UP" in states["api2"]
     assert wait_until(lambda: _all_checks_ok(_get("/readyz")[1]), timeout=30)
+
+
+# --------------------------------------------------------------------------- what staging refuses
+# From the machine itself, which holds none of staging's secrets but those a
+# test reads to prove the positive case: every database, Patroni and etcd port
+# refuses whoever comes without their own credentials (issue 20).
+
+DATABASE_ROLES = {  # each role and the secret holding its password
+    "postgres": "postgres-superuser",
+    "replicator": "postgres-replication",
+    "rewind_user": "postgres-rewind",
+    "gridlink_owner": "postgres-owner",
+    "gridlink_api_a": "postgres-api-a",
+    "gridlink_api_b": "postgres-api-b",
+}
+MADE_UP_ROLE = "gridlink_admin"
+WRONG_PASSWORD = "not the password of anyone here"
+
+
+def _connect_as(host: Host, role: str, password: str | None, sslmode: str, ca: Path) -> Any:
+    """Connect to ``host``'s PostgreSQL; no passfile, ~/.pgpass or PGPASSWORD can help."""
+    return psycopg2.connect(
+        host=host.address,
+        port=POSTGRES_PORT,
+        dbname="gridlink",
+        user=role,
+        password=password,
+        sslmode=sslmode,
+        sslrootcert=str(ca),
+        passfile="/dev/null",
+        connect_timeout=5,
+    )
+
+
+def _refusal(host: Host, role: str, password: str | None, sslmode: str, ca: Path) -> str:
+    """Return why the connection was refused ('' if it was accepted)."""
+    try:
+        connection = _connect_as(host, role, password, sslmode, ca)
+    except psycopg2.OperationalError as refused:
+        return str(refused)
+    connection.close()
+    return ""
+
+
+@pytest.mark.parametrize("host", STAGING.databases, ids=lambda host: host.name)
+def test_postgresql_refuses_every_role_without_its_password_or_tls(
+    staging: Seeded, paths: Paths, host: Host
+) -> None:
+    secrets = Secrets(paths.secrets)
+    ca = secrets.ca_certificate
+    assert "PGPASSWORD" not in os.environ
+    for role, secret in DATABASE_ROLES.items():
+        right = secrets.password(secret)
+        assert "no password supplied" in _refusal(host, role, None, "verify-full", ca), role
+        assert "password authentication failed" in _refusal(
+            host, role, WRONG_PASSWORD, "verify-full", ca
+        ), role
+        # In clear text, even the right password finds no door: pg_hba.conf rejects it first.
+        in_clear = _refusal(host, role, right, "disable", ca)
+        assert "no pg_hba.conf entry" in in_clear, role
+        assert "no encryption" in in_clear, role
+        # The negative cases could fail: the same role, its password, over verified TLS.
+        assert _refusal(host, role, right, "verify-full", ca) == "", role
+    for password in (None, WRONG_PASSWORD):  # a role that does not exist is told no more
+        assert _refusal(host, MADE_UP_ROLE, password, "verify-full", ca)
+    assert "password authentication failed" in _refusal(
+        host, MADE_UP_ROLE, WRONG_PASSWORD, "verify-full", ca
+    )
+
+
+def test_the_apis_role_reads_and_writes_rows_but_cannot_change_the_schema(
+    staging: Seeded, paths: Paths
+) -> None:
+    secrets = Secrets(paths.secrets)
+    leader = patroni.leader(STAGING)
+    assert leader is not None
+    role = render.api_database_login(secrets).role
+    assert role in ("gridlink_api_a", "gridlink_api_b")
+    password = secrets.password(render.api_secret(role))
+    connection = _connect_as(leader, role, password, "verify-full", secrets.ca_certificate)
+    connection.autocommit = True
+    refused = []
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM users")
+            row = cursor.fetchone()
+            assert row is not None
+            assert row[0] >= staging.users
+            cursor.execute(
+                "SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles"
+                " WHERE rolname = current_user"
+            )
+            assert cursor.fetchone() == (False, False, False)
+            for statement in (
+                "CREATE TABLE intruder (id int)",
+                "CREATE TEMPORARY TABLE intruder (id int)",
+                "CREATE SCHEMA intruder",
+                "CREATE FUNCTION intruder() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+                "DROP TABLE links",
+                "ALTER TABLE users ADD COLUMN intruder int",
+                "ALTER TABLE users OWNER TO " + role,
+                "TRUNCATE grids",
+                "GRANT SELECT ON users TO PUBLIC",
+            ):
+                try:
+                    cursor.execute(statement)
+                except psycopg2.errors.InsufficientPrivilege:
+                    refused.append(statement)
+    finally:
+        connection.close()
+    assert len(refused) == 9, refused
+
+
+UNSAFE_PATRONI_ENDPOINTS = ("/failover", "/switchover", "/restart", "/reload")
+
+
+@pytest.mark.parametrize("host", STAGING.databases, ids=lambda host: host.name)
+def test_patronis_unsafe_endpoints_want_credentials_and_plain_http_gets_nothing(
+    staging: Seeded, host: Host
+) -> None:
+    address = f"{host.address}:{PATRONI_PORT}"
+    for endpoint in UNSAFE_PATRONI_ENDPOINTS:
+        answer = access.https_request(address, endpoint, method="POST", body=b"{}")
+        assert answer is not None, endpoint
+        assert answer[0] == 401, endpoint
+        assert http_status(address, endpoint) is None  # no plain HTTP at all
+    # Reads stay open over https (the members and Prometheus use them); a reload with
+    # the credentials is accepted, so the 401s above were for the missing credentials.
+    assert access.https_status(address, "/health") == 200
+    reloaded = access.https_request(address, "/reload", method="POST", authenticate=True)
+    assert reloaded is not None
+    assert reloaded[0] == 202
+
+
+@pytest.mark.parametrize("host", STAGING.databases, ids=lambda host: host.name)
+def test_etcd_refuses_a_client_without_a_certificate(staging: Seeded, host: Host) -> None:
+    address = f"{host.address}:{ETCD_CLIENT_PORT}"
+    # TLS with the CA but no client certificate: the handshake fails (client-cert-auth).
+    assert access.https_status(address, "/health") is None
+    assert (
+        access.https_request(address, "/v3/kv/range", method="POST", body=b'{"key":"Lw=="}') is None
+    )
+    # Plain HTTP: Go's TLS listener answers 400 and nothing of etcd's.
+    assert http_status(address, "/health") in (None, 400)
+    # The operator's certificate, signed by the staging CA, gets in.
+    assert access.https_status(address, "/health", client_certificate=True) == 200
 
 
 def test_down_leaves_no_namespace_process_or_address_behind(staging: Seeded, paths: Paths) -> None:
