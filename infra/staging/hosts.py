@@ -54,21 +54,6 @@ from infra.staging.patroni import cluster_members, leader, patroni_role, patroni
 from infra.staging.secrets import Secrets
 
 
-class HostDaemon(Daemon):
-    """A program on one staging host: pid file and log in the host's data folder."""
-
-    def __init__(self, paths: Paths, host: Host, command: list[str]) -> None:
-        super().__init__(
-            f"{host.name} {self.program}",
-            command,
-            pid_file=paths.data(host) / f"{self.program}.pid",
-            log=paths.data(host) / f"{self.program}.log",
-            cwd=paths.root,
-            netns=host.netns,
-        )
-        self.host = host
-
-
 def as_user(user: str) -> list[str]:
     """Return the prefix that runs a command as ``user`` (setpriv execs: the pid stays the same).
 
@@ -76,6 +61,37 @@ def as_user(user: str) -> list[str]:
     certificates under ~/.postgresql, and root's home is closed to others).
     """
     return ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--reset-env", "--"]
+
+
+class HostDaemon(Daemon):
+    """A program on one staging host: pid file and log in the host's data folder.
+
+    One with a ``user`` runs as that user (root launches it and drops to it
+    with ``setpriv``), and its log and pid file are that user's too.
+    """
+
+    user: str | None = None
+
+    def __init__(self, paths: Paths, host: Host, command: list[str]) -> None:
+        super().__init__(
+            f"{host.name} {self.program}",
+            command if self.user is None else [*as_user(self.user), *command],
+            pid_file=paths.data(host) / f"{self.program}.pid",
+            log=paths.data(host) / f"{self.program}.log",
+            cwd=paths.root,
+            netns=host.netns,
+        )
+        self.host = host
+
+    def launch(self) -> int:
+        if self.user is None:
+            return super().launch()
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.log.touch(mode=0o640)
+        give_to(self.log, self.user, 0o640)
+        pid = super().launch()
+        give_to(self.pid_file, self.user, 0o644)
+        return pid
 
 
 class Etcd(HostDaemon):
@@ -87,7 +103,7 @@ class Etcd(HostDaemon):
     def __init__(self, paths: Paths, host: Host) -> None:
         config = paths.etc(host) / "etcd.conf.yml"
         self.data_dir = paths.etcd_data(host)
-        super().__init__(paths, host, [*as_user(self.user), "etcd", "--config-file", str(config)])
+        super().__init__(paths, host, ["etcd", "--config-file", str(config)])
 
     def launch(self) -> int:
         folder = self.data_dir.parent  # the member's data (and its WAL), the etcd user's alone
@@ -107,11 +123,11 @@ class Patroni(HostDaemon):
     """Patroni as the postgres user (PostgreSQL refuses root); it runs the host's PostgreSQL."""
 
     program = "patroni"
+    user = "postgres"
 
     def __init__(self, paths: Paths, host: Host) -> None:
         patroni = str(patroni_venv() / "bin" / "patroni")  # `staging up` installs it first
-        config = str(paths.etc(host) / "patroni.yml")
-        super().__init__(paths, host, [*as_user("postgres"), patroni, config])
+        super().__init__(paths, host, [patroni, str(paths.etc(host) / "patroni.yml")])
 
 
 class Sentinel(HostDaemon):

@@ -22,7 +22,9 @@ from typing import Any
 import psycopg2
 import psycopg2.errors
 import pytest
+from sqlalchemy import create_engine, make_url, text
 
+from gridlink.db.urls import sqlalchemy_url
 from gridlink.project import VAR
 from gridlink.routing.router import ReplicaRouter
 from infra.files import reachable_root
@@ -30,7 +32,7 @@ from infra.monitoring import query
 from infra.processes import process_alive, wait_until
 from infra.seeding import Seeded
 from infra.serving import http_status
-from infra.staging import access, driver, faults, hosts, network, patroni, render
+from infra.staging import access, database_roles, driver, faults, hosts, network, patroni, render
 from infra.staging.inventory import (
     BRIDGE,
     BRIDGE_ADDRESS,
@@ -412,6 +414,44 @@ def test_etcd_refuses_a_client_without_a_certificate(staging: Seeded, host: Host
     assert http_status(address, "/health") in (None, 400)
     # The operator's certificate, signed by the staging CA, gets in.
     assert access.https_status(address, "/health", client_certificate=True) == 200
+
+
+def test_rotating_the_apis_database_password_never_refuses_the_login_in_use(
+    staging: Seeded, paths: Paths
+) -> None:
+    """The database side of ``rotate-secrets``: both logins work until the API has moved."""
+    secrets = Secrets(paths.secrets)
+    ca = secrets.ca_certificate
+    leader = patroni.leader(STAGING)
+    assert leader is not None
+    before = render.api_database_login(secrets)
+    seen: list[str] = []
+
+    def move_api(url: str) -> None:
+        after = render.api_database_login(secrets)
+        assert after.role != before.role
+        assert make_url(sqlalchemy_url(url)).username == after.role
+        # While the API moves, its old login and the new one both get in.
+        assert _refusal(leader, before.role, before.password, "verify-full", ca) == ""
+        assert _refusal(leader, after.role, after.password, "verify-full", ca) == ""
+        seen.append(url)
+
+    url = database_roles.rotate_api_database_role(STAGING, leader, secrets, move_api)
+
+    assert seen == [url]
+    after = render.api_database_login(secrets)
+    assert access.api_login() == after.role
+    # Once the API has moved, the old login's password is gone; the new one still works,
+    # and so does the operator's passfile, which follows.
+    refused = _refusal(leader, before.role, before.password, "verify-full", ca)
+    assert "password authentication failed" in refused
+    assert _refusal(leader, after.role, after.password, "verify-full", ca) == ""
+    engine = create_engine(sqlalchemy_url(STAGING.write_url))
+    try:
+        with engine.connect() as connection:
+            assert connection.scalar(text("SELECT current_user")) == after.role
+    finally:
+        engine.dispose()
 
 
 def test_down_leaves_no_namespace_process_or_address_behind(staging: Seeded, paths: Paths) -> None:
