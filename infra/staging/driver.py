@@ -34,9 +34,9 @@ from infra.staging.inventory import (
     MONITORING,
     OWNER_ROLE,
     STAGING,
+    DatabaseLogin,
     Host,
     Inventory,
-    operator_login,
 )
 from infra.staging.paths import Paths
 from infra.staging.secrets import Secrets
@@ -93,7 +93,7 @@ def up(
     patroni.patroni_bin(progress)
     binaries.program("etcd", "etcd-server", progress)
     render.write_configuration(inventory, paths, Path(tools.initdb).parent, curl)
-    database_roles.write_operator_passfile(Secrets(paths.secrets))
+    database_roles.write_operator_passfile(Secrets(paths.secrets))  # before any connection
     inventory.write(paths.inventory_file)
     progress(f"configuration rendered under {paths.root / 'etc'}; hosts in {paths.inventory_file}")
     network.create(inventory.hosts, progress)
@@ -101,8 +101,11 @@ def up(
     hosts.start_redis(tools, inventory, paths, progress)
     # The leader itself, not the multi-host URL: a host booting again may
     # accept a connection and close it while it starts, and libpq gives up there.
-    # Migrations and seeding as the owner of the database's objects, not as the API.
-    owner = operator_login(OWNER_ROLE)
+    # Migrations and seeding as the owner of the database's objects, not as the API;
+    # `gridlink seed` gets the owner's URL, password included, in its environment alone.
+    secrets = Secrets(paths.secrets)
+    password = secrets.password(database_roles.OWNER_SECRET)
+    owner = DatabaseLogin(OWNER_ROLE, secrets.ca_certificate, password=password)
     migrate(sqlalchemy_url(inventory.database_url(leader, owner)))
     progress("migrated the primary")
     seeded = None
