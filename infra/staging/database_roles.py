@@ -201,7 +201,7 @@ def rotate_api_database_role(
         move_api(url)
     except Exception as failed:
         raise ClusterError(
-            f"the API did not move to {access.api_login()}: the old login still works ({failed})"
+            f"the API did not move to {access.api_login()}; the old login still works"
         ) from failed
     retire_idle_api_login(leader, secrets)
     return url

@@ -459,6 +459,24 @@ def test_rotating_the_apis_database_password_never_refuses_the_login_in_use(
         engine.dispose()
 
 
+def test_no_command_line_or_log_shows_a_staging_password(staging: Seeded, paths: Paths) -> None:
+    passwords = [
+        file.read_text().strip().encode() for file in (paths.secrets / "passwords").iterdir()
+    ]
+    assert len(passwords) >= len(DATABASE_ROLES) + 1  # the roles' and Patroni's REST API's
+    command_lines = []
+    for process in Path("/proc").iterdir():
+        try:
+            command_lines.append((process / "cmdline").read_bytes())
+        except OSError:
+            continue  # not a process, or gone meanwhile
+    assert len(command_lines) > len(STAGING.hosts)
+    assert not [line for line in command_lines if any(p in line for p in passwords)]
+    logs = sorted((paths.root / "hosts").rglob("*.log"))
+    assert logs
+    assert not [log for log in logs if any(p in log.read_bytes() for p in passwords)]
+
+
 def test_down_leaves_no_namespace_process_or_address_behind(staging: Seeded, paths: Paths) -> None:
     pids = [pid for host in STAGING.hosts for pid in network.pids(host)]
     assert pids
