@@ -25,6 +25,8 @@ import psycopg2
 import psycopg2.errors
 import pytest
 import redis as redis_lib
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy import create_engine, make_url, text
 
 from gridlink.db.urls import sqlalchemy_url
@@ -353,7 +355,12 @@ def _redis_ports() -> list[tuple[str, str, int]]:
 def test_redis_and_sentinel_refuse_everyone_without_tls_and_a_user_of_their_own(
     staging: Seeded,
 ) -> None:
-    ca: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(access.ca_file()), "socket_timeout": 2}
+    ca: dict[str, Any] = {
+        "ssl": True,
+        "ssl_ca_certs": str(access.ca_file()),
+        "socket_timeout": 2,
+        "retry": Retry(NoBackoff(), 0),  # a refusal is an answer: no retries to wait through
+    }
     api_password = access.secrets().password("redis-api")  # the positive case, read on purpose
     for name, address, port in _redis_ports():
         refused: list[dict[str, Any]] = [
@@ -367,7 +374,7 @@ def test_redis_and_sentinel_refuse_everyone_without_tls_and_a_user_of_their_own(
                 client.ping()
             client.close()
         plain = redis_lib.Redis(
-            address, port, socket_timeout=2, username="gridlink-api", password=api_password
+            address, port, **{**ca, "ssl": False}, username="gridlink-api", password=api_password
         )
         with pytest.raises(redis_lib.ConnectionError):
             plain.ping()

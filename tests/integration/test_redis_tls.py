@@ -21,6 +21,8 @@ from typing import Any
 import falcon.testing
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from gridlink.app import create_app
 from gridlink.project import VAR
@@ -51,6 +53,7 @@ REDIS_PORT = PORT_BASE + CLUSTERS["redis-tls"] + 1000
 SENTINEL_PORT = REDIS_PORT + 1
 HOST = Host("local", LOOPBACK, (REDIS, SENTINEL))
 SERVICE = "gridlink"
+ONCE = Retry(NoBackoff(), 0)  # a refusal is an answer: no retry with backoff to wait through
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +208,7 @@ def test_redis_and_sentinel_refuse_who_does_not_prove_a_user(
 ) -> None:
     tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(secrets.ca_certificate)}
     for port in (REDIS_PORT, SENTINEL_PORT):
-        client = redis.Redis(LOOPBACK, port, socket_timeout=2, **tls, **credentials)
+        client = redis.Redis(LOOPBACK, port, socket_timeout=2, retry=ONCE, **tls, **credentials)
         with pytest.raises((redis.AuthenticationError, redis.ResponseError)):
             client.ping()
         client.close()
@@ -218,10 +221,10 @@ def test_redis_and_sentinel_speak_tls_alone_and_are_verified_by_name(
     plain = {key: value for key, value in access.items() if not key.startswith("ssl")}
     for port in (REDIS_PORT, SENTINEL_PORT):
         with pytest.raises(redis.ConnectionError):
-            redis.Redis(LOOPBACK, port, socket_timeout=2, **plain).ping()
+            redis.Redis(LOOPBACK, port, socket_timeout=2, retry=ONCE, **plain).ping()
         # "localhost" is not a name on the certificate: the client refuses the server.
         with pytest.raises(redis.ConnectionError):
-            redis.Redis("localhost", port, socket_timeout=2, **access).ping()
+            redis.Redis("localhost", port, socket_timeout=2, retry=ONCE, **access).ping()
     assert redis.Redis(LOOPBACK, REDIS_PORT, socket_timeout=2, **access).ping()
 
 
