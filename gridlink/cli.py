@@ -56,6 +56,8 @@ def cmd_staging(args: argparse.Namespace, settings: Settings) -> int:
         driver.down(paths, purge=args.purge)
     elif args.staging_command == "switchover":
         driver.switchover(paths, args.to)
+    elif args.staging_command == "rotate-secrets":
+        driver.rotate_secrets(paths)
     else:
         driver.fault(paths, args.action, args.hosts, delay=args.delay)
     return 0
@@ -74,6 +76,10 @@ def add_staging_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
     )
     switchover.add_argument(
         "--to", metavar="HOST", help="the database host to promote (default: the sync standby)"
+    )
+    staging_commands.add_parser(
+        "rotate-secrets",
+        help="replace the API's database and Redis passwords and the token cache's key, live",
     )
     fault = staging_commands.add_parser("fault", help="kill a host, cut or slow its link, restore")
     fault.add_argument("action", choices=("kill", "cut", "restore", "delay"))

@@ -136,6 +136,12 @@ def _redis_url(raw: str) -> str:
     return raw
 
 
+def _optional_path(raw: str) -> str:
+    if raw and not raw.startswith("/"):
+        raise ValueError("must be an absolute path, or empty")
+    return raw
+
+
 def _cache_keys(raw: str) -> tuple[str, ...]:
     """Parse comma-separated seal keys: the first seals, all open (``gridlink.accounts.seals``)."""
     keys = tuple(key.strip() for key in raw.split(",") if key.strip())
@@ -434,6 +440,10 @@ class Settings:
     # A second, internal listener that serves /metrics alone, without a token, for the
     # scraper (bind it to an address only the monitoring network reaches); "" for none.
     metrics_bind: str = setting("GRIDLINK_METRICS_BIND", "", _optional_bind_address)
+    # The certificate (PEM, chain included) and key `gridlink serve` answers TLS with on
+    # every listener, the metrics one too; "" for plain HTTP (both or neither).
+    tls_certificate: str = setting("GRIDLINK_TLS_CERTIFICATE", "", _optional_path)
+    tls_key: str = setting("GRIDLINK_TLS_KEY", "", _optional_path)
     # The keys that seal token entries in Redis (gridlink.accounts.seals): the first seals,
     # all open. Unset, each server launch makes its own; hosts sharing a Redis share them.
     token_cache_keys: tuple[str, ...] = setting(
@@ -482,6 +492,11 @@ class Settings:
         server's log: in production the backend must be chosen explicitly.
         """
         settings = cls.from_env(environ)
+        if bool(settings.tls_certificate) != bool(settings.tls_key):
+            raise SettingsError(
+                "GRIDLINK_TLS_KEY" if settings.tls_certificate else "GRIDLINK_TLS_CERTIFICATE",
+                "must be set with GRIDLINK_TLS_CERTIFICATE and GRIDLINK_TLS_KEY both, or neither",
+            )
         if settings.environment != DEVELOPMENT and not environ.get("GRIDLINK_MAIL_BACKEND"):
             raise SettingsError(
                 "GRIDLINK_MAIL_BACKEND",

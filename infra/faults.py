@@ -46,7 +46,7 @@ def set_replay_paused(replica: PgServer, paused: bool) -> None:
     """
     call = "pg_wal_replay_pause()" if paused else "pg_wal_replay_resume()"
     with (
-        closing(postgres.connect(replica.host, replica.port)) as connection,
+        closing(postgres.connect_to(replica)) as connection,
         connection.cursor() as cursor,
     ):
         cursor.execute(f"SELECT {call}")

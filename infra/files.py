@@ -42,11 +42,26 @@ def pg_command(command: Sequence[str]) -> list[str]:
     return [runuser, "-u", POSTGRES_USER, "--", *command]
 
 
+def make_folder_for(path: Path, account: str) -> None:
+    """Make the folder ``path`` (if missing) ``account``'s when root, so its daemon writes it."""
+    path.mkdir(parents=True, exist_ok=True)
+    if as_root():
+        user = pwd.getpwnam(account)
+        os.chown(path, user.pw_uid, user.pw_gid)
+
+
 def give_to_postgres(path: Path) -> None:
     """Hand a path to the postgres user when we are root, so the servers can use it."""
     if as_root():
         account = postgres_account()
         os.chown(path, account.pw_uid, account.pw_gid)
+
+
+def give_to(path: Path, user: str, mode: int) -> None:
+    """Make ``path`` ``user``'s own with ``mode`` (a daemon's data, which it alone may read)."""
+    account = pwd.getpwnam(user)
+    os.chown(path, account.pw_uid, account.pw_gid)
+    path.chmod(mode)
 
 
 def make_pg_dir(path: Path, mode: int = 0o700) -> None:

@@ -32,6 +32,9 @@ except SettingsError:
 
 wsgi_app = "gridlink.app:get_app()"
 bind = _settings.bind
+# TLS on every listener (the API's and the metrics one) when a certificate is set.
+certfile = _settings.tls_certificate or None
+keyfile = _settings.tls_key or None
 # Threads per worker: a slow client holds one thread, not a whole process,
 # and keep-alive connections are served (sync workers close every one).
 # gthread, with a deadline for reading each request (infra/workers.py): a

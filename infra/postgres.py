@@ -53,6 +53,8 @@ class PgServer:
     hba: str  # the text of pg_hba.conf
     socket_dir: Path | None = None  # where unix_socket_directories points
     netns: str | None = None
+    # More libpq options for connecting to it (staging: sslmode, sslrootcert, passfile).
+    client_options: tuple[tuple[str, str], ...] = ()
 
     @property
     def log_file(self) -> Path:
@@ -77,8 +79,13 @@ def pid(server: PgServer) -> int | None:
     return live_pid(server.pid_file, "postgres")
 
 
-def connect(host: str, port: int, dbname: str = "postgres") -> Any:
-    """Open an autocommit admin connection to a server as the postgres superuser."""
+def connect(
+    host: str, port: int, dbname: str = "postgres", options: Mapping[str, str] | None = None
+) -> Any:
+    """Open an autocommit admin connection to a server as the postgres superuser.
+
+    ``options`` are more libpq options (TLS, a passfile), as a server's ``client_options``.
+    """
     connection = psycopg2.connect(
         host=host,
         port=port,
@@ -87,9 +94,15 @@ def connect(host: str, port: int, dbname: str = "postgres") -> Any:
         connect_timeout=2,
         application_name="gridlink-cluster",
         options="-c statement_timeout=5000",
+        **(options or {}),
     )
     connection.autocommit = True  # CREATE DATABASE cannot run inside a transaction
     return connection
+
+
+def connect_to(server: PgServer, dbname: str = "postgres") -> Any:
+    """Open an autocommit admin connection to ``server``, with its client options."""
+    return connect(server.host, server.port, dbname, dict(server.client_options))
 
 
 def answers(host: str, port: int) -> bool:

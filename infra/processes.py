@@ -161,6 +161,13 @@ def stop_process(
     progress(f"{name}: stopped (pid {pid})")
 
 
+def as_account(account: str | None) -> list[str]:
+    """Return the prefix that runs a command as ``account`` (its groups too); [] for None."""
+    if account is None:
+        return []
+    return ["setpriv", f"--reuid={account}", f"--regid={account}", "--init-groups", "--"]
+
+
 def in_namespace(netns: str | None, command: Sequence[str]) -> list[str]:
     """Run ``command`` inside network namespace ``netns`` (as `ip netns exec` does), if any."""
     return list(command) if netns is None else ["ip", "netns", "exec", netns, *command]

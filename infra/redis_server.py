@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 
 from infra.binaries import Tools
 from infra.errors import ClusterError, Progress
 from infra.processes import (
+    as_account,
     ensure_port_free,
     in_namespace,
     launch,
@@ -37,6 +39,12 @@ class RedisServer:
     config_file: Path | None = None  # read first; the command line's options win
     settings: Sequence[str] = field(default=())  # more `--option value` arguments
     netns: str | None = None
+    # TLS only (`port 0`, `tls-port`): the config file names the certificate and key.
+    tls: bool = False
+    # How to ask it anything (TLS, user, password), when it wants more than a connection.
+    client_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    # The user it runs as (setpriv), when started as root; None: this process's.
+    account: str | None = None
 
     @property
     def pid_file(self) -> Path:
@@ -51,8 +59,10 @@ def pid(server: RedisServer) -> int | None:
     return live_pid(server.pid_file, "redis")
 
 
-def answers(host: str, port: int) -> bool:
-    client = redis.Redis(host=host, port=port, socket_timeout=1, socket_connect_timeout=1)
+def answers(host: str, port: int, client_options: Mapping[str, Any] | None = None) -> bool:
+    client = redis.Redis(
+        host=host, port=port, socket_timeout=1, socket_connect_timeout=1, **(client_options or {})
+    )
     try:
         client.ping()  # answers LOADING (an error) while a dump.rdb is being read
         return True
@@ -70,14 +80,16 @@ def start(tools: Tools, server: RedisServer, progress: Progress) -> None:
         return
     ensure_port_free(server.port, server.name, server.host)
     server.directory.mkdir(parents=True, exist_ok=True)
+    ports = ["--port", "0", "--tls-port"] if server.tls else ["--port"]
     # No persistence by default, but --dir stays set so a dump.rdb saved by a test
     # (SHUTDOWN SAVE) is loaded again on the next start.
     command = in_namespace(
         server.netns,
         [
+            *as_account(server.account),
             tools.redis_server,
             *([] if server.config_file is None else [str(server.config_file)]),
-            "--port",
+            *ports,
             str(server.port),
             "--bind",
             server.host,
@@ -106,7 +118,7 @@ def start(tools: Tools, server: RedisServer, progress: Progress) -> None:
         command,
         cwd=server.directory,
         timeout=START_TIMEOUT,
-        answers=lambda: answers(server.host, server.port),
+        answers=lambda: answers(server.host, server.port, server.client_options),
         log=server.log_file,
     )
     progress(f"{server.name}: started on {server.port} (pid {pid(server)})")

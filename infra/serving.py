@@ -8,16 +8,16 @@ by the environment ``Settings.to_environ()`` gives, nothing inherited.
 
 from __future__ import annotations
 
+import http.client
 import os
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from gridlink.project import PROJECT_ROOT
 from gridlink.settings import Settings
 from infra.daemons import Daemon
+from infra.http_client import HTTPS, fetch
 from infra.processes import process_alive
 from infra.relay_supervisor import RELAY_COMMAND
 
@@ -45,14 +45,14 @@ def environment_for(settings: Settings, **extra: str) -> dict[str, str]:
     return {**inherited, **settings.to_environ(), **extra}
 
 
-def http_status(address: str, path: str, timeout: float = 3.0) -> int | None:
-    """Return the HTTP status of ``path`` at ``address`` (host:port), or None if no answer."""
+def http_status(
+    address: str, path: str, timeout: float = 3.0, headers: Mapping[str, str] | None = None
+) -> int | None:
+    """Return the HTTP status of ``path`` at ``address`` (host:port, or https://host:port,
+    verified: ``infra.http_client``), or None if no answer. Redirects are not followed."""
     try:
-        with urllib.request.urlopen(f"http://{address}{path}", timeout=timeout) as answer:
-            return int(answer.status)
-    except urllib.error.HTTPError as refused:
-        return int(refused.code)
-    except OSError:
+        return fetch(address, "GET", path, headers=headers, timeout=timeout).status
+    except (OSError, http.client.HTTPException):
         return None
 
 
@@ -145,7 +145,7 @@ def serve(
         address, workers or settings.workers, app=app, options=[*internal, *options]
     )
     return ApiServer(
-        address,
+        f"{HTTPS}{address}" if settings.tls_certificate else address,
         command,
         pid_file=pid_file,
         log=log,

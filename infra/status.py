@@ -52,7 +52,7 @@ def replica_facts(replica: PgServer) -> ProbeFacts | None:
         return None
     try:
         with (
-            closing(postgres.connect(replica.host, replica.port)) as connection,
+            closing(postgres.connect_to(replica)) as connection,
             connection.cursor() as cursor,
         ):
             return probe_with_cursor(cursor)
@@ -64,7 +64,7 @@ def primary_facts(primary: PgServer) -> PrimaryFacts | None:
     """Ask the primary for its WAL position and its standbys' states; None if it cannot say."""
     try:
         with (
-            closing(postgres.connect(primary.host, primary.port)) as connection,
+            closing(postgres.connect_to(primary)) as connection,
             connection.cursor() as cursor,
         ):
             facts = probe_with_cursor(cursor)

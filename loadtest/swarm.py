@@ -38,6 +38,7 @@ from infra.seeding import Seeded
 from infra.staging import driver, faults, render, statements
 from infra.staging.inventory import LOAD_GENERATOR, STAGING, Inventory
 from infra.staging.paths import Paths
+from infra.staging.secrets import Secrets
 from loadtest.run import LOCUST, LOCUSTFILE, LoadTestError, locust_environment, positive_int
 
 MASTER_EXTRA_SECONDS = 120  # locust's own start and stop around the run time
@@ -127,7 +128,12 @@ class Swarm:
         self.master_config.write_text(render.locust_master_conf(inventory, self.host, swarm))
         self.worker_config = etc / "locust-worker.conf"
         self.worker_config.write_text(render.locust_worker_conf(self.host, swarm))
-        self.environment = locust_environment(seeded.users, seeded.password)
+        # https to the load balancer, verified against the staging CA (requests reads it here).
+        self.environment = locust_environment(
+            seeded.users,
+            seeded.password,
+            REQUESTS_CA_BUNDLE=str(Secrets(paths.secrets).ca_certificate),
+        )
         self.log = paths.data(self.host) / "locust.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.run_time = plan.run_time

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import create_engine, text
 
 from gridlink.db.urls import sqlalchemy_url
+from infra import http_client
 
 RETRY_PAUSE_SECONDS = 0.2
 # A connection that fails: refused, reset, or cut mid-answer (a load balancer
@@ -78,7 +79,7 @@ def call_api(
     address: str, method: str, path: str, body: object, headers: dict[str, str]
 ) -> tuple[int, dict[str, Any]]:
     """Send one JSON request (``body`` None: none) and return the status and the JSON object."""
-    connection = http.client.HTTPConnection(address, timeout=REQUEST_TIMEOUT_SECONDS)
+    connection = http_client.connection(address, REQUEST_TIMEOUT_SECONDS)  # https: verified
     sent = None if body is None else json.dumps(body)
     kind = {} if body is None else {"Content-Type": "application/json"}
     try:

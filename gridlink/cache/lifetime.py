@@ -14,6 +14,12 @@
   ``run_id``: it counts as a Redis that lost data (a new keyspace), so
   nothing the old master held, possibly newer than what the replica got,
   is trusted, and marks missing from it mean "a recent write" for a while.
+- **Credentials and TLS come with the URL.** ``rediss://user:password@host:port/db
+  ?ssl_ca_certs=<ca.crt>`` connects with TLS, verifying the server's certificate
+  (its name or address) against that CA, and authenticates as that ACL user. With
+  sentinels the same scheme, user, password and TLS options apply to the
+  Sentinel connections and to the master's (``connection_options``): one URL
+  says how to reach both.
 - **Redis is optional.** Callers turn Redis errors into "no answer" (a miss,
   a skipped store) and log them with ``log_redis_unavailable``.
 """
@@ -26,11 +32,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import redis
 import redis.sentinel
 from redis.backoff import NoBackoff
+from redis.connection import SSLConnection, parse_url
 from redis.retry import Retry
 
 log = logging.getLogger(__name__)
@@ -98,6 +104,25 @@ class _RetryOnceUnlessCoolingOff(Retry):
             raise
 
 
+def connection_options(url: str) -> dict[str, Any]:
+    """Return how ``url`` says to connect, wherever the server is: db, user, password, TLS.
+
+    The host and port are left out (Sentinel names the master). ``rediss://``
+    turns TLS on with the URL's ``ssl_*`` options; the server's certificate is
+    always verified, its name or address included (redis-py's defaults, kept
+    explicit here so no URL option can turn them off).
+    """
+    parsed = parse_url(url)  # type: ignore[no-untyped-call]
+    options: dict[str, Any] = {"db": int(parsed.get("db") or 0)}
+    for name in ("username", "password"):
+        if parsed.get(name):
+            options[name] = parsed[name]
+    if parsed.get("connection_class") is SSLConnection:
+        options.update({name: value for name, value in parsed.items() if name.startswith("ssl_")})
+        options.update(ssl=True, ssl_cert_reqs="required", ssl_check_hostname=True)
+    return options
+
+
 class RedisLifetime:
     """The process's Redis client and the key prefix of the server's current lifetime."""
 
@@ -125,16 +150,23 @@ class RedisLifetime:
         }
         self.client: redis.Redis
         if sentinels:
+            reach = connection_options(url)
+            database = reach.pop("db", 0)
             asked = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
                 list(sentinels),
                 sentinel_kwargs={
                     "socket_timeout": socket_timeout,
                     "socket_connect_timeout": socket_timeout,
+                    **reach,
                 },
             )
-            database = int(urlsplit(url).path.strip("/") or 0)
             self.client = asked.master_for(  # type: ignore[no-untyped-call]
-                service, db=database, **options
+                service, db=database, **reach, **options
+            )
+        elif url.startswith("rediss:"):
+            address = parse_url(url)  # type: ignore[no-untyped-call]
+            self.client = redis.Redis(
+                address["host"], address["port"], **connection_options(url), **options
             )
         else:
             self.client = redis.Redis.from_url(url, **options)

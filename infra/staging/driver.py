@@ -10,6 +10,7 @@ removes the namespaces and the bridge; ``--purge`` deletes the data too.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,29 +19,40 @@ from pathlib import Path
 from gridlink.db.urls import sqlalchemy_url
 from gridlink.ops.migrate import migrate
 from gridlink.ops.text_table import align_rows
-from gridlink.project import VAR
-from infra import binaries, redis_server
+from infra import binaries, http_client, redis_server
 from infra.errors import ClusterError, Progress
-from infra.files import check_postgres_can_enter, reachable_root
+from infra.files import check_postgres_can_enter, make_folder_for
 from infra.monitoring import query
-from infra.processes import wait_until
+from infra.processes import run, wait_until
 from infra.seeding import Seeded, ensure_seeded
 from infra.serving import http_status
-from infra.staging import faults, hosts, network, patroni, render
+from infra.staging import (
+    access,
+    database_roles,
+    faults,
+    hosts,
+    network,
+    patroni,
+    render,
+    rotation,
+)
 from infra.staging.inventory import (
     API,
     BRIDGE,
     FLOATING_ADDRESS,
-    LOAD_BALANCER_PORT,
+    LOAD_BALANCER_TLS_PORT,
     MONITORING,
+    OWNER_ROLE,
     STAGING,
+    DatabaseLogin,
     Host,
     Inventory,
 )
 from infra.staging.paths import Paths
+from infra.staging.secrets import Secrets
 from infra.status import database_rows
 
-STAGING_ROOT = VAR / "staging"
+STAGING_ROOT = access.STAGING_ROOT
 READY_TIMEOUT = 60.0
 _ABSENT = "host not up"
 SEED_SHAPE = (4, 5)  # grids per user, links per grid: `make loadtest`'s profiles
@@ -55,7 +67,7 @@ MONITORING_PACKAGES = (
 
 
 def default_paths() -> Paths:
-    return Paths(reachable_root(STAGING_ROOT))
+    return Paths(access.default_root())
 
 
 def seed_state(paths: Paths) -> Path:
@@ -70,6 +82,41 @@ def _require_root() -> None:
         )
 
 
+def operate(paths: Paths, inventory: Inventory = STAGING) -> None:
+    """Act as the operator of the staging under ``paths`` from now on, in this process.
+
+    Its services are reached as ``infra.staging.access`` says (this staging's
+    secrets); HTTPS is verified against its CA; Prometheus and Alertmanager are
+    logged into with their web password. Nothing is made here: before the
+    first ``up`` there is nothing to trust yet.
+    """
+    access.use(paths.root)
+    secrets = Secrets(paths.secrets)
+    if access.ca_file().exists():
+        http_client.trust(access.ca_file())
+    if secrets.has(render.WEB_PASSWORD_SECRET):
+        login = hosts.web_login()
+        for address in (inventory.prometheus_address, inventory.alertmanager_address):
+            http_client.remember_login(address, login)
+
+
+def ensure_account(name: str, progress: Progress) -> None:
+    """Make the system user ``name`` (no home, no login shell) unless it exists."""
+    try:
+        pwd.getpwnam(name)
+        return
+    except KeyError:
+        pass
+    made = run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+        Path("/"),
+        timeout=30,
+    )
+    if made.returncode != 0:
+        raise ClusterError(f"useradd {name} failed: {made.stderr.strip()}")
+    progress(f"made the system user {name}")
+
+
 def up(
     paths: Paths,
     seed_users: int | None = None,
@@ -78,6 +125,7 @@ def up(
 ) -> Seeded | None:
     """Bring every host of staging up (idempotent); seed ``seed_users`` users when asked."""
     _require_root()
+    access.use(paths.root)
     tools = binaries.tools(progress)
     haproxy = binaries.program("haproxy", "haproxy", progress)
     keepalived = binaries.program("keepalived", "keepalived", progress)
@@ -89,7 +137,10 @@ def up(
     check_postgres_can_enter(paths.root.resolve())
     patroni.patroni_bin(progress)
     binaries.program("etcd", "etcd-server", progress)
+    ensure_account(render.API_ACCOUNT, progress)
     render.write_configuration(inventory, paths, Path(tools.initdb).parent, curl)
+    database_roles.write_operator_passfile(Secrets(paths.secrets))  # before any connection
+    operate(paths, inventory)
     inventory.write(paths.inventory_file)
     progress(f"configuration rendered under {paths.root / 'etc'}; hosts in {paths.inventory_file}")
     network.create(inventory.hosts, progress)
@@ -97,15 +148,21 @@ def up(
     hosts.start_redis(tools, inventory, paths, progress)
     # The leader itself, not the multi-host URL: a host booting again may
     # accept a connection and close it while it starts, and libpq gives up there.
-    migrate(sqlalchemy_url(inventory.database_url(leader)))
+    # Migrations and seeding as the owner of the database's objects, not as the API;
+    # `gridlink seed` gets the owner's URL, password included, in its environment alone.
+    secrets = Secrets(paths.secrets)
+    password = secrets.password(database_roles.OWNER_SECRET)
+    owner = DatabaseLogin(OWNER_ROLE, secrets.ca_certificate, password=password)
+    migrate(sqlalchemy_url(inventory.database_url(leader, owner)))
     progress("migrated the primary")
     seeded = None
     if seed_users is not None:
         shape = (seed_users, *SEED_SHAPE)
-        settings = render.staging_settings(inventory)
+        settings = render.staging_settings(inventory, owner, secrets)
         seeded = ensure_seeded(settings, seed_state(paths), shape, progress)
     for host in inventory.with_role(API):
-        paths.mail(host).mkdir(parents=True, exist_ok=True)
+        make_folder_for(paths.mail(host), render.API_ACCOUNT)
+        make_folder_for(paths.data(host) / "home", render.API_ACCOUNT)
         hosts.api_server(paths, host).start(progress)
     for lb in inventory.load_balancers:
         hosts.HAProxy(paths, lb, haproxy).start(progress)
@@ -122,8 +179,9 @@ def up(
     for daemon in hosts.monitoring_daemons(paths, inventory):
         daemon.start(progress)
     progress(
-        f"staging is up: {inventory.load_balancer_url}; "
-        f"Prometheus: http://{inventory.prometheus_address}"
+        f"staging is up: {inventory.load_balancer_url} (CA: {access.ca_file()}); "
+        f"Prometheus: {inventory.prometheus_address} (user {render.WEB_USER}, its password in "
+        f"{Secrets(paths.secrets).root / 'passwords' / render.WEB_PASSWORD_SECRET})"
     )
     return seeded
 
@@ -160,6 +218,7 @@ def status(paths: Paths, inventory: Inventory = STAGING) -> list[HostStatus]:
     Only hosts whose namespace is on the bridge are asked anything: without
     the bridge, 10.77.0.0/24 would go out by the machine's default route.
     """
+    operate(paths, inventory)
     up = set(network.namespaces()) if network.link_exists(BRIDGE) else set()
     rows = []
     if _configured(paths, inventory) and all(host.netns in up for host in inventory.databases):
@@ -180,7 +239,8 @@ def status(paths: Paths, inventory: Inventory = STAGING) -> list[HostStatus]:
         redis = hosts.redis(inventory, paths, redis_host)
         redis_health = _ABSENT
         if redis_host.netns in up:
-            redis_health = "ok" if redis_server.answers(redis.host, redis.port) else "no answer"
+            answering = redis_server.answers(redis.host, redis.port, redis.client_options)
+            redis_health = "ok" if answering else "no answer"
         role = "master" if master == f"{redis.host}:{redis.port}" else "replica"
         service = f"redis ({role}), sentinel"
         rows.append(HostStatus(redis_host, service, redis_server.pid(redis), redis_health))
@@ -197,7 +257,7 @@ def status(paths: Paths, inventory: Inventory = STAGING) -> list[HostStatus]:
     for lb in inventory.load_balancers:
         health = _ABSENT
         if lb.netns in up:
-            ready = http_status(f"{lb.address}:{LOAD_BALANCER_PORT}", "/readyz")
+            ready = http_status(f"https://{lb.address}:{LOAD_BALANCER_TLS_PORT}", "/readyz")
             health = f"readyz {ready or 'no answer'}"
         holds = f", holds {FLOATING_ADDRESS}" if lb in holders else ""
         keepalived = "keepalived" if hosts.Keepalived(paths, lb).pid() else "keepalived down"
@@ -250,8 +310,12 @@ def _link(host: Host) -> str:
 def down(
     paths: Paths, purge: bool = False, progress: Progress = print, inventory: Inventory = STAGING
 ) -> None:
-    """Stop every service, kill what is left in the namespaces, remove the network; purge data."""
+    """Stop every service, kill what is left in the namespaces, remove the network; purge data.
+
+    Purging removes the staging's secrets with its data: the next one makes its own.
+    """
     _require_root()
+    operate(paths, inventory)
     for host in inventory.hosts:
         if host.netns in network.namespaces():
             network.set_link(host, up=True)  # a cut link must not hold up a clean shutdown
@@ -276,6 +340,17 @@ def down(
         progress(f"removed {paths.root}")
 
 
+def rotate_secrets(
+    paths: Paths, progress: Progress = print, inventory: Inventory = STAGING
+) -> None:
+    """Replace the API's passwords and the token cache's key without a failed request."""
+    _require_root()
+    operate(paths, inventory)
+    if not lb_ready(inventory, paths):
+        raise ClusterError("staging is not whole (`gridlink staging status`): rotate once it is.")
+    rotation.rotate_secrets(paths, inventory, progress)
+
+
 FAULTS = ("kill", "cut", "restore", "delay")
 
 
@@ -287,6 +362,7 @@ def switchover(
 ) -> None:
     """Hand the primary over to ``candidate_name`` (default: the synchronous standby)."""
     _require_root()
+    operate(paths, inventory)
     leader = patroni.leader(inventory)
     if leader is None:
         raise ClusterError("no database host answers as Patroni's leader; nothing to hand over.")
@@ -311,6 +387,7 @@ def fault(
 ) -> None:
     """Inject or undo a host fault on each named host ('all': every host)."""
     _require_root()
+    operate(paths, inventory)
     hosts = (
         list(inventory.hosts)
         if list(host_names) == ["all"]

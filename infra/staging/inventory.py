@@ -20,8 +20,10 @@ import ipaddress
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 from infra.errors import ClusterError
+from infra.staging import access
 
 PRIMARY = "postgres-primary"
 REPLICA = "postgres-replica"
@@ -49,7 +51,8 @@ REDIS_PORT = 6379
 SENTINEL_PORT = 26379
 REDIS_SERVICE = "gridlink"  # the master's name in Sentinel
 API_PORT = 8000
-LOAD_BALANCER_PORT = 80
+LOAD_BALANCER_PORT = 80  # plain HTTP: answers only a redirect to HTTPS
+LOAD_BALANCER_TLS_PORT = 443
 LOAD_BALANCER_HEALTH_PORT = 8404  # HAProxy's own: /healthz (keepalived asks) and /metrics
 LOCUST_MASTER_PORT = 5557
 API_METRICS_PORT = 9101  # the API's internal listener: /metrics for the scraper, no token
@@ -58,7 +61,45 @@ ALERTMANAGER_PORT = 9093
 REDIS_EXPORTER_PORT = 9121
 NODE_EXPORTER_PORT = 9100  # on the load balancers: keepalived's state (textfile collector)
 DATABASE = "gridlink"
-DATABASE_USER = "gridlink"
+# Database roles (README, "Staging security"): the owner of the database's objects
+# (migrations and seeding), the API's group and its two logins (one in use at a
+# time, so a rotation never refuses a connection), Patroni's own three.
+SUPERUSER_ROLE = "postgres"
+REPLICATION_ROLE = "replicator"
+REWIND_ROLE = "rewind_user"
+OWNER_ROLE = "gridlink_owner"
+API_ROLE = "gridlink_api"
+API_LOGINS = ("gridlink_api_a", "gridlink_api_b")
+
+
+@dataclass(frozen=True)
+class DatabaseLogin:
+    """Who a database URL logs in as, and how: always TLS verified against ``ca``.
+
+    The password goes in the URL (an API host's env file, 0600) or, with
+    ``passfile``, stays in that file (the operator's URLs name no secret).
+    """
+
+    role: str
+    ca: Path
+    password: str | None = None
+    passfile: Path | None = None
+
+    @property
+    def userinfo(self) -> str:
+        password = "" if self.password is None else ":" + quote(self.password, safe="")
+        return f"{quote(self.role, safe='')}{password}"
+
+    @property
+    def options(self) -> dict[str, str]:
+        options = {"sslmode": "verify-full", "sslrootcert": str(self.ca)}
+        return options if self.passfile is None else {**options, "passfile": str(self.passfile)}
+
+
+def operator_login(role: str | None = None) -> DatabaseLogin:
+    """Return how this machine logs in (default: as the API does now), password in its passfile."""
+    role = role or access.api_login() or API_LOGINS[0]
+    return DatabaseLogin(role, access.ca_file(), passfile=access.passfile())
 
 
 @dataclass(frozen=True)
@@ -122,29 +163,41 @@ class Inventory:
 
     @property
     def load_balancer_address(self) -> str:
-        """Return the floating address clients use: whichever load balancer holds it answers."""
-        return f"{FLOATING_ADDRESS}:{LOAD_BALANCER_PORT}"
+        """Return the floating address clients use, over TLS (``infra.http_client``'s form):
+        whichever load balancer holds it answers."""
+        return f"https://{FLOATING_ADDRESS}:{LOAD_BALANCER_TLS_PORT}"
 
     @property
     def load_balancer_url(self) -> str:
-        return f"http://{self.load_balancer_address}"
+        return f"https://{FLOATING_ADDRESS}"
 
     @property
     def prometheus_address(self) -> str:
-        return f"{self.one(MONITORING).address}:{PROMETHEUS_PORT}"
+        return f"https://{self.one(MONITORING).address}:{PROMETHEUS_PORT}"
 
     @property
     def alertmanager_address(self) -> str:
-        return f"{self.one(MONITORING).address}:{ALERTMANAGER_PORT}"
+        return f"https://{self.one(MONITORING).address}:{ALERTMANAGER_PORT}"
 
-    def database_url(self, host: Host) -> str:
-        return f"postgresql+psycopg2://{DATABASE_USER}@{host.address}:{POSTGRES_PORT}/{DATABASE}"
+    def database_url(self, host: Host, login: DatabaseLogin | None = None) -> str:
+        """Return the URL of one database host (default: the operator's login)."""
+        login = login or operator_login()
+        address = f"{host.address}:{POSTGRES_PORT}"
+        query = urlencode(login.options)
+        return f"postgresql+psycopg2://{login.userinfo}@{address}/{DATABASE}?{query}"
 
     @property
     def write_url(self) -> str:
-        """Return libpq's URL of every database host that connects to the one accepting writes."""
+        """Return libpq's URL of every database host, connecting to the one accepting writes.
+
+        As the operator (``operator_login``): it names the CA and the passfile, no secret.
+        """
+        return self.write_url_for(operator_login())
+
+    def write_url_for(self, login: DatabaseLogin) -> str:
         hosts = ",".join(f"{host.address}:{POSTGRES_PORT}" for host in self.databases)
-        return f"postgresql://{DATABASE_USER}@{hosts}/{DATABASE}?target_session_attrs=read-write"
+        query = urlencode({"target_session_attrs": "read-write", **login.options})
+        return f"postgresql://{login.userinfo}@{hosts}/{DATABASE}?{query}"
 
     @property
     def etcd_hosts(self) -> str:
@@ -153,7 +206,8 @@ class Inventory:
 
     @property
     def redis_url(self) -> str:
-        return f"redis://{self.one(REDIS).address}:{REDIS_PORT}/0"
+        """Where Redis is, without credentials (``render.redis_url`` adds the API's)."""
+        return f"rediss://{self.one(REDIS).address}:{REDIS_PORT}/0"
 
     @property
     def redis_hosts(self) -> list[Host]:

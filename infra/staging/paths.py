@@ -15,6 +15,11 @@ class Paths:
     root: Path
 
     @property
+    def secrets(self) -> Path:
+        """Return where staging's CA, certificates and passwords live (``secrets.py``)."""
+        return self.root / "secrets"
+
+    @property
     def inventory_file(self) -> Path:
         return self.root / "inventory.json"
 

@@ -1,5 +1,6 @@
 """Patroni for staging: installed pinned, in a virtualenv the postgres user can run; asked
-through its REST API.
+through its REST API (https, verified against the staging CA; its unsafe endpoints with the
+``patroni-restapi`` credentials, ``infra.staging.access``).
 
 Debian's package is Patroni 3.0.2, whose synchronous mode has since been
 fixed in ways this project depends on (a ``/sync`` key out of step with
@@ -19,7 +20,6 @@ import json
 import os
 import shutil
 import subprocess
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from infra.binaries import apt_install
 from infra.errors import ClusterError, Progress
 from infra.files import reachable_root
 from infra.processes import run
-from infra.serving import http_status
+from infra.staging import access
 from infra.staging.inventory import PATRONI_PORT, Host, Inventory
 
 REQUIREMENTS = Path(__file__).with_name("patroni-requirements.txt")
@@ -82,9 +82,9 @@ def _make_venv(path: Path, progress: Progress) -> None:
 def patroni_role(host: Host) -> str | None:
     """Return 'primary' or 'replica' as Patroni's REST API says, None if it does not answer."""
     address = f"{host.address}:{PATRONI_PORT}"
-    if http_status(address, "/primary", timeout=1.0) == 200:
+    if access.https_status(address, "/primary", timeout=1.0) == 200:
         return "primary"
-    if http_status(address, "/replica", timeout=1.0) == 200:
+    if access.https_status(address, "/replica", timeout=1.0) == 200:
         return "replica"
     return None
 
@@ -118,7 +118,11 @@ def sync_standby(inventory: Inventory) -> Host | None:
 
 
 def switchover(config: Path, leader: Host, candidate: Host, timeout: float) -> None:
-    """Hand the primary over from ``leader`` to ``candidate`` with ``patronictl switchover``."""
+    """Hand the primary over from ``leader`` to ``candidate`` with ``patronictl switchover``.
+
+    ``config`` is the leader's patroni.yml (0600): patronictl reads the REST API's
+    credentials, the CA and etcd's client certificate there, never from its command line.
+    """
     patronictl = str(patroni_bin(lambda _line: None) / "patronictl")
     command = [patronictl, "-c", str(config), "switchover", "--leader", leader.name]
     done = run([*command, "--candidate", candidate.name, "--force"], config.parent, timeout)
@@ -128,11 +132,11 @@ def switchover(config: Path, leader: Host, candidate: Host, timeout: float) -> N
 
 def _patroni_json(host: Host, path: str) -> dict[str, Any] | None:
     """Return the JSON object Patroni's REST API answers at ``path``, None if it does not."""
+    answer = access.https_request(f"{host.address}:{PATRONI_PORT}", path, timeout=2.0)
+    if answer is None or answer[0] != 200:
+        return None
     try:
-        with urllib.request.urlopen(
-            f"http://{host.address}:{PATRONI_PORT}{path}", timeout=2.0
-        ) as answer:
-            document = json.loads(answer.read())
-    except (OSError, ValueError):
+        document = json.loads(answer[1])
+    except ValueError:
         return None
     return document if isinstance(document, dict) else None

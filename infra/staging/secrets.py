@@ -81,9 +81,16 @@ class Secrets:
             return self.rotate(name)
         return path.read_text().strip()
 
+    def has(self, name: str) -> bool:
+        """Tell whether the password called ``name`` was made (without making it)."""
+        return self._password_file(name).exists()
+
     def rotate(self, name: str) -> str:
         """Replace the password called ``name`` with a new random one and return it."""
-        value = secrets.token_urlsafe(_PASSWORD_BYTES)
+        return self.restore(name, secrets.token_urlsafe(_PASSWORD_BYTES))
+
+    def restore(self, name: str, value: str) -> str:
+        """Keep ``value`` as the password called ``name`` again (a rotation that did not happen)."""
         write_private(self._password_file(name), value + "\n")
         return value
 
@@ -112,11 +119,16 @@ class Secrets:
         (``verify-full`` checks them); the certificate serves and authenticates
         as a client alike (etcd peers and Patroni's etcd client need both).
         """
-        directory = self._directory(self.root / host)
-        pair = KeyPair(directory / f"{service}.crt", directory / f"{service}.key")
+        pair = self.key_pair(host, service)
+        self._directory(self.root / host)
         if not (pair.certificate.exists() and pair.key.exists()):
             self._issue(pair, common_name=f"{service}.{host}", names=list(names), owner=owner)
         return pair
+
+    def key_pair(self, host: str, service: str) -> KeyPair:
+        """Return where ``service``'s certificate and key on ``host`` are, without issuing them."""
+        directory = self.root / host
+        return KeyPair(directory / f"{service}.crt", directory / f"{service}.key")
 
     def purge(self) -> None:
         """Forget every secret of this staging."""

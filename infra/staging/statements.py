@@ -14,6 +14,7 @@ from contextlib import closing
 from typing import Any
 
 from infra import postgres
+from infra.staging import access
 from infra.staging.inventory import DATABASE, POSTGRES_PORT, Inventory
 
 _TIMER_QUERIES = ("pg_current_wal_lsn", "pg_is_in_recovery", "pg_stat_replication")
@@ -60,4 +61,5 @@ def kind_of(query: str) -> str:
 
 
 def _connect(address: str) -> closing[Any]:
-    return closing(postgres.connect(address, POSTGRES_PORT, dbname=DATABASE))
+    """As the superuser (it alone may reset the counts), over verified TLS."""
+    return closing(postgres.connect(address, POSTGRES_PORT, DATABASE, access.libpq_options()))

@@ -167,6 +167,8 @@ def _every_field_changed() -> Settings:
         bind="0.0.0.0:9000",
         workers=3,
         metrics_bind="10.0.0.5:9101",
+        tls_certificate="/etc/gridlink/api.crt",
+        tls_key="/etc/gridlink/api.key",
         token_cache_keys=("k" * 43, "o" * 43),
         oidc_providers=(
             OidcProvider("gitlab", "https://gitlab.example", "gridlink", "a provider secret"),

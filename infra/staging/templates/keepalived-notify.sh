@@ -2,7 +2,9 @@
 # Gridlink staging: keepalived's notify script on $host, rendered by infra/staging/render.py.
 # keepalived runs it on every VRRP state change with: INSTANCE <name> <state> <priority>.
 # It writes the state as keepalived-exporter names it (0 init, 1 backup, 2 master,
-# 3 fault) for the node exporter's textfile collector; written whole, then renamed.
+# 3 fault) for the node exporter's textfile collector (which runs as prometheus, so
+# readable by all: keepalived runs scripts with umask 077); written whole, then renamed.
+umask 022
 case "$$3" in
     MASTER) state=2 ;;
     BACKUP) state=1 ;;
