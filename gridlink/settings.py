@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
+from sqlalchemy import make_url
+
 from gridlink.accounts.seals import MIN_KEY_CHARACTERS
-from gridlink.db.urls import libpq_url, sqlalchemy_url
+from gridlink.db.urls import libpq_url, server_urls, sqlalchemy_url
 from gridlink.oidc.config import (
     PROVIDERS_VARIABLE,
     OidcProvider,
@@ -140,6 +142,16 @@ def _optional_path(raw: str) -> str:
     if raw and not raw.startswith("/"):
         raise ValueError("must be an absolute path, or empty")
     return raw
+
+
+def _is_loopback(host: str | None) -> bool:
+    """Whether ``host`` is this machine: a loopback address, localhost or a unix socket."""
+    if not host or host.startswith("/") or host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _cache_keys(raw: str) -> tuple[str, ...]:
@@ -504,7 +516,46 @@ class Settings:
                 "smtp://host:port; or GRIDLINK_ENV=development): the default console "
                 "backend writes reset tokens into the log",
             )
+        if settings.environment != DEVELOPMENT:
+            unprotected = settings.unprotected_link()
+            if unprotected is not None:
+                raise unprotected
         return settings
+
+    def unprotected_link(self) -> SettingsError | None:
+        """Name the first database or Redis link that leaves this host without TLS and a password.
+
+        A server on loopback (``make run``, the tests) may speak plainly; one that
+        reaches another host must verify it (``sslmode=verify-full``, ``rediss://``)
+        and authenticate itself, or anyone on that network reads and writes its data.
+        """
+        variables = self.variables()
+        for field_name, urls in (
+            ("database_url", (self.database_url,)),
+            ("replica_urls", self.replica_urls),
+        ):
+            for server in (make_url(each) for url in urls for each in server_urls(url)):
+                verified = server.query.get("sslmode") == "verify-full"
+                password = server.password or server.query.get("passfile")
+                if not _is_loopback(server.host) and not (verified and password):
+                    return SettingsError(
+                        variables[field_name].name,
+                        f"reaches {server.host} without TLS and a password: give it "
+                        "sslmode=verify-full (with sslrootcert) and the role's password or "
+                        "passfile (or GRIDLINK_ENV=development)",
+                    )
+        redis_url = urlsplit(self.redis_url)
+        hosts: list[str | None] = [host for host, _port in self.redis_sentinels]
+        hosts = hosts or [redis_url.hostname]
+        remote = [host for host in hosts if host and not _is_loopback(host)]
+        verified = redis_url.scheme == "rediss" and "ssl_cert_reqs=none" not in redis_url.query
+        if remote and not (verified and redis_url.password):
+            return SettingsError(
+                variables["redis_url"].name,
+                f"reaches {remote[0]} without TLS and a password: use "
+                "rediss://user:password@... (with ssl_ca_certs) (or GRIDLINK_ENV=development)",
+            )
+        return None
 
     @property
     def hash_slots(self) -> int:
