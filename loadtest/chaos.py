@@ -247,7 +247,9 @@ def main() -> int:
         Readers(address, seeded.users) as readers,
         AlertWatch(STAGING.prometheus_address) as alerts,
     ):
-        if not writers.wait_for_writes(20, 60):
+        # Every writer logged in first: a login retried through a fault costs an argon2
+        # hash, CPU the failover needs (tests/e2e/test_staging_failover.py waits alike).
+        if not (writers.wait_until_logged_in(120) and writers.wait_for_writes(20, 60)):
             print("chaos: writes do not flow before any fault", file=sys.stderr)
             return 1
         began = time.monotonic()
