@@ -14,15 +14,19 @@ from contextlib import closing
 from typing import Any
 
 from infra import postgres
-from infra.staging import access
+from infra.staging import access, patroni
 from infra.staging.inventory import DATABASE, POSTGRES_PORT, Inventory
 
 _TIMER_QUERIES = ("pg_current_wal_lsn", "pg_is_in_recovery", "pg_stat_replication")
 
 
 def ensure_extension(inventory: Inventory) -> None:
-    """Create pg_stat_statements in the application database (replicas follow the primary)."""
-    with _connect(inventory.primary.address) as connection, connection.cursor() as cursor:
+    """Create pg_stat_statements in the application database (replicas follow the primary).
+
+    On Patroni's leader, wherever it is now (after `make chaos`, seldom the bootstrap host).
+    """
+    leader = patroni.leader(inventory) or inventory.primary
+    with _connect(leader.address) as connection, connection.cursor() as cursor:
         cursor.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
 
 
