@@ -20,7 +20,7 @@ from typing import Any
 
 HTTPS = "https://"
 
-_trusted: set[Path] = set()
+_trusted: set[str] = set()  # the CAs' PEM text: a staging purged later leaves its file gone
 _logins: dict[str, dict[str, str]] = {}
 _context: ssl.SSLContext | None = None
 _context_lock = threading.Lock()
@@ -29,9 +29,10 @@ _context_lock = threading.Lock()
 def trust(ca_certificate: Path) -> None:
     """Verify HTTPS servers against ``ca_certificate`` too, from now on, in this process."""
     global _context
+    pem = ca_certificate.read_text()
     with _context_lock:
-        if ca_certificate not in _trusted:
-            _trusted.add(ca_certificate)
+        if pem not in _trusted:
+            _trusted.add(pem)
             _context = None
 
 
@@ -41,8 +42,8 @@ def tls_context() -> ssl.SSLContext:
     with _context_lock:
         if _context is None:
             context = ssl.create_default_context()
-            for ca_certificate in sorted(_trusted):
-                context.load_verify_locations(cafile=str(ca_certificate))
+            for pem in sorted(_trusted):
+                context.load_verify_locations(cadata=pem)
             _context = context
         return _context
 

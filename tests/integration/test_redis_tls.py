@@ -4,10 +4,12 @@ A Redis and a Sentinel of this module's own (``GRIDLINK_TEST_PORT_BASE`` + 260
 and + 1260/1261: ``tests/support/clusters.py``) start from the very files
 ``infra/staging/render.py`` renders for staging, with a CA and passwords made
 in a temporary folder by ``infra/staging/secrets.py``. The API, over the
-session's PostgreSQL, uses them only through its ``rediss://`` URL: every
+module's own PostgreSQL, uses them only through its ``rediss://`` URL: every
 Redis connection it makes (the cache, the token cache, the limits, the near
 cache's invalidations, the relay) works with the ``gridlink-api`` user's rights
-alone, and every wrong way in is refused.
+alone, and every wrong way in is refused. Its PostgreSQL is its own too: the
+session's relay holds the session database's stream, and this module's relay
+must take the stream of the database it writes into this Redis from.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from infra.staging.inventory import REDIS, SENTINEL, Host, Inventory
 from infra.staging.redis_acl import API_USER, MONITOR_USER, SENTINEL_USER, RedisAccess
 from infra.staging.secrets import Secrets, write_private
 from tests.support.api import create_grid, sign_up
-from tests.support.clusters import CLUSTERS, PORT_BASE
+from tests.support.clusters import CLUSTERS, PORT_BASE, cluster_layout, running, settings_for
 from tests.support.profile_reads import anonymous_read
 from tests.support.queries import count_redis_round_trips
 from tests.support.relay import relay_running
@@ -54,6 +56,12 @@ SENTINEL_PORT = REDIS_PORT + 1
 HOST = Host("local", LOOPBACK, (REDIS, SENTINEL))
 SERVICE = "gridlink"
 ONCE = Retry(NoBackoff(), 0)  # a refusal is an answer: no retry with backoff to wait through
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    with running(cluster_layout("redis-tls-database")) as layout:
+        yield settings_for(layout, tmp_path_factory.mktemp("redis-tls-mail"))
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,8 @@ CLUSTERS = {
     "accounts-faults": 200,  # integration/test_accounts_when_servers_fail.py
     "primary-killed": 220,  # e2e/test_primary_killed.py
     "near-cache": 240,  # integration/test_near_cache.py
-    "redis-tls": 260,  # integration/test_redis_tls.py (Redis at +1260, its Sentinel +1261)
+    "redis-tls": 260,  # integration/test_redis_tls.py (its TLS Redis at +1260, its Sentinel +1261)
+    "redis-tls-database": 280,  # integration/test_redis_tls.py's own PostgreSQL
 }
 PORTS_PER_CLUSTER = 20
 TEST_SIGNUP_LIMIT = 1_000_000
