@@ -17,8 +17,8 @@ def test_a_trusted_ca_whose_file_is_gone_leaves_https_working(tmp_path) -> None:
     context = http_client.tls_context()
 
     assert isinstance(context, ssl.SSLContext)
-    subjects = [dict(item[0] for item in ca["subject"]) for ca in context.get_ca_certs()]
-    assert sum(subject.get("commonName") == "Gridlink staging CA" for subject in subjects) == 2
+    ours = [ca for ca in context.get_ca_certs() if "Gridlink staging CA" in str(ca["subject"])]
+    assert len(ours) == 2
 
 
 def test_a_new_ca_at_the_same_path_is_trusted_too(tmp_path) -> None:
