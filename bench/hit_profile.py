@@ -43,7 +43,7 @@ from bench.constant_app import get_redis_app
 from gridlink.app import create_app, get_app
 from gridlink.services import Services
 from gridlink.settings import Settings
-from gridlink.web.logs import JsonFormatter
+from gridlink.web.logs import JsonFormatter, JsonLinesHandler
 
 REQUESTS = 3000
 WsgiApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
@@ -55,7 +55,7 @@ PARTS = {
         ("metrics.py", "observe_read"),
         ("metrics.py", "observe_profile_lookup"),
     ),
-    "the JSON log line": (("logs.py", "log_fields"),),
+    "the JSON log line": (("logs.py", "log_request"),),
 }
 
 
@@ -128,7 +128,7 @@ def near_cache_app() -> WsgiApp:
 
 
 def main() -> None:
-    handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
+    handler = JsonLinesHandler(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
     handler.setFormatter(JsonFormatter())
     logger = logging.getLogger("gridlink")
     logger.addHandler(handler)

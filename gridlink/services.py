@@ -181,3 +181,4 @@ class Services:
         self.router.close()
         self.primary.dispose()
         self.cache.close()
+        self.metrics.close()

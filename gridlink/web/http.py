@@ -4,8 +4,8 @@ and who the client is."""
 from __future__ import annotations
 
 import ipaddress
+import random
 import re
-import secrets
 from typing import Any, TypeAlias
 
 import falcon
@@ -34,8 +34,14 @@ def json_handlers() -> dict[str, falcon.media.BaseHandler]:
 
 
 def request_id(given: str | None) -> str:
-    """Return the client's request id if it is usable, else a new random one (32 hex digits)."""
-    return given if given and _REQUEST_ID.match(given) else secrets.token_hex(16)
+    """Return the client's request id if it is usable, else a new random one (32 hex digits).
+
+    An id names a request in the logs; it is no secret. So it comes from
+    ``random`` (reseeded in every forked worker) rather than ``secrets``, whose
+    system call hands the worker's lock on the interpreter to its other threads
+    on every request.
+    """
+    return given if given and _REQUEST_ID.match(given) else f"{random.getrandbits(128):032x}"
 
 
 class RequestIdMiddleware:

@@ -5,16 +5,29 @@ gunicorn applies ``LOGGING`` in its master (``logconfig_dict`` in
 import time, and nothing is configured in tests: there the ``gridlink``
 loggers keep Python's defaults (warnings only, on stderr) and the request
 lines stay silent unless a test captures them.
+
+Every request writes a line, so that line has a path of its own
+(``log_request``): a ``JsonLinesHandler`` takes its fields as they are and
+writes the lines a batch at a time from a thread of its own. Building a
+``LogRecord``, formatting it and writing it under the handler's lock cost a
+cached read more than its Redis call, and the lock and the write, taken by
+every one of a worker's threads, made them queue behind each other
+(bench/results.md). Every other line is a ``LogRecord``, written at once.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import select
 import time
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
+
+from gridlink.web.batches import Batches
 
 # The attributes every LogRecord has; anything else came in through ``extra``.
 _STANDARD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -56,28 +69,153 @@ class _SecondsCache:
         return f"{prefix}.{microseconds:06d}Z"
 
 
+_SECONDS = _SecondsCache()
+
+
+def render_line(
+    created: float,
+    level: str,
+    logger: str,
+    message: str,
+    pid: int | None,
+    fields: Mapping[str, Any],
+) -> str:
+    """Render one log line: time, level, logger, message, pid, then ``fields``."""
+    line: dict[str, Any] = {
+        "timestamp": _SECONDS.timestamp(created),
+        "level": level,
+        "logger": logger,
+        "message": message,
+        "pid": pid,
+        **fields,
+    }
+    return orjson.dumps(line, default=str).decode()
+
+
 class JsonFormatter(logging.Formatter):
     """Render a record as one JSON line: time, level, logger, message, pid and the extras."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._seconds = _SecondsCache()
-
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "timestamp": self._seconds.timestamp(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-            "pid": record.process,
+        fields = {
+            name: value
+            for name, value in record.__dict__.items()
+            if name not in _STANDARD_ATTRIBUTES
         }
-        for name, value in record.__dict__.items():
-            if name not in _STANDARD_ATTRIBUTES:
-                line[name] = value
         if record.exc_info:
             # The traceback stays in the log, on the same line; never in an answer.
-            line["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(line, default=str).decode()
+            fields["exception"] = self.formatException(record.exc_info)
+        return render_line(
+            record.created,
+            record.levelname.lower(),
+            record.name,
+            record.getMessage(),
+            record.process,
+            fields,
+        )
+
+
+# A request line waiting for the writer: when, the logger's name, the message, the fields.
+_QueuedLine = tuple[float, str, str, Mapping[str, Any]]
+
+
+class JsonLinesHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Write JSON lines to a stream: records at once, request lines a batch at a time.
+
+    Records are formatted and written as ``StreamHandler`` writes them. A
+    request line (``log_request``) is only queued by the request's thread
+    (``Batches``); a thread of this process renders the queue every
+    ``BATCH_SECONDS`` and writes it in whole lines, at most
+    ``select.PIPE_BUF`` bytes a write, so that lines of several processes
+    sharing a pipe never interleave. A process killed outright loses its
+    last ``BATCH_SECONDS`` of request lines; one that exits flushes them.
+    """
+
+    BATCH_SECONDS = 0.05
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream)
+        self._lines: Batches[_QueuedLine] = Batches(
+            self._write, interval=self.BATCH_SECONDS, name="log-writer"
+        )
+
+    def queue_line(
+        self, created: float, logger: str, message: str, fields: Mapping[str, Any]
+    ) -> None:
+        """Queue an INFO line for the writer thread."""
+        self._lines.put((created, logger, message, fields))
+
+    def flush(self) -> None:
+        """Write every queued line, then flush the stream."""
+        self._lines.drain()
+        super().flush()
+
+    def close(self) -> None:
+        self._lines.close()
+        super().close()
+
+    def _write(self, queued: list[_QueuedLine]) -> None:
+        pid = os.getpid()
+        lines = [
+            render_line(created, "info", logger, message, pid, fields)
+            for created, logger, message, fields in queued
+        ]
+        with self.lock:  # type: ignore[union-attr]  # against a record written at once
+            for chunk in _chunks(lines, self.terminator, select.PIPE_BUF):
+                self.stream.write(chunk)
+            self.stream.flush()
+
+
+def _chunks(lines: list[str], terminator: str, limit: int) -> Iterator[str]:
+    """Join ``lines`` into chunks of whole lines, at most ``limit`` bytes (a longer line alone)."""
+    chunk: list[str] = []
+    size = 0
+    for line in lines:
+        length = len(line.encode()) + len(terminator)
+        if chunk and size + length > limit:
+            yield "".join(chunk)
+            chunk, size = [], 0
+        chunk.append(line + terminator)
+        size += length
+    if chunk:
+        yield "".join(chunk)
+
+
+def log_request(logger: logging.Logger, fields: dict[str, Any]) -> None:
+    """Log a request's line (message ``request``, at INFO) with ``fields``.
+
+    What ``log_fields`` would write, to the same handlers: a
+    ``JsonLinesHandler`` queues it, any other handler (a test's capture, say)
+    gets a record.
+    """
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    if logger.filters:
+        log_fields(logger, "request", fields)
+        return
+    created = time.time()
+    record: logging.LogRecord | None = None
+    for handler in _handlers_of(logger):
+        if handler.level > logging.INFO:
+            continue
+        if isinstance(handler, JsonLinesHandler) and not handler.filters:
+            handler.queue_line(created, logger.name, "request", fields)
+            continue
+        if record is None:
+            record = logger.makeRecord(
+                logger.name, logging.INFO, "", 0, "request", (), None, extra=fields
+            )
+            record.created = created
+        handler.handle(record)
+
+
+def _handlers_of(logger: logging.Logger) -> Iterator[logging.Handler]:
+    """The handlers a record of ``logger`` reaches, as ``Logger.callHandlers`` walks them."""
+    current: logging.Logger | None = logger
+    while current is not None:
+        yield from current.handlers
+        if not current.propagate:
+            return
+        current = current.parent
 
 
 def _json_to_stderr(level: str) -> dict[str, Any]:
@@ -90,7 +228,7 @@ LOGGING: dict[str, Any] = {
     "formatters": {"json": {"()": JsonFormatter}},
     "handlers": {
         "json": {
-            "class": "logging.StreamHandler",
+            "class": "gridlink.web.logs.JsonLinesHandler",
             "formatter": "json",
             "stream": "ext://sys.stderr",
         }

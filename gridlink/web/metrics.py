@@ -6,6 +6,11 @@ gunicorn, ``infra/gunicorn.conf.py`` points ``PROMETHEUS_MULTIPROC_DIR`` at a
 fresh directory before the workers fork: every worker then writes its values
 to files there, and a scrape answered by any worker adds up all of them.
 
+A request's counts are only queued by its thread (``Batches``) and added up
+by a thread of the process every ``COUNT_SECONDS``, and before each scrape
+that process answers: a scrape may miss another worker's last fraction of a
+second, and a worker killed outright loses it.
+
 The replica and primary gauges are not stored at all: they are read at
 scrape time from the scraping worker's own replica router, whose view is at
 most a probe interval old. Every worker probes the same servers, so one
@@ -15,6 +20,7 @@ worker's view is the cluster's; no gauge outlives a dead worker.
 from __future__ import annotations
 
 import os
+from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -25,6 +31,7 @@ from prometheus_client.registry import Collector
 
 from gridlink.cache.stream import StreamReport
 from gridlink.routing.router import ReplicaRouter, RouterSnapshot
+from gridlink.web.batches import Batches
 
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -32,6 +39,15 @@ UNMATCHED_ROUTE = "unmatched"
 
 # From a cached profile (about a millisecond) to the 5 s statement timeout.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# How often a process adds up what its requests queued.
+COUNT_SECONDS = 0.1
+
+# What a request queues: (what, key, value). An answer's key is its (route,
+# method, status) and its value the seconds it took; a read's key is its
+# source, a profile lookup's its result, each counted once.
+_RequestKey = tuple[str, str, int]
+_Observation = tuple[str, Any, float]
+_ANSWER, _READ, _LOOKUP = "answer", "read", "lookup"
 
 
 class Metrics:
@@ -74,28 +90,58 @@ class Metrics:
         }
         # (route, method, status) -> its counter and histogram children. Routes
         # are templates and methods a known set, so this stays small.
-        self._request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._request_series: dict[_RequestKey, tuple[Any, Any]] = {}
+        self._queued: Batches[_Observation] = Batches(
+            self._count, interval=COUNT_SECONDS, name="metrics"
+        )
 
     def observe_request(
         self, *, route: str, method: str, status: int, duration_seconds: float
     ) -> None:
-        key = (route, method, status)
-        series = self._request_series.get(key)
-        if series is None:
-            labels = {"route": route, "method": method, "status": str(status)}
-            series = self.requests.labels(**labels), self.latency.labels(**labels)
-            self._request_series[key] = series
-        count, latency = series
-        count.inc()
-        latency.observe(duration_seconds)
+        self._queued.put((_ANSWER, (route, method, status), duration_seconds))
 
     def observe_read(self, source: str) -> None:
-        child = self._reads.get(source)
-        (child or self.reads.labels(source=source)).inc()
+        self._queued.put((_READ, source, 1.0))
 
     def observe_profile_lookup(self, result: str) -> None:
         """Count a profile lookup: ``memory``, ``hit`` or ``miss``."""
-        self._lookups[result].inc()
+        self._queued.put((_LOOKUP, result, 1.0))
+
+    def count_queued(self) -> None:
+        """Add up everything queued so far (before a scrape)."""
+        self._queued.drain()
+
+    def close(self) -> None:
+        self._queued.close()
+
+    def _count(self, observations: list[_Observation]) -> None:
+        """Add up a batch: one increment per series, one observation per answer's time."""
+        answers: Tally[_RequestKey] = Tally()
+        reads: Tally[str] = Tally()
+        lookups: Tally[str] = Tally()
+        for kind, key, value in observations:
+            if kind == _ANSWER:
+                answers[key] += 1
+                self._series(key)[1].observe(value)
+            elif kind == _READ:
+                reads[key] += 1
+            else:
+                lookups[key] += 1
+        for request_key, count in answers.items():
+            self._series(request_key)[0].inc(count)
+        for source, count in reads.items():
+            (self._reads.get(source) or self.reads.labels(source=source)).inc(count)
+        for result, count in lookups.items():
+            self._lookups[result].inc(count)
+
+    def _series(self, key: _RequestKey) -> tuple[Any, Any]:
+        series = self._request_series.get(key)
+        if series is None:
+            route, method, status = key
+            labels = {"route": route, "method": method, "status": str(status)}
+            series = self.requests.labels(**labels), self.latency.labels(**labels)
+            self._request_series[key] = series
+        return series
 
 
 def current_snapshot(router: ReplicaRouter) -> RouterSnapshot:
@@ -199,6 +245,7 @@ class _Exposition:
 
 def render(metrics: Metrics, router: ReplicaRouter, stream: Callable[[], StreamReport]) -> bytes:
     """Return the Prometheus text of this app, or of every worker when under gunicorn."""
+    metrics.count_queued()
     multiprocess_dir = os.environ.get(MULTIPROCESS_DIR_VARIABLE)
     counted: Collector
     if multiprocess_dir:

@@ -9,7 +9,7 @@ from typing import Any
 import falcon
 
 from gridlink.resources.responses import READ_SOURCE_HEADER
-from gridlink.web.logs import REQUEST_LOGGER, log_fields
+from gridlink.web.logs import REQUEST_LOGGER, log_request
 from gridlink.web.metrics import UNMATCHED_ROUTE, Metrics
 
 log = logging.getLogger(REQUEST_LOGGER)
@@ -68,9 +68,8 @@ class RequestObserver:
         )
         if read_source is not None:
             self._metrics.observe_read(read_source)
-        log_fields(
+        log_request(
             log,
-            "request",
             {
                 "method": method,
                 "route": route,

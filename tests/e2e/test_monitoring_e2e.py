@@ -19,6 +19,8 @@ from gridlink.commands.accounts import set_admin
 from gridlink.commands.unit_of_work import run_command
 from gridlink.services import Services
 from gridlink.settings import Settings
+from gridlink.web.logs import JsonLinesHandler
+from gridlink.web.metrics import COUNT_SECONDS
 from infra.cluster import wait_until
 from infra.serving import ApiServer
 from tests.support.api import random_username
@@ -99,15 +101,18 @@ def test_one_scrape_counts_the_requests_every_worker_served(server, log_file, ad
                 break
     assert pids == set(server.worker_pids()), "both workers served some of the requests"
 
-    assert counted(server, admin_token, "gridlink_http_requests_total", route=PROFILE_ROUTE) == sent
-    assert (
-        counted(
-            server, admin_token, "gridlink_http_request_duration_seconds_count", route=PROFILE_ROUTE
-        )
-        == sent
-    )
-    assert counted(server, admin_token, "gridlink_reads_total") == sent
-    assert counted(server, admin_token, "gridlink_profile_cache_lookups_total") == sent
+    # A worker adds up its requests' counts every COUNT_SECONDS, and the one that
+    # answers the scrape before it: the other's last moment shows up a batch later.
+    def scraped(name: str, **labels: str) -> float:
+        return counted(server, admin_token, name, **labels)
+
+    assert wait_until(
+        lambda: scraped("gridlink_http_requests_total", route=PROFILE_ROUTE) == sent,
+        timeout=COUNT_SECONDS * 20,
+    ), scraped("gridlink_http_requests_total", route=PROFILE_ROUTE)
+    assert scraped("gridlink_http_request_duration_seconds_count", route=PROFILE_ROUTE) == sent
+    assert scraped("gridlink_reads_total") == sent
+    assert scraped("gridlink_profile_cache_lookups_total") == sent
 
     # A worker that dies takes nothing with it: its counts stay in the sum.
     victim = server.worker_pids()[0]
@@ -117,12 +122,17 @@ def test_one_scrape_counts_the_requests_every_worker_served(server, log_file, ad
         timeout=30,
     )
     server.wait_until_answering()
-    assert counted(server, admin_token, "gridlink_http_requests_total", route=PROFILE_ROUTE) == sent
+    assert scraped("gridlink_http_requests_total", route=PROFILE_ROUTE) == sent
 
 
 def test_every_line_the_server_logs_is_json_and_requests_carry_their_id(server, log_file):
     status, _ = call(server.address, "GET", "/healthz?probe=1", headers={"X-Request-Id": "lb-9"})
     assert status == 200
+    # Request lines are written a batch at a time (JsonLinesHandler.BATCH_SECONDS).
+    assert wait_until(
+        lambda: any(line.get("request_id") == "lb-9" for line in log_lines(log_file)),
+        timeout=JsonLinesHandler.BATCH_SECONDS * 40,
+    )
     lines = log_lines(log_file)  # json.loads fails on any line that is not JSON
     (line,) = [line for line in lines if line.get("request_id") == "lb-9"]
     assert (line["route"], line["path"], line["status"], line["method"]) == (

@@ -1,0 +1,78 @@
+"""Work a request leaves behind, done a batch at a time by a thread of the process.
+
+A worker's threads each answer a request, then count it and log it. Done on
+the request's thread, that bookkeeping takes locks and makes system calls
+that every other thread of the worker waits behind (bench/results.md). So the
+request only appends to a ``Batches`` queue (a ``deque``: no lock of ours, no
+system call), and a thread of this process takes everything queued every
+``interval`` seconds. Whoever needs it all done now (a scrape, an exit) calls
+``drain``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Batches(Generic[T]):
+    """Queue items; ``apply`` gets them, in order and a list at a time, from a thread of its own.
+
+    The thread starts with the first item (so a process that forks after
+    making this, as gunicorn's master does, starts one in each worker) and
+    stops at ``close``. A forked child starts with an empty queue: the parent
+    applies what it queued.
+    """
+
+    def __init__(self, apply: Callable[[list[T]], None], *, interval: float, name: str) -> None:
+        self._apply = apply
+        self._interval = interval
+        self._name = name
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._queued: deque[T] = deque()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        # Held while applying: a drain returns only once what it took is applied.
+        self._apply_lock = threading.Lock()
+        self._closing = threading.Event()
+
+    def put(self, item: T) -> None:
+        self._queued.append(item)
+        if self._thread is None:
+            self._start()
+
+    def drain(self) -> None:
+        """Apply everything queued so far, on this thread."""
+        with self._apply_lock:
+            taken = []
+            while self._queued:
+                taken.append(self._queued.popleft())
+            if taken:
+                self._apply(taken)
+
+    def close(self) -> None:
+        """Stop the thread, then apply what is left."""
+        self._closing.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(1)
+        self.drain()
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None and not self._closing.is_set():
+                thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                thread.start()
+                self._thread = thread
+
+    def _run(self) -> None:
+        while not self._closing.wait(self._interval):
+            self.drain()

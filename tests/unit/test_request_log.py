@@ -1,0 +1,143 @@
+"""The request line's own path: the same JSON as a record's, written a batch at a time."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import select
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from gridlink.web.batches import Batches
+from gridlink.web.logs import JsonFormatter, JsonLinesHandler, log_fields, log_request
+
+FIELDS = {
+    "method": "GET",
+    "route": "/api/users/{username}",
+    "path": "/api/users/ada",
+    "status": 200,
+    "duration_ms": 0.25,
+    "read_source": "cache",
+    "request_id": "r-1",
+}
+
+
+@pytest.fixture
+def logger() -> Iterator[logging.Logger]:
+    logger = logging.getLogger("gridlink.tests.request-log")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    yield logger
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def lines_of(stream: io.StringIO) -> list[dict[str, object]]:
+    return [orjson.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_a_queued_request_line_is_the_line_a_record_of_it_makes(logger):
+    queued, recorded = io.StringIO(), io.StringIO()
+    lines_handler = JsonLinesHandler(queued)
+    lines_handler.setFormatter(JsonFormatter())
+    record_handler = logging.StreamHandler(recorded)  # not a JsonLinesHandler: gets a record
+    record_handler.setFormatter(JsonFormatter())
+    logger.addHandler(lines_handler)
+    logger.addHandler(record_handler)
+
+    log_request(logger, FIELDS)
+    lines_handler.flush()
+
+    (line,) = lines_of(queued)
+    assert lines_of(recorded) == [line]
+    assert line["message"] == "request"
+    assert line["level"] == "info"
+    assert line["pid"] == os.getpid()
+    assert {name: line[name] for name in FIELDS} == FIELDS
+
+
+def test_records_are_written_at_once_and_request_lines_within_a_batch(logger):
+    stream = io.StringIO()
+    handler = JsonLinesHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger.addHandler(handler)
+
+    log_fields(logger, "login_failed", {"user_id": 7})
+    assert [line["message"] for line in lines_of(stream)] == ["login_failed"]
+
+    log_request(logger, FIELDS)
+    deadline = time.monotonic() + JsonLinesHandler.BATCH_SECONDS * 40
+    while len(lines_of(stream)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [line["message"] for line in lines_of(stream)] == ["login_failed", "request"]
+
+
+def test_a_request_line_is_not_queued_below_the_loggers_level(logger):
+    stream = io.StringIO()
+    handler = JsonLinesHandler(stream)
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    log_request(logger, FIELDS)
+    handler.flush()
+    assert stream.getvalue() == ""
+
+
+class CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def test_a_batch_is_written_in_whole_lines_of_at_most_pipe_buf_bytes(logger):
+    stream = CountingStream()
+    handler = JsonLinesHandler(stream)
+    logger.addHandler(handler)
+    for number in range(200):
+        log_request(logger, {**FIELDS, "request_id": f"r-{number}"})
+    handler.flush()
+
+    assert len(stream.writes) > 1
+    for chunk in stream.writes:
+        assert len(chunk.encode()) <= select.PIPE_BUF
+        assert chunk.endswith("\n")
+    ids = [line["request_id"] for line in lines_of(stream)]
+    assert ids == [f"r-{number}" for number in range(200)]
+
+
+def test_a_forked_child_never_writes_what_its_parent_queued(logger, tmp_path: Path):
+    path = tmp_path / "log"
+    with path.open("a") as stream:
+        handler = JsonLinesHandler(stream)
+        logger.addHandler(handler)
+        log_request(logger, {**FIELDS, "request_id": "parent"})
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child's own exit
+            log_request(logger, {**FIELDS, "request_id": "child"})
+            handler.flush()
+            os._exit(0)
+        _, status = os.waitpid(child, 0)
+        assert status == 0
+        handler.flush()
+    ids = sorted(orjson.loads(line)["request_id"] for line in path.read_text().splitlines())
+    assert ids == ["child", "parent"]
+
+
+def test_batches_apply_in_order_and_close_applies_the_rest():
+    applied: list[list[int]] = []
+    batches = Batches[int](applied.append, interval=60, name="test")  # the thread never gets to it
+    for number in range(5):
+        batches.put(number)
+    batches.drain()
+    batches.put(5)
+    batches.close()
+    assert applied == [[0, 1, 2, 3, 4], [5]]
