@@ -17,10 +17,16 @@ one changes (server-assisted client-side caching):
   before that ``PING``'s answer. The thread sends one every ``PING_SECONDS``;
   memory answers only while the last answered one was sent less than
   ``CURRENT_SECONDS`` ago: every write acknowledged before then has been
-  seen (API.md promises 2 and 3). Nor while a message has reached the
-  process unapplied (on the socket, or being applied by the thread), so in
-  practice an invalidation is never outrun; nor while Redis is cooling off
-  after a timeout (reads go to the database then).
+  seen (API.md promises 2 and 3). Nor while the thread is applying messages;
+  nor while Redis is cooling off after a timeout (reads go to the database
+  then).
+- **Never older than what this process read from Redis** (promise 3 within a
+  process). A read from Redis (a reader with a token, a miss of memory) may
+  return a version whose invalidation has reached this process unapplied.
+  So after each such read the process looks at the socket (``after_redis_read``),
+  and if a message waits there, memory does not answer until the thread has
+  taken everything off it. A read from memory costs no system call: on a
+  worker's eight threads, each one would hand the others the interpreter.
 - **A lost connection loses the memory**, when it fails and again when the
   next one is tracking: what changed meanwhile is never served from memory.
 - **A read racing a change.** An entry read from Redis is kept only if no
@@ -34,6 +40,7 @@ one changes (server-assisted client-side caching):
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import select
@@ -87,6 +94,11 @@ class NearCache:
         self._socket: int | None = None
         # Whether the thread is taking messages off the socket and applying them.
         self._reading = False
+        # Raised when a reader finds a message unread on the socket; the thread
+        # copies it to _emptied once it found the socket empty after the raise.
+        self._raises = itertools.count(1)
+        self._raised = 0
+        self._emptied = 0
         self.client_id: int | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -139,9 +151,20 @@ class NearCache:
         self._start()
         return (
             self._clock() - self._answered_since < CURRENT_SECONDS
+            and self._emptied == self._raised
+            and not self._reading
             and not self._lifetime.cooling_off()
-            and not self._unread()
         )
+
+    def after_redis_read(self) -> None:
+        """Keep memory from answering while an invalidation waits unread (after a Redis read).
+
+        What Redis just answered may be newer than memory's copy; Redis sent the
+        invalidation of that copy before its answer, so it is on the socket
+        (or being applied) now if it is not applied yet.
+        """
+        if self._unread():
+            self._raised = next(self._raises)
 
     @property
     def answered_since(self) -> float:
@@ -250,14 +273,19 @@ class NearCache:
         socket until the last message taken is applied (``_reading``): in between,
         an invalidation is neither unread on the socket nor applied yet.
         """
+        raised = self._raised
         if not connection.can_read(timeout=timeout):
+            self._emptied = raised
             return None
         answered = False
         self._reading = True
         try:
             while True:
                 answered = self._handle(connection.read_response()) or answered
+                raised = self._raised
                 if not connection.can_read(timeout=0):  # nothing buffered, nothing arrived
+                    # Whatever a reader saw unread before ``raised`` is applied now.
+                    self._emptied = raised
                     return answered
         finally:
             self._reading = False

@@ -220,7 +220,7 @@ class ProfileCache:
         ``remember``: keep what Redis answered in this process's memory (for
         ``recall``), if Redis keeps it long and nothing changed meanwhile.
         """
-        near = self.near if remember else None
+        near = self.near
         generation = near.generation if near is not None else 0
         try:
             key = self.profile_key(username)
@@ -231,6 +231,9 @@ class ProfileCache:
         except redis.RedisError as error:
             log_redis_unavailable("read", error)
             return None
+        if near is not None:
+            near.after_redis_read()  # memory never answers older than this (promise 3)
+            near = near if remember else None
         if version is None or document is None or key != self.profile_key(username):
             # A miss, or Redis restarted during the call and the key named the
             # old lifetime's (possibly stale) entry.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import falcon.testing
@@ -132,6 +133,59 @@ def test_a_reader_with_a_token_is_never_answered_from_memory(
     rename_grid(elsewhere, user, slug, "After")
     own = client.simulate_get(path, headers=user.headers)
     assert [grid["title"] for grid in own.json["grids"]] == ["After"]
+
+
+@contextmanager
+def invalidations_held(cache: NearCache) -> Iterator[None]:
+    """Keep the invalidation thread off its socket, with memory as current as it was.
+
+    The interleaving a busy process allows: Redis has sent an invalidation, the
+    thread has not taken it yet, and the last PING's answer is a moment old
+    (the cache's clock is stopped at it).
+    """
+    paused, resume = threading.Event(), threading.Event()
+    read, clock = cache._read, cache._clock
+
+    def held(connection: Any, timeout: float) -> bool | None:
+        paused.set()
+        resume.wait()
+        return read(connection, timeout)
+
+    cache._read = held  # type: ignore[method-assign]
+    try:
+        wait_for(paused.is_set, 15, "the invalidation thread waits")
+        answered = cache.answered_since
+        cache._clock = lambda: answered
+        assert cache.current()
+        yield
+    finally:
+        cache._clock = clock
+        cache._read = read  # type: ignore[method-assign]
+        resume.set()
+
+
+def test_after_a_newer_version_from_redis_memory_never_answers_an_older_one(
+    client: falcon.testing.TestClient,
+    elsewhere: falcon.testing.TestClient,
+    services: Services,
+) -> None:
+    user = sign_up(client, "newer")
+    slug = create_grid(client, user, "Before")["slug"]
+    path = f"/api/users/{user.username}/"
+    held_in_memory(client, services, user.username)
+    with invalidations_held(near(services)):
+        # Another process changes the profile: the invalidation waits on this one's socket.
+        rename_grid(elsewhere, user, slug, "After")
+        # A reader with a token reads Redis, so this process has served the new version...
+        own = client.simulate_get(path, headers=user.headers)
+        assert [grid["title"] for grid in own.json["grids"]] == ["After"]
+        # ... and no anonymous reader of it gets the old one from memory afterwards.
+        anonymous = anonymous_read(client, user.username)
+        assert [grid["title"] for grid in anonymous.json["grids"]] == ["After"]
+    wait_for(lambda: in_memory(client, services, user.username), 15, "memory answers again")
+    assert [grid["title"] for grid in anonymous_read(client, user.username).json["grids"]] == [
+        "After"
+    ]
 
 
 def kill_invalidation_connection(services: Services) -> None:
