@@ -3,7 +3,8 @@
 ``make bench`` runs this as a process of its own (``python -m bench.hit_profile``)
 so that, as in a gunicorn worker, ``PROMETHEUS_MULTIPROC_DIR`` is set before
 prometheus_client is imported (metrics go to mmap files) and the request log
-line is formatted and written (to /dev/null). It calls each WSGI app as
+line is formatted and written (to /dev/null, by ``JsonLinesHandler`` as under
+gunicorn). It calls each WSGI app as
 gunicorn does, for random seeded users whose profiles are cached, and prints
 one JSON object:
 
@@ -50,7 +51,7 @@ WsgiApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
 # Gridlink's parts, by the functions whose cumulative time they are.
 PARTS = {
     "the Redis call (HMGET, parse)": (("profiles.py", "get_profile"),),
-    "metrics (5 counter/histogram updates)": (
+    "metrics (queued for the worker's counting thread)": (
         ("metrics.py", "observe_request"),
         ("metrics.py", "observe_read"),
         ("metrics.py", "observe_profile_lookup"),
