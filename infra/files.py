@@ -1,4 +1,4 @@
-"""Files and folders the PostgreSQL servers own: the postgres account when we are root."""
+"""Files and folders the servers own: the postgres account when we are root, and private files."""
 
 from __future__ import annotations
 
@@ -62,6 +62,23 @@ def give_to(path: Path, user: str, mode: int) -> None:
     account = pwd.getpwnam(user)
     os.chown(path, account.pw_uid, account.pw_gid)
     path.chmod(mode)
+
+
+def write_private(path: Path, content: str | bytes, owner: str | None = None) -> None:
+    """Write ``content`` readable by ``owner`` (a user name; root when None) alone.
+
+    The file is created 0600 before anything is written to it, so there is no
+    moment at which another user could open it.
+    """
+    data = content.encode() if isinstance(content, str) else content
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as out:
+        out.write(data)
+    if owner is not None:
+        account = pwd.getpwnam(owner)
+        os.chown(path, account.pw_uid, account.pw_gid)
 
 
 def make_pg_dir(path: Path, mode: int = 0o700) -> None:

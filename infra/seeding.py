@@ -20,8 +20,8 @@ from sqlalchemy import create_engine, select
 from gridlink.models import User
 from gridlink.settings import Settings
 from infra.errors import ClusterError, Progress
+from infra.files import write_private
 from infra.serving import environment_for
-from infra.staging.secrets import write_private
 
 GRIDLINK = Path(sys.executable).with_name("gridlink")
 ADMIN_USERNAME = "test_user_0"

@@ -33,8 +33,8 @@ import urllib.request
 from pathlib import Path
 
 from gridlink.project import VAR
-from infra.files import reachable_root
-from infra.staging.secrets import KeyPair, Secrets, write_private
+from infra.files import reachable_root, write_private
+from infra.staging.secrets import KeyPair, Secrets
 
 STAGING_ROOT = VAR / "staging"
 OPERATOR = "operator"  # the machine itself, as a client of staging's services

@@ -28,7 +28,7 @@ from infra import postgres, redis_server
 from infra.binaries import Tools
 from infra.daemons import START_TIMEOUT, Daemon
 from infra.errors import ClusterError, Progress
-from infra.files import give_to, make_folder_for, make_pg_dir, reachable_root
+from infra.files import give_to, make_folder_for, make_pg_dir, reachable_root, write_private
 from infra.http_client import basic_auth
 from infra.postgres import PgServer
 from infra.processes import as_account, log_tail, port_answers, run, wait_until
@@ -57,7 +57,7 @@ from infra.staging.inventory import (
 from infra.staging.paths import Paths
 from infra.staging.patroni import cluster_members, leader, patroni_role, patroni_venv
 from infra.staging.redis_acl import MONITOR_USER, PASSWORD_OF, RedisAccess
-from infra.staging.secrets import Secrets, write_private
+from infra.staging.secrets import Secrets
 
 # What a daemon given an environment of its own inherits: where to find programs.
 _BASE_ENVIRONMENT = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}

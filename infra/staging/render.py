@@ -15,7 +15,7 @@ import bcrypt
 
 from gridlink.db.urls import sqlalchemy_url
 from gridlink.settings import PRODUCTION, MailBackend, Settings, TrustedProxies
-from infra.files import make_folder_for
+from infra.files import make_folder_for, write_private
 from infra.monitoring import ALERT_RULES
 from infra.staging.access import PATRONI_USER, api_login
 from infra.staging.inventory import (
@@ -61,7 +61,7 @@ from infra.staging.redis_acl import (
     SENTINEL_USER,
     user_lines,
 )
-from infra.staging.secrets import KeyPair, Secrets, write_private
+from infra.staging.secrets import KeyPair, Secrets
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 API_WORKERS = 2  # per API host: two hosts share this machine's two cores

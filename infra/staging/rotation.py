@@ -29,12 +29,13 @@ from functools import partial
 import redis as redis_lib
 
 from infra.errors import ClusterError, Progress
+from infra.files import write_private
 from infra.processes import wait_until
 from infra.staging import access, database_roles, hosts, patroni, render
 from infra.staging.inventory import API, REDIS_PORT, SENTINEL, SENTINEL_PORT, Host, Inventory
 from infra.staging.paths import Paths
 from infra.staging.redis_acl import API_USER, OPERATOR_USER, PASSWORD_OF, RedisAccess
-from infra.staging.secrets import Secrets, write_private
+from infra.staging.secrets import Secrets
 
 TOKEN_CACHE_KEY = "token-cache-key"  # noqa: S105 (a secret's name)
 DRAIN_TIMEOUT = 30.0

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
-import pwd
 import secrets
 import shutil
 from collections.abc import Iterable
@@ -35,10 +33,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from infra.files import write_private
+
 CERTIFICATE_DAYS = 365
 _PASSWORD_BYTES = 32  # 256 bits, URL-safe: fits every config syntax without quoting
 _PUBLIC_DIRECTORY = 0o711
-_PRIVATE = 0o600
 
 
 @dataclass(frozen=True)
@@ -47,23 +46,6 @@ class KeyPair:
 
     certificate: Path
     key: Path
-
-
-def write_private(path: Path, content: str | bytes, owner: str | None = None) -> None:
-    """Write ``content`` readable by ``owner`` (a user name; root when None) alone.
-
-    The file is created 0600 before anything is written to it, so there is no
-    moment at which another user could open it.
-    """
-    data = content.encode() if isinstance(content, str) else content
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _PRIVATE)
-    with os.fdopen(descriptor, "wb") as out:
-        out.write(data)
-    if owner is not None:
-        account = pwd.getpwnam(owner)
-        os.chown(path, account.pw_uid, account.pw_gid)
 
 
 class Secrets:

@@ -32,13 +32,13 @@ from gridlink.services import Services
 from gridlink.settings import Settings
 from infra import binaries, redis_server
 from infra.daemons import Daemon
-from infra.files import reachable_root
+from infra.files import reachable_root, write_private
 from infra.processes import as_account
 from infra.redis_server import RedisServer
 from infra.staging import render
 from infra.staging.inventory import REDIS, SENTINEL, Host, Inventory
 from infra.staging.redis_acl import API_USER, MONITOR_USER, SENTINEL_USER, RedisAccess
-from infra.staging.secrets import Secrets, write_private
+from infra.staging.secrets import Secrets
 from tests.support.api import create_grid, sign_up
 from tests.support.clusters import CLUSTERS, PORT_BASE, cluster_layout, running, settings_for
 from tests.support.profile_reads import anonymous_read

@@ -11,7 +11,8 @@ import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from infra.staging.secrets import Secrets, write_private
+from infra.files import write_private
+from infra.staging.secrets import Secrets
 
 
 def mode(path) -> int:
