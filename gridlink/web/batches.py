@@ -29,10 +29,19 @@ class Batches(Generic[T]):
     applies what it queued.
     """
 
-    def __init__(self, apply: Callable[[list[T]], None], *, interval: float, name: str) -> None:
+    def __init__(
+        self,
+        apply: Callable[[list[T]], None],
+        *,
+        interval: float,
+        name: str,
+        lock: threading.RLock | None = None,
+    ) -> None:
+        """``lock``: the one ``apply`` takes, if it takes one (see ``_reset``)."""
         self._apply = apply
         self._interval = interval
         self._name = name
+        self._given_lock = lock
         self._reset()
         os.register_at_fork(after_in_child=self._reset)
 
@@ -40,8 +49,10 @@ class Batches(Generic[T]):
         self._queued: deque[T] = deque()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        # Held while applying: a drain returns only once what it took is applied.
-        self._apply_lock = threading.Lock()
+        # Held while applying: a drain returns only once what it took is applied. When
+        # ``apply`` takes a lock of its own, that same (reentrant) lock: with two, a drain
+        # from a caller already holding it would wait on the thread, waiting on it.
+        self._apply_lock = self._given_lock or threading.RLock()
         self._closing = threading.Event()
 
     def put(self, item: T) -> None:
@@ -59,11 +70,8 @@ class Batches(Generic[T]):
                 self._apply(taken)
 
     def close(self) -> None:
-        """Stop the thread, then apply what is left."""
+        """Apply what is left on this thread; the batch thread stops at its next wake-up."""
         self._closing.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(1)
         self.drain()
 
     def _start(self) -> None:

@@ -134,8 +134,13 @@ class JsonLinesHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def __init__(self, stream: TextIO | None = None) -> None:
         super().__init__(stream)
+        # ``emit`` flushes, so it drains holding the handler's lock: the batches
+        # are applied under that lock too, never under a second one.
         self._lines: Batches[_QueuedLine] = Batches(
-            self._write, interval=self.BATCH_SECONDS, name="log-writer"
+            self._write,
+            interval=self.BATCH_SECONDS,
+            name="log-writer",
+            lock=self.lock,  # type: ignore[arg-type]
         )
 
     def queue_line(
@@ -159,10 +164,10 @@ class JsonLinesHandler(logging.StreamHandler):  # type: ignore[type-arg]
             render_line(created, "info", logger, message, pid, fields)
             for created, logger, message, fields in queued
         ]
-        with self.lock:  # type: ignore[union-attr]  # against a record written at once
-            for chunk in _chunks(lines, self.terminator, select.PIPE_BUF):
-                self.stream.write(chunk)
-            self.stream.flush()
+        # Under the handler's lock (``Batches`` holds it), as a record written at once is.
+        for chunk in _chunks(lines, self.terminator, select.PIPE_BUF):
+            self.stream.write(chunk)
+        self.stream.flush()
 
 
 def _chunks(lines: list[str], terminator: str, limit: int) -> Iterator[str]:

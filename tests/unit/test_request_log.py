@@ -6,6 +6,7 @@ import io
 import logging
 import os
 import select
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from gridlink.web import logs
 from gridlink.web.batches import Batches
 from gridlink.web.logs import JsonFormatter, JsonLinesHandler, log_fields, log_request
 
@@ -141,3 +143,44 @@ def test_batches_apply_in_order_and_close_applies_the_rest():
     batches.put(5)
     batches.close()
     assert applied == [[0, 1, 2, 3, 4], [5]]
+
+
+def test_a_record_written_while_the_writer_thread_writes_a_batch_never_deadlocks(
+    logger, monkeypatch
+):
+    """``emit`` flushes (drains) under the handler's lock: the writer must not hold another."""
+    stream = io.StringIO()
+    handler = JsonLinesHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger.addHandler(handler)
+    rendering, go = threading.Event(), threading.Event()
+    render = logs.render_line
+
+    def slow_render(*args: object, **kwargs: object) -> str:
+        if threading.current_thread().name == "log-writer":
+            rendering.set()
+            go.wait()
+        return render(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(logs, "render_line", slow_render)
+    log_request(logger, FIELDS)
+    assert rendering.wait(10), "the writer thread took the batch"
+
+    emitted = threading.Event()
+
+    def emit_a_record() -> None:
+        handler.acquire()  # as Handler.handle does around emit
+        try:
+            emitted.set()
+            handler.flush()  # as StreamHandler.emit does
+        finally:
+            handler.release()
+
+    emitter = threading.Thread(target=emit_a_record, daemon=True)
+    emitter.start()
+    emitted.wait(0.5)  # it holds the handler's lock now, unless the writer does
+    go.set()
+    emitter.join(10)
+    assert not emitter.is_alive(), "the record's flush and the writer thread deadlocked"
+    handler.flush()
+    assert [line["request_id"] for line in lines_of(stream)] == ["r-1"]
