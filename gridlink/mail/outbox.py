@@ -26,7 +26,7 @@ import logging
 import threading
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, Engine, delete, func, select
+from sqlalchemy import Connection, Engine, delete, exists, func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -43,7 +43,11 @@ from gridlink.mail.letters import (
 from gridlink.models import EmailChange, OutgoingMail
 
 DELIVERY_BATCH = 50
-POLL_INTERVAL_SECONDS = 1.0
+# A process delivers the mail it queues at once (``MailPoller.nudge``): the poll
+# only finds what a process that died left, and what a mail server refused.
+POLL_INTERVAL_SECONDS = 5.0
+# Whether anything is queued: one cheap statement, before the claiming ones.
+_ANY_QUEUED = select(exists().where(OutgoingMail.id.is_not(None)))
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +112,9 @@ def deliver_pending_mail(
     passed: list[int] = []  # refused by the backend, or being sent by another process
     # One connection for the round: the claim on the mail being sent lives in its session.
     with engine.connect() as connection:
+        if not connection.execute(_ANY_QUEUED).scalar():
+            return 0  # every worker polls an empty outbox most of the time
+        connection.rollback()  # the claims begin transactions of their own
         for _ in range(limit):
             outcome = _deliver_next(connection, mailer, passed, max_age)
             if outcome is None:
@@ -205,7 +212,7 @@ def _delivered(mail: OutgoingMail, letter: Letter | None) -> None:
 
 
 class MailPoller:
-    """Deliver the outbox from a thread of this process: every second, and when nudged."""
+    """Deliver the outbox from a thread of this process: every few seconds, and when nudged."""
 
     def __init__(
         self, engine: Engine, mailer: Mailer, interval: float = POLL_INTERVAL_SECONDS
