@@ -11,6 +11,7 @@ system call), and a thread of this process takes everything queued every
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections import deque
@@ -18,6 +19,8 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 class Batches(Generic[T]):
@@ -83,4 +86,8 @@ class Batches(Generic[T]):
 
     def _run(self) -> None:
         while not self._closing.wait(self._interval):
-            self.drain()
+            try:
+                self.drain()
+            except Exception:
+                # That batch is lost; the thread goes on with the next.
+                log.exception("%s: a batch failed", self._name)

@@ -184,3 +184,24 @@ def test_a_record_written_while_the_writer_thread_writes_a_batch_never_deadlocks
     assert not emitter.is_alive(), "the record's flush and the writer thread deadlocked"
     handler.flush()
     assert [line["request_id"] for line in lines_of(stream)] == ["r-1"]
+
+
+def test_a_batch_that_fails_is_logged_and_the_next_ones_are_still_applied(caplog):
+    applied: list[list[int]] = []
+
+    def apply(batch: list[int]) -> None:
+        if batch[0] == 0:
+            raise ValueError("the first batch")
+        applied.append(batch)
+
+    batches = Batches[int](apply, interval=0.01, name="failing")
+    batches.put(0)
+    deadline = time.monotonic() + 10
+    while "a batch failed" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.01)
+    batches.put(1)
+    while not applied and time.monotonic() < deadline:
+        time.sleep(0.01)
+    batches.close()
+    assert "failing: a batch failed" in caplog.text
+    assert applied == [[1]]
