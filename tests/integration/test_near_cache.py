@@ -89,6 +89,16 @@ def held_in_memory(client: falcon.testing.TestClient, services: Services, userna
     wait_for(lambda: in_memory(client, services, username), 15, "the profile is kept in memory")
 
 
+def profile_in_memory(
+    client: falcon.testing.TestClient, services: Services, name: str
+) -> tuple[ApiUser, str, str]:
+    """Sign up ``name`` with one grid, "Before", held in memory: the user, the slug, the path."""
+    user = sign_up(client, name)
+    slug = create_grid(client, user, "Before")["slug"]
+    held_in_memory(client, services, user.username)
+    return user, slug, f"/api/users/{user.username}/"
+
+
 def comparable(result: falcon.testing.Result) -> tuple[int, dict[str, str], bytes]:
     headers = {name.lower(): value for name, value in result.headers.items()}
     headers.pop("x-request-id")
@@ -122,10 +132,7 @@ def test_a_reader_with_a_token_is_never_answered_from_memory(
     elsewhere: falcon.testing.TestClient,
     services: Services,
 ) -> None:
-    user = sign_up(client, "own")
-    slug = create_grid(client, user, "Before")["slug"]
-    path = f"/api/users/{user.username}/"
-    held_in_memory(client, services, user.username)
+    user, slug, path = profile_in_memory(client, services, "own")
     with count_redis_round_trips() as sent:
         client.simulate_get(path, headers=user.headers)
     assert any("HMGET" in command for command in sent), sent  # memory held it: not for them
@@ -169,10 +176,7 @@ def test_after_a_newer_version_from_redis_memory_never_answers_an_older_one(
     elsewhere: falcon.testing.TestClient,
     services: Services,
 ) -> None:
-    user = sign_up(client, "newer")
-    slug = create_grid(client, user, "Before")["slug"]
-    path = f"/api/users/{user.username}/"
-    held_in_memory(client, services, user.username)
+    user, slug, path = profile_in_memory(client, services, "newer")
     with invalidations_held(near(services)):
         # Another process changes the profile: the invalidation waits on this one's socket.
         rename_grid(elsewhere, user, slug, "After")
