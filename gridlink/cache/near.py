@@ -140,6 +140,11 @@ class NearCache:
             self.generation += 1
             self._forget(key)
 
+    def clear(self) -> None:
+        """Drop everything now and refuse reads that began before (Redis lost everything)."""
+        with self._lock:
+            self._clear()
+
     def current(self) -> bool:
         """Tell whether memory may answer now (starting the thread if need be).
 

@@ -53,6 +53,8 @@ from tests.support.profile_reads import (
     bound,
     create_grid,
     etag_version,
+    evict,
+    flush,
     rename_grid,
 )
 from tests.support.queries import count_queries
@@ -110,7 +112,7 @@ def entry_ttl_ms(services: Services, username: str) -> int:
 def fill_from_replica(
     services: Services, client: falcon.testing.TestClient, username: str
 ) -> falcon.testing.Result:
-    services.cache.client.delete(services.cache.profile_key(username))
+    evict(services.cache, username)
     with count_queries(services.primary, *services.replicas) as counted:
         result = anonymous_read(client, username)
     assert result.headers[SOURCE] == "replica", result.headers[SOURCE]
@@ -340,7 +342,7 @@ def test_redis_losing_its_data_with_a_replica_behind_serves_nothing_stale_past_t
         rename_grid(client, user, slug, "New")
         newest = primary_version(services, user.username)
         if how == "flushed":
-            services.cache.client.flushall()
+            flush(services.cache)
         else:
             cluster.stop_server(layout, "redis")
             if how == "restarted empty":
@@ -399,7 +401,7 @@ def test_after_two_passes_a_read_mostly_workload_is_answered_from_the_cache(
     result = seed(services, SeedPlan(users=200, grids=2, links=2), progress=None)
     usernames = [result.username(number) for number in range(result.first, result.last + 1)]
     wait_for_replica(services)
-    services.cache.client.flushall()
+    flush(services.cache)
     wait_for_stream(services)
     wait_for_replica(services)  # and the router has seen it there
     for _ in range(2):
@@ -469,7 +471,7 @@ def test_a_read_mostly_workload_stays_answered_from_the_cache_while_another_user
     wait_for_stream(services)
     wait_for_replica(services)
     with another_user_writing(client) as writer:
-        services.cache.client.flushall()
+        flush(services.cache)
         wait_for(lambda: applied_position(services) is not None, 15, "the relay's next position")
         applied_before = decode_position(applied_position(services))
         written_before = writer.written
@@ -522,7 +524,7 @@ def test_a_fill_that_raced_a_change_of_its_own_profile_is_not_kept(
     slug = create_grid(client, user, "Old")["slug"]
     wait_for_stream(services)
     wait_for_replica(services)
-    services.cache.client.delete(services.cache.profile_key(user.username))
+    evict(services.cache, user.username)
     read_versions: list[int] = []
 
     def change_the_profile(read: StoredProfile, source: ReadSource) -> None:
@@ -536,7 +538,7 @@ def test_a_fill_that_raced_a_change_of_its_own_profile_is_not_kept(
         read_versions.append(read.version)
         rename_grid(client, user, slug, "New")  # committed and written through
         wait_for_stream(services)  # and applied by the stream
-        services.cache.client.delete(services.cache.profile_key(user.username))  # then evicted
+        evict(services.cache, user.username)  # then evicted
 
     profiles = Profiles(services, ChangeBetweenReadAndStore(services, change_the_profile))
     stored, source = profiles.find(user.username, None)

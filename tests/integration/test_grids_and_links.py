@@ -22,6 +22,9 @@ from gridlink.app import create_app
 from gridlink.services import Services
 from tests.support.abuse import nothing_changes_on_primary, primary_state
 from tests.support.api import create_grid, create_link, sign_up
+from tests.support.profile_reads import (
+    evict,
+)
 from tests.support.queries import count_queries
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
@@ -806,7 +809,7 @@ def test_reads_cost_at_most_their_query_budget(client, services, user) -> None:
             result = client.simulate_get(path, params=params, headers=user.headers)
         assert result.status_code == 200, (path, result.text)
         assert counted.count <= most, (path, counted.statements)
-    services.cache.client.delete(services.cache.profile_key(user.username))
+    evict(services.cache, user.username)
     with count_queries(*engines) as counted:
         miss = client.simulate_get(f"/api/users/{user.username}/")
     assert (miss.status_code, counted.count) == (200, 1)

@@ -25,6 +25,8 @@ from tests.support.profile_reads import (
     bound,
     create_grid,
     etag_version,
+    evict,
+    flush,
     read_version,
     rename_grid,
 )
@@ -201,7 +203,7 @@ def test_a_cache_hit_costs_no_query_and_a_miss_one(
     # An anonymous miss may read a replica: on a busy machine it can be a
     # second behind the sign-up, which API.md allows, so let it catch up.
     wait_for_replica(services)
-    services.cache.client.delete(services.cache.profile_key(user.username))
+    evict(services.cache, user.username)
     with count_queries(*engines) as miss:
         result = client.simulate_get(path)
     assert result.status_code == 200
@@ -225,7 +227,7 @@ def test_concurrent_misses_fill_the_cache_once(
     # and a waiter that then finds neither lock nor entry fills again, rightly.
     wait_for_stream(services)
     wait_for_replica(services)  # as above: the misses may read the replica
-    services.cache.client.delete(services.cache.profile_key(user.username))
+    evict(services.cache, user.username)
     start = threading.Barrier(20)
     statuses: list[int] = []
     lock = threading.Lock()
@@ -255,7 +257,7 @@ def test_a_flush_right_after_a_write_never_serves_an_older_version_past_the_boun
     grid = create_grid(client, user, "One")
     rename_grid(client, user, grid["slug"], "Two")
     newest = cached_version(services, user.username)
-    services.cache.client.flushall()
+    flush(services.cache)
     assert_newest_within(client, user.username, newest, bound(services))
 
 
@@ -266,7 +268,7 @@ def test_a_flush_with_a_caught_up_replica_serves_only_the_newest_version(
     rename_grid(client, user, grid["slug"], "Two")
     newest = cached_version(services, user.username)
     wait_for_replica(services)
-    services.cache.client.flushall()
+    flush(services.cache)
     versions = [read_version(client, user.username) for _ in range(20)]
     assert versions == [newest] * 20, versions
 
@@ -366,7 +368,7 @@ def test_a_stopped_replica_costs_no_failed_read(
     sources: list[str] = []
 
     def read_both() -> None:
-        services.cache.client.delete(services.cache.profile_key(user.username))
+        evict(services.cache, user.username)
         for path in (f"/api/users/{user.username}/", f"/api/grids/{slug}/"):
             result = client.simulate_get(path)
             assert result.status_code == 200, (path, result.status_code, result.text)

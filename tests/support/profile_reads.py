@@ -7,6 +7,7 @@ from typing import Any
 
 import falcon.testing
 
+from gridlink.cache import ProfileCache
 from gridlink.services import Services
 from tests.support.api import ApiUser
 
@@ -57,3 +58,24 @@ def assert_newest_within(
         time.sleep(0.05)
     after = [read_version(client, username) for _ in range(20)]
     assert after == [newest] * 20, after
+
+
+# A test that changes Redis behind the app's back, as an eviction or a lost
+# Redis would, tells this process's memory at once: its invalidation thread
+# hears of it within API.md's 100 ms, and a read right after must not depend
+# on how soon that thread runs.
+
+
+def evict(cache: ProfileCache, username: str) -> None:
+    """Drop the profile's entry from Redis, as an eviction would, and from memory."""
+    key = cache.profile_key(username)
+    cache.client.delete(key)
+    if cache.near is not None:
+        cache.near.discard(key)
+
+
+def flush(cache: ProfileCache) -> None:
+    """``FLUSHALL``, as a Redis that lost its data, and this process's memory with it."""
+    cache.client.flushall()
+    if cache.near is not None:
+        cache.near.clear()
