@@ -89,7 +89,8 @@ HOT_PROFILES = 100
 WRITES = 200
 WRK_SECONDS = 10
 WRK_CONNECTIONS = 32
-WRK_ROUNDS = 3
+# An even number: every other round measures the apps in the reverse order.
+WRK_ROUNDS = 4
 WARM_UP_SECONDS = 3
 WRK_TIMEOUT = "10s"
 # The seed project's Django design in the same setup, as issue 11 reports it (176-242 req/s).
@@ -387,6 +388,41 @@ def median_throughput(runs: Sequence[Throughput]) -> Throughput:
     )
 
 
+@dataclass(frozen=True)
+class Rounds:
+    """Every app's ``wrk`` runs, round by round: ``runs[app][round]``."""
+
+    runs: list[list[Throughput]]
+
+    def median(self, app: int) -> Throughput:
+        return median_throughput(self.runs[app])
+
+    def medians(self) -> list[Throughput]:
+        return [median_throughput(runs) for runs in self.runs]
+
+    def ratios(self, app: int, yardstick: int) -> list[float]:
+        """``app``'s requests/s over ``yardstick``'s, round by round.
+
+        The two ran one after the other (``APPS``' order, reversed every other
+        round), so a neighbour that slows the shared machine for a few minutes
+        slows both: a ratio within a round is steadier than one of medians
+        taken minutes apart.
+        """
+        return [
+            run.requests_per_second / other.requests_per_second
+            for run, other in zip(self.runs[app], self.runs[yardstick], strict=True)
+        ]
+
+    def ratio(self, app: int, yardstick: int) -> float:
+        """The median of ``ratios``."""
+        return statistics.median(self.ratios(app, yardstick))
+
+    def spread(self, app: int, yardstick: int) -> str:
+        """The lowest and highest of ``ratios``, for the report."""
+        ratios = self.ratios(app, yardstick)
+        return f"{min(ratios):.2f}-{max(ratios):.2f}"
+
+
 def redis_counters(client: redis.Redis) -> tuple[int, int, int, int]:
     """Return Redis's commands processed, bytes sent, HMGETs and PINGs so far (``INFO``)."""
     stats: dict[str, Any] = client.info("stats")
@@ -530,7 +566,7 @@ class App:
     # through the server (the steady state of a cache that keeps what it reads);
     # "stored": every profile stored in Redis first (``warm_profiles``).
     cache: str
-    # Another user's writes a second, from before the warm-up to the end of the
+    # Another user's writes a second, from before the pass or warm-up to the end of the
     # run (0: an idle system), through a Gridlink server of their own.
     writes_per_second: int = 0
     # Each process's near cache at its default size (else off: every read asks Redis).
@@ -539,10 +575,16 @@ class App:
     hot: bool = False
 
 
+# In the order a round measures them, each of Gridlink's rows next to its yardstick
+# (the one-``HMGET`` app under the same writes, or the constant-body app); every
+# other round measures them in the reverse order (``throughput``).
 APPS = (
     App("Gridlink, steady state (Redis flushed, one pass of reads)", None, "pass"),
-    App("Gridlink, steady state, another user writing 5 times a second", None, "pass", 5),
-    App("Gridlink, steady state, another user writing 50 times a second", None, "pass", 50),
+    App(
+        "Falcon app doing one Redis `HMGET` of the same entry",
+        "bench.constant_app:get_redis_app()",
+        "stored",
+    ),
     App("Gridlink, every profile stored first (`--warm`)", None, "stored"),
     App(
         f"Gridlink, a hot set of {HOT_PROFILES} profiles, near cache off", None, "stored", hot=True
@@ -555,39 +597,36 @@ APPS = (
         hot=True,
     ),
     App(
-        "Falcon app doing one Redis `HMGET` of the same entry",
-        "bench.constant_app:get_redis_app()",
+        "Falcon app answering a constant body of the same size",
+        "bench.constant_app:get_app()",
         "stored",
     ),
+    App("Gridlink, steady state, another user writing 5 times a second", None, "pass", 5),
     App(
         "Falcon app doing one Redis `HMGET`, another user writing 5 times a second",
         "bench.constant_app:get_redis_app()",
         "stored",
         5,
     ),
+    App("Gridlink, steady state, another user writing 50 times a second", None, "pass", 50),
     App(
         "Falcon app doing one Redis `HMGET`, another user writing 50 times a second",
         "bench.constant_app:get_redis_app()",
         "stored",
         50,
     ),
-    App(
-        "Falcon app answering a constant body of the same size",
-        "bench.constant_app:get_app()",
-        "stored",
-    ),
 )
 (
     STEADY,
-    WRITES_5,
-    WRITES_50,
+    ONE_HMGET,
     STORED,
     HOT_REDIS,
     HOT_NEAR,
-    ONE_HMGET,
-    ONE_HMGET_5,
-    ONE_HMGET_50,
     CONSTANT,
+    WRITES_5,
+    ONE_HMGET_5,
+    WRITES_50,
+    ONE_HMGET_50,
 ) = range(len(APPS))
 # The writes a server of their own serves: one worker keeps 50 a second.
 WRITER_WORKERS = 1
@@ -617,8 +656,8 @@ def sign_up_writer(dataset: Dataset) -> tuple[str, str]:
     return token, slug
 
 
-def throughput(dataset: Dataset, options: Sequence[str]) -> list[Throughput]:
-    """Measure each of ``APPS``: medians of interleaved rounds, in one run."""
+def throughput(dataset: Dataset, options: Sequence[str]) -> Rounds:
+    """Measure each of ``APPS`` in ``WRK_ROUNDS`` rounds, every other one in reverse order."""
     wrk = ensure_wrk()
     scripts = {hot: wrk_script(dataset.seeded, hot) for hot in (False, True)}
     warm_profiles(dataset.services, dataset.user_ids)
@@ -630,7 +669,8 @@ def throughput(dataset: Dataset, options: Sequence[str]) -> list[Throughput]:
     runs: list[list[Throughput]] = [[] for _ in APPS]
     for round_ in range(WRK_ROUNDS):
         log(f"wrk round {round_ + 1}/{WRK_ROUNDS} ({' '.join(options) or 'default options'})")
-        for app, measured in zip(APPS, runs, strict=True):
+        ordered = list(zip(APPS, runs, strict=True))
+        for app, measured in ordered if round_ % 2 == 0 else reversed(ordered):
             if app.cache == "stored":
                 warm_profiles(dataset.services, dataset.user_ids)
             else:
@@ -643,11 +683,7 @@ def throughput(dataset: Dataset, options: Sequence[str]) -> list[Throughput]:
                 gunicorn(dataset.settings, options, app.wsgi_app, environment) as server,
                 writers_server(dataset, options, app) as writes_to,
             ):
-                # Every worker booted (imports, pools) before the clock starts:
-                # the first answers come while the other workers still start.
-                if app.cache == "stored":
-                    run_wrk(wrk, server, script, redis_client, WARM_UP_SECONDS)
-                else:
+                if app.cache == "pass":
                     # The flush took the stream's position with it; fills are proved
                     # (and stay) once a change relay has set it again (<= 0.5 s).
                     await_stream_position(dataset)
@@ -655,11 +691,19 @@ def throughput(dataset: Dataset, options: Sequence[str]) -> list[Throughput]:
                 with live_writes(writes_to, writer_token, writer_grid, rate) as writer:
                     if app.cache == "pass":
                         read_every_profile(dataset, server)
+                    # Every worker booted (imports, pools) and served before the clock
+                    # starts, the same for every app: the pass's fills leave the steady
+                    # state's cache, not a warm server.
+                    run_wrk(wrk, server, script, redis_client, WARM_UP_SECONDS)
                     log(f"  wrk: {app.label}")
                     run = run_wrk(wrk, server, script, redis_client)
                 written = writer.writes_per_second if writer else 0.0
                 measured.append(dataclasses.replace(run, writes_per_second=written))
-    return [median_throughput(measured) for measured in runs]
+                log(
+                    f"    {run.requests_per_second:,.0f} requests/s, {run.worker_cpu_us:,.0f} us "
+                    f"of worker CPU per answer, {run.hit_ratio:.1%} from the cache"
+                )
+    return Rounds(runs)
 
 
 @contextmanager
@@ -737,7 +781,7 @@ def report(
     large: Dataset,
     small: Dataset,
     reads: dict[str, tuple[Latency, Latency]],
-    rates: list[Throughput],
+    measured: Rounds,
     profile: dict[str, Any],
     writes: tuple[Latency, Latency],
 ) -> str:
@@ -775,9 +819,9 @@ def report(
         lines.append(replica.row_with_sources(f"{dataset.name}, replica (cache miss)"))
     lines += [
         "",
-        *throughput_section(large, rates),
+        *throughput_section(large, measured),
         "",
-        *targets_section(large, reads[large.name][1], rates),
+        *targets_section(large, reads[large.name][1], measured),
         "",
         *profile_section(profile),
         "",
@@ -792,35 +836,39 @@ def report(
     return "\n".join(lines)
 
 
-def throughput_section(large: Dataset, rates: list[Throughput]) -> list[str]:
+def throughput_section(large: Dataset, measured: Rounds) -> list[str]:
+    rates = measured.medians()
     body_bytes = len(WORK_DIR.joinpath("constant-body.json").read_bytes())
     return [
         "## Profile reads through gunicorn (`wrk`)",
         "",
         f"gunicorn with `infra/gunicorn.conf.py` ({gunicorn_summary()}), `wrk -t2 "
-        f"-c{WRK_CONNECTIONS} -d{WRK_SECONDS}s`, a random one of {large.seeded.users:,} "
-        f"profiles per request ({body_bytes:,}-byte body); medians of {WRK_ROUNDS} interleaved "
-        f"rounds in one run, each app in a fresh server warmed by {WARM_UP_SECONDS} s of `wrk` "
-        "first (not counted). The steady state starts each round from `FLUSHALL`, with no "
-        "`--warm`: once the server's change relay has set the stream's position again (the "
-        "flush took it), one anonymous read of every profile through the server (its warm-up), "
-        "then `wrk`. In the live-writer rows another user (`bench/live_writer.py`, not one of "
-        "the profiles read) renames a grid at a fixed rate from before the warm-up to the end "
-        "of `wrk`, through a Gridlink server of its own (one worker) beside the one measured: "
-        "each write commits on the primary, is written through, and moves the change stream's "
-        "applied position. The one-`HMGET` app is measured under the same writes, and each "
-        "row's ratio to it is to its row with the same writes: the writes cost both the same "
-        "two cores, so the ratio is of the reads alone. Worker CPU is what the measured "
-        "server's "
-        "gunicorn workers spent per answer (`/proc`): steadier than requests/s on this shared "
-        "machine. Redis commands (of them `HMGET`s and `PING`s) and bytes are `INFO` deltas "
-        "over the run (`total_commands_processed`, `cmdstat_hmget`, `cmdstat_ping`, "
+        f"-c{WRK_CONNECTIONS} -d{WRK_SECONDS}s`, a random one of {large.seeded.users:,} profiles"
+        f" per request ({body_bytes:,}-byte body); {WRK_ROUNDS} rounds in one run, each "
+        "measuring every app in the table's order (every other round in reverse order, so each "
+        "of Gridlink's rows runs right before or after its yardstick), each app in a fresh "
+        f"server warmed by {WARM_UP_SECONDS} s of `wrk` just before it is measured (not "
+        "counted). Each figure is the median over the rounds; each ratio the median of the "
+        "ratios within a round (the two ran minutes apart at most, on a machine whose "
+        "neighbours' load changes by the minute). The steady state starts each round from "
+        "`FLUSHALL`, with no `--warm`: once the server's change relay has set the stream's "
+        "position again (the flush took it), one anonymous read of every profile through the "
+        "server (it fills the cache), then the warm-up and `wrk`. In the live-writer rows "
+        "another user (`bench/live_writer.py`, not one of the profiles read) renames a grid at "
+        "a fixed rate from before the pass (or the warm-up) to the end of `wrk`, through a "
+        "Gridlink server of its own (one worker) beside the one measured: each write commits on"
+        " the primary, is written through, and moves the change stream's applied position. The "
+        "one-`HMGET` app is measured under the same writes, and each row's ratio to it is to "
+        "its row with the same writes: the writes cost both the same two cores, so the ratio is"
+        " of the reads alone. Worker CPU is what the measured server's gunicorn workers spent "
+        "per answer (`/proc`): steadier than requests/s on this shared machine. Redis commands "
+        "(of them `HMGET`s and `PING`s) and bytes are `INFO` deltas over the run "
+        "(`total_commands_processed`, `cmdstat_hmget`, `cmdstat_ping`, "
         "`total_net_output_bytes`: every client's, the relay's, the writer's and the near "
         "caches' included) per answer. Gridlink's rows run with the near cache off "
-        "(`GRIDLINK_NEAR_CACHE_BYTES=0`: every read asks Redis) but the one that says it is "
-        "on (its default size, "
-        f"{Settings().near_cache_bytes // 2**20} MiB per process); the hot-set rows read a "
-        f"random one of the first {HOT_PROFILES} profiles.",
+        "(`GRIDLINK_NEAR_CACHE_BYTES=0`: every read asks Redis) but the one that says it is on "
+        f"(its default size, {Settings().near_cache_bytes // 2**20} MiB per process); the hot-"
+        f"set rows read a random one of the first {HOT_PROFILES} profiles.",
         "",
         "| app | writes/s | requests/s | p50 | p99 | from the cache | worker CPU per answer "
         "| Redis commands per answer (`HMGET`s; `PING`s) | Redis bytes sent per answer "
@@ -833,9 +881,9 @@ def throughput_section(large: Dataset, rates: list[Throughput]) -> list[str]:
             f"| {run.worker_cpu_us:,.0f} us | {run.redis_commands:.3f} ({run.redis_hmgets:.3f}; "
             f"{run.redis_pings:.3f}) "
             f"| {run.redis_bytes:,.0f} | {run.timeouts} "
-            f"| {run.requests_per_second / rates[yardstick(app)].requests_per_second:.2f} "
-            f"| {run.requests_per_second / rates[CONSTANT].requests_per_second:.2f} |"
-            for app, run in zip(APPS, rates, strict=True)
+            f"| {measured.ratio(index, yardstick(app)):.2f} "
+            f"| {measured.ratio(index, CONSTANT):.2f} |"
+            for index, (app, run) in enumerate(zip(APPS, rates, strict=True))
         ),
     ]
 
@@ -846,13 +894,20 @@ def memory_hit_commands(run: Throughput) -> float:
     return max(0.0, others) / max(1e-9, 1 - run.redis_hmgets)
 
 
-def targets_section(large: Dataset, miss: Latency, rates: list[Throughput]) -> list[str]:
+def targets_section(large: Dataset, miss: Latency, measured: Rounds) -> list[str]:
     """Issues 11's and 21's targets beside what this run measured."""
-    stored, one_read = rates[STORED], rates[ONE_HMGET]
+    rates = measured.medians()
 
     def share(index: int) -> float:
         """Row ``index``'s requests/s over the one-HMGET app's under the same writes."""
-        return rates[index].requests_per_second / rates[yardstick(APPS[index])].requests_per_second
+        return measured.ratio(index, yardstick(APPS[index]))
+
+    def shown(index: int, other: int) -> str:
+        """The ratio of row ``index`` to row ``other``, its rounds' spread, and by worker CPU."""
+        return (
+            f"{measured.ratio(index, other):.2f} (rounds {measured.spread(index, other)}; "
+            f"worker CPU {rates[other].worker_cpu_us / rates[index].worker_cpu_us:.2f})"
+        )
 
     rows = []
     for index, name, same_writes in (
@@ -863,16 +918,20 @@ def targets_section(large: Dataset, miss: Latency, rates: list[Throughput]) -> l
         run, ratio = rates[index], share(index)
         rows += [
             (f"hit ratio, {name}", f"{run.hit_ratio:.1%}", "≥ 99 %", run.hit_ratio >= 0.99),
-            (f"{name} / one-`HMGET` app{same_writes}", f"{ratio:.2f}", "≥ 0.9", ratio >= 0.9),
+            (
+                f"{name} / one-`HMGET` app{same_writes}",
+                shown(index, yardstick(APPS[index])),
+                "≥ 0.9",
+                ratio >= 0.9,
+            ),
         ]
     steady = rates[STEADY]
     near, far = rates[HOT_NEAR], rates[HOT_REDIS]
-    near_share = near.requests_per_second / rates[CONSTANT].requests_per_second
+    near_share = measured.ratio(HOT_NEAR, CONSTANT)
     rows += [
         (
             f"hot set of {HOT_PROFILES}, near cache on / constant-body app",
-            f"{near_share:.2f} (worker CPU: "
-            f"{rates[CONSTANT].worker_cpu_us / near.worker_cpu_us:.2f})",
+            shown(HOT_NEAR, CONSTANT),
             "≥ 0.8",
             near_share >= 0.8,
         ),
@@ -892,8 +951,7 @@ def targets_section(large: Dataset, miss: Latency, rates: list[Throughput]) -> l
         ),
         (
             "every profile stored / one-`HMGET` app (the hit path alone)",
-            f"{share(STORED):.2f} (worker CPU: "
-            f"{one_read.worker_cpu_us / stored.worker_cpu_us:.2f})",
+            shown(STORED, ONE_HMGET),
             "≥ 0.9",
             share(STORED) >= 0.9,
         ),
@@ -917,8 +975,8 @@ def targets_section(large: Dataset, miss: Latency, rates: list[Throughput]) -> l
         "| figure | measured | target | met |",
         "| --- | ---: | ---: | --- |",
         *(
-            f"| {name} | {measured} | {target} | {'yes' if met else '**no**'} |"
-            for name, measured, target, met in rows
+            f"| {name} | {figure} | {target} | {'yes' if met else '**no**'} |"
+            for name, figure, target, met in rows
         ),
     ]
 
@@ -957,9 +1015,9 @@ def tune(large: Dataset) -> str:
         "| --- | " + "---: | " * len(APPS) + "---: |",
     ]
     for label, options in TUNINGS.items():
-        rates = [run.requests_per_second for run in throughput(large, options)]
-        cells = " | ".join(f"{rate:,.0f}" for rate in rates)
-        lines.append(f"| {label} | {cells} | {rates[STEADY] / rates[CONSTANT]:.2f} |")
+        measured = throughput(large, options)
+        cells = " | ".join(f"{run.requests_per_second:,.0f}" for run in measured.medians())
+        lines.append(f"| {label} | {cells} | {measured.ratio(STEADY, CONSTANT):.2f} |")
     return "\n".join([*lines, ""])
 
 
@@ -985,11 +1043,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for dataset in (large, small):
             log(f"{dataset.name}: profile reads")
             reads[dataset.name] = read_latencies(dataset, rng)
-        rates = throughput(large, ())
+        measured = throughput(large, ())
         profile = hit_path_profile(large)
         log("writes")
         writes = write_latencies(large, rng)
-        table = report(large, small, reads, rates, profile, writes)
+        table = report(large, small, reads, measured, profile, writes)
         RESULTS.write_text(table)
         print(table)
     finally:
