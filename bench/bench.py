@@ -394,9 +394,6 @@ class Rounds:
 
     runs: list[list[Throughput]]
 
-    def median(self, app: int) -> Throughput:
-        return median_throughput(self.runs[app])
-
     def medians(self) -> list[Throughput]:
         return [median_throughput(runs) for runs in self.runs]
 
@@ -576,8 +573,8 @@ class App:
 
 
 # In the order a round measures them, each of Gridlink's rows next to its yardstick
-# (the one-``HMGET`` app under the same writes, or the constant-body app); every
-# other round measures them in the reverse order (``throughput``).
+# (the one-``HMGET`` app under the same writes, or the constant-body app) or one app
+# away; every other round measures them in the reverse order (``throughput``).
 APPS = (
     App("Gridlink, steady state (Redis flushed, one pass of reads)", None, "pass"),
     App(
@@ -846,7 +843,7 @@ def throughput_section(large: Dataset, measured: Rounds) -> list[str]:
         f"-c{WRK_CONNECTIONS} -d{WRK_SECONDS}s`, a random one of {large.seeded.users:,} profiles"
         f" per request ({body_bytes:,}-byte body); {WRK_ROUNDS} rounds in one run, each "
         "measuring every app in the table's order (every other round in reverse order, so each "
-        "of Gridlink's rows runs right before or after its yardstick), each app in a fresh "
+        "of Gridlink's rows runs next to its yardstick or one app away), each app in a fresh "
         f"server warmed by {WARM_UP_SECONDS} s of `wrk` just before it is measured (not "
         "counted). Each figure is the median over the rounds; each ratio the median of the "
         "ratios within a round (the two ran minutes apart at most, on a machine whose "
