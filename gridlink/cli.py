@@ -252,6 +252,9 @@ def cmd_users_set_admin(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_replicas(args: argparse.Namespace, settings: Settings) -> int:
     """Print the replicas as the router sees them; with --watch, redraw every second."""
+    import signal
+    import threading
+
     from gridlink.cache.stream import report_stream
     from gridlink.ops.replicas_view import format_snapshot, use_colour, watch
     from gridlink.services import Services
@@ -265,11 +268,15 @@ def cmd_replicas(args: argparse.Namespace, settings: Settings) -> int:
     colour = use_colour(sys.stdout, os.environ)
     try:
         if args.watch:
-            watch(router, sys.stdout, colour=colour, stream=stream)
+            # Ctrl-C is how --watch ends: it stops the loop between frames.
+            stopping = threading.Event()
+            signal.signal(signal.SIGINT, lambda *_: stopping.set())
+            watch(router, sys.stdout, stopping, colour=colour, stream=stream)
+            print()  # leave the prompt on a line of its own
         else:
             print(format_snapshot(router.refresh(), colour=colour, stream=stream()))
     except KeyboardInterrupt:
-        print()  # Ctrl-C is how --watch ends: leave the prompt on a line of its own
+        print()
     finally:
         services.close()
     return 0

@@ -6,7 +6,7 @@ operator on the host needs neither a browser nor a token.
 
 from __future__ import annotations
 
-import time
+import threading
 from collections.abc import Callable, Mapping
 from typing import TextIO
 
@@ -114,16 +114,23 @@ def format_snapshot(
 def watch(
     router: ReplicaRouter,
     out: TextIO,
+    stopping: threading.Event,
     *,
     colour: bool,
     stream: Callable[[], StreamReport] | None = None,
     interval: float = 1.0,
 ) -> None:
-    """Probe and redraw every ``interval`` seconds until interrupted (Ctrl-C)."""
-    while True:
+    """Probe and redraw every ``interval`` seconds until ``stopping`` is set.
+
+    ``gridlink replicas --watch`` sets it on Ctrl-C, so the frame being drawn
+    finishes: a ``KeyboardInterrupt`` raised in the middle of a probe could
+    leave a lock of the router or a connection pool held, and closing them
+    afterwards would wait on it.
+    """
+    while not stopping.is_set():
         report = None if stream is None else stream()
         frame = format_snapshot(router.refresh(), colour=colour, stream=report)
         # A terminal is redrawn in place; a pipe or a file gets one frame after another.
         out.write(f"{_CLEAR_SCREEN}{frame}\n" if out.isatty() else f"{frame}\n\n")
         out.flush()
-        time.sleep(interval)
+        stopping.wait(interval)
