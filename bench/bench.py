@@ -722,8 +722,8 @@ def writers_server(dataset: Dataset, options: Sequence[str], app: App) -> Iterat
 def live_writes(
     address: str | None, token: str, grid: str, per_second: int
 ) -> Iterator[LiveWriter | None]:
-    """Run the live writer against the server at ``address`` for the block (none at 0/s)."""
-    if address is None or not per_second:
+    """Run the live writer against the server at ``address`` for the block (None: 0 writes/s)."""
+    if address is None:
         yield None
         return
     with LiveWriter(address, token, grid, per_second) as writer:

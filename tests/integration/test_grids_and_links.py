@@ -22,9 +22,7 @@ from gridlink.app import create_app
 from gridlink.services import Services
 from tests.support.abuse import nothing_changes_on_primary, primary_state
 from tests.support.api import create_grid, create_link, sign_up
-from tests.support.profile_reads import (
-    evict,
-)
+from tests.support.profile_reads import evict
 from tests.support.queries import count_queries
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
