@@ -53,7 +53,6 @@ PARTS = {
     "the Redis call (HMGET, parse)": (("profiles.py", "get_profile"),),
     "metrics (queued for the worker's counting thread)": (
         ("metrics.py", "observe_request"),
-        ("metrics.py", "observe_read"),
         ("metrics.py", "observe_profile_lookup"),
     ),
     "the JSON log line": (("logs.py", "log_request"),),

@@ -20,6 +20,7 @@ worker's view is the cluster's; no gauge outlives a dead worker.
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -42,12 +43,12 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 # How often a process adds up what its requests queued.
 COUNT_SECONDS = 0.1
 
-# What a request queues: (what, key, value). An answer's key is its (route,
-# method, status) and its value the seconds it took; a read's key is its
-# source, a profile lookup's its result, each counted once.
+# What a request queues, one item each: an answer is (its (route, method,
+# status), the seconds it took, where its body came from or None); a profile
+# lookup is its result.
 _RequestKey = tuple[str, str, int]
-_Observation = tuple[str, Any, float]
-_ANSWER, _READ, _LOOKUP = "answer", "read", "lookup"
+_Answer = tuple[_RequestKey, float, str | None]
+_Observation = _Answer | str
 
 
 class Metrics:
@@ -96,16 +97,20 @@ class Metrics:
         )
 
     def observe_request(
-        self, *, route: str, method: str, status: int, duration_seconds: float
+        self,
+        *,
+        route: str,
+        method: str,
+        status: int,
+        duration_seconds: float,
+        read_source: str | None = None,
     ) -> None:
-        self._queued.put((_ANSWER, (route, method, status), duration_seconds))
-
-    def observe_read(self, source: str) -> None:
-        self._queued.put((_READ, source, 1.0))
+        """Count an answer, and the read it served from ``read_source`` (None: no read)."""
+        self._queued.put(((route, method, status), duration_seconds, read_source))
 
     def observe_profile_lookup(self, result: str) -> None:
         """Count a profile lookup: ``memory``, ``hit`` or ``miss``."""
-        self._queued.put((_LOOKUP, result, 1.0))
+        self._queued.put(result)
 
     def count_queued(self) -> None:
         """Add up everything queued so far (before a scrape)."""
@@ -115,20 +120,22 @@ class Metrics:
         self._queued.close()
 
     def _count(self, observations: list[_Observation]) -> None:
-        """Add up a batch: one increment per series, one observation per answer's time."""
-        answers: Tally[_RequestKey] = Tally()
+        """Add up a batch: one increment per series and bucket, however many answers."""
+        durations: dict[_RequestKey, list[float]] = {}
         reads: Tally[str] = Tally()
         lookups: Tally[str] = Tally()
-        for kind, key, value in observations:
-            if kind == _ANSWER:
-                answers[key] += 1
-                self._series(key)[1].observe(value)
-            elif kind == _READ:
-                reads[key] += 1
-            else:
-                lookups[key] += 1
-        for request_key, count in answers.items():
-            self._series(request_key)[0].inc(count)
+        for observation in observations:
+            if isinstance(observation, str):
+                lookups[observation] += 1
+                continue
+            key, seconds, source = observation
+            durations.setdefault(key, []).append(seconds)
+            if source is not None:
+                reads[source] += 1
+        for request_key, taken in durations.items():
+            requests, latency = self._series(request_key)
+            requests.inc(len(taken))
+            observe_all(latency, taken)
         for source, count in reads.items():
             (self._reads.get(source) or self.reads.labels(source=source)).inc(count)
         for result, count in lookups.items():
@@ -142,6 +149,20 @@ class Metrics:
             series = self.requests.labels(**labels), self.latency.labels(**labels)
             self._request_series[key] = series
         return series
+
+
+def observe_all(histogram: Any, amounts: list[float]) -> None:
+    """Observe every one of ``amounts`` in a labelled ``Histogram``, as ``observe`` would.
+
+    ``observe`` takes the value's lock (and, under gunicorn, writes its file)
+    twice an amount; this once a bucket. It uses prometheus_client's private
+    ``_upper_bounds``, ``_buckets`` and ``_sum`` (constraints.txt pins the
+    version; tests/unit/test_metrics.py compares the two ways).
+    """
+    counts = Tally(bisect_left(histogram._upper_bounds, amount) for amount in amounts)
+    histogram._sum.inc(sum(amounts))
+    for bucket, count in counts.items():
+        histogram._buckets[bucket].inc(count)
 
 
 def current_snapshot(router: ReplicaRouter) -> RouterSnapshot:

@@ -64,10 +64,12 @@ class RequestObserver:
         """Count one answered request and write its log line."""
         method = method if method in _KNOWN_METHODS else "other"
         self._metrics.observe_request(
-            route=route, method=method, status=status, duration_seconds=duration_seconds
+            route=route,
+            method=method,
+            status=status,
+            duration_seconds=duration_seconds,
+            read_source=read_source,
         )
-        if read_source is not None:
-            self._metrics.observe_read(read_source)
         log_request(
             log,
             {
