@@ -157,7 +157,7 @@ def observe_all(histogram: Any, amounts: list[float]) -> None:
     ``observe`` takes the value's lock (and, under gunicorn, writes its file)
     twice an amount; this once a bucket. It uses prometheus_client's private
     ``_upper_bounds``, ``_buckets`` and ``_sum`` (constraints.txt pins the
-    version; tests/unit/test_metrics.py compares the two ways).
+    version; tests/unit/test_metrics_counting.py compares the two ways).
     """
     counts = Tally(bisect_left(histogram._upper_bounds, amount) for amount in amounts)
     histogram._sum.inc(sum(amounts))
