@@ -16,11 +16,12 @@ machine: the report says which size it measured), and measures:
   state as deployed (Redis flushed, one pass of anonymous reads, no
   ``--warm``, each process's near cache at its default size) and with every
   profile stored first (every read through Redis), and in the steady state
-  while another user writes 5 and 50 times a second (``bench/live_writer.py``), beside a Falcon
-  app doing one Redis ``HMGET`` and one answering a constant body of the
-  same size, under the same gunicorn configuration, in the same run, with
-  what Redis answered per read (commands, ``HMGET``s, bytes); a hot set of
-  profiles with each process's near cache on and off; then the targets;
+  while another user writes 5 and 50 times a second
+  (``bench/live_writer.py``), beside a Falcon app doing one Redis ``HMGET``
+  and one answering a constant body of the same size, under the same
+  gunicorn configuration, in the same run, with what Redis answered per
+  read (commands, ``HMGET``s, bytes); a hot set of profiles with each
+  process's near cache on and off; then the targets;
 - where a cached read's CPU goes, in a process of its own
   (``bench/hit_profile.py``);
 - write latency: create a link, rename a grid (each rebuilds the profile
