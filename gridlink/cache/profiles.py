@@ -25,7 +25,9 @@
   README argues each interleaving.
 - **One reader fills a miss.** A short lock lets one reader read the
   database; others wait for its store (at most ~100 ms). The lock and the
-  lease are taken in one round trip; the store releases the lock in another.
+  lease are taken in one round trip, which hands back the entry instead to a
+  reader whose miss was overtaken by another's store; the store releases the
+  lock in another round trip.
 - **Entries say whether they are kept.** Each entry's ``k`` field is ``1``
   for an entry stored for long (authoritative or proved), ``0`` for a short
   fill: a process that keeps entries in its own memory (``near``) keeps only
@@ -66,14 +68,20 @@ CHANGE = b"change"  # a committed change (write-through, change stream): voids t
 FROM_PRIMARY = b"primary"  # a fill from the primary: nothing is newer
 
 # KEYS[1]: the fill lock; KEYS[2]: the profile's lease; KEYS[3]: the stream's
-# applied position; KEYS[4]: its last batch's record (gridlink.cache.stream).
-# ARGV: the lock's lifetime (ms), the lease's (s), the username (lower case).
-# Take the lock if free (1: taken), and the lease unless one is held on the
+# applied position; KEYS[4]: its last batch's record (gridlink.cache.stream);
+# KEYS[5]: the entry. ARGV: the lock's lifetime (ms), the lease's (s), the
+# username (lower case). An entry stored since the reader's miss (another
+# reader's fill landed in between) is returned as it is: no lock, no lease.
+# Otherwise take the lock if free (1: taken), and the lease unless one is held on the
 # applied position's timeline. A lease is the applied position when it was
 # taken, or, for a profile the last batch did not change, the position that
 # batch raised from; none without one (no proof). Replacing a lease by either
 # is always sound: each bounds every change of the profile the stream stored.
 TAKE_TURN = f"""
+local entry = redis.call('HMGET', KEYS[5], 'v', 'd', 'k')
+if entry[1] and entry[2] then
+  return entry
+end
 local taken = redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1])
 local applied = redis.call('GET', KEYS[3])
 if applied then
@@ -238,7 +246,7 @@ class ProfileCache:
             # A miss, or Redis restarted during the call and the key named the
             # old lifetime's (possibly stale) entry.
             return None
-        cached = CachedProfile(int(version), document, kept == b"1")
+        cached = _entry(version, document, kept)
         if near is not None and cached.kept:
             near.keep(key, cached, generation)
         return cached
@@ -298,15 +306,22 @@ class ProfileCache:
         try:
             keyspace = self.keyspace()
             keys = [self._lock_key(username), self.lease_key(username)]
-            keys += [applied_key(keyspace), recent_key(keyspace)]
+            keys += [applied_key(keyspace), recent_key(keyspace), self.profile_key(username)]
             args: list[EncodableT] = [FILL_LOCK_MILLISECONDS, LEASE_SECONDS, username.lower()]
-            taken: bool | None = bool(self._take_turn(keys=keys, args=args))
+            answer = self._take_turn(keys=keys, args=args)
         except redis.RedisError as error:
             log_redis_unavailable("lock", error)
-            taken = None
-        turn = Fill(self, username, holds_lock=bool(taken))
-        if taken is False:
-            turn.filled_by_another = self._wait_for_fill(username)
+            answer = None
+        if isinstance(answer, list):
+            # Filled between this reader's miss and its turn: no need to read. Unless
+            # Redis restarted meanwhile and the keys named the old lifetime's entry.
+            turn = Fill(self, username, holds_lock=False)
+            if keyspace == self.keyspace():
+                turn.filled_by_another = _entry(*answer)
+        else:
+            turn = Fill(self, username, holds_lock=answer == 1)
+            if answer == 0:
+                turn.filled_by_another = self._wait_for_fill(username)
         try:
             yield turn
         finally:
@@ -357,10 +372,15 @@ class ProfileCache:
         self.lifetime.close()
 
 
+def _entry(version: bytes, document: bytes, kept: bytes | None) -> CachedProfile:
+    """Make a CachedProfile of an entry's fields as Redis returns them (v, d, k)."""
+    return CachedProfile(int(version), document, kept == b"1")
+
+
 class Fill:
     """One reader's turn at a miss.
 
-    ``filled_by_another``: what another reader stored while this one waited
+    ``filled_by_another``: what another reader stored since this one's miss
     (None: read the database, then ``store`` what it gave).
     """
 

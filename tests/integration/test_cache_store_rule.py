@@ -245,8 +245,20 @@ def test_the_fill_lock_is_released_by_the_store_and_others_wait_for_it(
             assert second.filled_by_another is None
         first.store(3, b"three", None)
         assert not first.holds_lock
+    cache.client.delete(cache.profile_key(username))
     with cache.fill(username) as third:  # the lock is free again
         assert third.holds_lock
+
+
+def test_a_reader_whose_miss_another_filled_meanwhile_takes_that_entry_and_no_turn(
+    cache: ProfileCache,
+) -> None:
+    username = random_username("overtaken")
+    assert cache.get_profile(username) is None  # this reader's miss
+    fill(cache, username, 4, None)  # another reader's whole fill, lock released
+    with cache.fill(username) as late:
+        assert not late.holds_lock
+        assert late.filled_by_another == CachedProfile(4, b'{"v":4}')
 
 
 def test_a_missing_write_mark_is_distrusted_for_a_mark_lifetime_after_a_doubt(
