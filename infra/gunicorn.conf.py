@@ -57,6 +57,11 @@ logconfig_dict = LOGGING
 # The app logs each request once (gridlink.requests); gunicorn's access line would repeat it.
 logger_class = "infra.workers.RequestLineLogger"
 proc_name = "gridlink"
+# gunicorn 27's control socket (gunicornc: kill or add workers, reload, shut
+# down) is one path per user ($HOME/.gunicorn/gunicorn.ctl): every master on a
+# host would bind it in turn, and nothing here uses it. Signals and
+# ``gridlink serve`` do the same work, so nothing listens for it.
+control_socket_disable = True
 
 
 def on_starting(server: object) -> None:

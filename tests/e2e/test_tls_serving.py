@@ -1,5 +1,7 @@
 """`gridlink serve` with a certificate answers TLS alone, on its API and its metrics listener.
 
+And it listens on nothing else: no Unix socket either (gunicorn's control socket is off).
+
 What a staging API host runs (``GRIDLINK_TLS_CERTIFICATE``, ``GRIDLINK_TLS_KEY``),
 here on loopback with a CA and a certificate made in a temporary folder by
 ``infra/staging/secrets.py``: a client that trusts the CA is answered, one
@@ -22,6 +24,7 @@ from infra.processes import free_port
 from infra.serving import ApiServer, http_status
 from infra.staging.secrets import Secrets
 from tests.support.servers import serving
+from tests.support.sockets import unix_listeners
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +61,16 @@ def test_the_api_and_its_metrics_answer_over_verified_tls_alone(
     with pytest.raises(ssl.SSLCertVerificationError):
         untrusting.request("GET", "/healthz")
     untrusting.close()
+
+
+def test_no_process_of_the_server_listens_on_a_unix_socket(
+    server: tuple[ApiServer, str],
+) -> None:
+    api, _ = server
+    master = api.pid()
+    assert master is not None
+    for pid in [master, *api.worker_pids()]:
+        assert unix_listeners(pid) == [], pid
 
 
 def test_a_certificate_without_its_key_stops_start_up(tmp_path: Path) -> None:

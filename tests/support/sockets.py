@@ -1,9 +1,13 @@
-"""What the kernel says of a TCP connection on this machine: bytes the server has not read yet."""
+"""What the kernel says of sockets on this machine: bytes a server has not read, who listens."""
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
+
+# /proc/net/unix's Flags column for a socket that accepts connections (__SO_ACCEPTCON).
+_ACCEPTING = 0x10000
 
 
 def _port(address: str) -> int:
@@ -29,3 +33,21 @@ def unread_by_server(server_port: int, client: socket.socket) -> int | None:
 def read_by_server(server_port: int, client: socket.socket) -> bool:
     """Tell whether the server's end of ``client``'s connection has read all ``client`` sent."""
     return unread_by_server(server_port, client) == 0
+
+
+def unix_listeners(pid: int) -> list[str]:
+    """Return the paths of the Unix sockets process ``pid`` listens on (abstract ones start @)."""
+    inodes = set()
+    for descriptor in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(descriptor)
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target.removeprefix("socket:[").removesuffix("]"))
+    paths = []
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[3], 16) & _ACCEPTING and fields[6] in inodes:
+            paths.append(fields[7] if len(fields) > 7 else "")
+    return paths
