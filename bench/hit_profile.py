@@ -6,11 +6,14 @@ prometheus_client is imported (metrics go to mmap files) and the request log
 line is formatted and written (to /dev/null, by ``JsonLinesHandler`` as under
 gunicorn). It calls each WSGI app as
 gunicorn does, for random seeded users whose profiles are cached, and prints
-one JSON object:
+one JSON object (with ``rounds`` and ``requests``, how it measured):
 
 - ``cpu_us``: CPU microseconds per request of Gridlink (every read through
   Redis), of Gridlink answering a hot set from its near cache, of the
-  one-``HMGET`` app and of the constant-body app (``bench/constant_app.py``);
+  one-``HMGET`` app and of the constant-body app (``bench/constant_app.py``):
+  the median over ``ROUNDS`` rounds, each of which measures every app once,
+  in a shuffled order (the machine's neighbours change its speed by the
+  second: one shot of each would compare moments, not apps);
 - ``shares``: of Gridlink's profiled time per request, the parts spent in
   the Redis call, the metrics, the log line and everything else.
 
@@ -33,6 +36,7 @@ import io
 import logging
 import pstats
 import random
+import statistics
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -46,7 +50,8 @@ from gridlink.services import Services
 from gridlink.settings import Settings
 from gridlink.web.logs import JsonFormatter, JsonLinesHandler
 
-REQUESTS = 3000
+REQUESTS = 1000  # per app and round
+ROUNDS = 15
 WsgiApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
 # Gridlink's parts, by the functions whose cumulative time they are.
 PARTS = {
@@ -89,11 +94,20 @@ def serve(app: WsgiApp, usernames: list[str]) -> None:
         b"".join(app(environ(username), start_response))
 
 
-def cpu_us_per_request(app: WsgiApp, usernames: list[str]) -> float:
-    serve(app, usernames)  # connections made, caches of the process filled
-    started = time.process_time()
-    serve(app, usernames)
-    return (time.process_time() - started) / len(usernames) * 1e6
+def cpu_us_per_request(
+    apps: dict[str, tuple[WsgiApp, list[str]]], rng: random.Random
+) -> dict[str, float]:
+    """Return each app's median CPU microseconds per request over ``ROUNDS`` shuffled rounds."""
+    for app, usernames in apps.values():
+        serve(app, usernames)  # connections made, caches of the process filled
+    spent: dict[str, list[float]] = {label: [] for label in apps}
+    for _ in range(ROUNDS):
+        for label in rng.sample(list(apps), len(apps)):
+            app, usernames = apps[label]
+            started = time.process_time()
+            serve(app, usernames)
+            spent[label].append((time.process_time() - started) / len(usernames) * 1e6)
+    return {label: statistics.median(rounds) for label, rounds in spent.items()}
 
 
 def shares(app: WsgiApp, usernames: list[str]) -> dict[str, float]:
@@ -147,7 +161,9 @@ def main() -> None:
         "constant-body app": (constant_app(), usernames),
     }
     result = {
-        "cpu_us": {label: cpu_us_per_request(app, reads) for label, (app, reads) in apps.items()},
+        "cpu_us": cpu_us_per_request(apps, rng),
+        "rounds": ROUNDS,
+        "requests": REQUESTS,
         "shares": shares(gridlink, usernames),
     }
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
