@@ -95,6 +95,13 @@ WRK_CONNECTIONS = 32
 WRK_ROUNDS = 4
 WARM_UP_SECONDS = 3
 WRK_TIMEOUT = "10s"
+# Every measured server, whatever its app: each worker listens on a socket of its
+# own and the kernel spreads wrk's connections across them by hash. With the one
+# socket gunicorn shares by default, whichever worker wakes first takes most of a
+# run's 32 long-lived connections (per-worker CPU 0/959/0/538 ticks in one run):
+# one process then holds most of the load on its one interpreter lock, and single
+# rounds moved between 0.4 and 1.4 of their yardstick, by chance, not by app.
+MEASURED_OPTIONS = ("--reuse-port",)
 # The seed project's Django design in the same setup, as issue 11 reports it (176-242 req/s).
 DJANGO_REQUESTS_PER_SECOND = 210
 # gunicorn option sets that --tune compares (infra/gunicorn.conf.py is the baseline).
@@ -696,7 +703,9 @@ def throughput(dataset: Dataset, options: Sequence[str]) -> Rounds:
                 environment["GRIDLINK_NEAR_CACHE_BYTES"] = str(Settings().near_cache_bytes)
             script = scripts[app.hot]
             with (
-                gunicorn(dataset.settings, options, app.wsgi_app, environment) as server,
+                gunicorn(
+                    dataset.settings, (*MEASURED_OPTIONS, *options), app.wsgi_app, environment
+                ) as server,
                 writers_server(dataset, options, app) as writes_to,
             ):
                 if app.cache == "pass":
@@ -858,7 +867,10 @@ def throughput_section(large: Dataset, measured: Rounds) -> list[str]:
     return [
         "## Profile reads through gunicorn (`wrk`)",
         "",
-        f"gunicorn with `infra/gunicorn.conf.py` ({gunicorn_summary()}), `wrk -t2 "
+        f"gunicorn with `infra/gunicorn.conf.py` ({gunicorn_summary()}) and "
+        f"`{' '.join(MEASURED_OPTIONS)}` (each worker its own listening socket, so the kernel "
+        "spreads the connections evenly; with the one shared socket, the worker that wakes "
+        "first takes most of them, and a round measured that chance more than the app), `wrk -t2 "
         f"-c{WRK_CONNECTIONS} -d{WRK_SECONDS}s`, a random one of {large.seeded.users:,} profiles"
         f" per request ({body_bytes:,}-byte body); {WRK_ROUNDS} rounds in one run, each "
         "measuring every app in the table's order (every other round in reverse order, so each "
@@ -1008,7 +1020,9 @@ def profile_section(profile: dict[str, Any]) -> list[str]:
         "Each app called as gunicorn calls it, for random cached profiles, with the "
         "workers' metrics (prometheus multiprocess files) and a JSON log line written to "
         "/dev/null, each by the thread that takes them off the request's queue (its CPU is "
-        "in the figures; cProfile's shares are of the request's own thread).",
+        "in the figures; cProfile's shares are of the request's own thread). Each figure is "
+        f"the median of {profile['rounds']} rounds of {profile['requests']:,} requests per "
+        "app, every round measuring the apps in a shuffled order.",
         "",
         "| app | CPU per request |",
         "| --- | ---: |",
@@ -1027,7 +1041,8 @@ def tune(large: Dataset) -> str:
         "# Gunicorn tuning (`python -m bench.bench --tune`)",
         "",
         f"Measured {machine()}. Profile reads, `wrk -t2 -c{WRK_CONNECTIONS} "
-        f"-d{WRK_SECONDS}s`, requests/s, median of {WRK_ROUNDS} rounds per app.",
+        f"-d{WRK_SECONDS}s`, requests/s, median of {WRK_ROUNDS} rounds per app; every server "
+        f"with `{' '.join(MEASURED_OPTIONS)}` besides the options of its row.",
         "",
         "| gunicorn | " + " | ".join(app.label for app in APPS) + " | ratio |",
         "| --- | " + "---: | " * len(APPS) + "---: |",
