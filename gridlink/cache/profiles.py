@@ -72,8 +72,8 @@ FROM_PRIMARY = b"primary"  # a fill from the primary: nothing is newer
 # KEYS[5]: the entry. ARGV: the lock's lifetime (ms), the lease's (s), the
 # username (lower case). An entry stored since the reader's miss (another
 # reader's fill landed in between) is returned as it is: no lock, no lease.
-# Otherwise take the lock if free (1: taken), and the lease unless one is held on the
-# applied position's timeline. A lease is the applied position when it was
+# Otherwise take the lock if free (1: taken), and the lease unless one is held
+# on the applied position's timeline. A lease is the applied position when it was
 # taken, or, for a profile the last batch did not change, the position that
 # batch raised from; none without one (no proof). Replacing a lease by either
 # is always sound: each bounds every change of the profile the stream stored.
