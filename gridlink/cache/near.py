@@ -17,21 +17,24 @@ one changes (server-assisted client-side caching):
   before that ``PING``'s answer. The thread sends one every ``PING_SECONDS``;
   memory answers only while the last answered one was sent less than
   ``CURRENT_SECONDS`` ago: every write acknowledged before then has been
-  seen (API.md promises 2 and 3). Nor while the thread is applying messages;
-  nor while Redis is cooling off after a timeout (reads go to the database
-  then).
+  seen (API.md promises 2 and 3). Nor while Redis is cooling off after a
+  timeout (reads go to the database then).
 - **Never older than what this process read from Redis** (promise 3 within a
   process). A read from Redis (a reader with a token, a miss of memory) may
   return a version whose invalidation has reached this process unapplied.
-  So after each such read the process looks at the socket (``after_redis_read``),
-  and if a message waits there, memory does not answer until the thread has
-  taken everything off it. A read from memory costs no system call: on a
-  worker's eight threads, each one would hand the others the interpreter.
+  So each such read tells memory what it got (``note``): an
+  older copy is dropped at once, and the version is noted until a ``PING``
+  sent after it is answered, so that a read that began earlier cannot keep
+  an older copy meanwhile. By then the invalidation is applied, and such a
+  keep is refused by ``generation``. All of it is a few dictionary
+  operations: no system call, which on a worker's eight threads would hand
+  the interpreter to the others on every read.
 - **A lost connection loses the memory**, when it fails and again when the
   next one is tracking: what changed meanwhile is never served from memory.
 - **A read racing a change.** An entry read from Redis is kept only if no
   invalidation arrived since the read began (``generation``): the one for
-  the change it raced may have come before the entry was kept.
+  the change it raced may have come before the entry was kept. Nor if it is
+  older than memory's copy or a version noted since.
 - **What is kept**: entries Redis keeps for long (``k`` = 1, see
   ``profiles``); a short fill lives a second in Redis and only Redis's expiry
   bounds it. Only anonymous reads use memory (``ProfileCache.recall``): a
@@ -40,10 +43,8 @@ one changes (server-assisted client-side caching):
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
-import select
 import threading
 import time
 from collections import OrderedDict
@@ -90,15 +91,10 @@ class NearCache:
         self._tracked: str | None = None
         # When the last answered PING was sent (the clock's time).
         self._answered_since = -math.inf
-        # The connection's socket, polled for an unread message; None without one.
-        self._socket: int | None = None
-        # Whether the thread is taking messages off the socket and applying them.
-        self._reading = False
-        # Raised when a reader finds a message unread on the socket; the thread
-        # copies it to _emptied once it found the socket empty after the raise.
-        self._raises = itertools.count(1)
-        self._raised = 0
-        self._emptied = 0
+        # The newest version of each key read from Redis since the PING in flight
+        # was sent (_noted), and before it (_sealed): dropped once it is answered.
+        self._noted: dict[str, int] = {}
+        self._sealed: dict[str, int] = {}
         self.client_id: int | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -116,19 +112,34 @@ class NearCache:
                 self._entries.move_to_end(key)
         return entry
 
-    def keep(self, key: str, entry: CachedProfile, generation: int) -> None:
-        """Keep what Redis answered for ``key``, unless anything was invalidated since the read.
+    def note(self, key: str, entry: CachedProfile, *, keep_from: int | None = None) -> None:
+        """Take note of the version of ``key`` this process serves; keep it if asked.
 
-        ``generation``: this cache's ``generation`` read before the Redis read.
+        From now on memory never answers an older version of ``key`` (promise 3).
+        ``keep_from``: this cache's ``generation`` read before ``entry`` was read
+        from Redis, to keep it if nothing changed since (None: do not keep it).
         """
         size = len(entry.document) + ENTRY_OVERHEAD_BYTES
-        tracked = self._tracked
-        if size > self.max_bytes or tracked is None or not key.startswith(tracked):
-            return
         with self._lock:
-            if generation != self.generation:
+            tracked = self._tracked
+            if tracked is None:
+                return  # memory is empty and refuses keeps until it is tracking again
+            held = self._entries.get(key)
+            if held is not None and held.version < entry.version:
+                self._forget(key)
+                held = None
+            noted = max(self._noted.get(key, 0), self._sealed.get(key, 0))
+            if noted < entry.version:
+                self._noted[key] = entry.version
+            if not (
+                keep_from == self.generation
+                and entry.kept
+                and held is None
+                and entry.version >= noted
+                and size <= self.max_bytes
+                and key.startswith(tracked)
+            ):
                 return
-            self._forget(key)
             self._entries[key] = entry
             self._bytes += size
             while self._bytes > self.max_bytes:
@@ -156,20 +167,8 @@ class NearCache:
         self._start()
         return (
             self._clock() - self._answered_since < CURRENT_SECONDS
-            and self._emptied == self._raised
-            and not self._reading
             and not self._lifetime.cooling_off()
         )
-
-    def after_redis_read(self) -> None:
-        """Keep memory from answering while an invalidation waits unread (after a Redis read).
-
-        What Redis just answered may be newer than memory's copy; Redis sent the
-        invalidation of that copy before its answer, so it is on the socket
-        (or being applied) now if it is not applied yet.
-        """
-        if self._unread():
-            self._raised = next(self._raises)
 
     @property
     def answered_since(self) -> float:
@@ -185,18 +184,6 @@ class NearCache:
         entry = self._entries.pop(key, None)
         if entry is not None:
             self._bytes -= len(entry.document) + ENTRY_OVERHEAD_BYTES
-
-    def _unread(self) -> bool:
-        """Tell whether a message has reached this process and is not applied yet."""
-        descriptor = self._socket
-        if descriptor is None:
-            return True
-        # A poll object of its own: one may not be polled by two threads at once.
-        poll = select.poll()
-        poll.register(descriptor, select.POLLIN)
-        # The socket first, then the flag: a message the thread takes off the socket
-        # after the poll was taken after it set the flag.
-        return bool(poll.poll(0)) or self._reading
 
     def _start(self) -> None:
         if self._thread is not None:
@@ -246,25 +233,28 @@ class NearCache:
         connection.read_response()
         connection.send_command("SUBSCRIBE", INVALIDATIONS)
         connection.read_response()
-        # redis-py has no public accessor for the socket; a poll of it costs no
-        # Redis command, and says whether a message waits unread.
-        descriptor = connection._sock.fileno()
         with self._lock:
             self._clear()  # whatever this process read before may have changed meanwhile
             self._tracked = prefix
-            self._socket = descriptor
             self.client_id = client_id
         return connection
 
     def _listen(self, connection: Any) -> None:
         """PING every PING_SECONDS; apply every message; mark memory current at each answer."""
         while not self._stopping.is_set():
+            with self._lock:
+                # Noted before the PING: their invalidations come before its answer.
+                self._sealed.update(self._noted)
+                self._noted = {}
             sent_at = self._clock()
             due = time.monotonic() + PING_SECONDS
             connection.send_command("PING")
             while not (answered := self._read(connection, _TRACKING_TIMEOUT_SECONDS)):
                 if answered is None:
                     raise redis.TimeoutError("the near cache's PING got no answer")
+            with self._lock:
+                # Applied now: a keep from a read that began before one is refused.
+                self._sealed = {}
             self._answered_since = sent_at
             while (left := due - time.monotonic()) > 0 and not self._stopping.is_set():
                 self._read(connection, left)
@@ -273,27 +263,14 @@ class NearCache:
         """Apply the messages that arrive within ``timeout``; say whether a PING's answer did.
 
         None: nothing arrived.
-
-        Readers are kept from memory from before the first byte is taken off the
-        socket until the last message taken is applied (``_reading``): in between,
-        an invalidation is neither unread on the socket nor applied yet.
         """
-        raised = self._raised
         if not connection.can_read(timeout=timeout):
-            self._emptied = raised
             return None
         answered = False
-        self._reading = True
-        try:
-            while True:
-                answered = self._handle(connection.read_response()) or answered
-                raised = self._raised
-                if not connection.can_read(timeout=0):  # nothing buffered, nothing arrived
-                    # Whatever a reader saw unread before ``raised`` is applied now.
-                    self._emptied = raised
-                    return answered
-        finally:
-            self._reading = False
+        while True:
+            answered = self._handle(connection.read_response()) or answered
+            if not connection.can_read(timeout=0):  # nothing buffered, nothing arrived
+                return answered
 
     def _handle(self, message: list[Any]) -> bool:
         """Apply an invalidation; return True for a PING's answer."""
@@ -313,7 +290,6 @@ class NearCache:
     def _lose(self, connection: Any) -> None:
         self._answered_since = -math.inf
         with self._lock:
-            self._socket = None
             self._tracked = None
             self.client_id = None
             self._clear()
@@ -324,3 +300,7 @@ class NearCache:
         self.generation += 1
         self._entries.clear()
         self._bytes = 0
+        # A read noted before this refuses no keep that matters: one that began
+        # earlier is refused by the generation, one that begins later reads newer.
+        self._noted = {}
+        self._sealed = {}

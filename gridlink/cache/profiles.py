@@ -239,16 +239,14 @@ class ProfileCache:
         except redis.RedisError as error:
             log_redis_unavailable("read", error)
             return None
-        if near is not None:
-            near.after_redis_read()  # memory never answers older than this (promise 3)
-            near = near if remember else None
         if version is None or document is None or key != self.profile_key(username):
             # A miss, or Redis restarted during the call and the key named the
             # old lifetime's (possibly stale) entry.
             return None
         cached = _entry(version, document, kept)
-        if near is not None and cached.kept:
-            near.keep(key, cached, generation)
+        if near is not None:
+            # Memory never answers older than this (promise 3), and may keep it.
+            near.note(key, cached, keep_from=generation if remember else None)
         return cached
 
     # --- stores -----------------------------------------------------------------------
@@ -318,6 +316,8 @@ class ProfileCache:
             turn = Fill(self, username, holds_lock=False)
             if keyspace == self.keyspace():
                 turn.filled_by_another = _entry(*answer)
+                if self.near is not None:  # served from the cache, as a hit would be
+                    self.near.note(keys[-1], turn.filled_by_another)
         else:
             turn = Fill(self, username, holds_lock=answer == 1)
             if answer == 0:
@@ -365,6 +365,8 @@ class ProfileCache:
             self._store_if_newer(keys=keys, args=args)
         except redis.RedisError as error:
             log_redis_unavailable("store", error)
+        if self.near is not None:  # served now: memory answers nothing older afterwards
+            self.near.note(keys[0], CachedProfile(version, document))
 
     def close(self) -> None:
         if self.near is not None:

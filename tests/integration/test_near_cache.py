@@ -38,7 +38,7 @@ from tests.support.profile_reads import (
     rename_grid,
 )
 from tests.support.queries import count_redis_round_trips
-from tests.support.relay import relay_running
+from tests.support.relay import relay_running, wait_for_stream
 from tests.support.waiting import wait_for
 
 
@@ -103,6 +103,10 @@ def comparable(result: falcon.testing.Result) -> tuple[int, dict[str, str], byte
     headers = {name.lower(): value for name, value in result.headers.items()}
     headers.pop("x-request-id")
     return result.status_code, headers, result.content
+
+
+def titles(result: falcon.testing.Result) -> list[str]:
+    return [grid["title"] for grid in result.json["grids"]]
 
 
 def test_a_profile_read_from_memory_sends_redis_nothing_and_is_the_same_answer(
@@ -190,6 +194,68 @@ def test_after_a_newer_version_from_redis_memory_never_answers_an_older_one(
     assert [grid["title"] for grid in anonymous_read(client, user.username).json["grids"]] == [
         "After"
     ]
+
+
+def test_a_read_begun_before_a_change_keeps_nothing_older_than_what_was_since_served(
+    client: falcon.testing.TestClient,
+    elsewhere: falcon.testing.TestClient,
+    services: Services,
+) -> None:
+    user = sign_up(client, "overtaken")
+    slug = create_grid(client, user, "Before")["slug"]
+    cache, memory = services.cache, near(services)
+    key = cache.profile_key(user.username)
+    wait_for(memory.current, 15, "the invalidation connection is current")
+    with invalidations_held(memory):
+        # An anonymous reader's read of Redis, begun before the change; it keeps
+        # what it read only once the others below have run.
+        began = memory.generation
+        overtaken = cache.get_profile(user.username)
+        assert overtaken is not None
+        # Another process changes the profile: the invalidation waits on this one's socket.
+        rename_grid(elsewhere, user, slug, "After")
+        # A reader with a token reads Redis: this process has served the new version.
+        own = client.simulate_get(f"/api/users/{user.username}/", headers=user.headers)
+        assert titles(own) == ["After"]
+        # The first reader now keeps what it read, as its get_profile would at the end ...
+        memory.note(key, overtaken, keep_from=began)
+        # ... and memory has not taken it: no anonymous reader gets the old version.
+        anonymous = anonymous_read(client, user.username)
+        assert titles(anonymous) == ["After"]
+        assert etag_version(anonymous) > overtaken.version
+
+
+def test_an_entry_a_turn_at_a_miss_hands_back_is_served_as_a_hit_is(
+    client: falcon.testing.TestClient,
+    elsewhere: falcon.testing.TestClient,
+    services: Services,
+) -> None:
+    user, slug, _ = profile_in_memory(client, services, "handed")
+    with invalidations_held(near(services)):
+        rename_grid(elsewhere, user, slug, "After")
+        # A reader whose miss another's fill overtook: its turn hands it the entry.
+        with services.cache.fill(user.username) as turn:
+            handed = turn.filled_by_another
+        assert handed is not None
+        assert b"After" in handed.document
+        assert titles(anonymous_read(client, user.username)) == ["After"]
+
+
+def test_after_serving_a_fill_memory_never_answers_an_older_version(
+    client: falcon.testing.TestClient,
+    elsewhere: falcon.testing.TestClient,
+    services: Services,
+) -> None:
+    user, slug, path = profile_in_memory(client, services, "filled")
+    with invalidations_held(near(services)):
+        rename_grid(elsewhere, user, slug, "After")
+        wait_for_stream(services)  # the relay has stored it too, and will not again
+        services.cache.client.delete(services.cache.profile_key(user.username))  # evicted
+        # A reader with a token misses Redis and fills from the database.
+        own = client.simulate_get(path, headers=user.headers)
+        assert own.headers[SOURCE] != "cache"
+        assert titles(own) == ["After"]
+        assert titles(anonymous_read(client, user.username)) == ["After"]
 
 
 def kill_invalidation_connection(services: Services) -> None:
