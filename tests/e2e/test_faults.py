@@ -243,15 +243,21 @@ def test_redis_lost_costs_no_5xx_and_leaves_no_stale_profile_behind(
     with Traffic(rig.address, accounts) as traffic:
         traffic.wait_for_answers(since=0)
         lose_redis(rig, how, quiet, traffic)
-        traffic.wait_for_answers(since=time.monotonic())
+        fault_over = time.monotonic()  # every write of the fault has had its answer
+        traffic.wait_for_answers(since=fault_over)
 
     assert not improper_answers(traffic.attempts, writes_may_503=False)
     assert not [a.describe() for a in broken(traffic.attempts)]
     assert_nothing_lost_nothing_doubled(rig.primary, accounts, traffic.attempts)
     # API.md promise 4: nothing older than the newest write outlives the lag bound + 2 s.
+    # Within it a process out of its Redis cool-off may read the entry a write-through
+    # missed, before the change relay stores the newest, while another process in its
+    # cool-off has served the newest from a replica.
     for account in accounts + quiet:
         newest = primary_version(rig.primary, account)
-        assert_settles_on_newest(rig.address, account, newest, STALENESS_ALLOWED)
+        assert_settles_on_newest(
+            rig.address, account, newest, STALENESS_ALLOWED, fault_over + STALENESS_ALLOWED
+        )
     assert_recovered_in_place(rig, workers, accounts[0])
 
 

@@ -385,12 +385,21 @@ def profile_versions(address: str, account: Account, reads: int) -> list[int]:
     return versions
 
 
-def assert_settles_on_newest(address: str, account: Account, newest: int, within: float) -> None:
-    """Check the profile shows version ``newest`` within ``within`` s, and then only that."""
+def assert_settles_on_newest(
+    address: str, account: Account, newest: int, within: float, steady_from: float = 0.0
+) -> None:
+    """Check the profile shows version ``newest`` within ``within`` s, and then only that.
+
+    ``steady_from``: the monotonic time from which only ``newest`` may be
+    served, if later than the first read of it (promise 4's bound, after a
+    fault: until then one process may serve the newest from a replica while
+    another still reads an entry the change relay has not repaired).
+    """
     deadline = time.monotonic() + within
     while profile_versions(address, account, 1) != [newest]:
         assert time.monotonic() < deadline, f"{account.username}: not at {newest} in {within} s"
         time.sleep(0.05)
+    time.sleep(max(0.0, steady_from - time.monotonic()))
     versions = profile_versions(address, account, 12)
     assert versions == [newest] * 12, (account.username, versions)
 
