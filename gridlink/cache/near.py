@@ -19,10 +19,10 @@ one changes (server-assisted client-side caching):
   ``CURRENT_SECONDS`` ago: every write acknowledged before then has been
   seen (API.md promises 2 and 3). Nor while Redis is cooling off after a
   timeout (reads go to the database then).
-- **Never older than what this process read from Redis** (promise 3 within a
-  process). A read from Redis (a reader with a token, a miss of memory) may
-  return a version whose invalidation has reached this process unapplied.
-  So each such read tells memory what it got (``note``): an
+- **Never older than what this process served** (promise 3 within a
+  process). A read from Redis (a reader with a token, a miss of memory) or a
+  fill may return a version whose invalidation has reached this process
+  unapplied. So each one tells memory what it serves (``note``): an
   older copy is dropped at once, and the version is noted until a ``PING``
   sent after it is answered, so that a read that began earlier cannot keep
   an older copy meanwhile. By then the invalidation is applied, and such a
