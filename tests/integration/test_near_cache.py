@@ -175,25 +175,36 @@ def invalidations_held(cache: NearCache) -> Iterator[None]:
         resume.set()
 
 
+@contextmanager
+def changed_unheard(
+    client: falcon.testing.TestClient,
+    elsewhere: falcon.testing.TestClient,
+    services: Services,
+    name: str,
+) -> Iterator[ApiUser]:
+    """A profile held in memory, then renamed "After" by another process.
+
+    Its invalidation waits on this process's socket for the block.
+    """
+    user, slug, _ = profile_in_memory(client, services, name)
+    with invalidations_held(near(services)):
+        rename_grid(elsewhere, user, slug, "After")
+        yield user
+
+
 def test_after_a_newer_version_from_redis_memory_never_answers_an_older_one(
     client: falcon.testing.TestClient,
     elsewhere: falcon.testing.TestClient,
     services: Services,
 ) -> None:
-    user, slug, path = profile_in_memory(client, services, "newer")
-    with invalidations_held(near(services)):
-        # Another process changes the profile: the invalidation waits on this one's socket.
-        rename_grid(elsewhere, user, slug, "After")
+    with changed_unheard(client, elsewhere, services, "newer") as user:
         # A reader with a token reads Redis, so this process has served the new version...
-        own = client.simulate_get(path, headers=user.headers)
-        assert [grid["title"] for grid in own.json["grids"]] == ["After"]
+        own = client.simulate_get(f"/api/users/{user.username}/", headers=user.headers)
+        assert titles(own) == ["After"]
         # ... and no anonymous reader of it gets the old one from memory afterwards.
-        anonymous = anonymous_read(client, user.username)
-        assert [grid["title"] for grid in anonymous.json["grids"]] == ["After"]
+        assert titles(anonymous_read(client, user.username)) == ["After"]
     wait_for(lambda: in_memory(client, services, user.username), 15, "memory answers again")
-    assert [grid["title"] for grid in anonymous_read(client, user.username).json["grids"]] == [
-        "After"
-    ]
+    assert titles(anonymous_read(client, user.username)) == ["After"]
 
 
 def test_a_read_begun_before_a_change_keeps_nothing_older_than_what_was_since_served(
@@ -230,9 +241,7 @@ def test_an_entry_a_turn_at_a_miss_hands_back_is_served_as_a_hit_is(
     elsewhere: falcon.testing.TestClient,
     services: Services,
 ) -> None:
-    user, slug, _ = profile_in_memory(client, services, "handed")
-    with invalidations_held(near(services)):
-        rename_grid(elsewhere, user, slug, "After")
+    with changed_unheard(client, elsewhere, services, "handed") as user:
         # A reader whose miss another's fill overtook: its turn hands it the entry.
         with services.cache.fill(user.username) as turn:
             handed = turn.filled_by_another
@@ -246,13 +255,11 @@ def test_after_serving_a_fill_memory_never_answers_an_older_version(
     elsewhere: falcon.testing.TestClient,
     services: Services,
 ) -> None:
-    user, slug, path = profile_in_memory(client, services, "filled")
-    with invalidations_held(near(services)):
-        rename_grid(elsewhere, user, slug, "After")
+    with changed_unheard(client, elsewhere, services, "filled") as user:
         wait_for_stream(services)  # the relay has stored it too, and will not again
         services.cache.client.delete(services.cache.profile_key(user.username))  # evicted
         # A reader with a token misses Redis and fills from the database.
-        own = client.simulate_get(path, headers=user.headers)
+        own = client.simulate_get(f"/api/users/{user.username}/", headers=user.headers)
         assert own.headers[SOURCE] != "cache"
         assert titles(own) == ["After"]
         assert titles(anonymous_read(client, user.username)) == ["After"]
