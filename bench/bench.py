@@ -869,8 +869,9 @@ def throughput_section(large: Dataset, measured: Rounds) -> list[str]:
         "",
         f"gunicorn with `infra/gunicorn.conf.py` ({gunicorn_summary()}) and "
         f"`{' '.join(MEASURED_OPTIONS)}` (each worker its own listening socket, so the kernel "
-        "spreads the connections evenly; with the one shared socket, the worker that wakes "
-        "first takes most of them, and a round measured that chance more than the app), `wrk -t2 "
+        "spreads the connections by a hash of their addresses: unevenly, but no worker is left "
+        "without; with the one shared socket, the worker that wakes first takes most of them, "
+        "and a round measured that chance more than the app), `wrk -t2 "
         f"-c{WRK_CONNECTIONS} -d{WRK_SECONDS}s`, a random one of {large.seeded.users:,} profiles"
         f" per request ({body_bytes:,}-byte body); {WRK_ROUNDS} rounds in one run, each "
         "measuring every app in the table's order (every other round in reverse order, so each "

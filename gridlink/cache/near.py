@@ -91,8 +91,9 @@ class NearCache:
         self._tracked: str | None = None
         # When the last answered PING was sent (the clock's time).
         self._answered_since = -math.inf
-        # The newest version of each key read from Redis since the PING in flight
-        # was sent (_noted), and before it (_sealed): dropped once it is answered.
+        # The newest version of each key this process served from Redis or a fill
+        # since the PING in flight was sent (_noted), and before it (_sealed):
+        # dropped once it is answered.
         self._noted: dict[str, int] = {}
         self._sealed: dict[str, int] = {}
         self.client_id: int | None = None
