@@ -18,6 +18,8 @@ import orjson
 import redis
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from gridlink.db.failures import went_away
+
 log = logging.getLogger(__name__)
 
 # A client answered 429 or 503 is told to wait (Retry-After); the server
@@ -221,7 +223,7 @@ def handle_http_error(
 def handle_unexpected_error(
     req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]
 ) -> None:
-    if isinstance(ex, DBAPIError) and ex.connection_invalidated:
+    if went_away(ex):
         # A connection SQLAlchemy threw away: a server went away or was demoted.
         handle_backend_unreachable(req, resp, ex, params)
         return

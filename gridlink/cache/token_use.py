@@ -18,9 +18,10 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from gridlink.cache.lifetime import RedisLifetime, log_redis_unavailable
+from gridlink.db.failures import went_away
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,10 @@ class UseRecorder:
                         "stale_before": used_on - timedelta(seconds=USE_RECORD_SECONDS),
                     },
                 )
-        except (OperationalError, InterfaceError):
-            # The request goes on (reads are served without the primary). The
-            # claim is kept: one attempt per token per interval, not one per
-            # request, each waiting for a connect timeout.
+        except DBAPIError as problem:
+            if not went_away(problem):
+                raise
+            # The request goes on (reads are served without the primary, or
+            # with a demoted one). The claim is kept: one attempt per token per
+            # interval, not one per request, each waiting for a connect timeout.
             log.warning("token use not recorded: the primary is unreachable")

@@ -8,13 +8,14 @@ from types import TracebackType
 from typing import TypeVar
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from gridlink.accounts.passwords import HashSlots
 from gridlink.accounts.ratelimit import Limiter
 from gridlink.cache import ProfileCache, TokenCache
 from gridlink.cache.marks import WriteMarks
+from gridlink.db.failures import went_away
 from gridlink.mail.outbox import MailPoller, queue_mail, queue_token_mail
 from gridlink.models import OutgoingMail
 from gridlink.services import Services
@@ -98,7 +99,7 @@ class UnitOfWork:
             pass  # the connection is already gone; nothing was committed
         finally:
             self.session.close()
-        if not self._committed and _database_went_away(exc):
+        if not self._committed and went_away(exc):
             for action in self._after_database_failure:
                 try:
                     action()
@@ -146,13 +147,6 @@ class UnitOfWork:
                 # The write is committed and will be answered 2xx; what follows
                 # (cache write-through, read-your-writes mark) is best effort.
                 log.exception("after-commit action failed")
-
-
-def _database_went_away(exc: BaseException | None) -> bool:
-    """Tell whether ``exc`` is the database being unreachable (answered 503), not a refusal."""
-    return isinstance(exc, OperationalError | InterfaceError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    )
 
 
 def run_command(services: Services, command: Callable[[UnitOfWork], T]) -> T:

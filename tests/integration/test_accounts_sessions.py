@@ -24,11 +24,12 @@ from gridlink.cache.token_use import USE_RECORD_SECONDS
 from gridlink.commands.accounts import set_admin
 from gridlink.commands.unit_of_work import run_command
 from gridlink.errors import Unauthenticated
-from gridlink.services import Services
+from gridlink.services import Services, make_engine
 from gridlink.settings import Settings
 from tests.support.api import ApiUser, assert_error, auth, login, me_status
 from tests.support.queries import count_queries
 from tests.support.security_log import security_events
+from tests.support.waiting import wait_for_replica
 
 SESSION_ID = re.compile(r"^se_[0-9a-f]{32}$")
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
@@ -330,6 +331,36 @@ def test_requests_with_a_fresh_token_write_nothing(client, services, user):
         for _ in range(10):
             assert client.simulate_get("/api/users/me/", headers=user.headers).status_code == 200
     assert updates_of_tokens(counted.statements) == 0
+
+
+def test_a_last_use_a_demoted_primary_refuses_leaves_the_request_authenticated(
+    services, user, test_cluster
+):
+    # The token cache's primary engine reaches a server in recovery, as a pooled
+    # connection to a demoted primary does after a failover: the last use's
+    # UPDATE is refused (SQLSTATE 25006). The request goes on, as it does when
+    # the primary is unreachable; the token was read from that server.
+    wait_for_replica(services)
+    demoted = make_engine(test_cluster.replica_urls[0])
+    clock = Clock()
+    cache = TokenCache(
+        services.cache.lifetime,
+        demoted,
+        services.replicas,
+        idle_days=services.settings.token_idle_days,
+        seal=services.token_cache.seal,
+        clock=clock,
+    )
+    clock.now += 2 * USE_RECORD_SECONDS
+    let_an_hour_pass(services, user.token)
+    try:
+        with count_queries(demoted) as counted:
+            principal = cache.authenticate(user.token)
+    finally:
+        demoted.dispose()
+
+    assert principal.username == user.username
+    assert updates_of_tokens(counted.statements) == 1  # tried, refused, given up
 
 
 def test_the_last_use_is_written_once_an_hour_whatever_the_processes(services, user):
