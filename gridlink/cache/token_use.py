@@ -77,4 +77,4 @@ class UseRecorder:
             # The request goes on (reads are served without the primary, or
             # with a demoted one). The claim is kept: one attempt per token per
             # interval, not one per request, each waiting for a connect timeout.
-            log.warning("token use not recorded: the primary is unreachable")
+            log.warning("token use not recorded: the primary is unreachable or demoted")

@@ -4,9 +4,10 @@ A lost, refused or timed-out connection surfaces as SQLAlchemy's
 ``OperationalError`` or ``InterfaceError``. A server demoted by a failover
 answers a write with "read-only transaction", which ``services`` marks as
 a disconnect: SQLAlchemy then raises the driver's own class (an
-``InternalError``) with ``connection_invalidated`` set. Every caller that
-treats an outage differently from a refusal (503 instead of 500, a count
-given back, a best-effort write given up) asks ``went_away``.
+``InternalError``) with ``connection_invalidated`` set. The callers that
+treat a write's outage differently from a refusal (503 instead of 500, a
+count given back, a best-effort write given up) ask ``went_away``; a read,
+which a demoted server still answers, needs only the first two classes.
 """
 
 from __future__ import annotations
