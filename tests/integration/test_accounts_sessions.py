@@ -15,7 +15,7 @@ from functools import partial
 
 import falcon.testing
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from gridlink.accounts.tokens import hash_token
 from gridlink.app import create_app
@@ -71,11 +71,14 @@ class Clock:
         return self.now
 
 
-def token_cache(services: Services, clock: Clock) -> TokenCache:
-    """A token cache like a server's, in the same Redis and database, reading ``clock``."""
+def token_cache(services: Services, clock: Clock, primary: Engine | None = None) -> TokenCache:
+    """A token cache like a server's, in the same Redis and database, reading ``clock``.
+
+    ``primary``: the engine it writes to instead of the server's.
+    """
     return TokenCache(
         services.cache.lifetime,
-        services.primary,
+        primary or services.primary,
         services.replicas,
         idle_days=services.settings.token_idle_days,
         seal=services.token_cache.seal,
@@ -343,14 +346,7 @@ def test_a_last_use_a_demoted_primary_refuses_leaves_the_request_authenticated(
     wait_for_replica(services)
     demoted = make_engine(test_cluster.replica_urls[0])
     clock = Clock()
-    cache = TokenCache(
-        services.cache.lifetime,
-        demoted,
-        services.replicas,
-        idle_days=services.settings.token_idle_days,
-        seal=services.token_cache.seal,
-        clock=clock,
-    )
+    cache = token_cache(services, clock, demoted)
     clock.now += 2 * USE_RECORD_SECONDS
     let_an_hour_pass(services, user.token)
     try:
