@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -46,7 +47,7 @@ class Batches(Generic[T]):
         self._name = name
         self._given_lock = lock
         self._reset()
-        os.register_at_fork(after_in_child=self._reset)
+        _LIVE.add(self)
 
     def _reset(self) -> None:
         self._queued: deque[T] = deque()
@@ -91,3 +92,16 @@ class Batches(Generic[T]):
             except Exception:
                 # That batch is lost; the thread goes on with the next.
                 log.exception("%s: a batch failed", self._name)
+
+
+# Every Batches not yet garbage, for the one at-fork handler below: registering one
+# per instance would keep each instance (and what its ``apply`` holds) for good.
+_LIVE: weakref.WeakSet[Batches[Any]] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for batches in list(_LIVE):
+        batches._reset()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
 import os
 import select
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -134,6 +136,20 @@ def test_a_forked_child_never_writes_what_its_parent_queued(logger, tmp_path: Pa
         handler.flush()
     ids = sorted(orjson.loads(line)["request_id"] for line in path.read_text().splitlines())
     assert ids == ["child", "parent"]
+
+
+def test_batches_nobody_holds_any_more_are_collected():
+    """The at-fork reset holds no Batches alive: each app a test builds makes two."""
+
+    class Applied(list[list[int]]):
+        pass  # a list that a weak reference can follow
+
+    applied = Applied()
+    batches = Batches[int](applied.append, interval=60, name="test")
+    gone = weakref.ref(applied)
+    del batches, applied
+    gc.collect()
+    assert gone() is None
 
 
 def test_batches_apply_in_order_and_close_applies_the_rest():
