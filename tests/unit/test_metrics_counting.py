@@ -41,7 +41,7 @@ def test_a_batch_counts_like_one_observation_at_a_time() -> None:
         exposed = counted(batched)
         assert exposed == counted(one_by_one)
         # The counts are there: not two empty registries alike.
-        assert b'route="/api/users/{username}",status="404"} 4.0' in exposed
+        assert f'route="{ROUTE}",status="404"}} 4.0'.encode() in exposed
     finally:
         batched.close()
         one_by_one.close()
