@@ -41,7 +41,7 @@ USERS_PER_TEST = 60
 WRITING_TESTS = 7
 SEED_USERS = 1 + WRITING_TESTS * USERS_PER_TEST
 FAILOVER_PROMISE_SECONDS = 30.0  # issue 13: writes resume within 30 s without a person
-SWITCHOVER_PROMISE_SECONDS = 10.0
+SWITCHOVER_PROMISE_SECONDS = 10.0  # no write waits longer through a planned switchover
 WRITERS = 4
 
 
@@ -185,8 +185,11 @@ def test_planned_switchover_writes_back_within_ten_seconds(staging: Seeded, path
         assert_writing(running)
         started = time.monotonic()
         driver.switchover(paths, candidate.name, progress=lambda _line: None)  # staging switchover
-        left = SWITCHOVER_PROMISE_SECONDS - (time.monotonic() - started)
-        assert running.wait_for_writes(5, max(left, 0.1)), running.log.summary()
+        assert running.wait_for_writes(5, SWITCHOVER_PROMISE_SECONDS), running.log.summary()
+        # The promise is what writers wait, not how long patronictl runs: on a busy host
+        # the command has taken 10.7 s, its start and checks included.
+        waited = running.log.gap_around(started, time.monotonic() - started)
+        assert waited < SWITCHOVER_PROMISE_SECONDS, running.log.summary()
     assert current_leader() == candidate
     assert_nothing_lost(running)
     assert_rejoined_as_replica(paths, old, candidate)
