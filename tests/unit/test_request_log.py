@@ -139,7 +139,7 @@ def test_a_forked_child_never_writes_what_its_parent_queued(logger, tmp_path: Pa
 
 
 def test_batches_nobody_holds_any_more_are_collected():
-    """The at-fork reset holds no Batches alive: each app a test builds makes two."""
+    """The at-fork reset keeps no Batches alive: every Services a test connects makes one."""
 
     class Applied(list[list[int]]):
         pass  # a list that a weak reference can follow
