@@ -42,6 +42,12 @@ _SIGNUP = "gl:signups"
 _EMAIL_CHANGE = "gl:email-changes"
 EMAIL_CHANGE_WINDOW_SECONDS = 3600
 SIGNUP_GLOBAL_WINDOW_SECONDS = 60
+# What a session's checks that its caller owns the account (a current password, a
+# provider's confirmation of a deletion) answer once they fail too often.
+SESSION_CHECKS_THROTTLED = (
+    "Too many failed checks that this is your account (wrong passwords, or sign-ins "
+    "at a provider that failed) with this token; try again later."
+)
 _LOGIN_REFUSED = "Too many failed logins; try again later."
 
 
@@ -142,7 +148,7 @@ class LoginThrottle:
             self._settings.password_checks_per_session,
             self._settings.login_window_seconds,
         )
-        return self._limiter.reserve([window], "Too many wrong passwords; try again later.")
+        return self._limiter.reserve([window], SESSION_CHECKS_THROTTLED)
 
     def _address_windows(self, address: str | None) -> list[Window]:
         return _address_window(

@@ -6,6 +6,7 @@ from functools import partial
 
 import falcon
 
+from gridlink.accounts.throttles import SESSION_CHECKS_THROTTLED
 from gridlink.accounts.tokens import Principal
 from gridlink.commands import accounts, identities, passwords, sessions
 from gridlink.commands.unit_of_work import run_command
@@ -48,8 +49,9 @@ _THROTTLED = (
     "Too many failed logins for this account from this client, for this account from "
     "clients without a device of it, or from this address."
 )
-# A wrong current password sent with a token counts against that session alone.
-_CHECKS_THROTTLED = "Too many wrong passwords sent with this token lately."
+# A failed check of the caller (a wrong current password, a provider's failed
+# confirmation) counts against that session (token) alone.
+_CHECKS_THROTTLED = SESSION_CHECKS_THROTTLED
 _WEAK = "The new password is too short, too long, or common (named in `fields`)."
 _TAG = "accounts"
 
@@ -283,7 +285,7 @@ class Me(_AccountsResource):
                 "provider's code or ID token failed verification.",
                 403: "The provider's identity is not linked to this account.",
                 404: UNKNOWN_PROVIDER,
-                429: _CHECKS_THROTTLED + " Or with failed sign-ins at providers.",
+                429: _CHECKS_THROTTLED,
                 503: "The provider cannot be reached; try again after Retry-After.",
             },
         )

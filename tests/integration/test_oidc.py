@@ -670,7 +670,8 @@ def test_failed_confirmations_with_a_provider_count_against_the_session(
     for _ in range(services.settings.password_checks_per_session):
         assert_error(delete_me(app_client, owner.token, replayed), 400, "invalid_request")
     throttled = delete_me(app_client, owner.token, confirmation(local, account))
-    assert_error(throttled, 429, "rate_limited")
+    error = assert_error(throttled, 429, "rate_limited")
+    assert "at a provider" in error["message"]  # not only "wrong passwords"
     assert security_events(log_lines, "login_throttled")
     assert find_user_id(services, owner.username) is not None
     # The session's allowance alone: another session of the account deletes it.
