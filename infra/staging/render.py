@@ -24,6 +24,8 @@ from infra.staging.inventory import (
     API_LOGINS,
     API_METRICS_PORT,
     API_PORT,
+    BRIDGE_ADDRESS,
+    DATABASE,
     ETCD_CLIENT_PORT,
     ETCD_PEER_PORT,
     FLOATING_ADDRESS,
@@ -106,8 +108,29 @@ def postgresql_conf(host: Host, socket_dir: Path, tls: KeyPair) -> str:
     )
 
 
-def pg_hba_conf(host: Host) -> str:
-    return render("pg_hba.conf", host=host.name, subnet=SUBNET, replication_role=REPLICATION_ROLE)
+def pg_hba_conf(inventory: Inventory, host: Host) -> str:
+    return render("pg_hba.conf", host=host.name, network_rules=pg_hba_network_rules(inventory))
+
+
+def pg_hba_network_rules(inventory: Inventory) -> str:
+    """Who may connect over TLS, and from where: the operator, the members, the API hosts."""
+
+    def rule(kind: str, database: str, roles: Sequence[str], address: object) -> str:
+        return f"{kind:<9} {database:<12} {','.join(roles):<12} {address}/32 scram-sha-256"
+
+    members = (SUPERUSER_ROLE, REPLICATION_ROLE, REWIND_ROLE)
+    lines = [
+        "# The operator (the machine's side of the bridge): staging up, migrations, checks.",
+        rule("hostssl", "all", ["all"], BRIDGE_ADDRESS),
+        "# The database hosts: streaming, pg_rewind and Patroni's own connections.",
+    ]
+    for member in inventory.databases:
+        lines.append(rule("hostssl", "replication", [REPLICATION_ROLE], member.address))
+        lines.append(rule("hostssl", "all", members, member.address))
+    lines.append("# The API hosts: the API's logins, to its database alone.")
+    for api in inventory.with_role(API):
+        lines.append(rule("hostssl", DATABASE, API_LOGINS, api.address))
+    return "\n".join(lines)
 
 
 def pg_ident_conf(host: Host) -> str:
@@ -549,7 +572,7 @@ def write_configuration(
         server = secrets.certificate(host.name, "postgres", names, owner="postgres")
         socket_dir = paths.data(host) / "run"
         _write(paths.etc(host) / "postgresql.conf", postgresql_conf(host, socket_dir, server))
-        _write(paths.etc(host) / "pg_hba.conf", pg_hba_conf(host))
+        _write(paths.etc(host) / "pg_hba.conf", pg_hba_conf(inventory, host))
         _write(paths.etc(host) / "pg_ident.conf", pg_ident_conf(host))
         etcd = secrets.certificate(host.name, "etcd", names, owner="etcd")
         etcd_file = etcd_conf(inventory, host, paths.etcd_data(host), etcd, ca)

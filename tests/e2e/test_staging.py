@@ -15,6 +15,8 @@ import http.client
 import json
 import os
 import pwd
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -41,6 +43,7 @@ from infra.seeding import Seeded
 from infra.serving import http_status
 from infra.staging import access, database_roles, driver, faults, hosts, network, patroni, render
 from infra.staging.inventory import (
+    API,
     API_METRICS_PORT,
     API_PORT,
     BRIDGE,
@@ -48,6 +51,7 @@ from infra.staging.inventory import (
     ETCD_CLIENT_PORT,
     LOAD_BALANCER_HEALTH_PORT,
     LOAD_BALANCER_PORT,
+    MONITORING,
     NODE_EXPORTER_PORT,
     PATRONI_PORT,
     POSTGRES_PORT,
@@ -560,6 +564,56 @@ def test_postgresql_refuses_every_role_without_its_password_or_tls(
     assert "password authentication failed" in _refusal(
         host, MADE_UP_ROLE, WRONG_PASSWORD, "verify-full", ca
     )
+
+
+# Run in another host's namespace: connect as argv's role (the password on stdin, never
+# on a command line) over verified TLS; print why it was refused, nothing if it was not.
+_CONNECT_FROM_A_HOST = """
+import sys, psycopg2
+address, port, role, dbname, ca = sys.argv[1:]
+try:
+    psycopg2.connect(host=address, port=port, user=role, dbname=dbname, password=sys.stdin.read(),
+                     sslmode="verify-full", sslrootcert=ca, passfile="/dev/null",
+                     connect_timeout=5).close()
+except psycopg2.OperationalError as refused:
+    print(refused)
+"""
+
+
+def _refusal_from(client: Host, server: Host, role: str, secrets: Secrets) -> str:
+    """Why ``server`` refused ``role``, its right password, from ``client`` ('': it did not)."""
+    secret, database = DATABASE_ROLES[role]
+    arguments = [server.address, str(POSTGRES_PORT), role, database, str(secrets.ca_certificate)]
+    command = ["ip", "netns", "exec", client.netns, sys.executable, "-c", _CONNECT_FROM_A_HOST]
+    done = subprocess.run(
+        [*command, *arguments],
+        input=secrets.password(secret),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def test_each_database_role_logs_in_only_from_the_hosts_that_use_it(
+    staging: Seeded, paths: Paths
+) -> None:
+    """A stray process on the network holding a password still finds no door (pg_hba.conf)."""
+    secrets = Secrets(paths.secrets)
+    leader = patroni.leader(STAGING)
+    assert leader is not None
+    api, monitoring = STAGING.with_role(API)[0], STAGING.one(MONITORING)
+    member = next(host for host in STAGING.databases if host != leader)
+    refused = "no pg_hba.conf entry"
+    for role in DATABASE_ROLES:
+        assert refused in _refusal_from(monitoring, leader, role, secrets), role
+    # The API's login from an API host, the members' roles from a member: let in.
+    assert _refusal_from(api, leader, render.api_database_login(secrets).role, secrets) == ""
+    for role in ("postgres", "rewind_user", "replicator"):
+        assert _refusal_from(member, leader, role, secrets) == "", role
+        # And no further: an API host is no member.
+        assert refused in _refusal_from(api, leader, role, secrets), role
 
 
 def test_the_apis_role_reads_and_writes_rows_but_cannot_change_the_schema(

@@ -13,7 +13,14 @@ from sqlalchemy import make_url
 
 from gridlink.db.urls import sqlalchemy_url
 from infra.staging import access, render
-from infra.staging.inventory import STAGING, SUBNET, DatabaseLogin, operator_login
+from infra.staging.inventory import (
+    API,
+    BRIDGE_ADDRESS,
+    STAGING,
+    SUBNET,
+    DatabaseLogin,
+    operator_login,
+)
 from infra.staging.secrets import KeyPair, Secrets
 from infra.staging.statements import kind_of
 from loadtest.run import LoadTestError
@@ -135,23 +142,31 @@ def test_api_environment_lists_every_database_host_and_trusts_only_the_load_bala
     assert variables["GRIDLINK_MAIL_BACKEND"] == "file:/var/mail/gridlink"
 
 
-def test_postgresql_listens_on_the_host_over_tls_and_admits_the_subnet_with_scram_only() -> None:
+def test_postgresql_listens_over_tls_and_admits_each_role_from_its_hosts_alone() -> None:
     db2 = STAGING.named("db2")
     config = render.postgresql_conf(db2, Path("/run/pg"), TLS)
     assert "listen_addresses = '10.77.0.12'" in config
     assert "ssl = on" in config
     assert "ssl_cert_file = '/etc/gl/server.crt'" in config
     assert "password_encryption = 'scram-sha-256'" in config
-    rules = [line.split() for line in render.pg_hba_conf(db2).splitlines()]
+    rules = [line.split() for line in render.pg_hba_conf(STAGING, db2).splitlines()]
     rules = [rule for rule in rules if rule and not rule[0].startswith("#")]
     assert not any("trust" in rule for rule in rules)
     network = [rule for rule in rules if rule[0] != "local"]
     admitted = [rule for rule in network if rule[-1] != "reject"]
     assert {rule[0] for rule in admitted} == {"hostssl"}
-    assert {rule[3] for rule in admitted} == {str(SUBNET)}
     assert {rule[4] for rule in admitted} == {"scram-sha-256"}
-    # Replication connections for the replication role alone; nothing in clear text.
-    assert ["hostssl", "replication", "replicator", str(SUBNET), "scram-sha-256"] in admitted
+    # Each address one host, never the subnet: who may log in as what, from where.
+    from_where = {(rule[1], rule[2], rule[3]) for rule in admitted}
+    databases = [f"{host.address}/32" for host in STAGING.databases]
+    apis = [f"{host.address}/32" for host in STAGING.with_role(API)]
+    assert from_where == {
+        ("all", "all", f"{BRIDGE_ADDRESS}/32"),
+        *(("replication", "replicator", member) for member in databases),
+        *(("all", "postgres,replicator,rewind_user", member) for member in databases),
+        *(("gridlink", "gridlink_api_a,gridlink_api_b", api) for api in apis),
+    }
+    assert str(SUBNET) not in " ".join(" ".join(rule) for rule in rules)
     assert ["hostnossl", "all", "all", "all", "reject"] in network
     # On the socket: the postgres role alone, by its Unix account (peer).
     local = [rule for rule in rules if rule[0] == "local"]
