@@ -580,6 +580,13 @@ except psycopg2.OperationalError as refused:
 """
 
 
+def _leader() -> Host:
+    """The database host Patroni names leader (staging is whole in these tests)."""
+    leader = patroni.leader(STAGING)
+    assert leader is not None
+    return leader
+
+
 def _refusal_from(client: Host, server: Host, role: str, secrets: Secrets) -> str:
     """Why ``server`` refused ``role``, its right password, from ``client`` ('': it did not)."""
     secret, database = DATABASE_ROLES[role]
@@ -601,8 +608,7 @@ def test_each_database_role_logs_in_only_from_the_hosts_that_use_it(
 ) -> None:
     """A stray process on the network holding a password still finds no door (pg_hba.conf)."""
     secrets = Secrets(paths.secrets)
-    leader = patroni.leader(STAGING)
-    assert leader is not None
+    leader = _leader()
     api, monitoring = STAGING.with_role(API)[0], STAGING.one(MONITORING)
     member = next(host for host in STAGING.databases if host != leader)
     refused = "no pg_hba.conf entry"
@@ -620,8 +626,7 @@ def test_the_apis_role_reads_and_writes_rows_but_cannot_change_the_schema(
     staging: Seeded, paths: Paths
 ) -> None:
     secrets = Secrets(paths.secrets)
-    leader = patroni.leader(STAGING)
-    assert leader is not None
+    leader = _leader()
     role = render.api_database_login(secrets).role
     assert role in ("gridlink_api_a", "gridlink_api_b")
     password = secrets.password(render.api_secret(role))
@@ -704,8 +709,7 @@ def test_rotating_the_apis_database_password_never_refuses_the_login_in_use(
     """The database side of ``rotate-secrets``: both logins work until the API has moved."""
     secrets = Secrets(paths.secrets)
     ca = secrets.ca_certificate
-    leader = patroni.leader(STAGING)
-    assert leader is not None
+    leader = _leader()
     before = render.api_database_login(secrets)
     seen: list[str] = []
 
