@@ -71,7 +71,7 @@ def rotate_secrets(paths: Paths, inventory: Inventory, progress: Progress = prin
     database_roles.rotate_api_database_role(inventory, leader, secrets, move_api)
     login = access.api_login()
     progress(f"database: the API logs in as {login}; the other login's password is new")
-    set_api_passwords(inventory, secrets, progress, remove=old_password)
+    set_api_passwords(inventory, secrets, progress, only=new_password)
     progress("redis: the API's old password is refused from now on")
     roll_api_hosts(paths, inventory, [new_key], progress)
     progress("rotated: the API's database and Redis passwords and the token cache's key")
@@ -83,10 +83,21 @@ def set_api_passwords(
     progress: Progress,
     *,
     add: str | None = None,
-    remove: str | None = None,
+    only: str | None = None,
 ) -> None:
-    """Add or remove a password of the API's user on every Redis and Sentinel, and save it."""
-    rules = ([f">{add}"] if add else []) + ([f"<{remove}"] if remove else [])
+    """Give the API's user on every Redis and Sentinel one more password, or ``only`` this one.
+
+    ``only`` drops every other password in the same ``ACL SETUSER`` (``resetpass``
+    first): not just the one this rotation replaces but any an earlier rotation
+    that stopped half-way left beside it, which nobody holds any more but whoever
+    copied it. Connections already authenticated stay so.
+    """
+    if add is not None:
+        rules = [f">{add}"]
+    elif only is not None:
+        rules = ["resetpass", f">{only}"]
+    else:
+        raise ValueError("set_api_passwords: say which password to add or keep")
     operator = RedisAccess.of(secrets, OPERATOR_USER).client_options()
     targets: list[tuple[Host, int, tuple[str, ...]]] = [
         (host, REDIS_PORT, ("ACL", "SAVE")) for host in inventory.redis_hosts

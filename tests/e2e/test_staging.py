@@ -64,6 +64,7 @@ from infra.staging.inventory import (
 )
 from infra.staging.network import NoNetem
 from infra.staging.paths import Paths
+from infra.staging.redis_acl import API_USER, OPERATOR_USER, RedisAccess
 from infra.staging.secrets import Secrets
 from loadtest.swarm import Swarm, SwarmPlan, reports_dir, set_delay
 from tests.support.staging import staging_up
@@ -441,6 +442,8 @@ def test_rotating_the_secrets_drops_no_request_and_the_old_redis_password_stops_
 ) -> None:
     old_password = access.secrets().password("redis-api")
     old_key = access.secrets().password("token-cache-key")
+    # What a rotation that stopped half-way leaves: a second password on the API's user.
+    _add_api_password(_STALE_REDIS_PASSWORD)
     token = _login(staging)
     failures: list[str] = []
     answered: list[int] = []
@@ -474,15 +477,35 @@ def test_rotating_the_secrets_drops_no_request_and_the_old_redis_password_stops_
     assert access.secrets().password("token-cache-key") != old_key
     ca: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(access.ca_file()), "socket_timeout": 2}
     for _name, address, port in _redis_ports():
-        old = redis_lib.Redis(address, port, **ca, username="gridlink-api", password=old_password)
-        with pytest.raises(redis_lib.AuthenticationError):
-            old.ping()
-        old.close()
+        for password in (old_password, _STALE_REDIS_PASSWORD):
+            old = redis_lib.Redis(address, port, **ca, username="gridlink-api", password=password)
+            with pytest.raises(redis_lib.AuthenticationError):
+                old.ping()
+            old.close()
     for host in STAGING.with_role("api"):
         env = render.parse_env((paths.etc(host) / "api.env").read_text())
         assert old_password not in env["GRIDLINK_REDIS_URL"]
         assert env["GRIDLINK_TOKEN_CACHE_KEYS"] == access.secrets().password("token-cache-key")
     assert wait_until(lambda: _all_checks_ok(_get("/readyz")[1]), timeout=30)
+
+
+_STALE_REDIS_PASSWORD = "left by a rotation that stopped half-way"
+
+
+def _add_api_password(password: str) -> None:
+    """Give the API's user one more password on every Redis and Sentinel, as the operator."""
+    operator = RedisAccess.of(access.secrets(), OPERATOR_USER).client_options()
+    tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(access.ca_file()), "socket_timeout": 2}
+    for _name, address, port in _redis_ports():
+        client = redis_lib.Redis(address, port, socket_timeout=5, **operator)
+        try:
+            client.execute_command("ACL", "SETUSER", API_USER, f">{password}")  # type: ignore[no-untyped-call]
+        finally:
+            client.close()
+        # It works now: the check after the rotation could fail.
+        stale = redis_lib.Redis(address, port, **tls, username=API_USER, password=password)
+        assert stale.ping()
+        stale.close()
 
 
 def _login(seeded: Seeded) -> str:
