@@ -49,9 +49,6 @@ _THROTTLED = (
     "Too many failed logins for this account from this client, for this account from "
     "clients without a device of it, or from this address."
 )
-# A failed check of the caller (a wrong current password, a provider's failed
-# confirmation) counts against that session (token) alone.
-_CHECKS_THROTTLED = SESSION_CHECKS_THROTTLED
 _WEAK = "The new password is too short, too long, or common (named in `fields`)."
 _TAG = "accounts"
 
@@ -173,7 +170,7 @@ class PasswordChange(_AccountsResource):
             body=PasswordChangeIn,
             errors={
                 400: "The current password is not correct, or the new one is weak.",
-                429: _CHECKS_THROTTLED,
+                429: SESSION_CHECKS_THROTTLED,
             },
         )
     )
@@ -257,7 +254,8 @@ class Me(_AccountsResource):
             errors={
                 400: "`current_password` is missing or not correct for an email change.",
                 409: "The password changed while the email change was asked for.",
-                429: _CHECKS_THROTTLED + " Or too many email changes for this account in an hour.",
+                429: f"{SESSION_CHECKS_THROTTLED} Or too many email changes for this account "
+                "in an hour.",
             },
         )
     )
@@ -285,7 +283,7 @@ class Me(_AccountsResource):
                 "provider's code or ID token failed verification.",
                 403: "The provider's identity is not linked to this account.",
                 404: UNKNOWN_PROVIDER,
-                429: _CHECKS_THROTTLED,
+                429: SESSION_CHECKS_THROTTLED,
                 503: "The provider cannot be reached; try again after Retry-After.",
             },
         )

@@ -54,7 +54,7 @@ def rotate_secrets(paths: Paths, inventory: Inventory, progress: Progress = prin
     new_key = secrets.rotate(TOKEN_CACHE_KEY)
     # Both Redis passwords work while the API hosts move.
     try:
-        set_api_passwords(inventory, secrets, progress, add=new_password)
+        set_api_passwords(inventory, secrets, progress, new_password)
     except ClusterError:
         # Nothing moved yet: keep what every server and api.env still have.
         secrets.restore(PASSWORD_OF[API_USER], old_password)
@@ -71,7 +71,7 @@ def rotate_secrets(paths: Paths, inventory: Inventory, progress: Progress = prin
     database_roles.rotate_api_database_role(inventory, leader, secrets, move_api)
     login = access.api_login()
     progress(f"database: the API logs in as {login}; the other login's password is new")
-    set_api_passwords(inventory, secrets, progress, only=new_password)
+    set_api_passwords(inventory, secrets, progress, new_password, alone=True)
     progress("redis: the API's old password is refused from now on")
     roll_api_hosts(paths, inventory, [new_key], progress)
     progress("rotated: the API's database and Redis passwords and the token cache's key")
@@ -81,23 +81,18 @@ def set_api_passwords(
     inventory: Inventory,
     secrets: Secrets,
     progress: Progress,
+    password: str,
     *,
-    add: str | None = None,
-    only: str | None = None,
+    alone: bool = False,
 ) -> None:
-    """Give the API's user on every Redis and Sentinel one more password, or ``only`` this one.
+    """Give the API's user ``password`` on every Redis and Sentinel, and save it.
 
-    ``only`` drops every other password in the same ``ACL SETUSER`` (``resetpass``
-    first): not just the one this rotation replaces but any an earlier rotation
-    that stopped half-way left beside it, which nobody holds any more but whoever
-    copied it. Connections already authenticated stay so.
+    Beside its others, or ``alone``: every other password is dropped in the same
+    ``ACL SETUSER`` (``resetpass`` first), not just the one this rotation replaces
+    but any an earlier rotation that stopped half-way left beside it, which nobody
+    holds any more but whoever copied it. Connections already authenticated stay so.
     """
-    if add is not None:
-        rules = [f">{add}"]
-    elif only is not None:
-        rules = ["resetpass", f">{only}"]
-    else:
-        raise ValueError("set_api_passwords: say which password to add or keep")
+    rules = ["resetpass", f">{password}"] if alone else [f">{password}"]
     operator = RedisAccess.of(secrets, OPERATOR_USER).client_options()
     targets: list[tuple[Host, int, tuple[str, ...]]] = [
         (host, REDIS_PORT, ("ACL", "SAVE")) for host in inventory.redis_hosts

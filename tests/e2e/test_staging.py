@@ -475,10 +475,9 @@ def test_rotating_the_secrets_drops_no_request_and_the_old_redis_password_stops_
     assert len(answered) > 50
     assert access.secrets().password("redis-api") != old_password
     assert access.secrets().password("token-cache-key") != old_key
-    ca: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(access.ca_file()), "socket_timeout": 2}
     for _name, address, port in _redis_ports():
         for password in (old_password, _STALE_REDIS_PASSWORD):
-            old = redis_lib.Redis(address, port, **ca, username="gridlink-api", password=password)
+            old = _as_api_user(address, port, password)
             with pytest.raises(redis_lib.AuthenticationError):
                 old.ping()
             old.close()
@@ -495,7 +494,6 @@ _STALE_REDIS_PASSWORD = "left by a rotation that stopped half-way"
 def _add_api_password(password: str) -> None:
     """Give the API's user one more password on every Redis and Sentinel, as the operator."""
     operator = RedisAccess.of(access.secrets(), OPERATOR_USER).client_options()
-    tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(access.ca_file()), "socket_timeout": 2}
     for _name, address, port in _redis_ports():
         client = redis_lib.Redis(address, port, socket_timeout=5, **operator)
         try:
@@ -503,9 +501,15 @@ def _add_api_password(password: str) -> None:
         finally:
             client.close()
         # It works now: the check after the rotation could fail.
-        stale = redis_lib.Redis(address, port, **tls, username=API_USER, password=password)
+        stale = _as_api_user(address, port, password)
         assert stale.ping()
         stale.close()
+
+
+def _as_api_user(address: str, port: int, password: str) -> redis_lib.Redis:
+    """A client of one Redis or Sentinel as the API's user, over TLS verified against the CA."""
+    tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(access.ca_file()), "socket_timeout": 2}
+    return redis_lib.Redis(address, port, **tls, username=API_USER, password=password)
 
 
 def _login(seeded: Seeded) -> str:
