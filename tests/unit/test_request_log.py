@@ -11,6 +11,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -46,7 +47,16 @@ def lines_of(stream: io.StringIO) -> list[dict[str, object]]:
     return [orjson.loads(line) for line in stream.getvalue().splitlines()]
 
 
-def test_a_queued_request_line_is_the_line_a_record_of_it_makes(logger):
+@pytest.mark.parametrize(
+    "fields",
+    [
+        FIELDS,
+        {},
+        {"path": '/api/users/\u00e5sa"\n', "since": datetime(2026, 1, 2, tzinfo=UTC)},
+    ],
+    ids=["request", "no fields", "escaped and not JSON"],
+)
+def test_a_queued_request_line_is_the_line_a_record_of_it_makes(logger, fields):
     queued, recorded = io.StringIO(), io.StringIO()
     lines_handler = JsonLinesHandler(queued)
     lines_handler.setFormatter(JsonFormatter())
@@ -55,15 +65,15 @@ def test_a_queued_request_line_is_the_line_a_record_of_it_makes(logger):
     logger.addHandler(lines_handler)
     logger.addHandler(record_handler)
 
-    log_request(logger, FIELDS)
+    log_request(logger, fields)
     lines_handler.flush()
 
+    assert queued.getvalue() == recorded.getvalue()
     (line,) = lines_of(queued)
-    assert lines_of(recorded) == [line]
     assert line["message"] == "request"
     assert line["level"] == "info"
     assert line["pid"] == os.getpid()
-    assert {name: line[name] for name in FIELDS} == FIELDS
+    assert {name: line[name] for name in fields} == orjson.loads(orjson.dumps(fields))
 
 
 def test_records_are_written_at_once_and_request_lines_within_a_batch(logger):
@@ -172,15 +182,15 @@ def test_a_record_written_while_the_writer_thread_writes_a_batch_never_deadlocks
     handler.setFormatter(JsonFormatter())
     logger.addHandler(handler)
     rendering, go = threading.Event(), threading.Event()
-    render = logs.render_line
+    render = logs.render_request_line
 
-    def slow_render(*args: object, **kwargs: object) -> str:
+    def slow_render(*args: object, **kwargs: object) -> bytes:
         if threading.current_thread().name == "log-writer":
             rendering.set()
             go.wait()
         return render(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(logs, "render_line", slow_render)
+    monkeypatch.setattr(logs, "render_request_line", slow_render)
     log_request(logger, FIELDS)
     assert rendering.wait(10), "the writer thread took the batch"
 
