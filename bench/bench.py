@@ -1015,19 +1015,28 @@ def targets_section(large: Dataset, miss: Latency, measured: Rounds) -> list[str
 def profile_section(profile: dict[str, Any]) -> list[str]:
     cpu: dict[str, float] = profile["cpu_us"]
     shares: dict[str, float] = profile["shares"]
+    counted: dict[str, float] = profile["instructions"]
     return [
         "## Where a cached read's time goes (in process, `bench/hit_profile.py`)",
         "",
         "Each app called as gunicorn calls it, for random cached profiles, with the "
         "workers' metrics (prometheus multiprocess files) and a JSON log line written to "
         "/dev/null, each by the thread that takes them off the request's queue (its CPU is "
-        "in the figures; cProfile's shares are of the request's own thread). Each figure is "
-        f"the median of {profile['rounds']} rounds of {profile['requests']:,} requests per "
-        "app, every round measuring the apps in a shuffled order.",
+        "in the figures; cProfile's shares are of the request's own thread). Each CPU figure "
+        f"is the median of {profile['rounds']} rounds of {profile['requests']:,} requests per "
+        "app, every round measuring the apps in a shuffled order. Instructions are counted "
+        f"by callgrind over {profile['counted']:,} requests per app, in a process of its own "
+        "(less one that serves none): the same for the same code however busy the machine, "
+        "they compare the apps without its noise. Neither includes gunicorn's own work for "
+        "each request (parsing it, sending the answer: the same for every app, but for "
+        "Gridlink's 5 more response headers), which `wrk`'s table above does.",
         "",
-        "| app | CPU per request |",
-        "| --- | ---: |",
-        *(f"| {label} | {spent:,.0f} us |" for label, spent in cpu.items()),
+        "| app | CPU per request | instructions per request | one-HMGET app's ÷ this |",
+        "| --- | ---: | ---: | ---: |",
+        *(
+            f"| {label} | {spent:,.0f} us | {instructions(counted, label)} |"
+            for label, spent in cpu.items()
+        ),
         "",
         "Gridlink's request under cProfile (which inflates small calls):",
         "",
@@ -1035,6 +1044,13 @@ def profile_section(profile: dict[str, Any]) -> list[str]:
         "| --- | ---: |",
         *(f"| {label} | {share:.0%} |" for label, share in shares.items()),
     ]
+
+
+def instructions(counted: dict[str, float], label: str) -> str:
+    """Two cells: an app's instructions per request, and the one-``HMGET`` app's over them."""
+    if label not in counted:
+        return "valgrind not installed | "
+    return f"{counted[label] / 1000:,.0f} k | {counted['one-HMGET app'] / counted[label]:.2f}"
 
 
 def tune(large: Dataset) -> str:

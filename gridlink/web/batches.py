@@ -99,6 +99,12 @@ class Batches(Generic[T]):
 _LIVE: weakref.WeakSet[Batches[Any]] = weakref.WeakSet()
 
 
+def drain_all() -> None:
+    """Apply what every live ``Batches`` of this process has queued, on this thread."""
+    for batches in list(_LIVE):
+        batches.drain()
+
+
 def _reset_after_fork() -> None:
     for batches in list(_LIVE):
         batches._reset()
