@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from gridlink.web import logs
-from gridlink.web.batches import Batches
+from gridlink.web.batches import Batches, drain_all
 from gridlink.web.logs import JsonFormatter, JsonLinesHandler, log_fields, log_request
 
 FIELDS = {
@@ -171,6 +171,16 @@ def test_batches_apply_in_order_and_close_applies_the_rest():
     batches.put(5)
     batches.close()
     assert applied == [[0, 1, 2, 3, 4], [5]]
+
+
+def test_drain_all_applies_what_every_live_batches_queued():
+    applied: list[list[int]] = []
+    first = Batches[int](applied.append, interval=60, name="test")  # threads never get to them
+    second = Batches[int](applied.append, interval=60, name="test")
+    first.put(1)
+    second.put(2)
+    drain_all()
+    assert sorted(applied) == [[1], [2]]
 
 
 def test_a_record_written_while_the_writer_thread_writes_a_batch_never_deadlocks(
