@@ -52,7 +52,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
@@ -182,7 +182,7 @@ def usernames_to_read(rng: random.Random, count: int, *, hot: bool) -> list[str]
     return [f"test_user_{rng.randint(first, last)}" for _ in range(count)]
 
 
-def serve_counted(label: str, requests: int) -> None:
+def serve_counted(label: str, requests: int) -> NoReturn:
     """Serve ``requests`` reads with the app named ``label`` after a warm-up, then exit.
 
     What callgrind counts of this process, less what it counts of one that
