@@ -41,7 +41,17 @@ from infra.monitoring import query
 from infra.processes import process_alive, wait_until
 from infra.seeding import Seeded
 from infra.serving import http_status
-from infra.staging import access, database_roles, driver, faults, hosts, network, patroni, render
+from infra.staging import (
+    access,
+    database_roles,
+    driver,
+    faults,
+    hosts,
+    network,
+    patroni,
+    render,
+    rotation,
+)
 from infra.staging.inventory import (
     API,
     API_METRICS_PORT,
@@ -64,7 +74,7 @@ from infra.staging.inventory import (
 )
 from infra.staging.network import NoNetem
 from infra.staging.paths import Paths
-from infra.staging.redis_acl import API_USER, OPERATOR_USER, RedisAccess
+from infra.staging.redis_acl import API_USER
 from infra.staging.secrets import Secrets
 from loadtest.swarm import Swarm, SwarmPlan, reports_dir, set_delay
 from tests.support.staging import staging_up
@@ -492,14 +502,9 @@ _STALE_REDIS_PASSWORD = "left by a rotation that stopped half-way"
 
 
 def _add_api_password(password: str) -> None:
-    """Give the API's user one more password on every Redis and Sentinel, as the operator."""
-    operator = RedisAccess.of(access.secrets(), OPERATOR_USER).client_options()
+    """Give the API's user one more password everywhere, as a rotation's first step does."""
+    rotation.set_api_passwords(STAGING, access.secrets(), lambda _line: None, password)
     for _name, address, port in _redis_ports():
-        client = redis_lib.Redis(address, port, socket_timeout=5, **operator)
-        try:
-            client.execute_command("ACL", "SETUSER", API_USER, f">{password}")  # type: ignore[no-untyped-call]
-        finally:
-            client.close()
         # It works now: the check after the rotation could fail.
         stale = _as_api_user(address, port, password)
         assert stale.ping()
