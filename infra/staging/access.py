@@ -101,7 +101,7 @@ def api_login() -> str | None:
 
 
 def operator_certificate() -> KeyPair:
-    """Return the operator's client certificate (etcd asks every client for one)."""
+    """Return the operator's client certificate (etcd and Patroni ask every client for one)."""
     return secrets().certificate(OPERATOR, "client", [OPERATOR])
 
 

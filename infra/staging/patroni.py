@@ -1,5 +1,6 @@
 """Patroni for staging: installed pinned, in a virtualenv the postgres user can run; asked
-through its REST API (https, verified against the staging CA; its unsafe endpoints with the
+through its REST API (https, verified against the staging CA, showing the operator's client
+certificate, which Patroni asks every client for; its unsafe endpoints with the
 ``patroni-restapi`` credentials, ``infra.staging.access``).
 
 Debian's package is Patroni 3.0.2, whose synchronous mode has since been
@@ -82,9 +83,9 @@ def _make_venv(path: Path, progress: Progress) -> None:
 def patroni_role(host: Host) -> str | None:
     """Return 'primary' or 'replica' as Patroni's REST API says, None if it does not answer."""
     address = f"{host.address}:{PATRONI_PORT}"
-    if access.https_status(address, "/primary", timeout=1.0) == 200:
+    if access.https_status(address, "/primary", client_certificate=True, timeout=1.0) == 200:
         return "primary"
-    if access.https_status(address, "/replica", timeout=1.0) == 200:
+    if access.https_status(address, "/replica", client_certificate=True, timeout=1.0) == 200:
         return "replica"
     return None
 
@@ -132,7 +133,8 @@ def switchover(config: Path, leader: Host, candidate: Host, timeout: float) -> N
 
 def _patroni_json(host: Host, path: str) -> dict[str, Any] | None:
     """Return the JSON object Patroni's REST API answers at ``path``, None if it does not."""
-    answer = access.https_request(f"{host.address}:{PATRONI_PORT}", path, timeout=2.0)
+    address = f"{host.address}:{PATRONI_PORT}"
+    answer = access.https_request(address, path, client_certificate=True, timeout=2.0)
     if answer is None or answer[0] != 200:
         return None
     try:

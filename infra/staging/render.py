@@ -355,9 +355,13 @@ def prometheus_yml(
     host: Host,
     rules: Path,
     ca: Path,
+    client: KeyPair,
     web_password_file: Path = Path("/etc/prometheus/web-password"),
 ) -> str:
-    """Return the monitoring host's Prometheus file: every job the alert rules read."""
+    """Return the monitoring host's Prometheus file: every job the alert rules read.
+
+    ``client``: the certificate Prometheus shows Patroni, which serves only clients with one.
+    """
 
     def targets(hosts: list[Host], port: int, scheme: str = "") -> str:
         return ", ".join(f'"{scheme}{each.address}:{port}"' for each in hosts)
@@ -367,6 +371,8 @@ def prometheus_yml(
         host=host.name,
         rules=rules,
         ca=ca,
+        client_cert=client.certificate,
+        client_key=client.key,
         web_user=WEB_USER,
         web_password_file=web_password_file,
         alertmanager=f"{host.address}:{ALERTMANAGER_PORT}",
@@ -410,7 +416,12 @@ def write_monitoring_files(inventory: Inventory, paths: Paths, secrets: Secrets)
         password = secrets.password(WEB_PASSWORD_SECRET)
         password_file = etc / "web-password"  # Prometheus's own, to reach Alertmanager
         write_private(password_file, password, PROMETHEUS_ACCOUNT)
-        config = prometheus_yml(inventory, monitor, rules, secrets.ca_certificate, password_file)
+        # What it shows Patroni's REST API (a client certificate; key 0600 prometheus).
+        client = secrets.certificate(
+            monitor.name, "prometheus-client", [monitor.name], PROMETHEUS_ACCOUNT
+        )
+        ca = secrets.ca_certificate
+        config = prometheus_yml(inventory, monitor, rules, ca, client, password_file)
         write_private(etc / "prometheus.yml", config, PROMETHEUS_ACCOUNT)
         _write(etc / "alertmanager.yml", alertmanager_yml(monitor))
         for service in ("prometheus", "alertmanager"):

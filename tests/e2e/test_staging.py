@@ -15,10 +15,13 @@ import http.client
 import json
 import os
 import pwd
+import ssl
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -418,6 +421,8 @@ def test_staging_s_secrets_are_kept_by_their_users_alone(staging: Seeded, paths:
     monitor = STAGING.one("monitoring")
     assert _runs_as(hosts.Prometheus(paths, monitor).pid()) == render.PROMETHEUS_ACCOUNT
     assert _owned_alone_by(paths.etc(monitor) / "prometheus-web.yml", render.PROMETHEUS_ACCOUNT)
+    client_key = access.secrets().key_pair(monitor.name, "prometheus-client").key
+    assert _owned_alone_by(client_key, render.PROMETHEUS_ACCOUNT)  # what it shows Patroni
     inventory = paths.inventory_file.read_text()
     passwords = access.secrets().root / "passwords"
     for secret in passwords.iterdir():
@@ -700,20 +705,43 @@ def test_the_apis_role_reads_and_writes_rows_but_cannot_change_the_schema(
 UNSAFE_PATRONI_ENDPOINTS = ("/failover", "/switchover", "/restart", "/reload")
 
 
+def shows_a_foreign_certificate(address: str, path: str, tmp_path: Path) -> bool:
+    """Tell whether a client with a certificate of another CA gets any https answer."""
+    intruder = Secrets(tmp_path).certificate("intruder", "client", ["intruder"])  # its own CA
+    context = ssl.create_default_context(cafile=str(access.ca_file()))
+    context.load_cert_chain(str(intruder.certificate), str(intruder.key))
+    try:
+        with urllib.request.urlopen(f"https://{address}{path}", timeout=3, context=context):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+
+
 @pytest.mark.parametrize("host", STAGING.databases, ids=lambda host: host.name)
-def test_patronis_unsafe_endpoints_want_credentials_and_plain_http_gets_nothing(
-    staging: Seeded, host: Host
+def test_patroni_serves_only_clients_of_the_ca_and_its_unsafe_endpoints_want_credentials(
+    staging: Seeded, host: Host, tmp_path: Path
 ) -> None:
     address = f"{host.address}:{PATRONI_PORT}"
+    # No client certificate, or one of another CA: no handshake, reads included.
+    assert access.https_status(address, "/health") is None
+    assert access.https_request(address, "/restart", method="POST", body=b"{}") is None
+    assert not shows_a_foreign_certificate(address, "/health", tmp_path)
+    # With the operator's certificate, every unsafe request still wants the credentials.
     for endpoint in UNSAFE_PATRONI_ENDPOINTS:
-        answer = access.https_request(address, endpoint, method="POST", body=b"{}")
+        answer = access.https_request(
+            address, endpoint, method="POST", body=b"{}", client_certificate=True
+        )
         assert answer is not None, endpoint
         assert answer[0] == 401, endpoint
         assert http_status(address, endpoint) is None  # no plain HTTP at all
-    # Reads stay open over https (the members and Prometheus use them); a reload with
-    # the credentials is accepted, so the 401s above were for the missing credentials.
-    assert access.https_status(address, "/health") == 200
-    reloaded = access.https_request(address, "/reload", method="POST", authenticate=True)
+    # Reads answer such a client; a reload with the credentials is accepted, so the
+    # 401s above were for the missing credentials.
+    assert access.https_status(address, "/health", client_certificate=True) == 200
+    reloaded = access.https_request(
+        address, "/reload", method="POST", authenticate=True, client_certificate=True
+    )
     assert reloaded is not None
     assert reloaded[0] == 202
 

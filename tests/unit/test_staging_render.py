@@ -252,6 +252,11 @@ def test_patroni_keeps_its_api_and_its_links_under_tls_and_a_password_per_role(
     )
     restapi = patroni["restapi"]
     assert (restapi["certfile"], restapi["cafile"]) == ("/etc/gl/patroni.crt", "/etc/gl/ca.crt")
+    # Every client shows a certificate of the CA, reads too; Patroni shows its own to the others.
+    assert restapi["verify_client"] == "required"
+    ctl = patroni["ctl"]
+    assert (ctl["certfile"], ctl["keyfile"]) == ("/etc/gl/patroni.crt", "/etc/gl/patroni.key")
+    assert (ctl["cacert"], ctl["insecure"]) == ("/etc/gl/ca.crt", False)
     assert restapi["authentication"] == {
         "username": "patroni",
         "password": secrets.password("patroni-restapi"),
