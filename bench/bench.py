@@ -14,14 +14,15 @@ machine: the report says which size it measured), and measures:
 - profile reads through gunicorn with ``wrk`` (requests/s, p50/p99, share
   answered from the cache, worker CPU per answer): Gridlink in the steady
   state as deployed (Redis flushed, one pass of anonymous reads, no
-  ``--warm``, each process's near cache at its default size) and with every
-  profile stored first (every read through Redis), and in the steady state
+  ``--warm``, each process's near cache at its default size) and with its
+  near cache off (every read through Redis), and in the steady state
   while another user writes 5 and 50 times a second
   (``bench/live_writer.py``), beside a Falcon app doing one Redis ``HMGET``
   and one answering a constant body of the same size, under the same
   gunicorn configuration, in the same run, with what Redis answered per
   read (commands, ``HMGET``s, bytes); a hot set of profiles with each
-  process's near cache on and off; then the targets;
+  process's near cache on and off; each app beside its yardstick, served at
+  once and read in turns (``measure_group``); then the targets;
 - where a cached read's CPU goes, in a process of its own
   (``bench/hit_profile.py``);
 - write latency: create a link, rename a grid (each rebuilds the profile
@@ -48,9 +49,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -89,10 +90,14 @@ READS = 2000
 # The hot set: profiles every read is drawn from in the near-cache rows (about 3 MB).
 HOT_PROFILES = 100
 WRITES = 200
-WRK_SECONDS = 10
 WRK_CONNECTIONS = 32
-# An even number: every other round measures the apps in the reverse order.
 WRK_ROUNDS = 4
+# Each app of a group is read for TURNS turns of TURN_SECONDS, the apps in turn
+# (measure_group): as long in all as one 10 s run, and every app's turns spread
+# over the same stretch of time as its yardstick's. An odd number: every
+# other cycle runs in the reverse order, so no app always comes first.
+TURNS = 5
+TURN_SECONDS = 2
 WARM_UP_SECONDS = 3
 WRK_TIMEOUT = "10s"
 # Every measured server, whatever its app: each worker listens on a socket of its
@@ -102,6 +107,9 @@ WRK_TIMEOUT = "10s"
 # one process then holds most of the load on its one interpreter lock, and single
 # rounds moved between 0.4 and 1.4 of their yardstick, by chance, not by app.
 MEASURED_OPTIONS = ("--reuse-port",)
+# The yardsticks (bench/constant_app.py), as gunicorn loads them.
+REDIS_APP = "bench.constant_app:get_redis_app()"
+CONSTANT_APP = "bench.constant_app:get_app()"
 # The seed project's Django design in the same setup, as issue 11 reports it (176-242 req/s).
 DJANGO_REQUESTS_PER_SECOND = 210
 # gunicorn option sets that --tune compares (infra/gunicorn.conf.py is the baseline).
@@ -409,10 +417,10 @@ class Rounds:
     def ratios(self, app: int, yardstick: int) -> list[float]:
         """``app``'s requests/s over ``yardstick``'s, round by round.
 
-        The two ran one after the other (``APPS``' order, reversed every other
-        round), so a neighbour that slows the shared machine for a few minutes
-        slows both: a ratio within a round is steadier than one of medians
-        taken minutes apart.
+        Within a group the two were read in turns over the same stretch of time
+        (``measure_group``), so a neighbour that slows the shared machine slows
+        both: a ratio within a round is steadier than one of medians taken
+        minutes apart. Apps of two groups ran minutes apart at most.
         """
         return [
             run.requests_per_second / other.requests_per_second
@@ -442,7 +450,11 @@ def redis_counters(client: redis.Redis) -> tuple[int, int, int, int]:
 
 
 def run_wrk(
-    wrk: str, server: ApiServer, script: Path, redis_client: redis.Redis, seconds: int = WRK_SECONDS
+    wrk: str,
+    server: ApiServer,
+    script: Path,
+    redis_client: redis.Redis,
+    seconds: int = TURN_SECONDS,
 ) -> Throughput:
     """Run wrk against ``server`` (refuse any error answer) and say what it measured."""
     workers_before = sum(cpu_ticks(pid) for pid in server.worker_pids())
@@ -564,78 +576,73 @@ def read_every_profile(dataset: Dataset, server: ApiServer, connections: int = 8
 
 @dataclass(frozen=True)
 class App:
-    """One app that ``throughput`` measures, and how the cache is readied before it."""
+    """One app that ``throughput`` measures, and the group it is measured in."""
 
     label: str
     wsgi_app: str | None  # None: Gridlink itself
-    # "pass": Redis flushed (FLUSHALL), then one anonymous read of every profile
-    # through the server (the steady state of a cache that keeps what it reads);
-    # "stored": every profile stored in Redis first (``warm_profiles``).
-    cache: str
-    # Another user's writes a second, from before the pass or warm-up to the end of the
-    # run (0: an idle system), through a Gridlink server of their own.
+    # The apps of one group are served at once and measured in turns (``measure_group``).
+    group: str
+    # Another user's writes a second, through a Gridlink server of their own, from
+    # before the group's pass (or warm-up) to its last turn (0: an idle system).
     writes_per_second: int = 0
     # Each process's near cache at its default size (else off: every read asks Redis).
     near_cache: bool = False
     # Reads drawn from the first HOT_PROFILES profiles only.
     hot: bool = False
+    # This app's server makes the group's pass: after a FLUSHALL, one anonymous read of
+    # every profile through it (the steady state of a cache that keeps what it reads);
+    # the other apps of the group read what the pass stored. In a group without one,
+    # every profile is stored in Redis first (``warm_profiles``).
+    makes_the_pass: bool = False
 
 
-# In the order a round measures them, each of Gridlink's rows next to its yardstick
-# (the one-``HMGET`` app under the same writes, or the constant-body app) or one app
-# away; every other round measures them in the reverse order (``throughput``).
+# Each of Gridlink's rows is in a group with its yardstick (the one-``HMGET`` app under
+# the same writes, or the constant-body app).
 APPS = (
     App(
         "Gridlink, steady state (Redis flushed, one pass of reads), near cache on",
         None,
-        "pass",
+        "idle",
         near_cache=True,
+        makes_the_pass=True,
     ),
-    App(
-        "Falcon app doing one Redis `HMGET` of the same entry",
-        "bench.constant_app:get_redis_app()",
-        "stored",
-    ),
-    App("Gridlink, every profile stored first (`--warm`)", None, "stored"),
-    App(
-        f"Gridlink, a hot set of {HOT_PROFILES} profiles, near cache off", None, "stored", hot=True
-    ),
+    App("Falcon app doing one Redis `HMGET` of the same entry", REDIS_APP, "idle"),
+    App("Gridlink, every profile in Redis (the pass's), near cache off", None, "idle"),
+    App(f"Gridlink, a hot set of {HOT_PROFILES} profiles, near cache off", None, "idle", hot=True),
     App(
         f"Gridlink, a hot set of {HOT_PROFILES} profiles, near cache on",
         None,
-        "stored",
+        "hot set",
         near_cache=True,
         hot=True,
     ),
-    App(
-        "Falcon app answering a constant body of the same size",
-        "bench.constant_app:get_app()",
-        "stored",
-    ),
+    App("Falcon app answering a constant body of the same size", CONSTANT_APP, "hot set"),
     App(
         "Gridlink, steady state, near cache on, another user writing 5 times a second",
         None,
-        "pass",
+        "5 writes/s",
         5,
         near_cache=True,
+        makes_the_pass=True,
     ),
     App(
         "Falcon app doing one Redis `HMGET`, another user writing 5 times a second",
-        "bench.constant_app:get_redis_app()",
-        "stored",
+        REDIS_APP,
+        "5 writes/s",
         5,
     ),
     App(
         "Gridlink, steady state, near cache on, another user writing 50 times a second",
         None,
-        "pass",
+        "50 writes/s",
         50,
         near_cache=True,
+        makes_the_pass=True,
     ),
     App(
         "Falcon app doing one Redis `HMGET`, another user writing 50 times a second",
-        "bench.constant_app:get_redis_app()",
-        "stored",
+        REDIS_APP,
+        "50 writes/s",
         50,
     ),
 )
@@ -660,6 +667,14 @@ def yardstick(app: App) -> int:
     return {0: ONE_HMGET, 5: ONE_HMGET_5, 50: ONE_HMGET_50}[app.writes_per_second]
 
 
+def groups() -> dict[str, list[int]]:
+    """The indexes of ``APPS`` in each group, in ``APPS``' order."""
+    grouped: dict[str, list[int]] = {}
+    for index, app in enumerate(APPS):
+        grouped.setdefault(app.group, []).append(index)
+    return grouped
+
+
 def sign_up_writer(dataset: Dataset) -> tuple[str, str]:
     """Sign up the live writer (a user ``wrk`` never reads), in process; return token and grid."""
     username = f"live_writer_{os.getpid()}"
@@ -679,67 +694,134 @@ def sign_up_writer(dataset: Dataset) -> tuple[str, str]:
     return token, slug
 
 
+@dataclass(frozen=True)
+class Bench:
+    """What every group's measurement needs: the dataset, wrk, its scripts, the writer."""
+
+    dataset: Dataset
+    wrk: str
+    scripts: dict[bool, Path]  # by ``App.hot``
+    body: Path  # the constant-body app's answer
+    writer: tuple[str, str]  # the live writer's token and grid
+    options: Sequence[str]
+
+
 def throughput(dataset: Dataset, options: Sequence[str]) -> Rounds:
-    """Measure each of ``APPS`` in ``WRK_ROUNDS`` rounds, every other one in reverse order."""
-    wrk = ensure_wrk()
-    scripts = {hot: wrk_script(dataset.seeded, hot) for hot in (False, True)}
-    warm_profiles(dataset.services, dataset.user_ids)
+    """Measure each of ``APPS`` in ``WRK_ROUNDS`` rounds, each round every group in turn."""
     body = WORK_DIR / "constant-body.json"
     first = dataset.seeded.username(dataset.seeded.first)
     body.write_bytes(dataset.client.simulate_get(f"/api/users/{first}/").content)
-    writer_token, writer_grid = sign_up_writer(dataset)
-    redis_client = dataset.services.redis
+    bench = Bench(
+        dataset,
+        ensure_wrk(),
+        {hot: wrk_script(dataset.seeded, hot) for hot in (False, True)},
+        body,
+        sign_up_writer(dataset),
+        options,
+    )
     runs: list[list[Throughput]] = [[] for _ in APPS]
     for round_ in range(WRK_ROUNDS):
         log(f"wrk round {round_ + 1}/{WRK_ROUNDS} ({' '.join(options) or 'default options'})")
-        ordered = list(zip(APPS, runs, strict=True))
-        for app, measured in ordered if round_ % 2 == 0 else reversed(ordered):
-            if app.cache == "stored":
-                warm_profiles(dataset.services, dataset.user_ids)
-            else:
-                redis_client.flushall()
-            environment = {"BENCH_CONSTANT_BODY": str(body)}
-            if app.near_cache:
-                environment["GRIDLINK_NEAR_CACHE_BYTES"] = str(Settings().near_cache_bytes)
-            script = scripts[app.hot]
-            with (
-                gunicorn(
-                    dataset.settings, (*MEASURED_OPTIONS, *options), app.wsgi_app, environment
-                ) as server,
-                writers_server(dataset, options, app) as writes_to,
-            ):
-                if app.cache == "pass":
-                    # The flush took the stream's position with it; fills are proved
-                    # (and stay) once a change relay has set it again (<= 0.5 s).
-                    await_stream_position(dataset)
-                rate = app.writes_per_second
-                with live_writes(writes_to, writer_token, writer_grid, rate) as writer:
-                    if app.cache == "pass":
-                        read_every_profile(dataset, server)
-                    # Every worker booted (imports, pools) and served before the clock
-                    # starts, the same for every app: the pass's fills leave the steady
-                    # state's cache, not a warm server.
-                    run_wrk(wrk, server, script, redis_client, WARM_UP_SECONDS)
-                    log(f"  wrk: {app.label}")
-                    run = run_wrk(wrk, server, script, redis_client)
-                written = writer.writes_per_second if writer else 0.0
-                measured.append(dataclasses.replace(run, writes_per_second=written))
+        for name, members in groups().items():
+            log(f"  group: {name}")
+            for index, run in zip(members, measure_group(bench, members), strict=True):
+                runs[index].append(run)
                 log(
                     f"    {run.requests_per_second:,.0f} requests/s, {run.worker_cpu_us:,.0f} us "
-                    f"of worker CPU per answer, {run.hit_ratio:.1%} from the cache"
+                    f"of worker CPU per answer, {run.hit_ratio:.1%} from the cache: "
+                    f"{APPS[index].label}"
                 )
     return Rounds(runs)
 
 
-@contextmanager
-def writers_server(dataset: Dataset, options: Sequence[str], app: App) -> Iterator[str | None]:
-    """A Gridlink server of their own for ``app``'s live writes (None: no writes).
+def measure_group(bench: Bench, members: list[int]) -> list[Throughput]:
+    """Serve the apps ``members`` names at once; measure them in ``TURNS`` interleaved turns.
 
-    Every live-writer row, Gridlink's and the one-``HMGET`` app's, writes
-    through one, so the writes cost both the same: the comparison is of the
-    reads alone, under the same write load on the same machine.
+    Each app's server is its own, started fresh, and warmed by ``WARM_UP_SECONDS``
+    of ``wrk`` (not counted). Then ``wrk`` reads through each in turn for
+    ``TURN_SECONDS``, every other cycle in the reverse order: a neighbour that
+    slows the shared machine for a while slows every app of the group alike,
+    whose ratios are then of the apps, not of the moments they ran in.
     """
-    if not app.writes_per_second:
+    apps = [APPS[index] for index in members]
+    redis_client = bench.dataset.services.redis
+    with ExitStack() as stack:
+        servers = [stack.enter_context(app_server(bench, app)) for app in apps]
+        redis_client.flushall()
+        if any(app.makes_the_pass for app in apps):
+            # The flush took the stream's position with it; fills are proved (and
+            # stay) once a change relay has set it again (<= 0.5 s).
+            await_stream_position(bench.dataset)
+        else:
+            warm_profiles(bench.dataset.services, bench.dataset.user_ids)
+        rate = apps[0].writes_per_second
+        writes_to = stack.enter_context(writers_server(bench.dataset, bench.options, rate))
+        token, grid = bench.writer
+        writer = stack.enter_context(live_writes(writes_to, token, grid, rate))
+        for app, server in zip(apps, servers, strict=True):
+            if app.makes_the_pass:
+                read_every_profile(bench.dataset, server)
+        for app, server in zip(apps, servers, strict=True):
+            # Every worker booted (imports, pools) and served before the clock starts.
+            run_wrk(bench.wrk, server, bench.scripts[app.hot], redis_client, WARM_UP_SECONDS)
+        turns: list[list[Throughput]] = [[] for _ in apps]
+        order = list(range(len(apps)))
+        for cycle in range(TURNS):
+            for position in order if cycle % 2 == 0 else reversed(order):
+                app, server = apps[position], servers[position]
+                script = bench.scripts[app.hot]
+                turns[position].append(run_wrk(bench.wrk, server, script, redis_client))
+    written = writer.writes_per_second if writer else 0.0  # the rate it kept, once stopped
+    return [dataclasses.replace(combined(runs), writes_per_second=written) for runs in turns]
+
+
+@contextmanager
+def app_server(bench: Bench, app: App) -> Iterator[ApiServer]:
+    """A gunicorn server of ``app``'s own, as measured (``MEASURED_OPTIONS``)."""
+    environment = {"BENCH_CONSTANT_BODY": str(bench.body)}
+    if app.near_cache:
+        environment["GRIDLINK_NEAR_CACHE_BYTES"] = str(Settings().near_cache_bytes)
+    options = (*MEASURED_OPTIONS, *bench.options)
+    with gunicorn(bench.dataset.settings, options, app.wsgi_app, environment) as server:
+        yield server
+
+
+def combined(turns: Sequence[Throughput]) -> Throughput:
+    """One app's turns as one run: sums, rates over the whole time, per-answer figures
+    weighted by answers, latency percentiles the median of the turns'."""
+    answers = [max(1, turn.from_cache + turn.from_elsewhere) for turn in turns]
+    total = sum(answers)
+
+    def per_answer(figure: Callable[[Throughput], float]) -> float:
+        return sum(figure(turn) * count for turn, count in zip(turns, answers, strict=True)) / total
+
+    return Throughput(
+        statistics.mean(turn.requests_per_second for turn in turns),  # turns of equal length
+        statistics.median(turn.p50_ms for turn in turns),
+        statistics.median(turn.p99_ms for turn in turns),
+        sum(turn.from_cache for turn in turns),
+        sum(turn.from_elsewhere for turn in turns),
+        sum(turn.timeouts for turn in turns),
+        per_answer(lambda turn: turn.worker_cpu_us),
+        per_answer(lambda turn: turn.redis_commands),
+        per_answer(lambda turn: turn.redis_bytes),
+        per_answer(lambda turn: turn.redis_hmgets),
+        per_answer(lambda turn: turn.redis_pings),
+    )
+
+
+@contextmanager
+def writers_server(
+    dataset: Dataset, options: Sequence[str], writes_per_second: int
+) -> Iterator[str | None]:
+    """A Gridlink server of their own for a group's live writes (None: no writes).
+
+    Every live-writer row, Gridlink's and the one-``HMGET`` app's, is read
+    while the same writes go through one, so the writes cost both the same:
+    the comparison is of the reads alone, under the same write load on the
+    same machine.
+    """
+    if not writes_per_second:
         yield None
         return
     with gunicorn(dataset.settings, options, workers=WRITER_WORKERS) as server:
@@ -872,34 +954,39 @@ def throughput_section(large: Dataset, measured: Rounds) -> list[str]:
         "spreads the connections by a hash of their addresses: unevenly, but no worker is left "
         "without; with the one shared socket, the worker that wakes first takes most of them, "
         "and a round measured that chance more than the app), `wrk -t2 "
-        f"-c{WRK_CONNECTIONS} -d{WRK_SECONDS}s`, a random one of {large.seeded.users:,} profiles"
-        f" per request ({body_bytes:,}-byte body); {WRK_ROUNDS} rounds in one run, each "
-        "measuring every app in the table's order (every other round in reverse order, so each "
-        "of Gridlink's rows runs next to its yardstick or one app away), each app in a fresh "
-        f"server warmed by {WARM_UP_SECONDS} s of `wrk` just before it is measured (not "
-        "counted). Each figure is the median over the rounds; each ratio the median of the "
-        "ratios within a round (the two ran minutes apart at most, on a machine whose "
-        "neighbours' load changes by the minute). The steady state starts each round from "
-        "`FLUSHALL`, with no `--warm`: once the server's change relay has set the stream's "
-        "position again (the flush took it), one anonymous read of every profile through the "
-        "server (it fills the cache), then the warm-up and `wrk`. In the live-writer rows "
-        "another user (`bench/live_writer.py`, not one of the profiles read) renames a grid at "
-        "a fixed rate from before the pass (or the warm-up) to the end of `wrk`, through a "
-        "Gridlink server of its own (one worker) beside the one measured: each write commits on"
-        " the primary, is written through, and moves the change stream's applied position. The "
-        "one-`HMGET` app is measured under the same writes, and each row's ratio to it is to "
-        "its row with the same writes: the writes cost both the same two cores, so the ratio is"
-        " of the reads alone. Worker CPU is what the measured server's gunicorn workers spent "
-        "per answer (`/proc`): steadier than requests/s on this shared machine. Redis commands "
-        "(of them `HMGET`s and `PING`s) and bytes are `INFO` deltas over the run "
-        "(`total_commands_processed`, `cmdstat_hmget`, `cmdstat_ping`, "
-        "`total_net_output_bytes`: every client's, the relay's, the writer's and the near "
-        "caches' included) per answer. The rows that say the near cache is on run it at its "
-        f"default size ({Settings().near_cache_bytes // 2**20} MiB per process), as deployed: "
-        "the steady states, and the hot set's row beside the constant-body app. The others run "
-        "it off (`GRIDLINK_NEAR_CACHE_BYTES=0`: every read asks Redis), so that 'every profile "
-        "stored' and the hot set's other row measure the path through Redis alone; the hot-"
-        f"set rows read a random one of the first {HOT_PROFILES} profiles.",
+        f"-c{WRK_CONNECTIONS}`, a random one of {large.seeded.users:,} profiles per request "
+        f"({body_bytes:,}-byte body). The apps are measured in groups "
+        f"({', '.join(groups())}), each of Gridlink's rows in the group of its yardstick: the "
+        "apps of a group are served at once, each by a fresh server of its own warmed by "
+        f"{WARM_UP_SECONDS} s of `wrk` (not counted), then read in turns, {TURNS} turns of "
+        f"`wrk -d{TURN_SECONDS}s` per app, the apps one after the other, every other cycle in "
+        "the reverse order. So an app and its yardstick are measured over the same "
+        f"{TURNS * TURN_SECONDS * len(max(groups().values(), key=len))} s, on a machine whose "
+        "neighbours change its speed by the second: measured one after the other in runs of "
+        "10 s, single rounds of the same code ranged from 0.74 to 1.10 of the yardstick. "
+        f"{WRK_ROUNDS} rounds in one run, each measuring every group; each figure is the "
+        "median over the rounds, each ratio the median of the ratios within a round. A group "
+        "starts from `FLUSHALL`: with a steady-state row, once a change relay has set the "
+        "stream's position again (the flush took it), one anonymous read of every profile "
+        "through that row's server (it fills the cache), which the group's other apps read "
+        "too; without one (the hot set's group), every profile stored first. In the "
+        "live-writer groups another user (`bench/live_writer.py`, not one of the profiles "
+        "read) renames a grid at a fixed rate from before the pass to the last turn, through "
+        "a Gridlink server of its own (one worker): each write commits on the primary, is "
+        "written through, and moves the change stream's applied position. The one-`HMGET` app "
+        "is measured under the same writes, and each row's ratio to it is to its row with the "
+        "same writes: the writes cost both the same two cores, so the ratio is of the reads "
+        "alone. Worker CPU is what the measured server's gunicorn workers spent per answer "
+        "(`/proc`). Redis commands (of them `HMGET`s and `PING`s) and bytes are `INFO` deltas "
+        "over the app's turns (`total_commands_processed`, `cmdstat_hmget`, `cmdstat_ping`, "
+        "`total_net_output_bytes`: every client's, the group's other servers' idle relays and "
+        "near caches, the writer's included) per answer. The rows that say the near cache is "
+        f"on run it at its default size ({Settings().near_cache_bytes // 2**20} MiB per "
+        "process), as deployed: the steady states, and the hot set's row beside the "
+        "constant-body app. The others run it off (`GRIDLINK_NEAR_CACHE_BYTES=0`: every read "
+        "asks Redis), so that 'every profile in Redis' and the hot set's other row measure the "
+        f"path through Redis alone; the hot-set rows read a random one of the first "
+        f"{HOT_PROFILES} profiles.",
         "",
         "| app | writes/s | requests/s | p50 | p99 | from the cache | worker CPU per answer "
         "| Redis commands per answer (`HMGET`s; `PING`s) | Redis bytes sent per answer "
@@ -981,7 +1068,7 @@ def targets_section(large: Dataset, miss: Latency, measured: Rounds) -> list[str
             near.redis_bytes < far.redis_bytes / 10,
         ),
         (
-            "every profile stored / one-`HMGET` app (the hit path alone)",
+            "every profile in Redis, near cache off / one-`HMGET` app (the hit path alone)",
             shown(STORED, ONE_HMGET),
             "≥ 0.9",
             share(STORED) >= 0.9,
@@ -1057,8 +1144,9 @@ def tune(large: Dataset) -> str:
     lines = [
         "# Gunicorn tuning (`python -m bench.bench --tune`)",
         "",
-        f"Measured {machine()}. Profile reads, `wrk -t2 -c{WRK_CONNECTIONS} "
-        f"-d{WRK_SECONDS}s`, requests/s, median of {WRK_ROUNDS} rounds per app; every server "
+        f"Measured {machine()}. Profile reads, `wrk -t2 -c{WRK_CONNECTIONS}`, "
+        f"{TURNS} turns of {TURN_SECONDS} s per app in each of {WRK_ROUNDS} rounds (as "
+        "`make bench` measures them), requests/s, the median of the rounds; every server "
         f"with `{' '.join(MEASURED_OPTIONS)}` besides the options of its row.",
         "",
         "| gunicorn | " + " | ".join(app.label for app in APPS) + " | ratio |",

@@ -43,8 +43,9 @@ class LiveWriter:
 
     @property
     def writes_per_second(self) -> float:
-        """The rate the writer kept (writes answered, per second of running)."""
-        return self.written / max(1e-9, self._stopped - self._started)
+        """The rate the writer kept (writes answered, per second of running so far)."""
+        stopped = self._stopped or time.monotonic()
+        return self.written / max(1e-9, stopped - self._started)
 
     def __enter__(self) -> LiveWriter:
         self._started = time.monotonic()
