@@ -39,6 +39,13 @@ one changes (server-assisted client-side caching):
   ``profiles``); a short fill lives a second in Redis and only Redis's expiry
   bounds it. Only anonymous reads use memory (``ProfileCache.recall``): a
   reader with a token may have just written (promise 1).
+- **Kept at the second read.** A profile read from Redis is kept only if it
+  was read from Redis lately too (among the last ``ADMISSION_KEYS`` to
+  ``2 * ADMISSION_KEYS`` profiles read once): under reads spread over more
+  profiles than memory holds, keeping each one would push out another at
+  every read and keep a 30 KB document alive for nothing, a cost the reads
+  it answers do not repay (bench/results.md). A hot profile is kept at its
+  second read. Refusing a keep is always safe: the read goes to Redis.
 """
 
 from __future__ import annotations
@@ -67,6 +74,9 @@ CURRENT_SECONDS = 0.1
 PING_SECONDS = 0.04
 # What an entry costs besides its document: the key, the objects, the LRU link.
 ENTRY_OVERHEAD_BYTES = 200
+# How many profiles read once memory remembers, twice over (the set filling and the one
+# before): about as many as 32 MiB holds of the seed's 29 KB profiles.
+ADMISSION_KEYS = 1024
 INVALIDATIONS = b"__redis__:invalidate"
 _RECONNECT_SECONDS = 0.1
 # The tracking connection waits longer than a request's Redis call: a Redis that
@@ -96,6 +106,9 @@ class NearCache:
         # dropped once it is answered.
         self._noted: dict[str, int] = {}
         self._sealed: dict[str, int] = {}
+        # The profiles read once lately, not kept (``_read_before``).
+        self._read_once: set[str] = set()
+        self._read_once_before: set[str] = set()
         self.client_id: int | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -118,7 +131,8 @@ class NearCache:
 
         From now on memory never answers an older version of ``key`` (promise 3).
         ``keep_from``: this cache's ``generation`` read before ``entry`` was read
-        from Redis, to keep it if nothing changed since (None: do not keep it).
+        from Redis, to keep it if nothing changed since and it was read lately
+        too (None: do not keep it).
         """
         size = len(entry.document) + ENTRY_OVERHEAD_BYTES
         with self._lock:
@@ -139,12 +153,22 @@ class NearCache:
                 and entry.version >= noted
                 and size <= self.max_bytes
                 and key.startswith(tracked)
+                and self._read_before(key)
             ):
                 return
             self._entries[key] = entry
             self._bytes += size
             while self._bytes > self.max_bytes:
                 self._forget(next(iter(self._entries)))  # the least recently used
+
+    def _read_before(self, key: str) -> bool:
+        """Tell whether ``key`` was read lately (keep it now); else remember this read."""
+        if key in self._read_once or key in self._read_once_before:
+            return True
+        if len(self._read_once) >= ADMISSION_KEYS:
+            self._read_once_before, self._read_once = self._read_once, set()
+        self._read_once.add(key)
+        return False
 
     def discard(self, key: str) -> None:
         """Drop ``key`` now (this process changed it) and refuse reads that began before."""

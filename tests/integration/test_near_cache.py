@@ -22,8 +22,8 @@ import pytest
 import redis
 
 from gridlink.app import create_app
-from gridlink.cache import TIMEOUT_COOL_OFF_SECONDS, ProfileCache
-from gridlink.cache.near import CURRENT_SECONDS, NearCache
+from gridlink.cache import TIMEOUT_COOL_OFF_SECONDS, CachedProfile, ProfileCache
+from gridlink.cache.near import ADMISSION_KEYS, CURRENT_SECONDS, NearCache
 from gridlink.services import Services
 from gridlink.settings import Settings
 from infra import cluster
@@ -116,9 +116,10 @@ def test_a_profile_read_from_memory_sends_redis_nothing_and_is_the_same_answer(
     create_grid(client, user, "Hot")
     path = f"/api/users/{user.username}/"
     wait_for(near(services).current, 15, "the invalidation connection is current")
-    with count_redis_round_trips() as sent:
-        from_redis = client.simulate_get(path)
-    assert any("HMGET" in command for command in sent), sent
+    for _ in range(2):  # kept at its second read from Redis
+        with count_redis_round_trips() as sent:
+            from_redis = client.simulate_get(path)
+        assert any("HMGET" in command for command in sent), sent
     for _ in range(3):
         with count_redis_round_trips() as sent:
             from_memory = client.simulate_get(path)
@@ -129,6 +130,29 @@ def test_a_profile_read_from_memory_sends_redis_nothing_and_is_the_same_answer(
         unchanged = client.simulate_get(path, headers={"If-None-Match": from_redis.headers["ETag"]})
     assert sent == []
     assert unchanged.status_code == 304
+
+
+def test_memory_keeps_a_profile_at_its_second_read_among_the_last_profiles_read(
+    services: Services,
+) -> None:
+    memory = near(services)
+    wait_for(memory.current, 15, "the invalidation connection is current")
+    prefix = services.cache.profile_key("")
+
+    def read_from_redis(name: str) -> bool:
+        """Tell memory of an anonymous read of ``name`` from Redis, as ``get_profile``
+        does; tell whether it kept what was read."""
+        began = memory.generation
+        memory.note(prefix + name, CachedProfile(1, b"{}"), keep_from=began)
+        return memory.get(prefix + name) is not None
+
+    assert not read_from_redis("admitted")
+    assert read_from_redis("admitted")
+    assert not read_from_redis("forgotten")
+    # Read once among 2 x ADMISSION_KEYS other profiles read once: remembered no longer.
+    assert not any(read_from_redis(f"once_{number}") for number in range(2 * ADMISSION_KEYS))
+    assert not read_from_redis("forgotten")
+    assert read_from_redis("forgotten")
 
 
 def test_a_reader_with_a_token_is_never_answered_from_memory(
@@ -217,6 +241,7 @@ def test_a_read_begun_before_a_change_keeps_nothing_older_than_what_was_since_se
     cache, memory = services.cache, near(services)
     key = cache.profile_key(user.username)
     wait_for(memory.current, 15, "the invalidation connection is current")
+    anonymous_read(client, user.username)  # read once: the keep below is its second read
     with invalidations_held(memory):
         # An anonymous reader's read of Redis, begun before the change; it keeps
         # what it read only once the others below have run.
