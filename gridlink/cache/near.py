@@ -44,8 +44,9 @@ one changes (server-assisted client-side caching):
   ``2 * ADMISSION_KEYS`` profiles read once): under reads spread over more
   profiles than memory holds, keeping each one would push out another at
   every read and keep a 30 KB document alive for nothing, a cost the reads
-  it answers do not repay (bench/results.md). A hot profile is kept at its
-  second read. Refusing a keep is always safe: the read goes to Redis.
+  it answers do not repay (README.md, "Kept at its second read"). A hot
+  profile is kept at its second read. Refusing a keep is always safe: the
+  read goes to Redis.
 """
 
 from __future__ import annotations

@@ -144,6 +144,8 @@ def test_memory_keeps_a_profile_at_its_second_read_among_the_last_profiles_read(
         does; tell whether it kept what was read."""
         began = memory.generation
         memory.note(prefix + name, CachedProfile(1, b"{}"), keep_from=began)
+        # Memory answers only while current: a late PING must not pass for a refused keep.
+        wait_for(memory.current, 15, "the invalidation connection is current")
         return memory.get(prefix + name) is not None
 
     assert not read_from_redis("admitted")
