@@ -94,8 +94,8 @@ WRK_CONNECTIONS = 32
 WRK_ROUNDS = 4
 # Each app of a group is read for TURNS turns of TURN_SECONDS, the apps in turn
 # (measure_group): as long in all as one 10 s run, and every app's turns spread
-# over the same stretch of time as its yardstick's. An odd number: every
-# other cycle runs in the reverse order, so no app always comes first.
+# over the same stretch of time as its yardstick's. Every other cycle runs in the
+# reverse order, so no app always comes first.
 TURNS = 5
 TURN_SECONDS = 2
 WARM_UP_SECONDS = 3
